@@ -1,0 +1,150 @@
+//! The JSON bodies exchanged with `heare-authd`, defined once for the daemon and every client.
+//!
+//! The shapes follow the Python heare-auth service so that its existing HTTP clients keep
+//! working: `POST /verify` answers `{"valid":true,"key_id","name","metadata","error":null}` or
+//! `{"valid":false,"error":"Invalid API key"}`; `POST /refresh` answers
+//! `{"success":true,"keys_loaded":N,"timestamp":"…Z"}`; `GET /health` answers `{"status":"ok"}`.
+//! Types borrow where they can (`Cow`, `RawValue`) so the daemon can write a response without
+//! copying a key's name or re-parsing its metadata on the verify path.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// The error text of a failed verification, identical to the Python service's.
+pub const INVALID_API_KEY: &str = "Invalid API key";
+
+/// Body of `POST /verify`. The secret may instead come as `Authorization: Bearer <secret>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyRequest<'a> {
+    /// The presented secret (`sec_…`). Never logged, never echoed back.
+    #[serde(borrow)]
+    pub api_key: Cow<'a, str>,
+}
+
+/// Body of every `POST /verify` answer: 200 when `valid`, 403 otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyResponse<'a> {
+    pub valid: bool,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Cow<'a, str>>,
+    /// The key's metadata object, verbatim from the key file.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Cow<'a, RawValue>>,
+    /// `null` on success (as the Python service writes it), the reason otherwise.
+    #[serde(borrow, default)]
+    pub error: Option<Cow<'a, str>>,
+}
+
+impl<'a> VerifyResponse<'a> {
+    /// A successful verification of the key `key_id`.
+    pub fn valid(key_id: &'a str, name: &'a str, metadata: &'a RawValue) -> Self {
+        VerifyResponse {
+            valid: true,
+            key_id: Some(Cow::Borrowed(key_id)),
+            name: Some(Cow::Borrowed(name)),
+            metadata: Some(Cow::Borrowed(metadata)),
+            error: None,
+        }
+    }
+
+    /// A refused verification; `error` says why (normally [`INVALID_API_KEY`]).
+    pub fn invalid(error: &'a str) -> Self {
+        VerifyResponse {
+            valid: false,
+            key_id: None,
+            name: None,
+            metadata: None,
+            error: Some(Cow::Borrowed(error)),
+        }
+    }
+}
+
+/// Body of a `POST /refresh` answer: 200 on success, 500 when the store could not be loaded
+/// (the daemon then keeps serving its previous key set, whose size `keys_loaded` gives).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshResponse {
+    pub success: bool,
+    pub keys_loaded: usize,
+    /// When the refresh finished, RFC 3339 in UTC with a `Z`.
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Body of `GET /health`: deliberately opaque, always `{"status":"ok"}` while serving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+}
+
+/// Body of the admin-only `GET /status`: what the daemon serves and how fresh it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The daemon's version (`heare-authd --version`).
+    pub daemon_version: String,
+    /// Keys in the set being served.
+    pub keys_loaded: usize,
+    /// The store URL, without credentials.
+    pub store: String,
+    /// The store's version token (S3 ETag, or the file's identity) of the set being served.
+    pub store_version: Option<String>,
+    /// When the store was last read successfully (RFC 3339, UTC).
+    pub last_load_at: Option<String>,
+    /// When the daemon last tried to read the store.
+    pub last_attempt_at: Option<String>,
+    /// Why the last attempt failed; `None` once an attempt succeeds.
+    pub last_error: Option<String>,
+    /// True while the set being served could not be confirmed by the store (the last attempt
+    /// failed, or the set came from the last-known-good cache at start).
+    pub stale: bool,
+    /// Where the set being served came from: `store` or `cache`.
+    pub source: String,
+    /// Keys of the file that were skipped, by id, with the reason.
+    pub load_warnings: Vec<String>,
+    /// Log lines dropped because the log sink was slower than the daemon.
+    pub log_lines_dropped: u64,
+    /// Seconds since the daemon started.
+    pub uptime_seconds: u64,
+}
+
+/// Body of every error answer that is not a verification result (404, 405, 413, 422, 403 on
+/// admin routes, 500, 503).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_answer_has_the_python_shape() {
+        let metadata = RawValue::from_string(r#"{"env":"prod"}"#.to_string()).unwrap();
+        let body =
+            serde_json::to_string(&VerifyResponse::valid("key_1", "Prod", &metadata)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"valid":true,"key_id":"key_1","name":"Prod","metadata":{"env":"prod"},"error":null}"#
+        );
+    }
+
+    #[test]
+    fn invalid_answer_has_only_valid_and_error() {
+        let body = serde_json::to_string(&VerifyResponse::invalid(INVALID_API_KEY)).unwrap();
+        assert_eq!(body, r#"{"valid":false,"error":"Invalid API key"}"#);
+    }
+
+    #[test]
+    fn answers_round_trip_for_clients() {
+        let text =
+            r#"{"valid":true,"key_id":"key_1","name":"N","metadata":{"a":[1,2]},"error":null}"#;
+        let parsed: VerifyResponse = serde_json::from_str(text).unwrap();
+        assert!(parsed.valid);
+        assert_eq!(parsed.key_id.as_deref(), Some("key_1"));
+        assert_eq!(parsed.metadata.unwrap().get(), r#"{"a":[1,2]}"#);
+    }
+}

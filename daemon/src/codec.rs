@@ -1,0 +1,130 @@
+//! Encryption at rest of the key file, exactly as the Python heare-auth service does it.
+//!
+//! A stored body that starts with the 19 bytes `HEARE_ENCRYPTED_V1:` is a Fernet token (AES-128-CBC
+//! + HMAC-SHA256) under the key `urlsafe_base64(sha256(STORAGE_SECRET))`; any other body is plain
+//! JSON, so plain and encrypted files both load. This module owns that framing and nothing else.
+//! Its errors name the cause (no secret configured, wrong secret, malformed token) and never
+//! contain the storage secret or any plaintext.
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The marker the Python service writes before the Fernet token.
+pub const ENCRYPTED_HEADER: &[u8] = b"HEARE_ENCRYPTED_V1:";
+
+/// Why a stored body could not be turned into key-file JSON.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error(
+        "the key file is encrypted (HEARE_ENCRYPTED_V1) but no STORAGE_SECRET is configured: set STORAGE_SECRET or storage_secret_file"
+    )]
+    SecretMissing,
+    #[error(
+        "the key file could not be decrypted: STORAGE_SECRET does not match the one it was written with, or the token is corrupt"
+    )]
+    WrongSecretOrCorrupt,
+    #[error("the key file's encrypted token is not ASCII; the object is corrupt")]
+    TokenNotAscii,
+}
+
+/// The storage secret, held so that it never reaches a log or an error by accident.
+#[derive(Clone)]
+pub struct StorageSecret(String);
+
+impl StorageSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        StorageSecret(secret.into())
+    }
+
+    fn fernet(&self) -> fernet::Fernet {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let key = base64::engine::general_purpose::URL_SAFE.encode(digest);
+        // A SHA-256 digest is always 32 bytes, which is exactly a Fernet key; `new` only refuses
+        // other lengths, so this cannot fail.
+        fernet::Fernet::new(&key).unwrap_or_else(|| unreachable!("32-byte key refused"))
+    }
+}
+
+impl fmt::Debug for StorageSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StorageSecret(<redacted>)")
+    }
+}
+
+/// True when `body` carries the encrypted-file header.
+pub fn is_encrypted(body: &[u8]) -> bool {
+    body.starts_with(ENCRYPTED_HEADER)
+}
+
+/// Turns a stored body into key-file JSON: decrypts it when it is encrypted, borrows it otherwise.
+pub fn decode<'a>(
+    body: &'a [u8],
+    secret: Option<&StorageSecret>,
+) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
+    let Some(token) = body.strip_prefix(ENCRYPTED_HEADER) else {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    };
+    let secret = secret.ok_or(CodecError::SecretMissing)?;
+    let token = std::str::from_utf8(token).map_err(|_| CodecError::TokenNotAscii)?;
+    secret
+        .fernet()
+        .decrypt(token.trim())
+        .map(std::borrow::Cow::Owned)
+        .map_err(|_| CodecError::WrongSecretOrCorrupt)
+}
+
+/// Encrypts key-file JSON into the stored form the Python service reads.
+pub fn encode_encrypted(json: &[u8], secret: &StorageSecret) -> Vec<u8> {
+    let token = secret.fernet().encrypt(json);
+    let mut body = Vec::with_capacity(ENCRYPTED_HEADER.len() + token.len());
+    body.extend_from_slice(ENCRYPTED_HEADER);
+    body.extend_from_slice(token.as_bytes());
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_bodies_pass_through() {
+        let body = br#"{"keys":[]}"#;
+        assert_eq!(decode(body, None).unwrap().as_ref(), body);
+    }
+
+    #[test]
+    fn encrypted_round_trip() {
+        let secret = StorageSecret::new("correct horse");
+        let body = encode_encrypted(br#"{"keys":[]}"#, &secret);
+        assert!(is_encrypted(&body));
+        assert_eq!(
+            decode(&body, Some(&secret)).unwrap().as_ref(),
+            br#"{"keys":[]}"#
+        );
+    }
+
+    #[test]
+    fn python_written_token_decrypts() {
+        // Written by Python's `cryptography`: Fernet(urlsafe_b64encode(sha256(b"test-storage-secret")
+        // .digest())).encrypt(b'{"keys": []}'), prefixed with the header as the service stores it.
+        let body = b"HEARE_ENCRYPTED_V1:gAAAAABrBr0bomvaOGChIBIxaSk9n38-oUqA8IFAVYu_7JluMosf1EeVCazQU0-U53sokTXEw39tvfnihfP86jHeoGnbxyp5MQ==";
+        let plain = decode(body, Some(&StorageSecret::new("test-storage-secret"))).unwrap();
+        assert_eq!(plain.as_ref(), br#"{"keys": []}"#);
+    }
+
+    #[test]
+    fn wrong_secret_and_missing_secret_are_distinct_errors() {
+        let body = encode_encrypted(b"{}", &StorageSecret::new("one"));
+        assert_eq!(decode(&body, None).unwrap_err(), CodecError::SecretMissing);
+        let err = decode(&body, Some(&StorageSecret::new("two"))).unwrap_err();
+        assert_eq!(err, CodecError::WrongSecretOrCorrupt);
+        assert!(!err.to_string().contains("two"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let shown = format!("{:?}", StorageSecret::new("hunter2"));
+        assert!(!shown.contains("hunter2"));
+    }
+}
