@@ -6,7 +6,11 @@
 //! `keyfile` (the document ctl rewrites, keeping what it does not understand), `store` (S3 and
 //! file backends), `config`, and the serving side (`server`, `reload`, `notify`, `logging`).
 
+pub mod cli;
 pub mod codec;
+pub mod config;
+pub mod duration;
 pub mod keyset;
 mod minify;
+pub mod store;
 pub mod timestamp;

@@ -1,0 +1,176 @@
+//! The file store: the embedded default, for a developer or a single host that needs no S3.
+//!
+//! The version token is the file's identity — inode, size and modification time in nanoseconds —
+//! taken from the opened file itself, so a replacement by rename (as heare-authctl writes) always
+//! shows as a change. A missing file means "no keys yet".
+
+use super::{BoxFuture, Fetched, KeyStore, StoreError};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A key file on the local filesystem.
+#[derive(Clone)]
+pub struct FileStore {
+    path: PathBuf,
+    max_body_bytes: u64,
+}
+
+impl FileStore {
+    pub fn new(path: PathBuf, max_body_bytes: u64) -> Self {
+        FileStore {
+            path,
+            max_body_bytes,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fetch_blocking(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
+        let unavailable = |error: io::Error| StoreError::Unavailable {
+            store: self.describe(),
+            message: error.to_string(),
+        };
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Fetched::Missing),
+            Err(error) => return Err(unavailable(error)),
+        };
+        let metadata = file.metadata().map_err(unavailable)?;
+        let version = format!(
+            "{}-{}-{}.{:09}",
+            metadata.ino(),
+            metadata.size(),
+            metadata.mtime(),
+            metadata.mtime_nsec()
+        );
+        if if_changed_from == Some(version.as_str()) {
+            return Ok(Fetched::NotModified);
+        }
+        if metadata.size() > self.max_body_bytes {
+            return Err(StoreError::TooLarge {
+                store: self.describe(),
+                size: metadata.size(),
+                limit: self.max_body_bytes,
+            });
+        }
+        let mut body = Vec::with_capacity(metadata.size() as usize);
+        file.by_ref()
+            .take(self.max_body_bytes + 1)
+            .read_to_end(&mut body)
+            .map_err(unavailable)?;
+        if body.len() as u64 > self.max_body_bytes {
+            return Err(StoreError::TooLarge {
+                store: self.describe(),
+                size: body.len() as u64,
+                limit: self.max_body_bytes,
+            });
+        }
+        Ok(Fetched::Body { body, version })
+    }
+}
+
+impl KeyStore for FileStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.path.display())
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        if_changed_from: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, StoreError>> {
+        let store = self.clone();
+        let since = if_changed_from.map(str::to_owned);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.fetch_blocking(since.as_deref()))
+                .await
+                .map_err(|error| StoreError::Unavailable {
+                    store: self.describe(),
+                    message: format!("the read was cancelled: {error}"),
+                })?
+        })
+    }
+}
+
+/// Creates an empty key file (`{"keys": []}`, mode 0600) when none exists, so that a developer's
+/// first run needs no setup. Returns whether it created one.
+pub fn create_if_missing(path: &Path) -> io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(b"{\"keys\": []}\n")?;
+            file.sync_all()?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(store: &FileStore, since: Option<&str>) -> Fetched {
+        store.fetch_blocking(since).unwrap()
+    }
+
+    #[test]
+    fn missing_file_is_no_keys_and_create_makes_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/keys.json");
+        let store = FileStore::new(path.clone(), 1024);
+        assert_eq!(fetch(&store, None), Fetched::Missing);
+        assert!(create_if_missing(&path).unwrap());
+        assert!(!create_if_missing(&path).unwrap());
+        let Fetched::Body { body, .. } = fetch(&store, None) else {
+            panic!()
+        };
+        assert_eq!(body, b"{\"keys\": []}\n");
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn unchanged_file_is_not_modified_and_a_rename_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(&path, b"{\"keys\":[]}").unwrap();
+        let store = FileStore::new(path.clone(), 1024);
+        let Fetched::Body { version, .. } = fetch(&store, None) else {
+            panic!()
+        };
+        assert_eq!(fetch(&store, Some(&version)), Fetched::NotModified);
+        // Same size, same second: only the inode differs after an atomic replace.
+        let temp = dir.path().join("keys.json.tmp");
+        std::fs::write(&temp, b"{\"keys\":[]}").unwrap();
+        std::fs::rename(&temp, &path).unwrap();
+        assert!(matches!(
+            fetch(&store, Some(&version)),
+            Fetched::Body { .. }
+        ));
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(&path, vec![b' '; 2048]).unwrap();
+        let store = FileStore::new(path, 1024);
+        assert!(matches!(
+            store.fetch_blocking(None),
+            Err(StoreError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,162 @@
+//! The S3 store: one object in a bucket, read with aws-sdk-s3.
+//!
+//! Credentials come from the standard AWS chain (environment, profile, web identity, instance
+//! metadata); region, endpoint and path-style addressing are configurable so that MinIO, Ceph,
+//! Garage and test servers work as well as AWS. "Only if changed" is a GetObject with
+//! `If-None-Match: <ETag>`, answered 304 by S3 with no body. Timeouts are bounded so that a slow
+//! or silent S3 fails a reload instead of hanging it.
+
+use super::{BoxFuture, Fetched, KeyStore, StoreError};
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::DisplayErrorContext;
+use std::time::Duration;
+
+/// How to reach S3 (beyond what the AWS environment already says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// Region; when unset, the AWS chain's, else `us-east-1` (the Python service's default).
+    pub region: Option<String>,
+    /// Endpoint override (`http://127.0.0.1:9000` for MinIO); `AWS_ENDPOINT_URL` also works.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
+    pub path_style: bool,
+    /// Bound on one whole S3 call, retries included.
+    pub timeout: Duration,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            region: None,
+            endpoint: None,
+            path_style: false,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One S3 object holding the key file.
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    max_body_bytes: u64,
+}
+
+impl S3Store {
+    /// Builds a client from the AWS environment and `options`. Nothing is contacted yet.
+    pub async fn connect(
+        bucket: String,
+        key: String,
+        options: &S3Options,
+        max_body_bytes: u64,
+    ) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            // S3-compatible servers vary in their support for the newer default checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(options.timeout.min(Duration::from_secs(3)))
+                    .operation_attempt_timeout(options.timeout / 2)
+                    .operation_timeout(options.timeout)
+                    .build(),
+            );
+        if shared.region().is_none() {
+            config = config.region(Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            bucket,
+            key,
+            max_body_bytes,
+        }
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    fn unavailable(&self, message: String) -> StoreError {
+        StoreError::Unavailable {
+            store: self.describe(),
+            message,
+        }
+    }
+
+    async fn fetch_object(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_if_none_match(if_changed_from.map(str::to_owned));
+        let output = match request.send().await {
+            Ok(output) => output,
+            Err(error) => {
+                let status = error.raw_response().map(|raw| raw.status().as_u16());
+                if status == Some(304) {
+                    return Ok(Fetched::NotModified);
+                }
+                if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                    return Ok(Fetched::Missing);
+                }
+                return Err(self.unavailable(DisplayErrorContext(&error).to_string()));
+            }
+        };
+        let size = output.content_length().unwrap_or(0).max(0) as u64;
+        if size > self.max_body_bytes {
+            return Err(StoreError::TooLarge {
+                store: self.describe(),
+                size,
+                limit: self.max_body_bytes,
+            });
+        }
+        let version = output.e_tag().unwrap_or_default().to_string();
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|error| self.unavailable(format!("the body was cut off: {error}")))?
+            .to_vec();
+        if body.len() as u64 > self.max_body_bytes {
+            return Err(StoreError::TooLarge {
+                store: self.describe(),
+                size: body.len() as u64,
+                limit: self.max_body_bytes,
+            });
+        }
+        if size != 0 && body.len() as u64 != size {
+            return Err(self.unavailable(format!(
+                "the body was cut off: {} of {size} bytes arrived",
+                body.len()
+            )));
+        }
+        Ok(Fetched::Body { body, version })
+    }
+}
+
+impl KeyStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        if_changed_from: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, StoreError>> {
+        Box::pin(self.fetch_object(if_changed_from))
+    }
+}
