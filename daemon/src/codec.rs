@@ -1,7 +1,7 @@
 //! Encryption at rest of the key file, exactly as the Python heare-auth service does it.
 //!
 //! A stored body that starts with the 19 bytes `HEARE_ENCRYPTED_V1:` is a Fernet token (AES-128-CBC
-//! + HMAC-SHA256) under the key `urlsafe_base64(sha256(STORAGE_SECRET))`; any other body is plain
+//! with HMAC-SHA256) under the key `urlsafe_base64(sha256(STORAGE_SECRET))`; any other body is plain
 //! JSON, so plain and encrypted files both load. This module owns that framing and nothing else.
 //! Its errors name the cause (no secret configured, wrong secret, malformed token) and never
 //! contain the storage secret or any plaintext.

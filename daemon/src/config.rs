@@ -286,6 +286,86 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Checks what the configuration names on this system: groups exist, the storage secret is
+    /// readable (already read by `load`), the cache directory exists.
+    pub fn check_system(&self) -> Result<(), ConfigError> {
+        for (setting, group) in [
+            ("socket_group", &self.socket_group),
+            ("admin_group", &self.admin_group),
+        ] {
+            if let Some(name) = group
+                && !matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+            {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    why: format!("group {name:?} does not exist"),
+                });
+            }
+        }
+        if let Some(dir) = self.cache_path.as_deref().and_then(Path::parent)
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::Invalid {
+                setting: "cache_path",
+                why: format!("directory {} does not exist", dir.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The resolved settings, one per line, as `--check-config` prints them (no secret).
+    pub fn describe(&self) -> String {
+        let or_none = |value: Option<String>| value.unwrap_or_else(|| "(none)".to_string());
+        let seconds = |d: Option<Duration>| or_none(d.map(|d| format!("{}s", d.as_secs_f64())));
+        [
+            format!("store = {}", self.store),
+            format!("socket = {}", self.socket.display()),
+            format!("socket_mode = {:04o}", self.socket_mode),
+            format!("socket_group = {}", or_none(self.socket_group.clone())),
+            format!("admin_group = {}", or_none(self.admin_group.clone())),
+            format!(
+                "listen_tcp = {}",
+                or_none(self.listen_tcp.map(|a| a.to_string()))
+            ),
+            format!("tcp_admin_from_loopback = {}", self.tcp_admin_from_loopback),
+            format!(
+                "cache_path = {}",
+                or_none(self.cache_path.as_ref().map(|p| p.display().to_string()))
+            ),
+            format!("refresh_interval = {}", seconds(self.refresh_interval)),
+            format!("max_stale = {}", seconds(self.max_stale)),
+            format!(
+                "storage_secret = {}",
+                if self.storage_secret.is_some() {
+                    "(set)"
+                } else {
+                    "(none)"
+                }
+            ),
+            format!(
+                "log_format = {}",
+                or_none(self.log_format.map(|f| format!("{f:?}").to_lowercase()))
+            ),
+            format!("log_level = {}", self.log_level),
+            format!("max_connections = {}", self.max_connections),
+            format!(
+                "header_read_timeout = {}s",
+                self.header_read_timeout.as_secs_f64()
+            ),
+            format!("max_store_bytes = {}", self.max_store_bytes),
+            format!("s3.region = {}", or_none(self.s3.region.clone())),
+            format!("s3.endpoint = {}", or_none(self.s3.endpoint.clone())),
+            format!("s3.path_style = {}", self.s3.path_style),
+            format!("s3.timeout = {}s", self.s3.timeout.as_secs_f64()),
+        ]
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect()
+    }
+}
+
 fn read_file(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
     let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
     let text = match std::fs::read_to_string(path) {

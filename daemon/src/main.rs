@@ -1,1 +1,61 @@
-fn main() {}
+//! `heare-authd`: parses the command line and configuration, sets up logging, runs the daemon.
+//! Exit codes: 0 after a clean shutdown or a valid `--check-config`, 1 when the daemon cannot
+//! start or run (the message says why), 2 for a configuration or usage error.
+
+use clap::Parser;
+use heare_authd::cli::Cli;
+use heare_authd::config::Config;
+use heare_authd::{daemon, logging};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("heare-authd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        return match config.check_system() {
+            Ok(()) => {
+                print!("{}", config.describe());
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("heare-authd: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let logs = match logging::init(config.log_format, &config.log_level) {
+        Ok(logs) => logs,
+        Err(error) => {
+            eprintln!("heare-authd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("heare-authd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(daemon::run(config, &logs));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "startup_failed");
+            drop(logs);
+            eprintln!("heare-authd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -14,7 +14,7 @@
 //!   releases need a newer Rust than the workspace's), served in-process by
 //!   hyper on a private tokio runtime, storing objects under a temporary
 //!   directory. `s3s_fs::FileSystem` has two gaps that matter to heare-auth,
-//!   and the thin [`ConditionalFs`] wrapper closes both:
+//!   and the thin `ConditionalFs` wrapper closes both:
 //!   1. GetObject/HeadObject ignore `If-None-Match` (and `If-Match`). The
 //!      wrapper answers `304 Not Modified` when `If-None-Match` matches the
 //!      object's current ETag and `412 Precondition Failed` when `If-Match`

@@ -5,7 +5,7 @@
 //! if changed" since a version, so that polling an unchanged object costs one 304 and no parsing.
 //! The store knows nothing about keys; `codec` and `keyset` turn the bytes into keys.
 
-mod file;
+pub mod file;
 mod s3;
 mod url;
 

@@ -1,0 +1,149 @@
+//! The daemon's life: listen, load the first key set, serve, reload on signals, shut down cleanly.
+//!
+//! Order matters and is deliberate. Signal handlers are installed first, so a SIGHUP during a slow
+//! first load cannot kill the process (SIGHUP's default action). The socket is bound before the
+//! first load, so a second daemon on the same socket fails at once, and clients that connect early
+//! wait in the backlog instead of failing. READY=1 is sent only once a key set is in memory. On
+//! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), the socket
+//! file this daemon made is removed, and the process exits 0.
+
+use crate::config::Config;
+use crate::logging::LogGuard;
+use crate::notify;
+use crate::reload::{ReloadRequest, Reloader, Trigger, status_line};
+use crate::server::listeners::{self, SocketFile};
+use crate::server::{self, ConnectionPolicy};
+use crate::state::{AdminPolicy, Shared};
+use crate::store::{self, StoreUrl};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+
+    let activated = listeners::activated()?;
+    let socket_activated = !activated.unix.is_empty();
+    let mut socket_file: Option<SocketFile> = None;
+    let unix = if socket_activated {
+        activated.unix
+    } else {
+        let (listener, file) = listeners::bind_unix(
+            &config.socket,
+            config.socket_mode,
+            config.socket_group.as_deref(),
+        )?;
+        socket_file = Some(file);
+        vec![listener]
+    };
+    let mut tcp = activated.tcp;
+    if tcp.is_empty()
+        && let Some(address) = config.listen_tcp
+    {
+        tcp.push(listeners::bind_tcp(address)?);
+    }
+
+    if let StoreUrl::File { path } = &config.store {
+        match store::file::create_if_missing(path) {
+            Ok(true) => tracing::info!(store = %config.store, "created_empty_key_file"),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(store = %config.store, %error, "cannot_create_key_file"),
+        }
+    }
+    let store = store::open(&config.store, &config.s3, config.max_store_bytes).await;
+    let store_name = store.describe();
+    let reloader = Reloader {
+        store,
+        storage_secret: config.storage_secret.clone(),
+        cache_path: config.cache_path.clone(),
+        max_stale: config.max_stale,
+        refresh_interval: config.refresh_interval,
+    };
+    let initial = tokio::select! {
+        initial = reloader.initial_load() => initial?,
+        _ = terminate.recv() => return Ok(()),
+        _ = interrupt.recv() => return Ok(()),
+    };
+
+    let (reload_requests, reload_inbox) = mpsc::channel(64);
+    let admin = AdminPolicy {
+        own_uid: nix::unistd::geteuid().as_raw(),
+        admin_group: config.admin_group.clone(),
+        tcp_from_loopback: config.tcp_admin_from_loopback,
+    };
+    let shared = Arc::new(Shared::new(
+        initial.keys,
+        initial.status,
+        reload_requests,
+        admin,
+        store_name,
+        logs.counter(),
+    ));
+    shared.set_serve_until(initial.serve_until);
+
+    let (stop, stopped) = watch::channel(false);
+    let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
+    let policy = ConnectionPolicy {
+        limit: Arc::new(Semaphore::new(config.max_connections)),
+        header_read_timeout: config.header_read_timeout,
+    };
+    let mut servers = JoinSet::new();
+    for listener in unix {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .context("cannot register the Unix socket")?;
+        servers.spawn(server::serve(
+            listener,
+            shared.clone(),
+            policy.clone(),
+            stopped.clone(),
+        ));
+    }
+    for listener in tcp {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("cannot register the TCP socket")?;
+        servers.spawn(server::serve(
+            listener,
+            shared.clone(),
+            policy.clone(),
+            stopped.clone(),
+        ));
+    }
+
+    notify::ready(&status_line(&shared));
+    notify::spawn_watchdog();
+    tracing::info!(
+        keys_loaded = shared.keys().len(),
+        socket = %config.socket.display(),
+        socket_activated,
+        "ready"
+    );
+
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("sighup_received");
+                let request = ReloadRequest { trigger: Trigger::Signal, reply: None };
+                // A full inbox means reloads are already queued; this one coalesces with them.
+                let _ = shared.reload_requests.try_send(request);
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    notify::stopping();
+    tracing::info!("shutdown_started");
+    let _ = stop.send(true);
+    while servers.join_next().await.is_some() {}
+    let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, reload_task).await;
+    drop(socket_file);
+    tracing::info!("shutdown_complete");
+    Ok(())
+}

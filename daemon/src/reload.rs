@@ -1,0 +1,395 @@
+//! The one task that loads key sets: at start, then on every reload trigger.
+//!
+//! SIGHUP, `POST /refresh`, the poll timer and the retry timer only *ask* this task (through a
+//! channel); requests that arrive while a load runs are answered by the next single load, so a
+//! burst of triggers costs one fetch. A load fetches, decrypts and indexes off to the side and
+//! then publishes the new set in one atomic swap. A failed load — store unreachable, corrupt
+//! JSON, wrong storage secret, duplicate secret — changes nothing that is served: the previous set
+//! stays, `/status` shows the error and that the set is stale, and retries back off up to a
+//! minute. Explicit triggers (SIGHUP, /refresh) always fetch the whole object; the poll timer asks
+//! "only if changed", so an unchanged object costs one 304.
+
+use crate::cache;
+use crate::codec::{self, StorageSecret};
+use crate::keyset::{KeySet, SkippedKey};
+use crate::notify;
+use crate::state::{LoadStatus, Shared, Source};
+use crate::store::{Fetched, KeyStore};
+use crate::timestamp::{self, UnixMillis};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Signal,
+    Http,
+    Poll,
+    Retry,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Signal => "sighup",
+            Trigger::Http => "http",
+            Trigger::Poll => "poll",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// The result of a reload: keys now served, or why the load failed.
+pub type ReloadOutcome = Result<usize, String>;
+
+/// A request to reload, with an optional channel for the outcome.
+pub struct ReloadRequest {
+    pub trigger: Trigger,
+    pub reply: Option<oneshot::Sender<ReloadOutcome>>,
+}
+
+/// The first key set, before serving starts.
+pub struct Initial {
+    pub keys: KeySet,
+    pub status: LoadStatus,
+    /// The max_stale deadline when the set came from the cache.
+    pub serve_until: UnixMillis,
+}
+
+/// What a fetch-and-build produced.
+enum Loaded {
+    Unchanged,
+    Fresh {
+        keys: KeySet,
+        skipped: Vec<SkippedKey>,
+        version: Option<String>,
+        body: Option<Vec<u8>>,
+    },
+}
+
+/// Loads key sets from the store; owns the last-known-good cache.
+pub struct Reloader {
+    pub store: Box<dyn KeyStore>,
+    pub storage_secret: Option<StorageSecret>,
+    pub cache_path: Option<PathBuf>,
+    pub max_stale: Option<Duration>,
+    pub refresh_interval: Option<Duration>,
+}
+
+impl Reloader {
+    /// Loads the first set: from the store, else from the cache (stale), else fails with a
+    /// message saying what to fix.
+    pub async fn initial_load(&self) -> anyhow::Result<Initial> {
+        let now = timestamp::now();
+        let store_error = match self.fetch_and_build(None).await {
+            Ok(Loaded::Fresh {
+                keys,
+                skipped,
+                version,
+                body,
+            }) => {
+                self.write_cache(body).await;
+                log_skipped(&skipped);
+                tracing::info!(keys_loaded = keys.len(), store = %self.store.describe(), "startup");
+                return Ok(Initial {
+                    keys,
+                    status: LoadStatus {
+                        version,
+                        last_load_at: Some(now),
+                        last_attempt_at: Some(now),
+                        last_error: None,
+                        stale: false,
+                        source: Source::Store,
+                        warnings: skipped.iter().map(ToString::to_string).collect(),
+                    },
+                    serve_until: UnixMillis::MAX,
+                });
+            }
+            Ok(Loaded::Unchanged) => {
+                "the store answered 'not modified' to an unconditional read".to_string()
+            }
+            Err(error) => error,
+        };
+        tracing::error!(error = %store_error, store = %self.store.describe(), "startup_load_failed");
+        let Some(cache_path) = &self.cache_path else {
+            anyhow::bail!(
+                "cannot load keys from {}: {store_error}; no last-known-good cache is configured (cache_path)",
+                self.store.describe()
+            );
+        };
+        let (keys, skipped, written) = self.load_cache(cache_path).await.map_err(|cache_error| {
+            anyhow::anyhow!(
+                "cannot load keys from {}: {store_error}; and the last-known-good cache {} is unusable: {cache_error}",
+                self.store.describe(),
+                cache_path.display()
+            )
+        })?;
+        tracing::warn!(
+            keys_loaded = keys.len(),
+            cache = %cache_path.display(),
+            cache_written_at = %timestamp::format(written),
+            "serving_stale_cache"
+        );
+        Ok(Initial {
+            status: LoadStatus {
+                version: None,
+                last_load_at: None,
+                last_attempt_at: Some(now),
+                last_error: Some(store_error),
+                stale: true,
+                source: Source::Cache,
+                warnings: skipped.iter().map(ToString::to_string).collect(),
+            },
+            serve_until: self.deadline_from(written),
+            keys,
+        })
+    }
+
+    /// Answers reload requests, polls and retries until `shutdown` turns true.
+    pub async fn run(
+        self,
+        shared: Arc<Shared>,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut poll = self.refresh_interval.map(|period| {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        let mut failures: u32 = 0;
+        loop {
+            let retry_in = shared.status().stale.then(|| retry_delay(failures));
+            let first = tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+                _ = next_tick(&mut poll) => ReloadRequest { trigger: Trigger::Poll, reply: None },
+                _ = sleep_or_never(retry_in) => ReloadRequest { trigger: Trigger::Retry, reply: None },
+                _ = shutdown.changed() => return,
+            };
+            let mut batch = vec![first];
+            while let Ok(more) = requests.try_recv() {
+                batch.push(more);
+            }
+            let explicit = batch
+                .iter()
+                .find(|r| matches!(r.trigger, Trigger::Signal | Trigger::Http))
+                .map(|r| r.trigger);
+            if explicit.is_some() {
+                notify::reloading();
+            }
+            let trigger = explicit.unwrap_or(batch[0].trigger);
+            let outcome = self.reload(&shared, trigger).await;
+            failures = if outcome.is_ok() {
+                0
+            } else {
+                failures.saturating_add(1)
+            };
+            for request in batch {
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(outcome.clone());
+                }
+            }
+            notify::ready(&status_line(&shared));
+        }
+    }
+
+    async fn reload(&self, shared: &Shared, trigger: Trigger) -> ReloadOutcome {
+        let now = timestamp::now();
+        let since = {
+            let mut status = shared.status();
+            status.last_attempt_at = Some(now);
+            let conditional = matches!(trigger, Trigger::Poll | Trigger::Retry);
+            if conditional {
+                status.version.clone()
+            } else {
+                None
+            }
+        };
+        match self.fetch_and_build(since.as_deref()).await {
+            Ok(Loaded::Unchanged) => {
+                let mut status = shared.status();
+                status.last_load_at = Some(now);
+                status.last_error = None;
+                status.stale = false;
+                shared.set_serve_until(UnixMillis::MAX);
+                tracing::debug!(trigger = trigger.name(), "refresh_unchanged");
+                Ok(shared.keys().len())
+            }
+            Ok(Loaded::Fresh {
+                keys,
+                skipped,
+                version,
+                body,
+            }) => {
+                let count = keys.len();
+                shared.publish(keys);
+                shared.set_serve_until(UnixMillis::MAX);
+                *shared.status() = LoadStatus {
+                    version,
+                    last_load_at: Some(now),
+                    last_attempt_at: Some(now),
+                    last_error: None,
+                    stale: false,
+                    source: Source::Store,
+                    warnings: skipped.iter().map(ToString::to_string).collect(),
+                };
+                log_skipped(&skipped);
+                tracing::info!(
+                    keys_loaded = count,
+                    trigger = trigger.name(),
+                    "refresh_success"
+                );
+                self.write_cache(body).await;
+                Ok(count)
+            }
+            Err(error) => {
+                let mut status = shared.status();
+                if !status.stale
+                    && let Some(confirmed) = status.last_load_at
+                {
+                    shared.set_serve_until(self.deadline_from(confirmed));
+                }
+                status.last_error = Some(error.clone());
+                status.stale = true;
+                tracing::error!(
+                    error = %error,
+                    trigger = trigger.name(),
+                    keys_served = shared.keys().len(),
+                    "refresh_failed"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Fetches from the store and builds a set off the async threads.
+    async fn fetch_and_build(&self, since: Option<&str>) -> Result<Loaded, String> {
+        let fetched = self.store.fetch(since).await.map_err(|e| e.to_string())?;
+        let (body, version) = match fetched {
+            Fetched::NotModified => return Ok(Loaded::Unchanged),
+            Fetched::Missing => {
+                tracing::warn!(store = %self.store.describe(), "store_object_missing_serving_no_keys");
+                return Ok(Loaded::Fresh {
+                    keys: KeySet::empty(),
+                    skipped: Vec::new(),
+                    version: None,
+                    body: None,
+                });
+            }
+            Fetched::Body { body, version } => (body, version),
+        };
+        let (keys, skipped, body) = self.build(body).await?;
+        Ok(Loaded::Fresh {
+            keys,
+            skipped,
+            version: Some(version),
+            body: Some(body),
+        })
+    }
+
+    async fn build(&self, body: Vec<u8>) -> Result<(KeySet, Vec<SkippedKey>, Vec<u8>), String> {
+        let secret = self.storage_secret.clone();
+        tokio::task::spawn_blocking(move || {
+            let json = codec::decode(&body, secret.as_ref()).map_err(|e| e.to_string())?;
+            let (keys, skipped) = KeySet::from_json(&json).map_err(|e| e.to_string())?;
+            drop(json);
+            Ok((keys, skipped, body))
+        })
+        .await
+        .map_err(|e| format!("the key set build was cancelled: {e}"))?
+    }
+
+    async fn load_cache(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(KeySet, Vec<SkippedKey>, UnixMillis), String> {
+        let path = path.to_path_buf();
+        let (body, written) = tokio::task::spawn_blocking(move || cache::read(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let written = written
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as UnixMillis);
+        let (keys, skipped, _) = self.build(body).await?;
+        Ok((keys, skipped, written))
+    }
+
+    async fn write_cache(&self, body: Option<Vec<u8>>) {
+        let (Some(path), Some(body)) = (self.cache_path.clone(), body) else {
+            return;
+        };
+        let shown = path.display().to_string();
+        let result = tokio::task::spawn_blocking(move || cache::write(&path, &body)).await;
+        match result {
+            Ok(Ok(())) => tracing::debug!(cache = %shown, "cache_written"),
+            Ok(Err(error)) => tracing::warn!(cache = %shown, %error, "cache_write_failed"),
+            Err(error) => tracing::warn!(cache = %shown, %error, "cache_write_failed"),
+        }
+    }
+
+    fn deadline_from(&self, confirmed_at: UnixMillis) -> UnixMillis {
+        match self.max_stale {
+            Some(max) => confirmed_at.saturating_add(max.as_millis() as UnixMillis),
+            None => UnixMillis::MAX,
+        }
+    }
+}
+
+/// systemd's STATUS= line: what is served and whether it is fresh.
+pub fn status_line(shared: &Shared) -> String {
+    let count = shared.keys().len();
+    if shared.status().stale {
+        format!(
+            "serving {count} keys (STALE: last load failed) from {}",
+            shared.store
+        )
+    } else {
+        format!("serving {count} keys from {}", shared.store)
+    }
+}
+
+fn log_skipped(skipped: &[SkippedKey]) {
+    for key in skipped {
+        tracing::warn!(key_id = %key.key_id, reason = %key.reason, "key_skipped");
+    }
+}
+
+/// 1 s, 2 s, 4 s … up to a minute between retries of a failing store.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+}
+
+async fn next_tick(poll: &mut Option<tokio::time::Interval>) {
+    match poll {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_or_never(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(3), Duration::from_secs(8));
+        assert_eq!(retry_delay(40), Duration::from_secs(60));
+    }
+}

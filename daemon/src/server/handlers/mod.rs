@@ -1,0 +1,6 @@
+//! One module per endpoint; each turns a request into a JSON answer.
+
+pub mod health;
+pub mod refresh;
+pub mod status;
+pub mod verify;

@@ -1,0 +1,40 @@
+//! `GET /status` (admin only): what is served, from where, how fresh, and what last went wrong.
+
+use crate::server::peer::{Peer, check_admin};
+use crate::server::response::{self, Body};
+use crate::state::{Shared, Source};
+use crate::timestamp;
+use heare_auth_client::wire::StatusResponse;
+use hyper::{Response, StatusCode};
+
+pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
+    if let Err(refusal) = check_admin(peer, &shared.admin) {
+        return response::error(StatusCode::FORBIDDEN, refusal.message());
+    }
+    let keys_loaded = shared.keys().len();
+    let status = shared.status().clone();
+    response::json(
+        StatusCode::OK,
+        &StatusResponse {
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            keys_loaded,
+            store: shared.store.clone(),
+            store_version: status.version,
+            last_load_at: status.last_load_at.map(timestamp::format),
+            last_attempt_at: status.last_attempt_at.map(timestamp::format),
+            last_error: status.last_error,
+            stale: status.stale,
+            source: match status.source {
+                Source::Store => "store",
+                Source::Cache => "cache",
+            }
+            .to_string(),
+            load_warnings: status.warnings,
+            log_lines_dropped: shared
+                .log_drops
+                .as_ref()
+                .map_or(0, |c| c.dropped_lines() as u64),
+            uptime_seconds: shared.started_at.elapsed().as_secs(),
+        },
+    )
+}

@@ -1,0 +1,154 @@
+//! `POST /verify`: the hot path. Takes the secret from the JSON body (`{"api_key": …}`) or from
+//! `Authorization: Bearer …`, hashes it, looks it up in the current key set without a lock, and
+//! answers 200 with the key's id, name and metadata, or 403 `Invalid API key`.
+//!
+//! The secret never leaves this function: it is not logged (failures log at most its first 4
+//! characters, as the Python service), not echoed in any error, and body parse errors are
+//! answered with a fixed text because serde's messages can quote the input.
+
+use crate::keyset::Verdict;
+use crate::server::body::{BodyError, read_limited};
+use crate::server::peer::Peer;
+use crate::server::response::{self, Body};
+use crate::state::Shared;
+use crate::timestamp;
+use heare_auth_client::wire::{INVALID_API_KEY, VerifyRequest, VerifyResponse};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, USER_AGENT};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+const BAD_BODY: &str = "the body must be a JSON object {\"api_key\": \"sec_...\"} (or send Authorization: Bearer sec_...)";
+const STALE: &str = "the key set is older than max_stale allows and the store cannot be read";
+
+pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> Response<Body> {
+    let user_agent = user_agent(request.headers());
+    let bearer = bearer_token(request.headers());
+    let body = match read_limited(request).await {
+        Ok((_, body)) => body,
+        Err(BodyError::TooLarge) => {
+            return response::error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB");
+        }
+        Err(BodyError::Read) => {
+            return response::error(StatusCode::BAD_REQUEST, "the body could not be read");
+        }
+    };
+    let secret: Cow<'_, str> = match bearer {
+        Some(token) if body.trim_ascii().is_empty() => Cow::Owned(token),
+        _ => match serde_json::from_slice::<VerifyRequest>(&body) {
+            Ok(request) => request.api_key,
+            Err(_) => return response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY),
+        },
+    };
+
+    let now = timestamp::now();
+    let (uid, pid, address) = peer.log_fields();
+    if shared.too_stale(now) {
+        tracing::error!(
+            peer_uid = uid,
+            peer_pid = pid,
+            "verification_unavailable_stale"
+        );
+        return response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &VerifyResponse::invalid(STALE),
+        );
+    }
+    let keys = shared.keys();
+    match keys.verify(&secret, now) {
+        Verdict::Valid(key) => {
+            let Ok(metadata) = serde_json::from_str::<&RawValue>(key.metadata_json) else {
+                tracing::error!(key_id = key.id, "metadata_not_json");
+                return response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            };
+            tracing::info!(
+                key_id = key.id,
+                key_name = key.name,
+                user_agent = user_agent,
+                peer_uid = uid,
+                peer_pid = pid,
+                peer_addr = address,
+                "verification_success"
+            );
+            response::json(
+                StatusCode::OK,
+                &VerifyResponse::valid(key.id, key.name, metadata),
+            )
+        }
+        Verdict::Expired { key_id } => {
+            tracing::warn!(
+                key_id = key_id,
+                reason = "expired",
+                user_agent = user_agent,
+                peer_uid = uid,
+                peer_pid = pid,
+                peer_addr = address,
+                "verification_failed"
+            );
+            response::json(
+                StatusCode::FORBIDDEN,
+                &VerifyResponse::invalid(INVALID_API_KEY),
+            )
+        }
+        Verdict::Unknown => {
+            let prefix: String = secret.chars().take(4).collect();
+            tracing::warn!(
+                secret_prefix = prefix,
+                reason = "unknown",
+                user_agent = user_agent,
+                peer_uid = uid,
+                peer_pid = pid,
+                peer_addr = address,
+                "verification_failed"
+            );
+            response::json(
+                StatusCode::FORBIDDEN,
+                &VerifyResponse::invalid(INVALID_API_KEY),
+            )
+        }
+    }
+}
+
+/// The User-Agent for the log, bounded so a client cannot bloat the log.
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(USER_AGENT)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(256)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_required() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer sec_abc"));
+        assert_eq!(bearer_token(&headers).as_deref(), Some("sec_abc"));
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

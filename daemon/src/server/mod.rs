@@ -1,0 +1,137 @@
+//! Serving HTTP/1.1 on the listeners: accept loops, the connection limit, graceful shutdown.
+//!
+//! Each listener has its own accept loop (the pattern of mini-redis): it takes a permit from the
+//! shared connection semaphore *before* accepting, so past `max_connections` new clients wait in
+//! the kernel's backlog instead of exhausting file descriptors; each connection is served by hyper
+//! on its own task with a header read timeout against slow clients. On shutdown the loops stop
+//! accepting, ask every open connection to finish its in-flight request, and wait a bounded time.
+
+pub mod body;
+pub mod handlers;
+pub mod listeners;
+pub mod peer;
+pub mod response;
+mod router;
+
+use crate::state::Shared;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use peer::Peer;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, watch};
+
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Connection settings shared by every listener.
+#[derive(Clone)]
+pub struct ConnectionPolicy {
+    pub limit: Arc<Semaphore>,
+    pub header_read_timeout: Duration,
+}
+
+/// A listener that yields connections with their peer.
+pub trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Peer)>> + Send;
+    fn describe(&self) -> String;
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> io::Result<(Self::Io, Peer)> {
+        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+        let credentials = stream.peer_cred()?;
+        let peer = Peer::Unix {
+            uid: credentials.uid(),
+            gid: credentials.gid(),
+            pid: credentials.pid(),
+        };
+        Ok((stream, peer))
+    }
+    fn describe(&self) -> String {
+        match self
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        {
+            Some(path) => format!("unix:{path}"),
+            None => "unix".to_string(),
+        }
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> io::Result<(Self::Io, Peer)> {
+        let (stream, address) = tokio::net::TcpListener::accept(self).await?;
+        stream.set_nodelay(true)?;
+        Ok((stream, Peer::Tcp(address)))
+    }
+    fn describe(&self) -> String {
+        match self.local_addr() {
+            Ok(address) => format!("tcp:{address}"),
+            Err(_) => "tcp".to_string(),
+        }
+    }
+}
+
+/// Accepts and serves connections on `listener` until `shutdown` turns true, then drains.
+pub async fn serve<L: Accept>(
+    listener: L,
+    shared: Arc<Shared>,
+    policy: ConnectionPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = listener.describe();
+    tracing::info!(listener = %name, "listening");
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = policy.limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (io, peer) = match accepted {
+            Ok(connection) => connection,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning, keep serving.
+                tracing::warn!(listener = %name, %error, "accept_failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let service = service_fn(move |request| router::route(request, shared.clone(), peer));
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(policy.header_read_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection_error");
+            }
+            drop(permit);
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!(listener = %name, "shutdown_grace_expired");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What the request handlers and the reloader share.
+//!
+//! The key set sits in an `ArcSwap`: a verify loads the current `Arc<KeySet>` without a lock and
+//! keeps using it even if a reload publishes a new one meanwhile. `serve_until` is the max_stale
+//! deadline as an atomic, also read without a lock. Only the bookkeeping that `/status` shows sits
+//! behind a mutex, touched by the reloader and by admin requests, never by verify.
+
+use crate::keyset::KeySet;
+use crate::reload::ReloadRequest;
+use crate::timestamp::UnixMillis;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tracing_appender::non_blocking::ErrorCounter;
+
+/// Where the set being served came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Store,
+    Cache,
+}
+
+/// The reloader's record of loads, shown by `/status`.
+#[derive(Debug, Clone)]
+pub struct LoadStatus {
+    pub version: Option<String>,
+    pub last_load_at: Option<UnixMillis>,
+    pub last_attempt_at: Option<UnixMillis>,
+    pub last_error: Option<String>,
+    pub stale: bool,
+    pub source: Source,
+    pub warnings: Vec<String>,
+}
+
+/// Who may call the admin endpoints.
+#[derive(Debug, Clone)]
+pub struct AdminPolicy {
+    /// The daemon's own uid: always an admin.
+    pub own_uid: u32,
+    /// Members of this group are admins on the Unix socket.
+    pub admin_group: Option<String>,
+    /// Whether loopback TCP peers are admins.
+    pub tcp_from_loopback: bool,
+}
+
+/// State shared by every connection and the reloader.
+pub struct Shared {
+    keys: ArcSwap<KeySet>,
+    serve_until: AtomicI64,
+    status: Mutex<LoadStatus>,
+    pub reload_requests: mpsc::Sender<ReloadRequest>,
+    pub admin: AdminPolicy,
+    pub store: String,
+    pub started_at: Instant,
+    pub log_drops: Option<ErrorCounter>,
+}
+
+impl Shared {
+    pub fn new(
+        keys: KeySet,
+        status: LoadStatus,
+        reload_requests: mpsc::Sender<ReloadRequest>,
+        admin: AdminPolicy,
+        store: String,
+        log_drops: Option<ErrorCounter>,
+    ) -> Self {
+        Shared {
+            keys: ArcSwap::from_pointee(keys),
+            serve_until: AtomicI64::new(UnixMillis::MAX),
+            status: Mutex::new(status),
+            reload_requests,
+            admin,
+            store,
+            started_at: Instant::now(),
+            log_drops,
+        }
+    }
+
+    /// The set being served, without a lock.
+    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.keys.load()
+    }
+
+    /// Publishes a new set; requests already holding the old one finish with it.
+    pub fn publish(&self, keys: KeySet) {
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// Whether a set that is stale past max_stale must no longer be trusted at `now`.
+    pub fn too_stale(&self, now: UnixMillis) -> bool {
+        now >= self.serve_until.load(Ordering::Relaxed)
+    }
+
+    /// Sets the max_stale deadline (`UnixMillis::MAX` while the set is fresh).
+    pub fn set_serve_until(&self, deadline: UnixMillis) {
+        self.serve_until.store(deadline, Ordering::Relaxed);
+    }
+
+    /// The load bookkeeping. A poisoned lock still holds valid data (plain fields), so it is used.
+    pub fn status(&self) -> MutexGuard<'_, LoadStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
