@@ -1,1 +1,28 @@
+//! The end-to-end test harness: real parts, started by the tests themselves.
+//!
+//! `s3_server` runs a real S3-compatible HTTP server on 127.0.0.1 (in-process s3s, or moto);
+//! `daemon` spawns the real `heare-authd` binary on a temporary socket and captures its log;
+//! `http` speaks raw HTTP/1.1 over a Unix socket (or TCP), so tests see exactly the bytes a client
+//! would; `keys` writes key files in the Python service's format. Tests live in `tests/tests/`,
+//! one file per behaviour.
+
+pub mod daemon;
+pub mod http;
+pub mod keys;
 pub mod s3_server;
+
+use std::time::{Duration, Instant};
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
