@@ -1,0 +1,167 @@
+//! Who may call what: admin endpoints are decided by the peer's credentials on the Unix socket
+//! (SO_PEERCRED) and refused on TCP unless enabled for loopback; verify is open to whoever can
+//! open the socket. A non-admin peer is played by `uds-request` run as `nobody` with setpriv,
+//! which needs root (as CI is); as another user these tests say so and fail.
+
+use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
+use heare_auth_tests::http::{Request, send_tcp};
+use heare_auth_tests::keys::{TestKey, key_file};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+const SECRET: &str = "sec_0AdminAccessTestSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn start(dir: &Path, extra: &[&str], config: &str) -> Daemon {
+    // `nobody` must be able to reach the socket: open the directory and the socket to all.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = dir.join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("key_admin_test", SECRET)])).unwrap();
+    DaemonBuilder::new(dir)
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .args(["--socket-mode", "0666"])
+        .args(extra.iter().copied())
+        .config(config)
+        .start()
+        .unwrap()
+}
+
+/// Runs `uds-request` as uid/gid 65534 (nobody/nogroup); returns (status, body).
+fn as_nobody(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test switches to uid 65534 with setpriv and must run as root (CI does)"
+    );
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_uds-request"))
+        .arg(socket)
+        .args([method, path]);
+    if let Some(body) = body {
+        command.arg(body);
+    }
+    let output = command.output().expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "uds-request failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (status, body) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    (status.trim().parse().unwrap(), body.trim().to_string())
+}
+
+#[test]
+fn a_non_admin_peer_may_verify_but_not_refresh_or_read_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &[], "");
+    let body = format!("{{\"api_key\":\"{SECRET}\"}}");
+    let (status, answer) = as_nobody(&daemon.socket, "POST", "/verify", Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("key_admin_test"));
+
+    let (status, answer) = as_nobody(&daemon.socket, "POST", "/refresh", None);
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("admin"));
+    let (status, _) = as_nobody(&daemon.socket, "GET", "/status", None);
+    assert_eq!(status, 403);
+    let rejected = daemon.events("refresh_rejected");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["peer_uid"], 65534);
+
+    // Root (the test itself) is an admin.
+    assert_eq!(daemon.refresh().status, 200);
+}
+
+#[test]
+fn members_of_the_admin_group_may_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &["--admin-group", "nogroup"], "");
+    let (status, answer) = as_nobody(&daemon.socket, "POST", "/refresh", None);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"success\":true"));
+}
+
+#[test]
+fn a_peer_without_socket_permission_cannot_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = dir.path().join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("k", SECRET)])).unwrap();
+    let daemon = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .start()
+        .unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_uds-request"))
+        .arg(&daemon.socket)
+        .args(["GET", "/health"])
+        .output()
+        .expect("run setpriv");
+    assert!(!output.status.success(), "mode 0660 must keep others out");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ermission denied"));
+}
+
+#[test]
+fn tcp_serves_python_clients_and_refuses_admin_calls_unless_enabled() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &["--listen-tcp", &address], "");
+
+    // What the Python service's clients send: JSON body, content type, a user agent.
+    let request = Request::new("POST", "/verify")
+        .header("Content-Type", "application/json")
+        .header("User-Agent", "python-requests/2.31.0")
+        .header("X-Forwarded-For", "127.0.0.1")
+        .body(format!("{{\"api_key\": \"{SECRET}\"}}"));
+    let answer = send_tcp(&address, &request).unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["key_id"], "key_admin_test");
+    assert_eq!(answer.json()["error"], serde_json::Value::Null);
+    let denied = send_tcp(&address, &Request::verify("sec_wrong")).unwrap();
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.json()["valid"], false);
+    let success = daemon.events("verification_success");
+    assert_eq!(success[0]["user_agent"], "python-requests/2.31.0");
+    assert!(
+        success[0]["peer_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    // X-Forwarded-For must not make a TCP peer an admin (the Python service's bug).
+    let refresh = Request::new("POST", "/refresh").header("X-Forwarded-For", "127.0.0.1");
+    assert_eq!(send_tcp(&address, &refresh).unwrap().status, 403);
+    assert_eq!(
+        send_tcp(&address, &Request::new("GET", "/status"))
+            .unwrap()
+            .status,
+        403
+    );
+    drop(daemon);
+
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = start(
+        dir.path(),
+        &["--listen-tcp", &address],
+        "tcp_admin_from_loopback = true\n",
+    );
+    let refresh = send_tcp(&address, &Request::new("POST", "/refresh")).unwrap();
+    assert_eq!(refresh.status, 200, "{}", refresh.body);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
