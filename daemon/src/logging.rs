@@ -76,7 +76,7 @@ pub fn init(format: Option<LogFormat>, level: &str) -> Result<LogGuard, LoggingE
     let (writer, worker) = NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("heare-authd-log")
-        .finish(std::io::stdout());
+        .finish(stdout_buffered());
     let dropped = Some(writer.error_counter());
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
@@ -91,6 +91,19 @@ pub fn init(format: Option<LogFormat>, level: &str) -> Result<LogGuard, LoggingE
         dropped,
         format,
     })
+}
+
+/// Standard output as a buffered file: the background writer flushes whenever it has drained its
+/// queue, so lines still appear promptly, but a burst costs one write(2) instead of one per line.
+fn stdout_buffered() -> Box<dyn std::io::Write + Send> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::fs::File::from(fd),
+        )),
+        Err(_) => Box::new(std::io::stdout()),
+    }
 }
 
 fn filter(level: &str) -> Result<EnvFilter, LoggingError> {
@@ -113,7 +126,9 @@ fn output_is_journal() -> bool {
         .any(|fd| std::fs::metadata(fd).is_ok_and(|m| format!("{}:{}", m.dev(), m.ino()) == stream))
 }
 
-/// One JSON object per event: `timestamp`, `level`, `event` (the message), then the fields.
+/// One JSON object per event: `timestamp`, `level`, `event` (the message), then the fields in
+/// the order the call site wrote them. Written straight into the line buffer (no map), because
+/// this runs on the request path for every verification.
 struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -127,63 +142,124 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut object = serde_json::Map::new();
-        object.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        object.insert(
-            "level".into(),
-            event
-                .metadata()
-                .level()
-                .as_str()
-                .to_ascii_lowercase()
-                .into(),
-        );
-        object.insert("event".into(), serde_json::Value::Null);
-        event.record(&mut JsonFields(&mut object));
-        let line = serde_json::to_string(&object).map_err(|_| fmt::Error)?;
-        writer.write_str(&line)?;
-        writer.write_char('\n')
-    }
-}
-
-struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
-
-impl JsonFields<'_> {
-    fn put(&mut self, field: &Field, value: serde_json::Value) {
-        let name = if field.name() == "message" {
-            "event"
-        } else {
-            field.name()
+        let mut fields = JsonFields::default();
+        event.record(&mut fields);
+        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let level = match *event.metadata().level() {
+            tracing::Level::TRACE => "trace",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::INFO => "info",
+            tracing::Level::WARN => "warn",
+            tracing::Level::ERROR => "error",
         };
-        self.0.insert(name.to_string(), value);
+        let event_name = json_string(fields.message.as_deref().unwrap_or(""));
+        writeln!(
+            writer,
+            "{{\"timestamp\":\"{timestamp}\",\"level\":\"{level}\",\"event\":{event_name}{}}}",
+            fields.rest
+        )
     }
 }
 
-impl Visit for JsonFields<'_> {
+/// The event's fields: the message apart, the others as `,"name":value` text.
+#[derive(Default)]
+struct JsonFields {
+    message: Option<String>,
+    rest: String,
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: &str) {
+        self.rest.push(',');
+        self.rest.push_str(&json_string(field.name()));
+        self.rest.push(':');
+        self.rest.push_str(value);
+    }
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+impl Visit for JsonFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, value.into());
+        if field.name() == "message" {
+            self.message = Some(value.to_string());
+        } else {
+            self.put(field, &json_string(value));
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, value.into());
+        self.put(field, &value.to_string());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, value.into());
+        self.put(field, &value.to_string());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, value.into());
+        self.put(field, if value { "true" } else { "false" });
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, value.into());
+        let text =
+            serde_json::Number::from_f64(value).map_or("null".to_string(), |n| n.to_string());
+        self.put(field, &text);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, value.to_string().into());
+        self.put(field, &json_string(&value.to_string()));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, format!("{value:?}").into());
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = Some(text);
+        } else {
+            self.put(field, &json_string(&text));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_have_the_python_shape() {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                key_id = "key_1",
+                key_name = "a \"b\"",
+                peer_uid = 7u32,
+                ok = true,
+                "verification_success"
+            );
+        });
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["event"], "verification_success");
+        assert_eq!(line["level"], "info");
+        assert_eq!(line["key_id"], "key_1");
+        assert_eq!(line["key_name"], "a \"b\"");
+        assert_eq!(line["peer_uid"], 7);
+        assert_eq!(line["ok"], true);
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(text.starts_with("{\"timestamp\""));
     }
 }

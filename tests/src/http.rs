@@ -97,11 +97,32 @@ pub fn send_tcp(address: &str, request: &Request<'_>) -> std::io::Result<Respons
     exchange_raw(&mut stream, &request.to_bytes())
 }
 
-/// Writes raw bytes and reads the answer until the server closes.
+/// Writes raw bytes and reads the answer until the server closes. A server may answer early
+/// (413) and close while the body is still being written: the write error is then ignored and
+/// the answer read as usual.
 pub fn exchange_raw<S: Read + Write>(stream: &mut S, bytes: &[u8]) -> std::io::Result<Response> {
-    stream.write_all(bytes)?;
+    if let Err(error) = stream.write_all(bytes)
+        && !matches!(
+            error.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(error);
+    }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => raw.extend_from_slice(&chunk[..read]),
+            Err(error)
+                if error.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() =>
+            {
+                break;
+            }
+            Err(error) => return Err(error),
+        }
+    }
     parse(&raw).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -115,11 +115,14 @@ pub async fn serve<L: Accept>(
         };
         let shared = shared.clone();
         let service = service_fn(move |request| router::route(request, shared.clone(), peer));
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(policy.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(io), service);
+        let mut builder = http1::Builder::new();
+        builder.keep_alive(true);
+        if !policy.header_read_timeout.is_zero() {
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(policy.header_read_timeout);
+        }
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
