@@ -5,6 +5,7 @@
 //! use these types, so the two sides cannot drift apart. The clients themselves — one blocking
 //! call to verify a secret, an async client, a C ABI — build on these types.
 
+pub mod token;
 pub mod wire;
 
 /// Where `heare-authd` listens unless configured otherwise (systemd's `RuntimeDirectory`).

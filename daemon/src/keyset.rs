@@ -99,6 +99,7 @@ impl Hasher for DigestHasher {
 }
 
 type DigestIndex = HashMap<SecretDigest, u32, BuildHasherDefault<DigestHasher>>;
+type GraceIndex = HashMap<SecretDigest, (u32, UnixMillis), BuildHasherDefault<DigestHasher>>;
 
 /// A string of one key, as a position in the arena.
 #[derive(Clone, Copy)]
@@ -112,9 +113,13 @@ struct Record {
     id: Span,
     name: Span,
     metadata: Span,
-    /// Unix milliseconds after which the key no longer verifies; `UnixMillis::MAX` for never.
+    /// Unix milliseconds after which the key no longer verifies; `UnixMillis::MAX` for never,
+    /// [`DISABLED`] for a disabled key.
     expires_at: UnixMillis,
 }
+
+/// The `expires_at` of a disabled key: before every `now`, and told apart from a real expiry.
+const DISABLED: UnixMillis = UnixMillis::MIN;
 
 /// What the key set says of a presented secret.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,6 +127,14 @@ pub enum Verdict<'a> {
     Valid(KeyView<'a>),
     /// The secret belongs to a key whose `expires_at` has passed.
     Expired {
+        key_id: &'a str,
+    },
+    /// The key is disabled (`"disabled": true`).
+    Disabled {
+        key_id: &'a str,
+    },
+    /// The secret was replaced by a rotation and its grace period has ended.
+    Rotated {
         key_id: &'a str,
     },
     Unknown,
@@ -200,6 +213,8 @@ pub struct KeySet {
     arena: String,
     records: Vec<Record>,
     by_digest: DigestIndex,
+    /// Previous secrets of rotated keys: digest → (record, end of grace).
+    grace: GraceIndex,
 }
 
 impl KeySet {
@@ -209,6 +224,7 @@ impl KeySet {
             arena: String::new(),
             records: Vec::new(),
             by_digest: DigestIndex::default(),
+            grace: GraceIndex::default(),
         }
     }
 
@@ -260,13 +276,23 @@ impl KeySet {
     /// Looks a presented secret up at time `now`.
     pub fn verify(&self, secret: &str, now: UnixMillis) -> Verdict<'_> {
         let digest = SecretDigest::of_secret(secret);
-        let Some(&position) = self.by_digest.get(&digest) else {
-            return Verdict::Unknown;
+        let (position, grace_until) = match self.by_digest.get(&digest) {
+            Some(&position) => (position, UnixMillis::MAX),
+            None => match self.grace.get(&digest) {
+                Some(&(position, until)) => (position, until),
+                None => return Verdict::Unknown,
+            },
         };
         let record = &self.records[position as usize];
         let id = self.text(record.id);
+        if record.expires_at == DISABLED {
+            return Verdict::Disabled { key_id: id };
+        }
         if now >= record.expires_at {
             return Verdict::Expired { key_id: id };
+        }
+        if now >= grace_until {
+            return Verdict::Rotated { key_id: id };
         }
         Verdict::Valid(KeyView {
             id,
@@ -281,6 +307,7 @@ impl KeySet {
         self.arena.capacity()
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.by_digest.capacity() * 8 / 7 * index_entry
+            + self.grace.capacity() * 8 / 7 * (index_entry + 8)
     }
 
     fn text(&self, span: Span) -> &str {
@@ -307,6 +334,19 @@ struct FileKey<'a> {
     expires_at: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     metadata: Option<&'a RawValue>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(borrow, default)]
+    grace_secrets: Option<Vec<GraceSecret<'a>>>,
+}
+
+/// A previous secret of a rotated key, still accepted until `expires_at`.
+#[derive(Deserialize)]
+struct GraceSecret<'a> {
+    #[serde(borrow)]
+    secret_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    expires_at: Cow<'a, str>,
 }
 
 #[derive(Default)]
@@ -314,6 +354,7 @@ struct Builder {
     arena: String,
     records: Vec<Record>,
     by_digest: DigestIndex,
+    grace: GraceIndex,
     /// Id hash → position of the first key with that hash, to find duplicate ids without
     /// copying every id (the arena holds the text to compare).
     ids: HashMap<u64, u32, BuildHasherDefault<DigestHasher>>,
@@ -373,6 +414,26 @@ impl Builder {
                 }
             },
         };
+        let mut grace = Vec::new();
+        for previous in key.grace_secrets.iter().flatten() {
+            match (
+                SecretDigest::parse_field(&previous.secret_hash),
+                timestamp::parse(&previous.expires_at),
+            ) {
+                (Some(digest), Ok(until)) => grace.push((digest, until)),
+                _ => {
+                    self.skipped.push(skip(
+                        "a grace_secrets entry needs secret_hash sha256:<hex> and an ISO 8601 expires_at",
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+        let expires_at = if key.disabled == Some(true) {
+            DISABLED
+        } else {
+            expires_at
+        };
         let metadata = match key.metadata.map(RawValue::get) {
             None | Some("null") => "{}",
             Some(raw) if raw.trim_start().starts_with('{') => raw,
@@ -406,6 +467,15 @@ impl Builder {
             Entry::Vacant(slot) => {
                 slot.insert(position);
             }
+        }
+        for (previous, until) in grace {
+            if self.by_digest.contains_key(&previous) || self.grace.contains_key(&previous) {
+                return Err(LoadError::DuplicateSecret {
+                    first: "(a current or previous secret)".to_string(),
+                    second: id.to_string(),
+                });
+            }
+            self.grace.insert(previous, (position, until));
         }
         let id = self.push_text(id, false)?;
         let name = self.push_text(key.name.as_deref().unwrap_or(""), false)?;
@@ -442,10 +512,12 @@ impl Builder {
         self.arena.shrink_to_fit();
         self.records.shrink_to_fit();
         self.by_digest.shrink_to_fit();
+        self.grace.shrink_to_fit();
         let set = KeySet {
             arena: self.arena,
             records: self.records,
             by_digest: self.by_digest,
+            grace: self.grace,
         };
         (set, self.skipped)
     }
@@ -694,6 +766,36 @@ mod tests {
             let error = KeySet::from_json(json.as_bytes()).err().unwrap();
             assert!(!error.to_string().contains(secret), "{error}");
         }
+    }
+
+    #[test]
+    fn disabled_keys_and_rotated_secrets() {
+        let old = SecretDigest::of_secret("sec_old").to_field();
+        let (set, skipped) = load(&format!(
+            r#"{{"keys":[
+              {{"id":"key_off","secret":"sec_off","disabled":true}},
+              {{"id":"key_rot","secret_hash":"{}","grace_secrets":[
+                  {{"secret_hash":"{old}","expires_at":"2025-06-15T12:00:00Z"}}]}}]}}"#,
+            SecretDigest::of_secret("sec_new").to_field()
+        ));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            set.verify("sec_off", NOW),
+            Verdict::Disabled { key_id: "key_off" }
+        );
+        let boundary = timestamp::parse("2025-06-15T12:00:00Z").unwrap();
+        assert!(matches!(
+            set.verify("sec_old", boundary - 1),
+            Verdict::Valid(_)
+        ));
+        assert_eq!(
+            set.verify("sec_old", boundary),
+            Verdict::Rotated { key_id: "key_rot" }
+        );
+        assert!(matches!(
+            set.verify("sec_new", boundary + 1),
+            Verdict::Valid(_)
+        ));
     }
 
     #[test]

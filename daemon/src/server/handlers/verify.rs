@@ -12,6 +12,7 @@ use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
 use crate::timestamp;
+use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_client::wire::{INVALID_API_KEY, VerifyRequest, VerifyResponse};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, USER_AGENT};
@@ -55,6 +56,22 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
             &VerifyResponse::invalid(STALE),
         );
     }
+    if secret_shape(&secret) == SecretShape::BadChecksum {
+        // A generation-1 secret with a wrong checksum is a typo or a truncation: no lookup.
+        tracing::warn!(
+            secret_prefix = secret.get(..4).unwrap_or(""),
+            reason = "bad_checksum",
+            user_agent = user_agent,
+            peer_uid = uid,
+            peer_pid = pid,
+            peer_addr = address,
+            "verification_failed"
+        );
+        return response::json(
+            StatusCode::FORBIDDEN,
+            &VerifyResponse::invalid(INVALID_API_KEY),
+        );
+    }
     let keys = shared.keys();
     match keys.verify(&secret, now) {
         Verdict::Valid(key) => {
@@ -76,21 +93,9 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
                 &VerifyResponse::valid(key.id, key.name, metadata),
             )
         }
-        Verdict::Expired { key_id } => {
-            tracing::warn!(
-                key_id = key_id,
-                reason = "expired",
-                user_agent = user_agent,
-                peer_uid = uid,
-                peer_pid = pid,
-                peer_addr = address,
-                "verification_failed"
-            );
-            response::json(
-                StatusCode::FORBIDDEN,
-                &VerifyResponse::invalid(INVALID_API_KEY),
-            )
-        }
+        Verdict::Expired { key_id } => refuse_known(key_id, "expired", &user_agent, peer),
+        Verdict::Disabled { key_id } => refuse_known(key_id, "disabled", &user_agent, peer),
+        Verdict::Rotated { key_id } => refuse_known(key_id, "rotated", &user_agent, peer),
         Verdict::Unknown => {
             let prefix: String = secret.chars().take(4).collect();
             tracing::warn!(
@@ -108,6 +113,24 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
             )
         }
     }
+}
+
+/// 403 for a secret that belongs to a key which must not verify; the log names the key.
+fn refuse_known(key_id: &str, reason: &str, user_agent: &str, peer: Peer) -> Response<Body> {
+    let (uid, pid, address) = peer.log_fields();
+    tracing::warn!(
+        key_id = key_id,
+        reason = reason,
+        user_agent = user_agent,
+        peer_uid = uid,
+        peer_pid = pid,
+        peer_addr = address,
+        "verification_failed"
+    );
+    response::json(
+        StatusCode::FORBIDDEN,
+        &VerifyResponse::invalid(INVALID_API_KEY),
+    )
 }
 
 /// The User-Agent for the log, bounded so a client cannot bloat the log.
