@@ -4,9 +4,10 @@
 //! taken from the opened file itself, so a replacement by rename (as heare-authctl writes) always
 //! shows as a change. A missing file means "no keys yet".
 
-use super::{BoxFuture, Fetched, KeyStore, StoreError};
+use super::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
+use nix::fcntl::{Flock, FlockArg};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A key file on the local filesystem.
@@ -39,13 +40,7 @@ impl FileStore {
             Err(error) => return Err(unavailable(error)),
         };
         let metadata = file.metadata().map_err(unavailable)?;
-        let version = format!(
-            "{}-{}-{}.{:09}",
-            metadata.ino(),
-            metadata.size(),
-            metadata.mtime(),
-            metadata.mtime_nsec()
-        );
+        let version = version_of(&metadata);
         if if_changed_from == Some(version.as_str()) {
             return Ok(Fetched::NotModified);
         }
@@ -72,6 +67,91 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Read-check-write under an advisory lock on `<path>.lock`, so two writers on this host
+    /// serialize; the new content is written to a temporary file, fsynced and renamed over the
+    /// old one (keeping its owner, group and mode), so readers see the old or the new file whole.
+    fn put_blocking(&self, body: &[u8], condition: &WriteCondition) -> Result<String, StoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let failed = |message: String| StoreError::WriteFailed {
+            store: self.describe(),
+            message,
+        };
+        let dir = self
+            .path
+            .parent()
+            .ok_or_else(|| failed("the path has no directory".into()))?;
+        let mut lock_name = self.path.as_os_str().to_os_string();
+        lock_name.push(".lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_name)
+            .map_err(|e| failed(format!("cannot open the lock file: {e}")))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| failed(format!("cannot lock: {e}")))?;
+
+        let current = match std::fs::metadata(&self.path) {
+            Ok(metadata) => Some(metadata),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        let holds = match (condition, &current) {
+            (WriteCondition::IfAbsent, None) => true,
+            (WriteCondition::IfVersion(version), Some(metadata)) => {
+                *version == version_of(metadata)
+            }
+            _ => false,
+        };
+        if !holds {
+            return Err(StoreError::Conflict {
+                store: self.describe(),
+            });
+        }
+
+        let mut temp_name = self.path.file_name().unwrap_or_default().to_os_string();
+        temp_name.push(format!(".tmp.{}", std::process::id()));
+        let temp = dir.join(temp_name);
+        let mode = current.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
+        let result = (|| -> io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&temp)?;
+            if let Some(metadata) = &current {
+                std::os::unix::fs::fchown(&file, Some(metadata.uid()), Some(metadata.gid()))?;
+                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
+            file.write_all(body)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &self.path)?;
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(&temp);
+            return Err(failed(error.to_string()));
+        }
+        let metadata = std::fs::metadata(&self.path).map_err(|e| failed(e.to_string()))?;
+        Ok(version_of(&metadata))
+    }
+}
+
+/// The file's identity: inode, size and modification time.
+fn version_of(metadata: &std::fs::Metadata) -> String {
+    format!(
+        "{}-{}-{}.{:09}",
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec()
+    )
+}
+
 impl KeyStore for FileStore {
     fn describe(&self) -> String {
         format!("file://{}", self.path.display())
@@ -89,6 +169,22 @@ impl KeyStore for FileStore {
                 .map_err(|error| StoreError::Unavailable {
                     store: self.describe(),
                     message: format!("the read was cancelled: {error}"),
+                })?
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.put_blocking(&body, &condition))
+                .await
+                .map_err(|error| StoreError::WriteFailed {
+                    store: self.describe(),
+                    message: format!("the write was cancelled: {error}"),
                 })?
         })
     }
@@ -160,6 +256,35 @@ mod tests {
             fetch(&store, Some(&version)),
             Fetched::Body { .. }
         ));
+    }
+
+    #[test]
+    fn conditional_writes_keep_mode_and_refuse_stale_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let store = FileStore::new(path.clone(), 1024);
+        let first = store
+            .put_blocking(b"one", &WriteCondition::IfAbsent)
+            .unwrap();
+        assert!(matches!(
+            store.put_blocking(b"x", &WriteCondition::IfAbsent),
+            Err(StoreError::Conflict { .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let first = match fetch(&store, None) {
+            Fetched::Body { version, .. } => version,
+            other => panic!("{other:?} after {first}"),
+        };
+        let second = store
+            .put_blocking(b"two", &WriteCondition::IfVersion(first.clone()))
+            .unwrap();
+        assert_ne!(first, second);
+        assert!(matches!(
+            store.put_blocking(b"three", &WriteCondition::IfVersion(first)),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
     }
 
     #[test]

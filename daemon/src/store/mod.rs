@@ -41,6 +41,19 @@ pub enum StoreError {
         size: u64,
         limit: u64,
     },
+    #[error("{store} changed since it was read (someone else wrote it)")]
+    Conflict { store: String },
+    #[error("cannot write {store}: {message}")]
+    WriteFailed { store: String, message: String },
+}
+
+/// When a write may happen: the optimistic-concurrency half of read-modify-write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Only if the stored version is still this one (S3 `If-Match`).
+    IfVersion(String),
+    /// Only if nothing is stored yet (S3 `If-None-Match: *`).
+    IfAbsent,
 }
 
 /// A place that holds the key file.
@@ -54,6 +67,14 @@ pub trait KeyStore: Send + Sync {
         &'a self,
         if_changed_from: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, StoreError>>;
+
+    /// Writes `body` if `condition` still holds, atomically; returns the new version.
+    /// [`StoreError::Conflict`] when it does not hold.
+    fn put<'a>(
+        &'a self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
 }
 
 /// Opens the store a URL names.

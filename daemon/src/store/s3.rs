@@ -6,7 +6,7 @@
 //! `If-None-Match: <ETag>`, answered 304 by S3 with no body. Timeouts are bounded so that a slow
 //! or silent S3 fails a reload instead of hanging it.
 
-use super::{BoxFuture, Fetched, KeyStore, StoreError};
+use super::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
@@ -148,6 +148,42 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    async fn put_object(
+        &self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+    ) -> Result<String, StoreError> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .body(body.into());
+        request = match condition {
+            WriteCondition::IfVersion(etag) => request.if_match(etag),
+            WriteCondition::IfAbsent => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(output) => Ok(output.e_tag().unwrap_or_default().to_string()),
+            Err(error) => {
+                let status = error.raw_response().map(|raw| raw.status().as_u16());
+                // 412: the ETag moved; 409: a concurrent conditional write; 404: deleted meanwhile.
+                if matches!(status, Some(412 | 409 | 404)) {
+                    return Err(StoreError::Conflict {
+                        store: self.describe(),
+                    });
+                }
+                Err(StoreError::WriteFailed {
+                    store: self.describe(),
+                    message: DisplayErrorContext(&error).to_string(),
+                })
+            }
+        }
+    }
+}
+
 impl KeyStore for S3Store {
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
@@ -158,5 +194,13 @@ impl KeyStore for S3Store {
         if_changed_from: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, StoreError>> {
         Box::pin(self.fetch_object(if_changed_from))
+    }
+
+    fn put<'a>(
+        &'a self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(self.put_object(body, condition))
     }
 }

@@ -1,0 +1,222 @@
+//! The key file as a document that heare-authctl edits and writes back.
+//!
+//! Unlike the daemon's [`crate::keyset::KeySet`], which keeps only what verification needs, a
+//! [`Document`] keeps everything: every field of every key (known or not), every top-level field,
+//! in their original order (serde_json's `preserve_order`), so a rewrite changes only what the
+//! command meant to change. [`StoredDocument`] remembers whether the body was encrypted, so it is
+//! written back the same way. Errors never quote the file, which holds secrets.
+
+use crate::codec::{self, CodecError, StorageSecret};
+use serde_json::{Map, Value};
+
+/// A key file that cannot be edited.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("the key file is not valid JSON (line {line}, column {column})")]
+    Json { line: usize, column: usize },
+    #[error("the key file is not {{\"keys\": [...]}} with an object per key")]
+    Shape,
+    #[error("the key file is encrypted; set STORAGE_SECRET (or storage_secret_file) to rewrite it")]
+    SecretNeeded,
+}
+
+/// Every key of a key file, and whatever else the file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    root: Map<String, Value>,
+}
+
+impl Document {
+    /// A file with no keys.
+    pub fn empty() -> Self {
+        let mut root = Map::new();
+        root.insert("keys".into(), Value::Array(Vec::new()));
+        Document { root }
+    }
+
+    /// Parses key-file JSON.
+    pub fn parse(json: &[u8]) -> Result<Self, KeyFileError> {
+        let value: Value = serde_json::from_slice(json).map_err(|e| KeyFileError::Json {
+            line: e.line(),
+            column: e.column(),
+        })?;
+        let Value::Object(root) = value else {
+            return Err(KeyFileError::Shape);
+        };
+        match root.get("keys") {
+            Some(Value::Array(keys)) if keys.iter().all(Value::is_object) => Ok(Document { root }),
+            _ => Err(KeyFileError::Shape),
+        }
+    }
+
+    /// Pretty-printed with indent 2, as the Python service writes it.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(&self.root).unwrap_or_default();
+        json.push(b'\n');
+        json
+    }
+
+    /// The keys, each a JSON object.
+    pub fn keys(&self) -> impl Iterator<Item = &Map<String, Value>> {
+        self.key_array().iter().filter_map(Value::as_object)
+    }
+
+    /// Mutable access to every key.
+    pub fn keys_mut(&mut self) -> impl Iterator<Item = &mut Map<String, Value>> {
+        self.key_array_mut()
+            .iter_mut()
+            .filter_map(Value::as_object_mut)
+    }
+
+    /// The key with `id`.
+    pub fn find(&self, id: &str) -> Option<&Map<String, Value>> {
+        self.keys()
+            .find(|key| key.get("id").and_then(Value::as_str) == Some(id))
+    }
+
+    /// The key with `id`, to change.
+    pub fn find_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
+        self.keys_mut()
+            .find(|key| key.get("id").and_then(Value::as_str) == Some(id))
+    }
+
+    /// Appends a key.
+    pub fn push(&mut self, key: Map<String, Value>) {
+        self.key_array_mut().push(Value::Object(key));
+    }
+
+    /// Removes the key with `id`; returns whether there was one.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let keys = self.key_array_mut();
+        let before = keys.len();
+        keys.retain(|key| key.get("id").and_then(Value::as_str) != Some(id));
+        keys.len() != before
+    }
+
+    fn key_array(&self) -> &[Value] {
+        match self.root.get("keys") {
+            Some(Value::Array(keys)) => keys,
+            _ => &[],
+        }
+    }
+
+    fn key_array_mut(&mut self) -> &mut Vec<Value> {
+        let slot = self
+            .root
+            .entry("keys")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !slot.is_array() {
+            *slot = Value::Array(Vec::new());
+        }
+        match slot {
+            Value::Array(keys) => keys,
+            _ => unreachable!("made an array just above"),
+        }
+    }
+}
+
+/// A document together with how it was stored.
+#[derive(Debug, Clone)]
+pub struct StoredDocument {
+    pub document: Document,
+    /// The body was `HEARE_ENCRYPTED_V1:`; it must be written back encrypted.
+    pub encrypted: bool,
+}
+
+impl StoredDocument {
+    /// Decodes a stored body (decrypting it when needed).
+    pub fn decode(body: &[u8], secret: Option<&StorageSecret>) -> Result<Self, KeyFileError> {
+        let encrypted = codec::is_encrypted(body);
+        let json = codec::decode(body, secret)?;
+        Ok(StoredDocument {
+            document: Document::parse(&json)?,
+            encrypted,
+        })
+    }
+
+    /// Encodes the document for the store, encrypted if it was read encrypted.
+    pub fn encode(&self, secret: Option<&StorageSecret>) -> Result<Vec<u8>, KeyFileError> {
+        let json = self.document.to_json();
+        if !self.encrypted {
+            return Ok(json);
+        }
+        let secret = secret.ok_or(KeyFileError::SecretNeeded)?;
+        Ok(codec::encode_encrypted(&json, secret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"{
+  "version": 7,
+  "keys": [
+    {"id": "key_a", "secret": "s1", "name": "A", "x-owner": {"team": "core"}, "metadata": {"z": 1, "a": 2}},
+    {"id": "key_b", "secret_hash": "sha256:00", "future_field": [1, 2]}
+  ],
+  "comment": "kept"
+}"#;
+
+    #[test]
+    fn unknown_fields_and_order_survive_a_rewrite() {
+        let mut document = Document::parse(FILE.as_bytes()).unwrap();
+        document
+            .find_mut("key_a")
+            .unwrap()
+            .insert("name".into(), "renamed".into());
+        let text = String::from_utf8(document.to_json()).unwrap();
+        let again: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(again["version"], 7);
+        assert_eq!(again["comment"], "kept");
+        assert_eq!(again["keys"][0]["x-owner"]["team"], "core");
+        assert_eq!(again["keys"][1]["future_field"][1], 2);
+        assert_eq!(again["keys"][0]["name"], "renamed");
+        assert!(text.find("\"version\"").unwrap() < text.find("\"keys\"").unwrap());
+        assert!(text.find("\"z\"").unwrap() < text.find("\"a\": 2").unwrap());
+    }
+
+    #[test]
+    fn remove_and_push() {
+        let mut document = Document::parse(FILE.as_bytes()).unwrap();
+        assert!(document.remove("key_a"));
+        assert!(!document.remove("key_a"));
+        let mut key = Map::new();
+        key.insert("id".into(), "key_c".into());
+        document.push(key);
+        let ids: Vec<_> = document
+            .keys()
+            .map(|k| k["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["key_b", "key_c"]);
+    }
+
+    #[test]
+    fn encrypted_documents_are_written_back_encrypted() {
+        let secret = StorageSecret::new("s");
+        let body = codec::encode_encrypted(FILE.as_bytes(), &secret);
+        let stored = StoredDocument::decode(&body, Some(&secret)).unwrap();
+        assert!(stored.encrypted);
+        let written = stored.encode(Some(&secret)).unwrap();
+        assert!(codec::is_encrypted(&written));
+        assert!(matches!(
+            stored.encode(None),
+            Err(KeyFileError::SecretNeeded)
+        ));
+    }
+
+    #[test]
+    fn errors_do_not_quote_the_file() {
+        for bad in [
+            r#"{"keys": "sec_leak"}"#,
+            r#"["sec_leak"]"#,
+            r#"{"keys": ["sec_leak"]}"#,
+            "{\"sec_leak",
+        ] {
+            let error = Document::parse(bad.as_bytes()).unwrap_err();
+            assert!(!error.to_string().contains("sec_leak"), "{error}");
+        }
+    }
+}
