@@ -6,6 +6,7 @@
 //! call to verify a secret, an async client, a C ABI — build on these types.
 
 pub mod token;
+pub mod transport;
 pub mod wire;
 
 /// Where `heare-authd` listens unless configured otherwise (systemd's `RuntimeDirectory`).

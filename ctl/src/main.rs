@@ -1,1 +1,93 @@
-fn main() {}
+//! `heare-authctl`: manage heare-auth keys in the store and reload the local daemon.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 key not found, 4 conflict after retries.
+
+mod cli;
+mod commands;
+mod context;
+mod daemon_link;
+mod error;
+mod keyview;
+mod secrets;
+mod validate;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use commands::{create, delete, generate, import, lifecycle, list, remote, rotate};
+use context::Context;
+use error::CtlError;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("heare-authctl: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("heare-authctl: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CtlError> {
+    match &cli.command {
+        Command::GenCompletions { shell } => {
+            generate::completions(*shell);
+            return Ok(());
+        }
+        Command::GenMan => return generate::man().map_err(|e| CtlError::Other(e.to_string())),
+        _ => {}
+    }
+    let context = Context::open(cli.config.clone(), cli.store.clone(), cli.socket.clone()).await?;
+    match cli.command {
+        Command::Create(args) => create::run(&context, &args).await,
+        Command::List { detailed, json } => list::list(&context, detailed, json).await,
+        Command::Show { key_id, json } => list::show(&context, &key_id, json).await,
+        Command::Delete { key_id, yes, write } => {
+            delete::run(&context, &key_id, yes, write.no_reload).await
+        }
+        Command::Rotate {
+            key_id,
+            grace,
+            json,
+            write,
+        } => rotate::run(&context, &key_id, &grace, json, write.no_reload).await,
+        Command::Expire {
+            key_id,
+            at,
+            now,
+            force,
+            write,
+        } => {
+            lifecycle::expire(
+                &context,
+                &key_id,
+                at.as_deref(),
+                now,
+                force,
+                write.no_reload,
+            )
+            .await
+        }
+        Command::Disable { key_id, write } => {
+            lifecycle::set_disabled(&context, &key_id, true, write.no_reload).await
+        }
+        Command::Enable { key_id, write } => {
+            lifecycle::set_disabled(&context, &key_id, false, write.no_reload).await
+        }
+        Command::Import { file, write } => import::import(&context, &file, write.no_reload).await,
+        Command::Migrate { write, .. } => import::migrate(&context, write.no_reload).await,
+        Command::Reload { signal, pid } => remote::reload(context.socket(), signal, pid),
+        Command::Status { json } => remote::status(context.socket(), json),
+        Command::GenCompletions { .. } | Command::GenMan => Ok(()),
+    }
+}

@@ -1,0 +1,161 @@
+//! The `heare-authctl` command line (clap). `--store`, `--socket` and `--config` mean what they
+//! mean for heare-authd and default to the same configuration file.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// heare-authctl: manage the API keys in the heare-auth store and reload the local daemon.
+///
+/// Exit codes: 0 ok, 1 error, 2 usage, 3 key not found, 4 conflict (the store kept changing).
+#[derive(Debug, Parser)]
+#[command(name = "heare-authctl", version)]
+pub struct Cli {
+    /// heare-authd configuration file (default /etc/heare-auth/heare-authd.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The key store: s3://BUCKET/KEY or file:///ABSOLUTE/PATH.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// The daemon's Unix socket (to reload it and read its status).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a key; prints its secret once.
+    Create(CreateArgs),
+    /// List keys (never secrets or hashes).
+    List {
+        /// Also show metadata and when each key was last changed.
+        #[arg(long)]
+        detailed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key.
+    Show {
+        key_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key (asks on a terminal; needs --yes otherwise).
+    Delete {
+        key_id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Give a key a new secret; the old one keeps working for the grace period.
+    Rotate {
+        key_id: String,
+        /// How long the old secret keeps verifying (never past the key's own expiry).
+        #[arg(long, default_value = "24h", value_name = "DURATION")]
+        grace: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Set when a key expires, or expire it now.
+    Expire {
+        key_id: String,
+        /// ISO 8601 time.
+        #[arg(
+            long,
+            value_name = "TIME",
+            conflicts_with = "now",
+            required_unless_present = "now"
+        )]
+        at: Option<String>,
+        #[arg(long)]
+        now: bool,
+        /// Accept a time in the past.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Disable a key: it stays listed but does not verify.
+    Disable {
+        key_id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Enable a disabled key.
+    Enable {
+        key_id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Import a key file in the Python service's format, storing only hashes of its secrets.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Rewrite the store so that no plaintext secret remains.
+    Migrate {
+        /// Replace every plaintext `secret` with its `secret_hash`.
+        #[arg(long, required = true)]
+        hash_secrets: bool,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Ask the local daemon to reload its keys.
+    Reload {
+        /// Send SIGHUP to the daemon (systemd's MainPID, or --pid) instead of POST /refresh.
+        #[arg(long)]
+        signal: bool,
+        /// The daemon's pid, for --signal without systemd.
+        #[arg(long, requires = "signal")]
+        pid: Option<i32>,
+    },
+    /// Show the daemon's status.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions.
+    GenCompletions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    GenMan,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A name for the key (required, up to 200 characters).
+    #[arg(long)]
+    pub name: String,
+    /// Metadata as a JSON object.
+    #[arg(long, value_name = "JSON", conflicts_with = "meta")]
+    pub metadata: Option<String>,
+    /// One metadata entry, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// When the key expires (ISO 8601).
+    #[arg(long, value_name = "TIME", conflicts_with = "expires_in")]
+    pub expires_at: Option<String>,
+    /// Expires after this long (e.g. 90d, 12h).
+    #[arg(long, value_name = "DURATION")]
+    pub expires_in: Option<String>,
+    /// Accept an expiry in the past.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// Options of every command that writes the store.
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// Do not ask the daemon to reload after the write.
+    #[arg(long)]
+    pub no_reload: bool,
+}

@@ -1,0 +1,85 @@
+//! `list` and `show`: what is in the store, never a secret or a hash.
+
+use crate::context::Context;
+use crate::error::CtlError;
+use crate::keyview;
+use heare_authd::timestamp;
+use serde_json::Value;
+
+pub async fn list(context: &Context, detailed: bool, json: bool) -> Result<(), CtlError> {
+    let (stored, _) = context.read().await?;
+    let now = timestamp::now();
+    let keys: Vec<Value> = stored
+        .document
+        .keys()
+        .map(|k| keyview::public(k, now))
+        .collect();
+    if json {
+        println!("{}", Value::Array(keys));
+        return Ok(());
+    }
+    let mut columns = vec!["ID", "NAME", "CREATED", "EXPIRES", "STATE"];
+    let mut fields = vec!["id", "name", "created_at", "expires_at", "state"];
+    if detailed {
+        columns.extend(["UPDATED", "SECRET", "METADATA"]);
+        fields.extend(["updated_at", "secret_storage", "metadata"]);
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|key| fields.iter().map(|f| keyview::text(&key[*f])).collect())
+        .collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([columns[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_string()).collect()));
+    for row in rows {
+        println!("{}", line(row));
+    }
+    Ok(())
+}
+
+pub async fn show(context: &Context, id: &str, json: bool) -> Result<(), CtlError> {
+    let (stored, _) = context.read().await?;
+    let key = stored
+        .document
+        .find(id)
+        .ok_or_else(|| CtlError::NotFound(id.to_string()))?;
+    let view = keyview::public(key, timestamp::now());
+    if json {
+        println!("{view}");
+        return Ok(());
+    }
+    for field in [
+        "id",
+        "name",
+        "state",
+        "created_at",
+        "updated_at",
+        "expires_at",
+        "secret_storage",
+        "metadata",
+    ] {
+        println!(
+            "{:<15} {}",
+            format!("{field}:"),
+            keyview::text(&view[field])
+        );
+    }
+    Ok(())
+}

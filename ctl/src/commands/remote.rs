@@ -1,0 +1,42 @@
+//! `reload` and `status`: talking to the running daemon.
+
+use crate::daemon_link;
+use crate::error::CtlError;
+use std::path::Path;
+
+pub fn reload(socket: &Path, signal: bool, pid: Option<i32>) -> Result<(), CtlError> {
+    if signal {
+        let pid = daemon_link::signal(pid)?;
+        println!("sent SIGHUP to heare-authd (pid {pid})");
+    } else {
+        let keys = daemon_link::refresh(socket)?;
+        println!("heare-authd reloaded: {keys} keys");
+    }
+    Ok(())
+}
+
+pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
+    let status = daemon_link::status(socket)?;
+    if json {
+        println!("{}", serde_json::to_string(&status).unwrap_or_default());
+        return Ok(());
+    }
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("heare-authd {}", status.daemon_version);
+    println!("  keys loaded:   {}", status.keys_loaded);
+    println!("  store:         {}", status.store);
+    println!("  version:       {}", or_dash(&status.store_version));
+    println!(
+        "  source:        {}{}",
+        status.source,
+        if status.stale { " (STALE)" } else { "" }
+    );
+    println!("  last load:     {}", or_dash(&status.last_load_at));
+    println!("  last attempt:  {}", or_dash(&status.last_attempt_at));
+    println!("  last error:    {}", or_dash(&status.last_error));
+    println!("  uptime:        {} s", status.uptime_seconds);
+    for warning in &status.load_warnings {
+        println!("  warning:       {warning}");
+    }
+    Ok(())
+}

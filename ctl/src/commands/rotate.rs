@@ -1,0 +1,88 @@
+//! `rotate`: a new secret for the same key id. The old secret moves to `grace_secrets` with an
+//! end time (now + grace, never past the key's own expiry); the daemon accepts it until then and
+//! refuses it after, with no reload needed at the boundary. Grace entries already over are
+//! dropped, and a plaintext `secret` is replaced by the new hash.
+
+use crate::context::Context;
+use crate::daemon_link;
+use crate::error::CtlError;
+use crate::secrets;
+use heare_authd::keyset::SecretDigest;
+use heare_authd::{duration, timestamp};
+use serde_json::{Value, json};
+
+pub async fn run(
+    context: &Context,
+    id: &str,
+    grace: &str,
+    as_json: bool,
+    no_reload: bool,
+) -> Result<(), CtlError> {
+    let grace = duration::parse(grace).map_err(|e| CtlError::Usage(format!("--grace: {e}")))?;
+    let secret = secrets::new_secret();
+    let now = timestamp::now();
+    let grace_until = context
+        .edit(|document| {
+            let key = super::key_mut(document, id)?;
+            let key_expiry = key
+                .get("expires_at")
+                .and_then(Value::as_str)
+                .and_then(|t| timestamp::parse(t).ok());
+            let until = now
+                .saturating_add(grace.as_millis() as i64)
+                .min(key_expiry.unwrap_or(i64::MAX));
+            let old_hash = match (key.get("secret_hash"), key.get("secret")) {
+                (Some(Value::String(hash)), _) => Some(hash.clone()),
+                (_, Some(Value::String(plain))) => Some(SecretDigest::of_secret(plain).to_field()),
+                _ => None,
+            };
+            let mut kept: Vec<Value> = key
+                .get("grace_secrets")
+                .and_then(Value::as_array)
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .filter(|e| {
+                            e.get("expires_at")
+                                .and_then(Value::as_str)
+                                .and_then(|t| timestamp::parse(t).ok())
+                                .is_some_and(|end| end > now)
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(old_hash) = old_hash
+                && until > now
+            {
+                kept.push(json!({"secret_hash": old_hash, "expires_at": timestamp::format(until)}));
+            }
+            key.remove("secret");
+            key.insert(
+                "secret_hash".into(),
+                json!(SecretDigest::of_secret(&secret).to_field()),
+            );
+            if kept.is_empty() {
+                key.remove("grace_secrets");
+            } else {
+                key.insert("grace_secrets".into(), Value::Array(kept));
+            }
+            super::touch(key, now);
+            Ok(until)
+        })
+        .await?;
+    let grace_end = timestamp::format(grace_until);
+    if as_json {
+        println!(
+            "{}",
+            json!({"id": id, "secret": secret, "old_secret_valid_until": grace_end})
+        );
+    } else {
+        println!("Rotated {id}:");
+        println!("  New secret:         {secret}");
+        println!("  Old secret valid until {grace_end}");
+    }
+    eprintln!("Save the secret now: it is not stored and will not be shown again.");
+    daemon_link::reload_after_write(context.socket(), no_reload);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! What every command needs: the resolved configuration (the daemon's own), the open store, and
+//! read-modify-write of the key file with optimistic concurrency.
+//!
+//! A write reads the document with its version, applies the command's change, and writes back
+//! only if the version is unchanged (S3 `If-Match`, or `If-None-Match: *` for a new object; the
+//! file store's lock-and-compare). When someone else wrote in between, it re-reads and re-applies
+//! the same change, up to [`ATTEMPTS`] times with random jitter, then gives up with exit code 4.
+
+use crate::error::CtlError;
+use heare_authd::cli::Cli as DaemonCli;
+use heare_authd::config::Config;
+use heare_authd::keyfile::{Document, StoredDocument};
+use heare_authd::store::{self, Fetched, KeyStore, StoreError, WriteCondition};
+use rand::Rng;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Tries of one write before exit code 4.
+pub const ATTEMPTS: u32 = 8;
+
+pub struct Context {
+    pub config: Config,
+    pub store: Box<dyn KeyStore>,
+}
+
+impl Context {
+    pub async fn open(
+        config: Option<PathBuf>,
+        store_url: Option<String>,
+        socket: Option<PathBuf>,
+    ) -> Result<Context, CtlError> {
+        let cli = DaemonCli {
+            config,
+            store: store_url,
+            socket,
+            ..DaemonCli::default()
+        };
+        let config = Config::load(&cli).map_err(|e| CtlError::Usage(e.to_string()))?;
+        let store = store::open(&config.store, &config.s3, config.max_store_bytes).await;
+        Ok(Context { config, store })
+    }
+
+    /// Reads the document (an empty one when the store holds none yet).
+    pub async fn read(&self) -> Result<(StoredDocument, WriteCondition), CtlError> {
+        match self.store.fetch(None).await? {
+            Fetched::Body { body, version } => Ok((
+                StoredDocument::decode(&body, self.config.storage_secret.as_ref())?,
+                WriteCondition::IfVersion(version),
+            )),
+            Fetched::Missing => Ok((
+                StoredDocument {
+                    document: Document::empty(),
+                    // A new file is encrypted when a storage secret is configured.
+                    encrypted: self.config.storage_secret.is_some(),
+                },
+                WriteCondition::IfAbsent,
+            )),
+            Fetched::NotModified => Err(CtlError::Other(
+                "the store answered 'not modified' to an unconditional read".into(),
+            )),
+        }
+    }
+
+    /// Applies `change` to the document and writes it back, retrying on concurrent writes.
+    pub async fn edit<T>(
+        &self,
+        mut change: impl FnMut(&mut Document) -> Result<T, CtlError>,
+    ) -> Result<T, CtlError> {
+        for attempt in 1..=ATTEMPTS {
+            let (mut stored, condition) = self.read().await?;
+            let outcome = change(&mut stored.document)?;
+            let body = stored.encode(self.config.storage_secret.as_ref())?;
+            match self.store.put(body, condition).await {
+                Ok(_) => return Ok(outcome),
+                Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {
+                    let jitter = rand::rng().random_range(20..100) * u64::from(attempt);
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(StoreError::Conflict { store }) => {
+                    return Err(CtlError::Conflict(format!(
+                        "{store} kept changing during {ATTEMPTS} attempts; nothing was written, try again"
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(CtlError::Other("unreachable: the retry loop ended".into()))
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        &self.config.socket
+    }
+}

@@ -1,0 +1,113 @@
+//! Telling the local daemon to reload (POST /refresh over its socket, or SIGHUP) and reading its
+//! status. After a write, a daemon that cannot be reached is a warning, not a failure: the
+//! write is done and the daemon loads it when it (re)starts.
+
+use crate::error::CtlError;
+use heare_auth_client::transport::{self, TransportError};
+use heare_auth_client::wire::{ErrorResponse, RefreshResponse, StatusResponse};
+use std::path::Path;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// POST /refresh; returns the number of keys the daemon now serves.
+pub fn refresh(socket: &Path) -> Result<usize, CtlError> {
+    let answer = transport::call(socket, "POST", "/refresh", b"", TIMEOUT)
+        .map_err(|e| CtlError::Other(e.to_string()))?;
+    if let Ok(refresh) = serde_json::from_slice::<RefreshResponse>(&answer.body) {
+        return match refresh.error {
+            None if answer.status == 200 => Ok(refresh.keys_loaded),
+            error => Err(CtlError::Other(format!(
+                "heare-authd could not reload: {}",
+                error.unwrap_or_else(|| format!("HTTP {}", answer.status))
+            ))),
+        };
+    }
+    Err(CtlError::Other(describe_refusal(
+        answer.status,
+        &answer.body,
+    )))
+}
+
+/// After a write: reload unless told not to; problems are warnings.
+pub fn reload_after_write(socket: &Path, skip: bool) {
+    if skip {
+        return;
+    }
+    match transport::call(socket, "POST", "/refresh", b"", TIMEOUT) {
+        Err(TransportError::NoSocket(_) | TransportError::Refused(_)) => eprintln!(
+            "warning: heare-authd is not running on {}; it will load the change when it starts",
+            socket.display()
+        ),
+        Err(error) => {
+            eprintln!("warning: the change is stored, but the daemon was not reloaded: {error}")
+        }
+        Ok(answer) if answer.status == 200 => {}
+        Ok(answer) => eprintln!(
+            "warning: the change is stored, but the daemon was not reloaded: {}",
+            describe_refusal(answer.status, &answer.body)
+        ),
+    }
+}
+
+/// GET /status.
+pub fn status(socket: &Path) -> Result<StatusResponse, CtlError> {
+    let answer = transport::call(socket, "GET", "/status", b"", TIMEOUT)
+        .map_err(|e| CtlError::Other(e.to_string()))?;
+    if answer.status != 200 {
+        return Err(CtlError::Other(describe_refusal(
+            answer.status,
+            &answer.body,
+        )));
+    }
+    serde_json::from_slice(&answer.body).map_err(|_| {
+        CtlError::Other("heare-authd's /status answer is not what this version expects".into())
+    })
+}
+
+/// SIGHUP to the daemon: `pid`, or systemd's MainPID of heare-authd.service.
+pub fn signal(pid: Option<i32>) -> Result<i32, CtlError> {
+    let pid = match pid {
+        Some(pid) => pid,
+        None => main_pid()?,
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| CtlError::Other(format!("cannot signal pid {pid}: {e}")))?;
+    Ok(pid)
+}
+
+fn main_pid() -> Result<i32, CtlError> {
+    let output = std::process::Command::new("systemctl")
+        .args([
+            "show",
+            "--property",
+            "MainPID",
+            "--value",
+            "heare-authd.service",
+        ])
+        .output()
+        .map_err(|e| {
+            CtlError::Other(format!(
+                "cannot ask systemd for heare-authd's pid ({e}); use --pid"
+            ))
+        })?;
+    match String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse::<i32>()
+    {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(CtlError::Other(
+            "heare-authd.service is not running under systemd; use --pid PID".into(),
+        )),
+    }
+}
+
+fn describe_refusal(status: u16, body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorResponse>(body) {
+        Ok(error) => format!("heare-authd answered {status}: {}", error.error),
+        Err(_) => format!("heare-authd answered {status}"),
+    }
+}

@@ -1,0 +1,49 @@
+//! How a key is shown: the JSON object of `list --json`/`show --json` and the table rows. Never a
+//! secret or a hash.
+
+use heare_authd::timestamp;
+use serde_json::{Map, Value, json};
+
+/// A key's state at `now`: active, expired or disabled.
+pub fn state(key: &Map<String, Value>, now: i64) -> &'static str {
+    if key.get("disabled").and_then(Value::as_bool) == Some(true) {
+        return "disabled";
+    }
+    match key.get("expires_at").and_then(Value::as_str) {
+        Some(text) if !text.trim().is_empty() => match timestamp::parse(text) {
+            Ok(at) if at <= now => "expired",
+            Ok(_) => "active",
+            Err(_) => "invalid-expiry",
+        },
+        _ => "active",
+    }
+}
+
+/// The public view of a key.
+pub fn public(key: &Map<String, Value>, now: i64) -> Value {
+    let field = |name: &str| key.get(name).cloned().unwrap_or(Value::Null);
+    let secret_storage = if key.contains_key("secret") {
+        "plaintext"
+    } else {
+        "hashed"
+    };
+    json!({
+        "id": field("id"),
+        "name": field("name"),
+        "created_at": field("created_at"),
+        "updated_at": field("updated_at"),
+        "expires_at": field("expires_at"),
+        "metadata": key.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        "state": state(key, now),
+        "secret_storage": secret_storage,
+    })
+}
+
+/// A column value as text.
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_string(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,82 @@
+//! Checks on what an operator typed, before anything is written: a refused command changes
+//! nothing and says why in one line (exit code 2).
+
+use crate::error::CtlError;
+use heare_authd::{duration, timestamp};
+use serde_json::{Map, Value};
+
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+pub fn name(name: &str) -> Result<String, CtlError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CtlError::Usage("--name must not be empty".into()));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(CtlError::Usage(format!(
+            "--name is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// Metadata from `--metadata JSON` or `--meta k=v …`: a JSON object of bounded size.
+pub fn metadata(json: Option<&str>, pairs: &[String]) -> Result<Map<String, Value>, CtlError> {
+    let object = match json {
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return Err(CtlError::Usage("--metadata must be a JSON object".into())),
+            Err(e) => {
+                return Err(CtlError::Usage(format!(
+                    "--metadata is not valid JSON: {e}"
+                )));
+            }
+        },
+        None => {
+            let mut object = Map::new();
+            for pair in pairs {
+                let (key, value) = pair
+                    .split_once('=')
+                    .filter(|(key, _)| !key.is_empty())
+                    .ok_or_else(|| CtlError::Usage(format!("--meta {pair:?} is not KEY=VALUE")))?;
+                object.insert(key.to_string(), Value::String(value.to_string()));
+            }
+            object
+        }
+    };
+    let size = serde_json::to_vec(&object).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_METADATA_BYTES {
+        return Err(CtlError::Usage(format!(
+            "metadata is {size} bytes, over {MAX_METADATA_BYTES}"
+        )));
+    }
+    Ok(object)
+}
+
+/// An expiry from `--expires-at TIME` or `--expires-in DURATION`, normalised to RFC 3339 UTC;
+/// it must lie in the future unless `force`.
+pub fn expiry(
+    at: Option<&str>,
+    within: Option<&str>,
+    force: bool,
+    now: i64,
+) -> Result<Option<String>, CtlError> {
+    let millis = match (at, within) {
+        (Some(text), _) => {
+            timestamp::parse(text).map_err(|e| CtlError::Usage(format!("expiry: {e}")))?
+        }
+        (None, Some(text)) => {
+            let span =
+                duration::parse(text).map_err(|e| CtlError::Usage(format!("--expires-in: {e}")))?;
+            now.saturating_add(span.as_millis() as i64)
+        }
+        (None, None) => return Ok(None),
+    };
+    if millis <= now && !force {
+        return Err(CtlError::Usage(
+            "the expiry is not in the future (use --force to set it anyway)".into(),
+        ));
+    }
+    Ok(Some(timestamp::format_seconds(millis)))
+}
