@@ -12,8 +12,9 @@
 pub const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 /// Length of every secret (`sec_` + 60).
 pub const SECRET_LEN: usize = 64;
-/// Length of every key id (`key_` + 20).
-pub const KEY_ID_LEN: usize = 24;
+/// Length of every key id: `key_` + generation + 8 + 10 = 23. (The reference summary says 24 in
+/// one place; the format's own definition, which the Python library follows, gives 23.)
+pub const KEY_ID_LEN: usize = 23;
 /// Characters of the checksum at the end of a generation-`1` secret.
 pub const CHECKSUM_LEN: usize = 6;
 

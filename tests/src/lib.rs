@@ -6,6 +6,7 @@
 //! would; `keys` writes key files in the Python service's format. Tests live in `tests/tests/`,
 //! one file per behaviour.
 
+pub mod ctl;
 pub mod daemon;
 pub mod http;
 pub mod keys;
