@@ -218,7 +218,19 @@ impl Daemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The log's JSON lines with `"event": event`.
+    /// The log's JSON lines with `"event": event`, once at least one is there (the log is written
+    /// by a background thread, so a line can land just after the answer it belongs to); empty
+    /// after 10 s without one.
+    pub fn wait_events(&self, event: &str) -> Vec<serde_json::Value> {
+        let mut found = Vec::new();
+        wait_until(Duration::from_secs(10), || {
+            found = self.events(event);
+            !found.is_empty()
+        });
+        found
+    }
+
+    /// The log's JSON lines with `"event": event`, as written so far.
     pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
         self.log()
             .lines()

@@ -67,7 +67,7 @@ fn a_non_admin_peer_may_verify_but_not_refresh_or_read_status() {
     assert!(answer.contains("admin"));
     let (status, _) = as_nobody(&daemon.socket, "GET", "/status", None);
     assert_eq!(status, 403);
-    let rejected = daemon.events("refresh_rejected");
+    let rejected = daemon.wait_events("refresh_rejected");
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["peer_uid"], 65534);
 
@@ -126,7 +126,7 @@ fn tcp_serves_python_clients_and_refuses_admin_calls_unless_enabled() {
     let denied = send_tcp(&address, &Request::verify("sec_wrong")).unwrap();
     assert_eq!(denied.status, 403);
     assert_eq!(denied.json()["valid"], false);
-    let success = daemon.events("verification_success");
+    let success = daemon.wait_events("verification_success");
     assert_eq!(success[0]["user_agent"], "python-requests/2.31.0");
     assert!(
         success[0]["peer_addr"]

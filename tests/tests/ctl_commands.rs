@@ -104,7 +104,12 @@ fn rotate_keeps_the_old_secret_for_the_grace_period_only() {
         200,
         "old secret valid during grace"
     );
-    let reloads = daemon.events("refresh_success").len();
+    // One reload after create, one after rotate; wait for both lines to be written.
+    assert!(wait_until(Duration::from_secs(5), || daemon
+        .events("refresh_success")
+        .len()
+        == 2));
+    let reloads = 2;
     // No reload at the boundary: the daemon itself stops accepting the old secret.
     assert!(wait_until(Duration::from_secs(6), || daemon
         .verify(&old)

@@ -84,7 +84,10 @@ fn sighup_reloads() {
         .verify(SECOND)
         .status
         == 200));
-    assert_eq!(daemon.events("refresh_success")[0]["trigger"], "sighup");
+    assert_eq!(
+        daemon.wait_events("refresh_success")[0]["trigger"],
+        "sighup"
+    );
 }
 
 #[test]
@@ -107,7 +110,7 @@ fn polling_uses_the_etag_and_picks_up_changes() {
         .verify(SECOND)
         .status
         == 200));
-    assert_eq!(daemon.events("refresh_success")[0]["trigger"], "poll");
+    assert_eq!(daemon.wait_events("refresh_success")[0]["trigger"], "poll");
 }
 
 #[test]
@@ -231,7 +234,7 @@ fn start_with_s3_down_serves_the_cache_as_stale() {
     let status = daemon.status();
     assert_eq!(status["stale"], true);
     assert_eq!(status["source"], "cache");
-    assert!(!daemon.events("serving_stale_cache").is_empty());
+    assert!(!daemon.wait_events("serving_stale_cache").is_empty());
 }
 
 #[test]

@@ -259,7 +259,10 @@ fn keys_with_unusable_fields_are_skipped_and_reported_by_id() {
     let warnings = daemon.status()["load_warnings"].clone();
     assert_eq!(warnings.as_array().unwrap().len(), 1);
     assert!(warnings[0].as_str().unwrap().contains("key_bad_expiry"));
-    assert_eq!(daemon.events("key_skipped")[0]["key_id"], "key_bad_expiry");
+    assert_eq!(
+        daemon.wait_events("key_skipped")[0]["key_id"],
+        "key_bad_expiry"
+    );
 }
 
 #[test]

@@ -70,6 +70,25 @@ pub fn activated() -> Result<Activated, ListenError> {
             _ => return Err(ListenError::UnknownActivated { fd }),
         }
     }
+    // systemd hands sockets over in blocking mode; tokio needs them non-blocking.
+    for listener in &found.unix {
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ListenError::Io {
+                action: "configure the activated socket",
+                path: PathBuf::from("(socket activation)"),
+                source,
+            })?;
+    }
+    for listener in &found.tcp {
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ListenError::Io {
+                action: "configure the activated socket",
+                path: PathBuf::from("(socket activation)"),
+                source,
+            })?;
+    }
     Ok(found)
 }
 
