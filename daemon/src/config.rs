@@ -105,7 +105,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     max_connections: Option<usize>,
+    worker_threads: Option<usize>,
     header_read_timeout: Option<DurationSetting>,
+    idle_timeout: Option<DurationSetting>,
     max_store_bytes: Option<u64>,
     s3: Option<S3Section>,
 }
@@ -131,7 +133,12 @@ pub struct Config {
     pub log_format: Option<LogFormat>,
     pub log_level: String,
     pub max_connections: usize,
-    pub header_read_timeout: Duration,
+    /// Threads serving requests; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
+    /// A request's headers must arrive within this (`None`: no limit).
+    pub header_read_timeout: Option<Duration>,
+    /// Connections with no request for this long are closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
     pub max_store_bytes: u64,
     pub s3: S3Options,
 }
@@ -275,11 +282,19 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
             max_connections,
+            worker_threads: file.worker_threads.filter(|n| *n > 0),
             header_read_timeout: file
                 .header_read_timeout
                 .map(|d| duration_setting("header_read_timeout", d))
                 .transpose()?
-                .unwrap_or(Duration::from_secs(10)),
+                .or(Some(Duration::from_secs(10)))
+                .filter(|d| !d.is_zero()),
+            idle_timeout: file
+                .idle_timeout
+                .map(|d| duration_setting("idle_timeout", d))
+                .transpose()?
+                .or(Some(Duration::from_secs(60)))
+                .filter(|d| !d.is_zero()),
             max_store_bytes: file.max_store_bytes.unwrap_or(1 << 30),
             s3,
         })
@@ -351,9 +366,14 @@ impl Config {
             format!("log_level = {}", self.log_level),
             format!("max_connections = {}", self.max_connections),
             format!(
-                "header_read_timeout = {}s",
-                self.header_read_timeout.as_secs_f64()
+                "worker_threads = {}",
+                or_none(self.worker_threads.map(|n| n.to_string()))
             ),
+            format!(
+                "header_read_timeout = {}",
+                seconds(self.header_read_timeout)
+            ),
+            format!("idle_timeout = {}", seconds(self.idle_timeout)),
             format!("max_store_bytes = {}", self.max_store_bytes),
             format!("s3.region = {}", or_none(self.s3.region.clone())),
             format!("s3.endpoint = {}", or_none(self.s3.endpoint.clone())),

@@ -93,6 +93,7 @@ pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
     let policy = ConnectionPolicy {
         limit: Arc::new(Semaphore::new(config.max_connections)),
         header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
     };
     let mut servers = JoinSet::new();
     for listener in unix {

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod duration;
 pub mod keyfile;
 pub mod keyset;
+pub mod log_writer;
 pub mod logging;
 mod minify;
 pub mod notify;

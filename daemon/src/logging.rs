@@ -3,18 +3,16 @@
 //! JSON lines on stdout by default, one object per event with the Python service's shape
 //! (`{"timestamp","level","event":"verification_success","key_id",…}`), so existing log pipelines
 //! keep parsing them; entries in the systemd journal when configured or when stdout/stderr already
-//! is the journal (`JOURNAL_STREAM`); plain text for people. Lines are written by a background
-//! thread (tracing-appender's non-blocking writer), so logging every verification never blocks a
-//! request: when the sink is slower than the request rate the buffer (128k lines) fills and further
-//! lines are dropped and counted — `/status` reports the count — rather than slowing verification.
+//! is the journal (`JOURNAL_STREAM`); plain text for people. Lines are written in batches by a
+//! background thread (`log_writer`), so logging every verification never blocks a request.
 //! Callers must never pass a secret as a field; this module cannot tell one from a key id.
 
 use crate::config::LogFormat;
+use crate::log_writer::{BUFFER_LIMIT, BatchWriter, DropCounter, FlushGuard};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -24,21 +22,19 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Keeps the background writer alive (dropping it flushes) and counts dropped lines.
 pub struct LogGuard {
-    _worker: Option<WorkerGuard>,
-    dropped: Option<ErrorCounter>,
+    _worker: Option<FlushGuard>,
+    dropped: Option<DropCounter>,
     pub format: LogFormat,
 }
 
 impl LogGuard {
     /// Lines dropped because the sink could not keep up.
     pub fn dropped_lines(&self) -> u64 {
-        self.dropped
-            .as_ref()
-            .map_or(0, |c| c.dropped_lines() as u64)
+        self.dropped.as_ref().map_or(0, |c| c.dropped_lines())
     }
 
     /// A handle to the drop counter for the status endpoint.
-    pub fn counter(&self) -> Option<ErrorCounter> {
+    pub fn counter(&self) -> Option<DropCounter> {
         self.dropped.clone()
     }
 }
@@ -51,6 +47,8 @@ pub enum LoggingError {
     BadFilter(String),
     #[error("cannot connect to the systemd journal: {0}; use --log-format json")]
     Journal(std::io::Error),
+    #[error("cannot start the log writer thread: {0}")]
+    Writer(std::io::Error),
 }
 
 /// Installs the global subscriber. `format: None` picks journald when the output is the journal.
@@ -73,11 +71,9 @@ pub fn init(format: Option<LogFormat>, level: &str) -> Result<LogGuard, LoggingE
             format,
         });
     }
-    let (writer, worker) = NonBlockingBuilder::default()
-        .lossy(true)
-        .thread_name("heare-authd-log")
-        .finish(stdout_buffered());
-    let dropped = Some(writer.error_counter());
+    let (writer, worker) =
+        BatchWriter::spawn(stdout_file(), BUFFER_LIMIT).map_err(LoggingError::Writer)?;
+    let dropped = Some(writer.counter());
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false);
@@ -93,15 +89,11 @@ pub fn init(format: Option<LogFormat>, level: &str) -> Result<LogGuard, LoggingE
     })
 }
 
-/// Standard output as a buffered file: the background writer flushes whenever it has drained its
-/// queue, so lines still appear promptly, but a burst costs one write(2) instead of one per line.
-fn stdout_buffered() -> Box<dyn std::io::Write + Send> {
+/// Standard output as a plain file (the writer thread already batches; no second buffer).
+fn stdout_file() -> Box<dyn std::io::Write + Send> {
     use std::os::fd::AsFd;
     match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::fs::File::from(fd),
-        )),
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
         Err(_) => Box::new(std::io::stdout()),
     }
 }

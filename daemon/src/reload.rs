@@ -66,7 +66,15 @@ enum Loaded {
         skipped: Vec<SkippedKey>,
         version: Option<String>,
         body: Option<Vec<u8>>,
+        timing: Timing,
     },
+}
+
+/// How long the two halves of a load took, for the log.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    fetch_ms: u64,
+    build_ms: u64,
 }
 
 /// Loads key sets from the store; owns the last-known-good cache.
@@ -89,10 +97,17 @@ impl Reloader {
                 skipped,
                 version,
                 body,
+                timing,
             }) => {
                 self.write_cache(body).await;
                 log_skipped(&skipped);
-                tracing::info!(keys_loaded = keys.len(), store = %self.store.describe(), "startup");
+                tracing::info!(
+                    keys_loaded = keys.len(),
+                    store = %self.store.describe(),
+                    fetch_ms = timing.fetch_ms,
+                    build_ms = timing.build_ms,
+                    "startup"
+                );
                 return Ok(Initial {
                     keys,
                     status: LoadStatus {
@@ -225,6 +240,7 @@ impl Reloader {
                 skipped,
                 version,
                 body,
+                timing,
             }) => {
                 let count = keys.len();
                 shared.publish(keys);
@@ -242,6 +258,8 @@ impl Reloader {
                 tracing::info!(
                     keys_loaded = count,
                     trigger = trigger.name(),
+                    fetch_ms = timing.fetch_ms,
+                    build_ms = timing.build_ms,
                     "refresh_success"
                 );
                 self.write_cache(body).await;
@@ -269,7 +287,9 @@ impl Reloader {
 
     /// Fetches from the store and builds a set off the async threads.
     async fn fetch_and_build(&self, since: Option<&str>) -> Result<Loaded, String> {
+        let started = std::time::Instant::now();
         let fetched = self.store.fetch(since).await.map_err(|e| e.to_string())?;
+        let fetch_ms = started.elapsed().as_millis() as u64;
         let (body, version) = match fetched {
             Fetched::NotModified => return Ok(Loaded::Unchanged),
             Fetched::Missing => {
@@ -279,16 +299,22 @@ impl Reloader {
                     skipped: Vec::new(),
                     version: None,
                     body: None,
+                    timing: Timing::default(),
                 });
             }
             Fetched::Body { body, version } => (body, version),
         };
+        let built = std::time::Instant::now();
         let (keys, skipped, body) = self.build(body).await?;
         Ok(Loaded::Fresh {
             keys,
             skipped,
             version: Some(version),
             body: Some(body),
+            timing: Timing {
+                fetch_ms,
+                build_ms: built.elapsed().as_millis() as u64,
+            },
         })
     }
 

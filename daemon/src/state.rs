@@ -6,6 +6,7 @@
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
 
 use crate::keyset::KeySet;
+use crate::log_writer::DropCounter;
 use crate::reload::ReloadRequest;
 use crate::timestamp::UnixMillis;
 use arc_swap::ArcSwap;
@@ -13,7 +14,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::mpsc;
-use tracing_appender::non_blocking::ErrorCounter;
 
 /// Where the set being served came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct Shared {
     pub admin: AdminPolicy,
     pub store: String,
     pub started_at: Instant,
-    pub log_drops: Option<ErrorCounter>,
+    pub log_drops: Option<DropCounter>,
 }
 
 impl Shared {
@@ -64,7 +64,7 @@ impl Shared {
         reload_requests: mpsc::Sender<ReloadRequest>,
         admin: AdminPolicy,
         store: String,
-        log_drops: Option<ErrorCounter>,
+        log_drops: Option<DropCounter>,
     ) -> Self {
         Shared {
             keys: ArcSwap::from_pointee(keys),

@@ -12,11 +12,12 @@ pub mod listeners;
 pub mod peer;
 pub mod response;
 mod router;
+pub mod watchdog;
 
 use crate::state::Shared;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use peer::Peer;
 use std::future::Future;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
+use watchdog::{Activity, Watched};
 
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,7 +35,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct ConnectionPolicy {
     pub limit: Arc<Semaphore>,
-    pub header_read_timeout: Duration,
+    /// A request's headers must arrive within this; `None`: no limit.
+    pub header_read_timeout: Option<Duration>,
+    /// A connection with no request for this long is closed; `None`: kept open.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A listener that yields connections with their peer.
@@ -113,20 +118,48 @@ pub async fn serve<L: Accept>(
                 continue;
             }
         };
+        let activity = Arc::new(Activity::new());
+        let io = Watched::new(io, activity.clone());
         let shared = shared.clone();
-        let service = service_fn(move |request| router::route(request, shared.clone(), peer));
-        let mut builder = http1::Builder::new();
-        builder.keep_alive(true);
-        if !policy.header_read_timeout.is_zero() {
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(policy.header_read_timeout);
-        }
-        let connection = builder.serve_connection(TokioIo::new(io), service);
+        let service_activity = activity.clone();
+        let service = service_fn(move |request| {
+            let shared = shared.clone();
+            let activity = service_activity.clone();
+            async move {
+                let _in_flight = activity.request_started();
+                router::route(request, shared, peer).await
+            }
+        });
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
+        let (header_timeout, idle_timeout) = (policy.header_read_timeout, policy.idle_timeout);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection_error");
+            tokio::pin!(connection);
+            let Some(period) = watchdog::tick(header_timeout, idle_timeout) else {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "connection_error");
+                }
+                drop(permit);
+                return;
+            };
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "connection_error");
+                        }
+                        break;
+                    }
+                    _ = ticks.tick() => {
+                        if let Some(verdict) = activity.check(header_timeout, idle_timeout) {
+                            tracing::debug!(?verdict, "connection_closed_by_watchdog");
+                            break;
+                        }
+                    }
+                }
             }
             drop(permit);
         });
