@@ -1,16 +1,36 @@
-//! heare-auth-client: talk to the local `heare-authd` daemon.
+//! heare-auth-client: verify API keys against the local `heare-authd` daemon.
 //!
-//! This crate owns the daemon's wire format ([`wire`]): every request and response body is
+//! ```no_run
+//! match heare_auth_client::verify("sec_…") {
+//!     Ok(key) => println!("caller is {} ({})", key.name, key.key_id),
+//!     Err(heare_auth_client::Error::InvalidKey) => println!("refused"),
+//!     Err(other) => eprintln!("cannot verify: {other}"),
+//! }
+//! ```
+//!
+//! This crate also owns the daemon's wire format ([`wire`]): every request and response body is
 //! defined here once, and both the daemon (which writes them) and the clients (which read them)
-//! use these types, so the two sides cannot drift apart. The clients themselves — one blocking
-//! call to verify a secret, an async client, a C ABI — build on these types.
+//! use these types, so the two sides cannot drift apart. [`token`] is the secret format and its
+//! checksum; [`transport`] is the std-only HTTP/1.1 exchange the blocking client uses.
 
+pub mod blocking;
+mod error;
 pub mod token;
 pub mod transport;
 pub mod wire;
+
+pub use blocking::{Client, ClientBuilder, Verified};
+pub use error::Error;
 
 /// Where `heare-authd` listens unless configured otherwise (systemd's `RuntimeDirectory`).
 pub const DEFAULT_SOCKET_PATH: &str = "/run/heare-auth/heare-authd.sock";
 
 /// Environment variable that overrides [`DEFAULT_SOCKET_PATH`] for clients.
 pub const SOCKET_PATH_ENV: &str = "HEARE_AUTH_SOCKET";
+
+/// Verifies `secret` with the daemon on the default socket (`$HEARE_AUTH_SOCKET`, else
+/// [`DEFAULT_SOCKET_PATH`]). Blocking; opens one connection per call — keep a [`Client`] to reuse
+/// one.
+pub fn verify(secret: &str) -> Result<Verified, Error> {
+    Client::builder().build().verify(secret)
+}

@@ -1,0 +1,252 @@
+//! The blocking client: verify a secret with one call, no async runtime needed.
+//!
+//! [`Client`] keeps one connection to the daemon and reuses it for every call (reconnecting when
+//! the daemon closed it while idle). Secrets that cannot be valid are refused locally, before any
+//! round trip: empty or oversized ones, ones with control characters, and heare-authctl
+//! (generation `1`) secrets whose checksum does not match. The Python service's generation-`0`
+//! secrets carry no checksum and always go to the daemon.
+
+use crate::error::Error;
+use crate::token::{SecretShape, secret_shape};
+use crate::transport::{Connection, Endpoint, TransportError};
+use crate::wire::{ErrorResponse, VerifyRequest, VerifyResponse};
+use crate::{DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV};
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Longest secret worth sending (the daemon refuses bodies over 64 KiB anyway).
+const MAX_SECRET_LEN: usize = 4096;
+
+/// A verified key: who is calling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The key's id (`key_…`): log this, never the secret.
+    pub key_id: String,
+    /// The key's human name.
+    pub name: String,
+    /// The key's metadata object, as stored.
+    pub metadata: serde_json::Value,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoint: Endpoint,
+    timeout: Duration,
+    user_agent: String,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        let socket = std::env::var_os(SOCKET_PATH_ENV)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
+        ClientBuilder {
+            endpoint: Endpoint::Unix(socket),
+            timeout: Duration::from_secs(5),
+            user_agent: concat!("heare-auth-client/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The daemon's Unix socket (default `$HEARE_AUTH_SOCKET`, else `/run/heare-auth/heare-authd.sock`).
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.endpoint = Endpoint::Unix(path.into());
+        self
+    }
+
+    /// The daemon's TCP listener, as `http://host:port`.
+    pub fn url(mut self, url: &str) -> Result<Self, Error> {
+        let address = url
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .ok_or(Error::Protocol(format!("{url:?} is not http://host:port")))?;
+        self.endpoint = Endpoint::Tcp(address.to_string());
+        Ok(self)
+    }
+
+    /// Bound on connecting, sending and reading one answer (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The User-Agent the daemon logs with each verification.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        let agent: String = user_agent.into();
+        // A header value cannot hold line breaks; keep what is printable.
+        self.user_agent = agent.chars().filter(|c| !c.is_control()).collect();
+        self
+    }
+
+    pub fn build(self) -> Client {
+        Client {
+            connection: Mutex::new(Connection::new(
+                self.endpoint,
+                self.timeout,
+                self.user_agent,
+            )),
+        }
+    }
+}
+
+/// A client that reuses one connection to the daemon for many verifications.
+pub struct Client {
+    connection: Mutex<Connection>,
+}
+
+impl Client {
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Verifies `secret`: the key it belongs to, or why not.
+    pub fn verify(&self, secret: &str) -> Result<Verified, Error> {
+        check_locally(secret)?;
+        let body = serde_json::to_vec(&VerifyRequest {
+            api_key: Cow::Borrowed(secret),
+        })
+        .map_err(|_| Error::MalformedKey("not encodable as JSON"))?;
+        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let endpoint = connection.endpoint().clone();
+        let answer = connection
+            .request(
+                "POST",
+                "/verify",
+                &[("Content-Type", "application/json")],
+                &body,
+            )
+            .map_err(|error| from_transport(error, &endpoint))?;
+        drop(connection);
+        interpret(answer.status, &answer.body)
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// Refuses, without a round trip, secrets that cannot be valid.
+pub fn check_locally(secret: &str) -> Result<(), Error> {
+    if secret.is_empty() {
+        return Err(Error::MalformedKey("empty"));
+    }
+    if secret.len() > MAX_SECRET_LEN {
+        return Err(Error::MalformedKey("longer than 4096 bytes"));
+    }
+    if secret.chars().any(char::is_control) {
+        return Err(Error::MalformedKey("contains control characters"));
+    }
+    if secret_shape(secret) == SecretShape::BadChecksum {
+        return Err(Error::MalformedKey(
+            "checksum mismatch (a typo or a truncated key)",
+        ));
+    }
+    Ok(())
+}
+
+/// Turns the daemon's answer into a result.
+pub fn interpret(status: u16, body: &[u8]) -> Result<Verified, Error> {
+    match status {
+        200 => {
+            let answer: VerifyResponse<'_> = serde_json::from_slice(body).map_err(|_| {
+                Error::Protocol("a 200 answer that is not a verify response".into())
+            })?;
+            let (Some(key_id), true) = (answer.key_id, answer.valid) else {
+                return Err(Error::Protocol("a 200 answer without a key id".into()));
+            };
+            let metadata = match answer.metadata {
+                Some(raw) => serde_json::from_str(raw.get())
+                    .map_err(|_| Error::Protocol("metadata is not JSON".into()))?,
+                None => serde_json::Value::Object(Default::default()),
+            };
+            Ok(Verified {
+                key_id: key_id.into_owned(),
+                name: answer.name.map(Cow::into_owned).unwrap_or_default(),
+                metadata,
+            })
+        }
+        403 => Err(Error::InvalidKey),
+        other => {
+            let reason = serde_json::from_slice::<ErrorResponse>(body)
+                .map(|e| e.error)
+                .or_else(|_| {
+                    serde_json::from_slice::<VerifyResponse<'_>>(body)
+                        .map(|v| v.error.map(Cow::into_owned).unwrap_or_default())
+                })
+                .unwrap_or_default();
+            Err(Error::Protocol(format!("HTTP {other}: {reason}")))
+        }
+    }
+}
+
+pub(crate) fn from_transport(error: TransportError, endpoint: &Endpoint) -> Error {
+    match error {
+        TransportError::NoSocket(path) => Error::Unavailable {
+            endpoint: path.display().to_string(),
+            reason: "the socket does not exist".into(),
+        },
+        TransportError::Refused(_) => Error::Unavailable {
+            endpoint: endpoint.to_string(),
+            reason: "connection refused".into(),
+        },
+        TransportError::PermissionDenied(path) => Error::PermissionDenied(path),
+        TransportError::Timeout(timeout) => Error::Timeout(timeout),
+        TransportError::Io(error) => Error::Unavailable {
+            endpoint: endpoint.to_string(),
+            reason: error.to_string(),
+        },
+        TransportError::Protocol => Error::Protocol("not an HTTP answer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_checks() {
+        assert!(matches!(check_locally(""), Err(Error::MalformedKey(_))));
+        assert!(matches!(
+            check_locally("sec_\n"),
+            Err(Error::MalformedKey(_))
+        ));
+        assert!(check_locally("sec_0anything").is_ok());
+        let bad = format!("sec_1{}", "0".repeat(59));
+        assert_eq!(bad.len(), 64);
+        assert!(matches!(check_locally(&bad), Err(Error::MalformedKey(_))));
+    }
+
+    #[test]
+    fn answers_are_interpreted() {
+        let ok = br#"{"valid":true,"key_id":"key_1","name":"n","metadata":{"a":1},"error":null}"#;
+        let verified = interpret(200, ok).unwrap();
+        assert_eq!(verified.key_id, "key_1");
+        assert_eq!(verified.metadata["a"], 1);
+        assert!(matches!(
+            interpret(403, br#"{"valid":false,"error":"Invalid API key"}"#),
+            Err(Error::InvalidKey)
+        ));
+        assert!(
+            matches!(interpret(503, br#"{"valid":false,"error":"stale"}"#), Err(Error::Protocol(m)) if m.contains("stale"))
+        );
+        assert!(matches!(
+            interpret(200, b"garbage"),
+            Err(Error::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn url_endpoints() {
+        assert!(Client::builder().url("http://127.0.0.1:8080").is_ok());
+        assert!(Client::builder().url("https://x").is_err());
+        assert!(Client::builder().url("http://x/path").is_err());
+    }
+}

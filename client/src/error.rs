@@ -1,0 +1,35 @@
+//! What can go wrong when verifying a key, typed by what the caller should do. No variant holds
+//! the secret, so neither `Display` nor `Debug` of an error can reveal it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a verification did not return a key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon does not know the secret, or the key is expired, disabled or rotated out.
+    #[error("invalid API key")]
+    InvalidKey,
+    /// The secret cannot be a valid key (empty, too long, control characters, or a heare-authctl
+    /// secret whose checksum does not match — a typo or a truncation); refused without asking
+    /// the daemon.
+    #[error("malformed API key: {0}")]
+    MalformedKey(&'static str),
+    /// Nothing to talk to: no socket, connection refused, or the TCP address does not answer.
+    #[error(
+        "heare-authd is unavailable at {endpoint}: {reason} (is it running? systemctl status heare-authd)"
+    )]
+    Unavailable { endpoint: String, reason: String },
+    /// The socket exists but this process may not connect to it.
+    #[error(
+        "permission denied on {0}: add this process's user to the socket's group (usually heare-auth) and start a new session"
+    )]
+    PermissionDenied(PathBuf),
+    /// The daemon did not answer in time.
+    #[error("heare-authd did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The daemon answered, but not as expected (another program on the socket, a version
+    /// mismatch, or the daemon refusing to verify, e.g. 503 when its key set is too stale).
+    #[error("unexpected answer from heare-authd: {0}")]
+    Protocol(String),
+}
