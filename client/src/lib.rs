@@ -15,12 +15,16 @@
 
 pub mod blocking;
 mod error;
+#[cfg(feature = "async")]
+pub mod nonblocking;
 pub mod token;
 pub mod transport;
 pub mod wire;
 
 pub use blocking::{Client, ClientBuilder, Verified};
 pub use error::Error;
+#[cfg(feature = "async")]
+pub use nonblocking::AsyncClient;
 
 /// Where `heare-authd` listens unless configured otherwise (systemd's `RuntimeDirectory`).
 pub const DEFAULT_SOCKET_PATH: &str = "/run/heare-auth/heare-authd.sock";

@@ -206,3 +206,35 @@ fn one_connection_survives_the_daemons_idle_timeout_and_tcp_works() {
         .len()
         >= 102));
 }
+
+#[test]
+fn the_async_client_verifies_and_reports_errors() {
+    use heare_auth_client::AsyncClient;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let daemon = start(dir.path(), &["--listen-tcp", &address], "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = AsyncClient::unix(&daemon.socket).user_agent("async-test/1");
+        let key = client.verify(SECRET).await.unwrap();
+        assert_eq!(key.key_id, "key_client");
+        assert!(matches!(
+            client.verify("sec_0nope").await,
+            Err(Error::InvalidKey)
+        ));
+        let tcp = AsyncClient::url(&format!("http://{address}")).unwrap();
+        assert_eq!(tcp.verify(SECRET).await.unwrap().name, "name of key_client");
+        let missing = AsyncClient::unix(dir.path().join("missing.sock"));
+        let error = missing.verify(SECRET).await.unwrap_err();
+        assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+        assert_no_secret(&error, SECRET);
+    });
+}
