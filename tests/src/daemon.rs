@@ -32,7 +32,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} not found: run `cargo build --workspace --bins --examples` before the tests, or set {variable}",
+        "{} not found: run `cargo build --workspace --lib --bins --examples` before the tests, or set {variable}",
         path.display()
     );
     path

@@ -1,0 +1,184 @@
+//! The C ABI of heare-auth-client (`libheare_auth`, declared in `include/heare_auth.h`).
+//!
+//! Each exported function converts its arguments, calls the Rust client, and converts the result
+//! to a status code and C strings that the caller frees with `heare_auth_key_free`. Every call is
+//! wrapped in `catch_unwind`, so no Rust panic ever unwinds into C; the status codes are fixed
+//! numbers that the header documents and a test compiled with `cc` checks.
+
+use heare_auth_client::{Client, Error, Verified};
+use std::ffi::{CStr, CString, c_char, c_int, c_uint};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::time::Duration;
+
+pub const HEARE_AUTH_OK: c_int = 0;
+pub const HEARE_AUTH_INVALID_KEY: c_int = 1;
+pub const HEARE_AUTH_MALFORMED_KEY: c_int = 2;
+pub const HEARE_AUTH_UNAVAILABLE: c_int = 3;
+pub const HEARE_AUTH_PERMISSION_DENIED: c_int = 4;
+pub const HEARE_AUTH_TIMEOUT: c_int = 5;
+pub const HEARE_AUTH_PROTOCOL_ERROR: c_int = 6;
+pub const HEARE_AUTH_BAD_ARGUMENT: c_int = 7;
+pub const HEARE_AUTH_INTERNAL_ERROR: c_int = 8;
+
+/// A verified key, as `heare_auth.h` declares it.
+#[repr(C)]
+pub struct HeareAuthKey {
+    pub key_id: *mut c_char,
+    pub name: *mut c_char,
+    pub metadata_json: *mut c_char,
+}
+
+fn status_of(error: &Error) -> c_int {
+    match error {
+        Error::InvalidKey => HEARE_AUTH_INVALID_KEY,
+        Error::MalformedKey(_) => HEARE_AUTH_MALFORMED_KEY,
+        Error::Unavailable { .. } => HEARE_AUTH_UNAVAILABLE,
+        Error::PermissionDenied(_) => HEARE_AUTH_PERMISSION_DENIED,
+        Error::Timeout(_) => HEARE_AUTH_TIMEOUT,
+        Error::Protocol(_) => HEARE_AUTH_PROTOCOL_ERROR,
+    }
+}
+
+/// A C string of `text`, with interior NULs (impossible in ids and JSON, possible in names) cut.
+fn c_string(text: &str) -> *mut c_char {
+    let cut = text.split('\0').next().unwrap_or("");
+    CString::new(cut).map_or(ptr::null_mut(), CString::into_raw)
+}
+
+fn fill(out: *mut HeareAuthKey, key: &Verified) {
+    if out.is_null() {
+        return;
+    }
+    let metadata = key.metadata.to_string();
+    // SAFETY: `out` is non-null and, per the header's contract, points to a heare_auth_key the
+    // caller owns.
+    unsafe {
+        *out = HeareAuthKey {
+            key_id: c_string(&key.key_id),
+            name: c_string(&key.name),
+            metadata_json: c_string(&metadata),
+        };
+    }
+}
+
+fn clear(out: *mut HeareAuthKey) {
+    if !out.is_null() {
+        // SAFETY: as in `fill`.
+        unsafe {
+            *out = HeareAuthKey {
+                key_id: ptr::null_mut(),
+                name: ptr::null_mut(),
+                metadata_json: ptr::null_mut(),
+            };
+        }
+    }
+}
+
+fn verify_at(
+    socket: *const c_char,
+    secret: *const c_char,
+    timeout_ms: c_uint,
+    out: *mut HeareAuthKey,
+) -> c_int {
+    clear(out);
+    if secret.is_null() {
+        return HEARE_AUTH_BAD_ARGUMENT;
+    }
+    // SAFETY: the header requires NUL-terminated strings; null was checked above.
+    let Ok(secret) = unsafe { CStr::from_ptr(secret) }.to_str() else {
+        return HEARE_AUTH_BAD_ARGUMENT;
+    };
+    let mut builder =
+        Client::builder().user_agent(concat!("libheare_auth/", env!("CARGO_PKG_VERSION")));
+    if !socket.is_null() {
+        // SAFETY: as above.
+        let Ok(path) = unsafe { CStr::from_ptr(socket) }.to_str() else {
+            return HEARE_AUTH_BAD_ARGUMENT;
+        };
+        builder = builder.socket(path);
+    }
+    if timeout_ms > 0 {
+        builder = builder.timeout(Duration::from_millis(u64::from(timeout_ms)));
+    }
+    match builder.build().verify(secret) {
+        Ok(key) => {
+            fill(out, &key);
+            HEARE_AUTH_OK
+        }
+        Err(error) => status_of(&error),
+    }
+}
+
+/// See `heare_auth.h`.
+///
+/// # Safety
+/// Pointer arguments are NULL or point to what `heare_auth.h` says: NUL-terminated strings and a
+/// `heare_auth_key` the caller owns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heare_auth_verify(secret: *const c_char, out: *mut HeareAuthKey) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| verify_at(ptr::null(), secret, 0, out)))
+        .unwrap_or(HEARE_AUTH_INTERNAL_ERROR)
+}
+
+/// See `heare_auth.h`.
+///
+/// # Safety
+/// Pointer arguments are NULL or point to what `heare_auth.h` says: NUL-terminated strings and a
+/// `heare_auth_key` the caller owns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heare_auth_verify_at(
+    socket_path: *const c_char,
+    secret: *const c_char,
+    timeout_ms: c_uint,
+    out: *mut HeareAuthKey,
+) -> c_int {
+    catch_unwind(AssertUnwindSafe(|| {
+        verify_at(socket_path, secret, timeout_ms, out)
+    }))
+    .unwrap_or(HEARE_AUTH_INTERNAL_ERROR)
+}
+
+/// See `heare_auth.h`.
+///
+/// # Safety
+/// Pointer arguments are NULL or point to what `heare_auth.h` says: NUL-terminated strings and a
+/// `heare_auth_key` the caller owns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heare_auth_key_free(key: *mut HeareAuthKey) {
+    if key.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the strings were made by `CString::into_raw` in `fill` (or are null), and
+        // `clear` below makes a second free a no-op.
+        unsafe {
+            for field in [(*key).key_id, (*key).name, (*key).metadata_json] {
+                if !field.is_null() {
+                    drop(CString::from_raw(field));
+                }
+            }
+        }
+        clear(key);
+    }));
+}
+
+/// See `heare_auth.h`.
+#[unsafe(no_mangle)]
+pub extern "C" fn heare_auth_strerror(status: c_int) -> *const c_char {
+    let text: &'static CStr = match status {
+        HEARE_AUTH_OK => c"ok",
+        HEARE_AUTH_INVALID_KEY => c"invalid API key",
+        HEARE_AUTH_MALFORMED_KEY => c"malformed API key (refused without asking the daemon)",
+        HEARE_AUTH_UNAVAILABLE => c"heare-authd is unavailable: is it running? (systemctl status heare-authd)",
+        HEARE_AUTH_PERMISSION_DENIED => {
+            c"permission denied on the heare-authd socket: add this user to its group (usually heare-auth)"
+        }
+        HEARE_AUTH_TIMEOUT => c"heare-authd did not answer in time",
+        HEARE_AUTH_PROTOCOL_ERROR => c"unexpected answer from heare-authd",
+        HEARE_AUTH_BAD_ARGUMENT => c"bad argument: NULL or non-UTF-8 string",
+        HEARE_AUTH_INTERNAL_ERROR => c"internal error in libheare_auth",
+        _ => c"unknown heare_auth status",
+    };
+    text.as_ptr()
+}
