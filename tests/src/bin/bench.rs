@@ -5,7 +5,8 @@
 //! default per-verification JSON logging going to a file, and reports: load time (spawn to first
 //! answer, and a full `POST /refresh`), resident memory per key (RSS over an empty daemon's RSS),
 //! peak RSS while a reload holds two sets, verify latency p50/p99 on one keep-alive connection, and
-//! throughput with 32 keep-alive connections driven by a single-threaded load generator.
+//! the same through `heare_auth_client::Client` (the blocking client), and throughput with 32
+//! keep-alive connections driven by a single-threaded load generator.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/heare-auth-bench [N,N,...]`
 //! (default 1000,100000,1000000). `HEARE_BENCH_DAEMON_ARGS="--log-level warn"` passes extra flags
@@ -65,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         );
         let peak = rss_kib(pid, "VmHWM:");
         let (p50, p99) = latency(&socket(dir.path()), &secrets)?;
+        let (client_p50, client_p99) = client_latency(&socket(dir.path()), &secrets)?;
         let rate = throughput(&socket(dir.path()), &secrets)?;
         let per_key = if count == 0 {
             0
@@ -73,13 +75,14 @@ fn main() -> anyhow::Result<()> {
         };
         let (fetch_ms, build_ms) = startup_timing(dir.path());
         println!(
-            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {rate:>11.0}",
+            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {rate:>11.0}",
             start_time.as_secs_f64() * 1e3,
             format!("{fetch_ms}+{build_ms}"),
             reload.as_secs_f64() * 1e3,
             peak as f64 / 1024.0,
             p50,
-            p99
+            p99,
+            format!("{client_p50:.1}/{client_p99:.1}")
         );
         stop(&mut daemon);
     }
@@ -282,6 +285,26 @@ fn latency(socket: &Path, secrets: &[String]) -> anyhow::Result<(f64, f64)> {
             samples.push(started.elapsed().as_secs_f64() * 1e6);
         }
         anyhow::ensure!(reader.last.starts_with(b"HTTP/1.1 200"), "verify failed");
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    ))
+}
+
+/// p50 and p99 (µs) of `heare_auth_client::Client::verify` (blocking, one kept-alive connection).
+fn client_latency(socket: &Path, secrets: &[String]) -> anyhow::Result<(f64, f64)> {
+    let mut rng = rand::rng();
+    let client = heare_auth_client::Client::builder().socket(socket).build();
+    let mut samples = Vec::with_capacity(LATENCY_REQUESTS);
+    for i in 0..LATENCY_REQUESTS + 2_000 {
+        let secret = &secrets[rng.random_range(0..secrets.len())];
+        let started = Instant::now();
+        client.verify(secret)?;
+        if i >= 2_000 {
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+        }
     }
     samples.sort_by(f64::total_cmp);
     Ok((
