@@ -4,7 +4,8 @@
 //! the daemon closed it while idle). Secrets that cannot be valid are refused locally, before any
 //! round trip: empty or oversized ones, ones with control characters, and heare-authctl
 //! (generation `1`) secrets whose checksum does not match. The Python service's generation-`0`
-//! secrets carry no checksum and always go to the daemon.
+//! secrets carry no checksum and always go to the daemon. The client's copies of a secret (the
+//! request it writes) are zeroed after use.
 
 use crate::error::Error;
 use crate::token::{SecretShape, secret_shape};
@@ -15,6 +16,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Longest secret worth sending (the daemon refuses bodies over 64 KiB anyway).
 const MAX_SECRET_LEN: usize = 4096;
@@ -84,6 +86,7 @@ impl ClientBuilder {
         self
     }
 
+    /// The client; nothing is connected until the first verification.
     pub fn build(self) -> Client {
         Client {
             connection: Mutex::new(Connection::new(
@@ -101,6 +104,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A builder with the defaults (default socket, 5 s timeout).
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
@@ -108,10 +112,13 @@ impl Client {
     /// Verifies `secret`: the key it belongs to, or why not.
     pub fn verify(&self, secret: &str) -> Result<Verified, Error> {
         check_locally(secret)?;
-        let body = serde_json::to_vec(&VerifyRequest {
-            api_key: Cow::Borrowed(secret),
-        })
-        .map_err(|_| Error::MalformedKey("not encodable as JSON"))?;
+        // The request holds the secret: zeroed when dropped, whatever happens.
+        let body = Zeroizing::new(
+            serde_json::to_vec(&VerifyRequest {
+                api_key: Cow::Borrowed(secret),
+            })
+            .map_err(|_| Error::MalformedKey("not encodable as JSON"))?,
+        );
         let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
         let endpoint = connection.endpoint().clone();
         let answer = connection

@@ -19,7 +19,12 @@ pub enum Error {
     #[error(
         "heare-authd is unavailable at {endpoint}: {reason} (is it running? systemctl status heare-authd)"
     )]
-    Unavailable { endpoint: String, reason: String },
+    Unavailable {
+        /// The socket path or URL tried.
+        endpoint: String,
+        /// What the operating system said.
+        reason: String,
+    },
     /// The socket exists but this process may not connect to it.
     #[error(
         "permission denied on {0}: add this process's user to the socket's group (usually heare-auth) and start a new session"

@@ -13,6 +13,8 @@
 //! use these types, so the two sides cannot drift apart. [`token`] is the secret format and its
 //! checksum; [`transport`] is the std-only HTTP/1.1 exchange the blocking client uses.
 
+#![deny(missing_docs)]
+
 pub mod blocking;
 mod error;
 #[cfg(feature = "async")]

@@ -14,18 +14,24 @@ use std::time::Duration;
 /// Why the daemon could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The socket file does not exist.
     #[error("socket {0} not found: is heare-authd running? (systemctl status heare-authd)")]
     NoSocket(PathBuf),
     #[error(
         "permission denied on socket {0}: add this user to the socket's group (usually heare-auth)"
     )]
+    /// The socket exists but may not be opened by this user.
     PermissionDenied(PathBuf),
+    /// Nothing accepts connections there.
     #[error("nothing accepts connections on {0}: heare-authd is not running")]
     Refused(String),
+    /// No answer within the timeout.
     #[error("heare-authd did not answer within {0:?}")]
     Timeout(Duration),
+    /// Another I/O failure.
     #[error("talking to heare-authd failed: {0}")]
     Io(io::Error),
+    /// The peer's answer is not HTTP/1.x framed by Content-Length.
     #[error("heare-authd sent something that is not an HTTP answer")]
     Protocol,
 }
@@ -33,13 +39,16 @@ pub enum TransportError {
 /// An answer: status and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// The HTTP status code.
     pub status: u16,
+    /// The body (JSON from heare-authd).
     pub body: Vec<u8>,
 }
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
+    /// The daemon's Unix socket.
     Unix(PathBuf),
     /// `host:port` of the optional TCP listener.
     Tcp(String),
@@ -102,6 +111,7 @@ impl Connection {
         }
     }
 
+    /// Where this connection goes.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -152,7 +162,7 @@ impl Connection {
                 head.push_str("\r\n");
             }
             head.push_str("\r\n");
-            let mut message = head.into_bytes();
+            let mut message = zeroize::Zeroizing::new(head.into_bytes());
             message.extend_from_slice(body);
             let stream = reader.get_mut();
             stream

@@ -25,9 +25,12 @@ pub struct VerifyRequest<'a> {
 /// Body of every `POST /verify` answer: 200 when `valid`, 403 otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerifyResponse<'a> {
+    /// Whether the secret belongs to a key that may be used now.
     pub valid: bool,
+    /// The key's id (`key_…`), on success.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<Cow<'a, str>>,
+    /// The key's name, on success.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Cow<'a, str>>,
     /// The key's metadata object, verbatim from the key file.
@@ -66,10 +69,13 @@ impl<'a> VerifyResponse<'a> {
 /// (the daemon then keeps serving its previous key set, whose size `keys_loaded` gives).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefreshResponse {
+    /// Whether the store was read and a new set published.
     pub success: bool,
+    /// Keys served after the refresh (the previous set's count when it failed).
     pub keys_loaded: usize,
     /// When the refresh finished, RFC 3339 in UTC with a `Z`.
     pub timestamp: String,
+    /// Why the refresh failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -77,6 +83,7 @@ pub struct RefreshResponse {
 /// Body of `GET /health`: deliberately opaque, always `{"status":"ok"}` while serving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResponse {
+    /// Always `ok`.
     pub status: String,
 }
 
@@ -114,6 +121,7 @@ pub struct StatusResponse {
 /// admin routes, 500, 503).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorResponse {
+    /// What was wrong with the request, in words.
     pub error: String,
 }
 

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     };
     println!("empty daemon RSS: {baseline} KiB");
     println!(
-        "{:>9} | {:>8} | {:>13} | {:>9} | {:>7} | {:>9} | {:>8} | {:>8} | {:>11}",
+        "{:>9} | {:>8} | {:>13} | {:>9} | {:>7} | {:>9} | {:>8} | {:>8} | {:>15} | {:>11}",
         "keys",
         "start ms",
         "read+build ms",
@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         "peak MiB",
         "p50 µs",
         "p99 µs",
+        "client p50/p99",
         "verifies/s"
     );
     for count in counts {
