@@ -63,12 +63,7 @@ impl ClientBuilder {
 
     /// The daemon's TCP listener, as `http://host:port`.
     pub fn url(mut self, url: &str) -> Result<Self, Error> {
-        let address = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
-            .ok_or(Error::Protocol(format!("{url:?} is not http://host:port")))?;
-        self.endpoint = Endpoint::Tcp(address.to_string());
+        self.endpoint = Endpoint::Tcp(tcp_address(url)?);
         Ok(self)
     }
 
@@ -80,9 +75,7 @@ impl ClientBuilder {
 
     /// The User-Agent the daemon logs with each verification.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        let agent: String = user_agent.into();
-        // A header value cannot hold line breaks; keep what is printable.
-        self.user_agent = agent.chars().filter(|c| !c.is_control()).collect();
+        self.user_agent = header_safe(&user_agent.into());
         self
     }
 
@@ -138,6 +131,20 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").finish_non_exhaustive()
     }
+}
+
+/// `host:port` of an `http://host:port` URL.
+pub(crate) fn tcp_address(url: &str) -> Result<String, Error> {
+    url.strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+        .map(str::to_string)
+        .ok_or(Error::Protocol(format!("{url:?} is not http://host:port")))
+}
+
+/// A header value cannot hold line breaks: keep what is printable.
+pub(crate) fn header_safe(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// Refuses, without a round trip, secrets that cannot be valid.

@@ -1,7 +1,7 @@
 //! The async client (feature `async`): the same verification as [`crate::Client`], on tokio, with
 //! hyper's pooled connections over the Unix socket (hyperlocal) or TCP.
 
-use crate::blocking::{check_locally, interpret};
+use crate::blocking::{check_locally, header_safe, interpret, tcp_address};
 use crate::error::Error;
 use crate::wire::VerifyRequest;
 use crate::{DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV, Verified};
@@ -56,11 +56,7 @@ impl AsyncClient {
 
     /// A client of the daemon's TCP listener, `http://host:port`.
     pub fn url(url: &str) -> Result<Self, Error> {
-        let base = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
-            .ok_or(Error::Protocol(format!("{url:?} is not http://host:port")))?;
+        let base = tcp_address(url)?;
         Ok(AsyncClient {
             target: Target::Tcp {
                 base: format!("http://{base}"),
@@ -79,8 +75,7 @@ impl AsyncClient {
 
     /// The User-Agent the daemon logs.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
-        let agent: String = user_agent.into();
-        self.user_agent = agent.chars().filter(|c| !c.is_control()).collect();
+        self.user_agent = header_safe(&user_agent.into());
         self
     }
 

@@ -58,19 +58,7 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
     }
     if secret_shape(&secret) == SecretShape::BadChecksum {
         // A generation-1 secret with a wrong checksum is a typo or a truncation: no lookup.
-        tracing::warn!(
-            secret_prefix = secret.get(..4).unwrap_or(""),
-            reason = "bad_checksum",
-            user_agent = user_agent,
-            peer_uid = uid,
-            peer_pid = pid,
-            peer_addr = address,
-            "verification_failed"
-        );
-        return response::json(
-            StatusCode::FORBIDDEN,
-            &VerifyResponse::invalid(INVALID_API_KEY),
-        );
+        return refuse(Known::Prefix(&secret), "bad_checksum", &user_agent, peer);
     }
     let keys = shared.keys();
     match keys.verify(&secret, now) {
@@ -93,33 +81,30 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
                 &VerifyResponse::valid(key.id, key.name, metadata),
             )
         }
-        Verdict::Expired { key_id } => refuse_known(key_id, "expired", &user_agent, peer),
-        Verdict::Disabled { key_id } => refuse_known(key_id, "disabled", &user_agent, peer),
-        Verdict::Rotated { key_id } => refuse_known(key_id, "rotated", &user_agent, peer),
-        Verdict::Unknown => {
-            let prefix: String = secret.chars().take(4).collect();
-            tracing::warn!(
-                secret_prefix = prefix,
-                reason = "unknown",
-                user_agent = user_agent,
-                peer_uid = uid,
-                peer_pid = pid,
-                peer_addr = address,
-                "verification_failed"
-            );
-            response::json(
-                StatusCode::FORBIDDEN,
-                &VerifyResponse::invalid(INVALID_API_KEY),
-            )
-        }
+        Verdict::Expired { key_id } => refuse(Known::Key(key_id), "expired", &user_agent, peer),
+        Verdict::Disabled { key_id } => refuse(Known::Key(key_id), "disabled", &user_agent, peer),
+        Verdict::Rotated { key_id } => refuse(Known::Key(key_id), "rotated", &user_agent, peer),
+        Verdict::Unknown => refuse(Known::Prefix(&secret), "unknown", &user_agent, peer),
     }
 }
 
-/// 403 for a secret that belongs to a key which must not verify; the log names the key.
-fn refuse_known(key_id: &str, reason: &str, user_agent: &str, peer: Peer) -> Response<Body> {
+/// What the log may say about a refused secret: the key it belongs to, or, for a secret that
+/// matches no key, its first 4 characters (as the Python service logs).
+enum Known<'a> {
+    Key(&'a str),
+    Prefix(&'a str),
+}
+
+/// 403 `Invalid API key`, logged as `verification_failed` with the reason and never the secret.
+fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Response<Body> {
     let (uid, pid, address) = peer.log_fields();
+    let (key_id, prefix) = match known {
+        Known::Key(id) => (Some(id), None),
+        Known::Prefix(secret) => (None, Some(secret.chars().take(4).collect::<String>())),
+    };
     tracing::warn!(
         key_id = key_id,
+        secret_prefix = prefix,
         reason = reason,
         user_agent = user_agent,
         peer_uid = uid,
