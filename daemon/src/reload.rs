@@ -110,15 +110,7 @@ impl Reloader {
                 );
                 return Ok(Initial {
                     keys,
-                    status: LoadStatus {
-                        version,
-                        last_load_at: Some(now),
-                        last_attempt_at: Some(now),
-                        last_error: None,
-                        stale: false,
-                        source: Source::Store,
-                        warnings: skipped.iter().map(ToString::to_string).collect(),
-                    },
+                    status: LoadStatus::fresh(version, now, &skipped),
                     serve_until: UnixMillis::MAX,
                 });
             }
@@ -245,15 +237,7 @@ impl Reloader {
                 let count = keys.len();
                 shared.publish(keys);
                 shared.set_serve_until(UnixMillis::MAX);
-                *shared.status() = LoadStatus {
-                    version,
-                    last_load_at: Some(now),
-                    last_attempt_at: Some(now),
-                    last_error: None,
-                    stale: false,
-                    source: Source::Store,
-                    warnings: skipped.iter().map(ToString::to_string).collect(),
-                };
+                *shared.status() = LoadStatus::fresh(version, now, &skipped);
                 log_skipped(&skipped);
                 tracing::info!(
                     keys_loaded = count,
@@ -363,6 +347,21 @@ impl Reloader {
         match self.max_stale {
             Some(max) => confirmed_at.saturating_add(max.as_millis() as UnixMillis),
             None => UnixMillis::MAX,
+        }
+    }
+}
+
+impl LoadStatus {
+    /// The record of a successful load from the store at `now`.
+    fn fresh(version: Option<String>, now: UnixMillis, skipped: &[SkippedKey]) -> Self {
+        LoadStatus {
+            version,
+            last_load_at: Some(now),
+            last_attempt_at: Some(now),
+            last_error: None,
+            stale: false,
+            source: Source::Store,
+            warnings: skipped.iter().map(ToString::to_string).collect(),
         }
     }
 }

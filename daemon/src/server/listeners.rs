@@ -71,24 +71,21 @@ pub fn activated() -> Result<Activated, ListenError> {
         }
     }
     // systemd hands sockets over in blocking mode; tokio needs them non-blocking.
-    for listener in &found.unix {
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| ListenError::Io {
-                action: "configure the activated socket",
-                path: PathBuf::from("(socket activation)"),
-                source,
-            })?;
-    }
-    for listener in &found.tcp {
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| ListenError::Io {
-                action: "configure the activated socket",
-                path: PathBuf::from("(socket activation)"),
-                source,
-            })?;
-    }
+    let unusable = |source| ListenError::Io {
+        action: "configure the activated socket",
+        path: PathBuf::from("(socket activation)"),
+        source,
+    };
+    found
+        .unix
+        .iter()
+        .try_for_each(|l| l.set_nonblocking(true))
+        .map_err(unusable)?;
+    found
+        .tcp
+        .iter()
+        .try_for_each(|l| l.set_nonblocking(true))
+        .map_err(unusable)?;
     Ok(found)
 }
 
