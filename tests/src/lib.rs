@@ -8,6 +8,7 @@
 
 pub mod ctl;
 pub mod daemon;
+pub mod fault_proxy;
 pub mod http;
 pub mod keys;
 pub mod s3_server;
