@@ -12,20 +12,20 @@ use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
 use crate::timestamp;
+use crate::verify_input::presented_secret;
 use heare_auth_client::token::{SecretShape, secret_shape};
-use heare_auth_client::wire::{INVALID_API_KEY, VerifyRequest, VerifyResponse};
+use heare_auth_client::wire::{INVALID_API_KEY, VerifyResponse};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, USER_AGENT};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 
 const BAD_BODY: &str = "the body must be a JSON object {\"api_key\": \"sec_...\"} (or send Authorization: Bearer sec_...)";
 const STALE: &str = "the key set is older than max_stale allows and the store cannot be read";
 
 pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> Response<Body> {
     let user_agent = user_agent(request.headers());
-    let bearer = bearer_token(request.headers());
+    let authorization = request.headers().get(AUTHORIZATION).cloned();
     let body = match read_limited(request).await {
         Ok((_, body)) => body,
         Err(BodyError::TooLarge) => {
@@ -35,12 +35,9 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
             return response::error(StatusCode::BAD_REQUEST, "the body could not be read");
         }
     };
-    let secret: Cow<'_, str> = match bearer {
-        Some(token) if body.trim_ascii().is_empty() => Cow::Owned(token),
-        _ => match serde_json::from_slice::<VerifyRequest>(&body) {
-            Ok(request) => request.api_key,
-            Err(_) => return response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY),
-        },
+    let secret = match presented_secret(authorization.as_ref().map(|v| v.as_bytes()), &body) {
+        Ok(secret) => secret,
+        Err(_) => return response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY),
     };
 
     let now = timestamp::now();
@@ -129,34 +126,4 @@ fn user_agent(headers: &HeaderMap) -> String {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The token of `Authorization: Bearer <token>`.
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hyper::header::HeaderValue;
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_required() {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer sec_abc"));
-        assert_eq!(bearer_token(&headers).as_deref(), Some("sec_abc"));
-        headers.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
-        );
-        assert_eq!(bearer_token(&headers), None);
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer_token(&headers), None);
-    }
 }
