@@ -11,14 +11,15 @@ use crate::config::Config;
 use crate::logging::LogGuard;
 use crate::notify;
 use crate::reload::{ReloadRequest, Reloader, Trigger, status_line};
+use crate::server::connections::ConnectionTable;
 use crate::server::listeners::{self, SocketFile};
-use crate::server::{self, ConnectionPolicy};
+use crate::server::{self, ConnectionPolicy, fd_limit};
 use crate::state::{AdminPolicy, Shared};
 use crate::store::{self, StoreUrl};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -91,7 +92,9 @@ pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
     let policy = ConnectionPolicy {
-        limit: Arc::new(Semaphore::new(config.max_connections)),
+        connections: Arc::new(ConnectionTable::new(connection_capacity(
+            config.max_connections,
+        ))),
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
     };
@@ -147,4 +150,33 @@ pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
     drop(socket_file);
     tracing::info!("shutdown_complete");
     Ok(())
+}
+
+/// Raises the descriptor limit (logged as `fd_limit`) and returns `configured` capped to it.
+fn connection_capacity(configured: usize) -> usize {
+    match fd_limit::raise() {
+        Ok(limit) => {
+            let capacity = limit.connection_capacity(configured);
+            tracing::info!(
+                soft_before = limit.soft_before,
+                soft = limit.soft,
+                hard = limit.hard,
+                max_connections = capacity,
+                "fd_limit"
+            );
+            if capacity < configured {
+                tracing::warn!(
+                    configured,
+                    max_connections = capacity,
+                    fd_limit = limit.soft,
+                    "max_connections_capped_to_fd_limit"
+                );
+            }
+            capacity
+        }
+        Err(error) => {
+            tracing::warn!(%error, max_connections = configured, "fd_limit_unknown");
+            configured
+        }
+    }
 }

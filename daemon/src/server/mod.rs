@@ -1,12 +1,15 @@
 //! Serving HTTP/1.1 on the listeners: accept loops, the connection limit, graceful shutdown.
 //!
-//! Each listener has its own accept loop (the pattern of mini-redis): it takes a permit from the
-//! shared connection semaphore *before* accepting, so past `max_connections` new clients wait in
-//! the kernel's backlog instead of exhausting file descriptors; each connection is served by hyper
-//! on its own task with a header read timeout against slow clients. On shutdown the loops stop
-//! accepting, ask every open connection to finish its in-flight request, and wait a bounded time.
+//! Each listener has its own accept loop; every accepted connection takes a slot in the shared
+//! [`connections::ConnectionTable`] (at `max_connections`, the longest-idle connection is closed
+//! to make room, so idle clients cannot lock new ones out, and descriptors stay bounded); each
+//! connection is served by hyper on its own task, watched against slow and idle clients. On
+//! shutdown the loops stop accepting, ask every open connection to finish its in-flight request,
+//! and wait a bounded time.
 
 pub mod body;
+pub mod connections;
+pub mod fd_limit;
 pub mod handlers;
 pub mod listeners;
 pub mod peer;
@@ -15,6 +18,7 @@ mod router;
 pub mod watchdog;
 
 use crate::state::Shared;
+use connections::ConnectionTable;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -25,7 +29,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use watchdog::{Activity, Watched};
 
 /// How long shutdown waits for in-flight requests.
@@ -34,7 +38,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connection settings shared by every listener.
 #[derive(Clone)]
 pub struct ConnectionPolicy {
-    pub limit: Arc<Semaphore>,
+    /// The connection limit, shared by every listener.
+    pub connections: Arc<ConnectionTable>,
     /// A request's headers must arrive within this; `None`: no limit.
     pub header_read_timeout: Option<Duration>,
     /// A connection with no request for this long is closed; `None`: kept open.
@@ -98,13 +103,6 @@ pub async fn serve<L: Accept>(
     tracing::info!(listener = %name, "listening");
     let graceful = GracefulShutdown::new();
     loop {
-        let permit = tokio::select! {
-            permit = policy.limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
@@ -119,6 +117,10 @@ pub async fn serve<L: Accept>(
             }
         };
         let activity = Arc::new(Activity::new());
+        let admitted = tokio::select! {
+            admitted = policy.connections.admit(activity.clone()) => admitted,
+            _ = shutdown.changed() => break,
+        };
         let io = Watched::new(io, activity.clone());
         let shared = shared.clone();
         let service_activity = activity.clone();
@@ -136,32 +138,38 @@ pub async fn serve<L: Accept>(
         let connection = graceful.watch(connection);
         let (header_timeout, idle_timeout) = (policy.header_read_timeout, policy.idle_timeout);
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let Some(period) = watchdog::tick(header_timeout, idle_timeout) else {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "connection_error");
-                }
-                drop(permit);
-                return;
-            };
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            loop {
-                tokio::select! {
-                    result = &mut connection => {
-                        if let Err(error) = result {
-                            tracing::debug!(%error, "connection_error");
-                        }
-                        break;
-                    }
-                    _ = ticks.tick() => {
-                        if let Some(verdict) = activity.check(header_timeout, idle_timeout) {
-                            tracing::debug!(?verdict, "connection_closed_by_watchdog");
+            // The connection lives in this block, so its descriptor is closed before its slot
+            // is given up: descriptors in use never exceed the connection limit.
+            {
+                tokio::pin!(connection);
+                let mut ticks = watchdog::tick(header_timeout, idle_timeout).map(|period| {
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+                });
+                loop {
+                    tokio::select! {
+                        result = &mut connection => {
+                            if let Err(error) = result {
+                                tracing::debug!(%error, "connection_error");
+                            }
                             break;
+                        }
+                        _ = admitted.tracked().close_requested() => {
+                            if admitted.tracked().agree_to_close() {
+                                tracing::debug!("connection_closed_for_room");
+                                admitted.closed_for_room();
+                                break;
+                            }
+                        }
+                        _ = next_tick(&mut ticks) => {
+                            if let Some(verdict) = activity.check(header_timeout, idle_timeout) {
+                                tracing::debug!(?verdict, "connection_closed_by_watchdog");
+                                break;
+                            }
                         }
                     }
                 }
             }
-            drop(permit);
+            drop(admitted);
         });
     }
     tokio::select! {
@@ -169,5 +177,15 @@ pub async fn serve<L: Accept>(
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(listener = %name, "shutdown_grace_expired");
         }
+    }
+}
+
+/// The next watchdog tick, or never when no timeout is configured.
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -6,10 +6,12 @@
 //! activity in atomics, and on each tick the watchdog closes the connection when a request has been
 //! arriving for longer than `header_read_timeout` without its headers completing (slowloris), or
 //! when no request has started for `idle_timeout`. A request being served is never interrupted.
+//! The same record tells the connection limit ([`super::connections`]) which connections sit idle
+//! between requests and may be closed to admit a new client.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,6 +30,8 @@ pub struct Activity {
     /// When the connection last started or finished a request (or was opened).
     last_activity: AtomicU64,
     in_flight: AtomicU32,
+    /// The last write to the peer could not complete (an answer is still on its way out).
+    write_blocked: AtomicBool,
 }
 
 /// Why the watchdog closed a connection.
@@ -58,6 +62,28 @@ impl Activity {
         self.partial_since.store(0, Ordering::Relaxed);
         self.last_activity.store(now_ms(), Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// Idle between requests: nothing being served, no request arriving, no answer left to write.
+    /// Only the task that polls the connection can change this, so while that task runs, the
+    /// answer cannot go stale.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.partial_since.load(Ordering::Relaxed) == 0
+            && !self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// When the connection last started or finished a request (or was opened), in the
+    /// process-wide milliseconds of this module: smaller is longer ago.
+    pub fn last_activity(&self) -> u64 {
+        self.last_activity.load(Ordering::Relaxed)
+    }
+
+    fn wrote<T>(&self, result: &Poll<std::io::Result<T>>) {
+        let blocked = result.is_pending();
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
     }
 
     /// Whether the connection should be closed now.
@@ -134,10 +160,14 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, bytes)
+        let result = Pin::new(&mut self.io).poll_write(cx, bytes);
+        self.activity.wrote(&result);
+        result
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.activity.wrote(&result);
+        result
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
@@ -147,7 +177,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&result);
+        result
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
@@ -178,5 +210,21 @@ mod tests {
             Some(Duration::from_millis(2500))
         );
         assert_eq!(tick(None, None), None);
+    }
+
+    #[test]
+    fn idle_only_between_requests() {
+        let activity = Activity::new();
+        assert!(activity.is_idle(), "opened, nothing sent yet");
+        activity.bytes_arrived();
+        assert!(!activity.is_idle(), "a request is arriving");
+        let guard = activity.request_started();
+        assert!(!activity.is_idle(), "a request is being served");
+        drop(guard);
+        assert!(activity.is_idle());
+        activity.wrote::<usize>(&Poll::Pending);
+        assert!(!activity.is_idle(), "the answer is still being written");
+        activity.wrote(&Poll::Ready(Ok(10usize)));
+        assert!(activity.is_idle());
     }
 }
