@@ -3,14 +3,19 @@
 //! Credentials come from the standard AWS chain (environment, profile, web identity, instance
 //! metadata); region, endpoint and path-style addressing are configurable so that MinIO, Ceph,
 //! Garage and test servers work as well as AWS. "Only if changed" is a GetObject with
-//! `If-None-Match: <ETag>`, answered 304 by S3 with no body. Timeouts are bounded so that a slow
-//! or silent S3 fails a reload instead of hanging it.
+//! `If-None-Match: <ETag>`, answered 304 by S3 with no body. The configured timeout bounds the
+//! whole read — connecting, retries, the answer's head *and* its body — so that a slow, silent or
+//! stalling S3 fails a reload instead of hanging it (the SDK's own operation timeout ends when the
+//! head arrives; a body that stalls afterwards is caught here). Failures are told in one short
+//! line — "S3 answered HTTP 503 SlowDown: …", "no answer within the S3 timeout of 2s", "cannot
+//! reach S3: …" — because that line is what `/status` and the log show an operator.
 
 use super::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::time::Duration;
 
 /// How to reach S3 (beyond what the AWS environment already says).
@@ -43,6 +48,7 @@ pub struct S3Store {
     bucket: String,
     key: String,
     max_body_bytes: u64,
+    timeout: Duration,
 }
 
 impl S3Store {
@@ -82,6 +88,7 @@ impl S3Store {
             bucket,
             key,
             max_body_bytes,
+            timeout: options.timeout,
         }
     }
 
@@ -96,7 +103,18 @@ impl S3Store {
         }
     }
 
+    /// Fetches the object, the body included, within the configured timeout.
     async fn fetch_object(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
+        match tokio::time::timeout(self.timeout, self.fetch_unbounded(if_changed_from)).await {
+            Ok(fetched) => fetched,
+            Err(_) => Err(self.unavailable(format!(
+                "the object did not arrive within the S3 timeout of {}",
+                seconds(self.timeout)
+            ))),
+        }
+    }
+
+    async fn fetch_unbounded(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
         let request = self
             .client
             .get_object()
@@ -113,7 +131,7 @@ impl S3Store {
                 if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
                     return Ok(Fetched::Missing);
                 }
-                return Err(self.unavailable(DisplayErrorContext(&error).to_string()));
+                return Err(self.unavailable(explain(&error, self.timeout)));
             }
         };
         let size = output.content_length().unwrap_or(0).max(0) as u64;
@@ -129,7 +147,7 @@ impl S3Store {
             .body
             .collect()
             .await
-            .map_err(|error| self.unavailable(format!("the body was cut off: {error}")))?
+            .map_err(|error| self.unavailable(format!("the body was cut off: {}", chain(&error))))?
             .to_vec();
         if body.len() as u64 > self.max_body_bytes {
             return Err(StoreError::TooLarge {
@@ -177,11 +195,68 @@ impl S3Store {
                 }
                 Err(StoreError::WriteFailed {
                     store: self.describe(),
-                    message: DisplayErrorContext(&error).to_string(),
+                    message: explain(&error, self.timeout),
                 })
             }
         }
     }
+}
+
+/// One line saying what went wrong with an S3 call, without the SDK's debug dump (which repeats
+/// itself and carries the raw answer).
+fn explain<E>(error: &SdkError<E, HttpResponse>, timeout: Duration) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match error {
+        SdkError::ServiceError(service) => {
+            let mut text = format!("S3 answered HTTP {}", service.raw().status().as_u16());
+            if let Some(code) = service.err().code() {
+                text.push(' ');
+                text.push_str(code);
+            }
+            if let Some(message) = service.err().message() {
+                text.push_str(": ");
+                text.push_str(message);
+            }
+            text
+        }
+        SdkError::TimeoutError(_) => {
+            format!("no answer within the S3 timeout of {}", seconds(timeout))
+        }
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => format!(
+            "no connection within the S3 timeout of {}: {}",
+            seconds(timeout),
+            chain(error)
+        ),
+        SdkError::DispatchFailure(_) => format!("cannot reach S3: {}", chain(error)),
+        SdkError::ResponseError(_) => format!("unreadable answer from S3: {}", chain(error)),
+        _ => format!("cannot send the request to S3: {}", chain(error)),
+    }
+}
+
+/// The messages of `error`'s causes (not of `error` itself), joined with ": ", skipping the SDK's
+/// one-word wrappers ("other", "io error") and repeats.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !matches!(text.as_str(), "other" | "io error" | "") && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cause = current.source();
+    }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// `2s`, `1.5s`: a timeout as the configuration writes it.
+fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
 }
 
 impl KeyStore for S3Store {
