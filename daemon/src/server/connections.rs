@@ -5,8 +5,9 @@
 //! new client out until the idle timeout frees a slot: 10,000 clients that connect and say nothing
 //! would stop all verification for a minute. Instead, like nginx's reusable-connection queue, each
 //! open connection is registered here with its [`Activity`]; a connection accepted while the table
-//! is full asks the longest-idle one (nothing being served, no request arriving, no answer still
-//! being written) to close, and takes its slot. A connection in the middle of a request is never
+//! is full asks the longest-idle ones (nothing being served, no request arriving, no answer still
+//! being written; a small batch, so a burst of newcomers costs one scan) to close, and takes a
+//! slot one of them frees. A connection in the middle of a request is never
 //! chosen; only when every connection is mid-request does the newcomer wait (a bounded moment: the
 //! time to answer), and the accept loop with it, so new clients queue in the kernel's backlog.
 //! Descriptors in use stay at `max_connections` plus the one connection waiting to be admitted.
@@ -23,6 +24,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How long a newcomer waits for a slot before looking again for an idle connection to close.
 const RECHECK: Duration = Duration::from_millis(10);
+/// How many idle connections to close at once when the table is full: one scan of the table then
+/// admits a burst of newcomers (nginx closes 32 at a time for the same reason); at most 1/16 of the
+/// limit, so a small limit loses one connection at a time.
+fn batch(capacity: usize) -> usize {
+    (capacity / 16).clamp(1, 32)
+}
+
 /// At most one `connection_limit_reached` warning per this period.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -79,7 +87,7 @@ impl Admitted {
         &self.tracked
     }
 
-    /// Records that this connection was closed to admit another.
+    /// Records that this connection was closed to admit others.
     pub fn closed_for_room(&self) {
         self.table.evicted.fetch_add(1, Ordering::Relaxed);
     }
@@ -99,9 +107,9 @@ impl Drop for Admitted {
 /// What a look for an idle connection found.
 #[derive(Debug, PartialEq, Eq)]
 enum Eviction {
-    /// Asked the longest-idle connection to close.
+    /// Asked the longest-idle connections to close.
     Requested,
-    /// A connection asked earlier has not answered yet: wait for it, ask no other.
+    /// Connections asked earlier have not answered yet: wait for them, ask no others.
     Pending,
     /// Every connection is mid-request.
     NoneIdle,
@@ -134,8 +142,8 @@ impl ConnectionTable {
         self.capacity - self.permits.available_permits()
     }
 
-    /// Takes a slot for a connection just accepted: a free one, else the slot of the longest-idle
-    /// connection, which is asked to close; waits only while every connection is mid-request.
+    /// Takes a slot for a connection just accepted: a free one, else one freed by closing the
+    /// longest-idle connections; waits only while every connection is mid-request.
     pub async fn admit(self: &Arc<Self>, activity: Arc<Activity>) -> Admitted {
         loop {
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
@@ -185,31 +193,34 @@ impl ConnectionTable {
         }
     }
 
-    /// Asks the longest-idle connection to close, unless an earlier request is still pending.
+    /// Asks the longest-idle connections (a batch: [`batch`]) to close, unless earlier requests
+    /// are still pending.
     fn request_eviction(&self) -> Eviction {
         let Ok(slots) = self.slots.lock() else {
             return Eviction::NoneIdle;
         };
-        let mut oldest: Option<(&Arc<Tracked>, u64)> = None;
+        let mut idle = Vec::new();
         for tracked in slots.entries.iter().flatten() {
             if tracked.closing.load(Ordering::Acquire) {
                 return Eviction::Pending;
             }
             if tracked.activity.is_idle() {
-                let since = tracked.activity.last_activity();
-                if oldest.is_none_or(|(_, best)| since < best) {
-                    oldest = Some((tracked, since));
-                }
+                idle.push((tracked.activity.last_activity(), tracked));
             }
         }
-        match oldest {
-            Some((tracked, _)) => {
-                tracked.closing.store(true, Ordering::Release);
-                tracked.close.notify_one();
-                Eviction::Requested
-            }
-            None => Eviction::NoneIdle,
+        let count = batch(self.capacity).min(idle.len());
+        if count == 0 {
+            return Eviction::NoneIdle;
         }
+        if idle.len() > count {
+            idle.select_nth_unstable_by_key(count - 1, |(since, _)| *since);
+            idle.truncate(count);
+        }
+        for (_, tracked) in idle {
+            tracked.closing.store(true, Ordering::Release);
+            tracked.close.notify_one();
+        }
+        Eviction::Requested
     }
 
     fn warn_limit_reached(&self) {
@@ -291,5 +302,14 @@ mod tests {
         let _c = newcomer.await.unwrap();
         drop(a);
         assert_eq!(table.open(), 1);
+    }
+
+    #[test]
+    fn batches_are_small_and_never_empty() {
+        assert_eq!(batch(1), 1);
+        assert_eq!(batch(2), 1);
+        assert_eq!(batch(448), 28);
+        assert_eq!(batch(1024), 32);
+        assert_eq!(batch(100_000), 32);
     }
 }

@@ -1,0 +1,292 @@
+//! A flood of idle connections neither exhausts the daemon's file descriptors nor locks new clients
+//! out: at `max_connections` the daemon closes the longest-idle connection to admit a new one
+//! (instead of leaving newcomers in the backlog until an idle timeout), raises its descriptor soft
+//! limit at start, and caps `max_connections` to the descriptors it has.
+//! (Slow and idle clients cut off by their timeouts: `slow_clients.rs`.)
+
+use heare_auth_tests::daemon::{DaemonBuilder, binary};
+use heare_auth_tests::http::{self, Request};
+use heare_auth_tests::keys::{TestKey, key_file};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "sec_0ConnectionLimitTestSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Both tests change or depend on this process's descriptor limits: one at a time.
+static LIMITS: Mutex<()> = Mutex::new(());
+
+fn builder(dir: &Path, config: &str) -> DaemonBuilder {
+    let store = dir.join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("key_limit", SECRET)])).unwrap();
+    DaemonBuilder::new(dir)
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .config(config)
+}
+
+/// Raises this process's soft descriptor limit to at least `needed` (and the hard limit too, as
+/// root, if it is lower).
+fn ensure_fd_limit(needed: u64) {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft >= needed {
+        return;
+    }
+    // Raising the hard limit needs CAP_SYS_RESOURCE; when that fails, the message says what to do.
+    let hard = hard.max(needed);
+    setrlimit(Resource::RLIMIT_NOFILE, needed, hard).unwrap_or_else(|e| {
+        panic!("this test needs {needed} descriptors (soft limit {soft}): raise `ulimit -n` ({e})")
+    });
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// The daemon's "Max open files" soft and hard limits from /proc.
+fn nofile_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+fn verify_request() -> Vec<u8> {
+    let body = format!("{{\"api_key\":\"{SECRET}\"}}");
+    format!(
+        "POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends a verify on an open keep-alive connection; the answer's first bytes.
+fn verify_on(stream: &mut UnixStream) -> std::io::Result<String> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(&verify_request())?;
+    let mut buffer = [0u8; 4096];
+    let read = stream.read(&mut buffer)?;
+    Ok(String::from_utf8_lossy(&buffer[..read]).into_owned())
+}
+
+/// Whether the daemon has closed `stream` (EOF or reset), without waiting.
+fn closed_by_daemon(mut stream: &UnixStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+    }
+}
+
+/// A fresh connection's verify; panics unless it is a 200 for our key. Returns the time it took.
+fn fresh_verify(socket: &Path) -> Duration {
+    let started = Instant::now();
+    let answer = http::send(socket, &Request::verify(SECRET)).unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["key_id"], "key_limit");
+    took
+}
+
+/// Opens `count` connections at once; returns them and the time it took.
+fn flood(socket: &Path, count: usize) -> (Vec<UnixStream>, Duration) {
+    let started = Instant::now();
+    let streams = (0..count)
+        .map(|i| {
+            UnixStream::connect(socket).unwrap_or_else(|e| panic!("connection {i} of {count}: {e}"))
+        })
+        .collect();
+    (streams, started.elapsed())
+}
+
+#[test]
+fn ten_thousand_idle_connections_do_not_lock_out_new_verifies() {
+    let _serial = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    const FLOOD: usize = 10_000;
+    ensure_fd_limit(FLOOD as u64 + 1024);
+    let dir = tempfile::tempdir().unwrap();
+    // A long idle timeout: only the connection limit can free slots during this test.
+    let daemon = builder(
+        dir.path(),
+        "idle_timeout = \"300s\"\nmax_connections = 1024\n",
+    )
+    .start()
+    .unwrap();
+    let daemon_pid = daemon.pid().as_raw() as u32;
+    let fds_before = open_fds(daemon_pid);
+
+    let (mut streams, opened_in) = flood(&daemon.socket, FLOOD);
+    let first_verify = fresh_verify(&daemon.socket);
+    let fds_during = open_fds(daemon_pid);
+    let still_open = streams.iter().filter(|s| !closed_by_daemon(s)).count();
+    let newest = streams.last_mut().unwrap();
+    let newest_answer = verify_on(newest).unwrap();
+    let more: Vec<Duration> = (0..20).map(|_| fresh_verify(&daemon.socket)).collect();
+    let (soft, hard) = nofile_of(daemon_pid);
+    println!(
+        "{FLOOD} connections opened in {opened_in:?}; daemon fds: {fds_before} before, {fds_during} \
+         with the flood (limit {soft}/{hard}); {still_open} of the flood still open; first new verify \
+         {first_verify:?}, next 20 max {:?}",
+        more.iter().max().unwrap()
+    );
+
+    assert!(
+        newest_answer.starts_with("HTTP/1.1 200"),
+        "the newest idle connection is kept and served: {newest_answer}"
+    );
+    assert!(
+        still_open <= 1024,
+        "{still_open} flood connections open past max_connections"
+    );
+    assert!(
+        still_open >= 900,
+        "only the longest-idle connections are closed: {still_open} left"
+    );
+    assert!(
+        closed_by_daemon(&streams[0]),
+        "the oldest idle connection made room"
+    );
+    assert!(
+        fds_during <= fds_before + 1024 + 2,
+        "daemon descriptors bounded by max_connections: {fds_during} (from {fds_before})"
+    );
+    assert!(fds_during < soft as usize);
+    let warning = daemon.wait_events("connection_limit_reached");
+    assert_eq!(warning[0]["max_connections"], 1024, "{}", warning[0]);
+    assert!(
+        daemon.events("accept_failed").is_empty(),
+        "{}",
+        daemon.log()
+    );
+}
+
+/// A daemon started with the descriptor limits `soft`/`hard` (set in the child between fork and
+/// exec, so this process's own limits stay as they are), killed when dropped.
+struct Limited {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Limited {
+    fn start(dir: &Path, config: &str, soft: u64, hard: u64) -> Limited {
+        use std::os::unix::process::CommandExt;
+        let store = dir.join("keys.json");
+        std::fs::write(&store, key_file(&[TestKey::new("key_limit", SECRET)])).unwrap();
+        let config_path = dir.join("limited.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let socket = dir.join("limited.sock");
+        let log = dir.join("limited.log");
+        let output = std::fs::File::create(&log).unwrap();
+        let mut command = std::process::Command::new(binary("heare-authd"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--store")
+            .arg(format!("file://{}", store.display()))
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output);
+        // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
+            });
+        }
+        let mut daemon = Limited {
+            child: command.spawn().unwrap(),
+            socket,
+            log,
+        };
+        let ready = heare_auth_tests::wait_until(Duration::from_secs(30), || {
+            daemon.child.try_wait().ok().flatten().is_some()
+                || http::send(&daemon.socket, &Request::new("GET", "/health"))
+                    .is_ok_and(|r| r.status == 200)
+        });
+        assert!(
+            ready && daemon.child.try_wait().ok().flatten().is_none(),
+            "not ready: {}",
+            daemon.log_text()
+        );
+        daemon
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["event"] == event)
+            .collect()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fd_soft_limit_is_raised_and_caps_max_connections() {
+    let _serial = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    const FLOOD: usize = 2_000;
+    ensure_fd_limit(FLOOD as u64 + 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Limited::start(
+        dir.path(),
+        "idle_timeout = \"300s\"\nmax_connections = 100000\n",
+        256,
+        512,
+    );
+
+    let limit = &daemon.events("fd_limit")[0];
+    assert_eq!(limit["soft_before"], 256, "{limit}");
+    assert_eq!(limit["soft"], 512, "{limit}");
+    assert_eq!(nofile_of(daemon.pid()), (512, 512));
+    let capped = &daemon.events("max_connections_capped_to_fd_limit")[0];
+    assert_eq!(capped["configured"], 100000, "{capped}");
+    assert_eq!(capped["max_connections"], 512 - 64, "{capped}");
+
+    // 2,000 connections against 512 descriptors: the cap, not EMFILE, is what they run into.
+    let (streams, _) = flood(&daemon.socket, FLOOD);
+    let took = fresh_verify(&daemon.socket);
+    let fds = open_fds(daemon.pid());
+    let still_open = streams.iter().filter(|s| !closed_by_daemon(s)).count();
+    println!(
+        "{FLOOD} connections against a daemon with 512 descriptors: {fds} fds open, {still_open} \
+         connections kept, new verify in {took:?}"
+    );
+    assert!(fds < 512, "{fds} descriptors");
+    assert!(still_open <= 448, "{still_open}");
+    assert!(
+        daemon.events("accept_failed").is_empty(),
+        "no EMFILE: {}",
+        daemon.log_text()
+    );
+}
