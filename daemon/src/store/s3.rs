@@ -69,7 +69,13 @@ impl S3Store {
             // S3-compatible servers vary in their support for the newer default checksums.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            // One quick retry: a longer backoff would spend the timeout waiting, and the failure
+            // would read "timeout" instead of what happened. The reloader backs off between loads.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(2)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(options.timeout.min(Duration::from_secs(3)))
