@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod fault_proxy;
 pub mod http;
 pub mod keys;
+pub mod load;
 pub mod s3_server;
 
 use std::time::{Duration, Instant};
