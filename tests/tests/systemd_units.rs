@@ -9,10 +9,10 @@ use std::process::Command;
 fn units_with_built_binary(dir: &Path) -> (PathBuf, PathBuf) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
     let service = std::fs::read_to_string(source.join("heare-authd.service")).unwrap();
-    assert!(service.contains("ExecStart=/usr/bin/heare-authd"));
+    assert!(service.contains("ExecStart=/usr/sbin/heare-authd"));
     // verify checks that ExecStart exists: point it at the binary this test run built.
     let service = service.replace(
-        "/usr/bin/heare-authd",
+        "/usr/sbin/heare-authd",
         &binary("heare-authd").display().to_string(),
     );
     let service_path = dir.join("heare-authd.service");

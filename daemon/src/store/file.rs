@@ -126,6 +126,12 @@ impl FileStore {
             if let Some(metadata) = &current {
                 std::os::unix::fs::fchown(&file, Some(metadata.uid()), Some(metadata.gid()))?;
                 file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            } else if nix::unistd::geteuid().is_root() {
+                // A new file made by root (heare-authctl run by the administrator before the
+                // daemon ever started) belongs to the directory's owner, so that the daemon's
+                // user can read it: /var/lib/heare-auth is owned by heare-auth.
+                let parent = std::fs::metadata(dir)?;
+                std::os::unix::fs::fchown(&file, Some(parent.uid()), Some(parent.gid()))?;
             }
             file.write_all(body)?;
             file.sync_all()?;
@@ -285,6 +291,49 @@ mod tests {
         ));
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn a_new_file_written_by_root_belongs_to_the_directory_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to hand a file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let owner = (65534, 65534);
+        std::os::unix::fs::chown(dir.path(), Some(owner.0), Some(owner.1)).unwrap();
+        let path = dir.path().join("keys.json");
+        let store = FileStore::new(path.clone(), 1024);
+        store
+            .put_blocking(b"{}", &WriteCondition::IfAbsent)
+            .unwrap();
+        let metadata = std::fs::metadata(&path).unwrap();
+        assert_eq!((metadata.uid(), metadata.gid()), owner);
+        assert_eq!(metadata.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn sized_reads_split_between_threads_and_notice_a_size_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let content: Vec<u8> = (0..PARALLEL_READ_BYTES + 12_345)
+            .map(|n| (n % 251) as u8)
+            .collect();
+        std::fs::write(&path, &content).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let size = content.len() as u64;
+        assert!(read_sized(&file, size).unwrap() == content);
+        assert!(read_sized(&file, size + 1).is_none(), "shrank");
+        assert!(read_sized(&file, size - 1).is_none(), "grew");
+        assert_eq!(read_sized(&file, 0), None);
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(read_sized(&file, 0), Some(Vec::new()));
+        let store = FileStore::new(path.clone(), 1 << 30);
+        std::fs::write(&path, &content[..100]).unwrap();
+        let Fetched::Body { body, .. } = fetch(&store, None) else {
+            panic!()
+        };
+        assert_eq!(body, &content[..100]);
     }
 
     #[test]
