@@ -289,7 +289,11 @@ impl Reloader {
             Fetched::Body { body, version } => (body, version),
         };
         let built = std::time::Instant::now();
-        let (keys, skipped, body) = self.build(body).await?;
+        // Name the object and its version: "which upload is bad" is the operator's next question.
+        let (keys, skipped, body) = self
+            .build(body)
+            .await
+            .map_err(|error| format!("{} version {version}: {error}", self.store.describe()))?;
         Ok(Loaded::Fresh {
             keys,
             skipped,

@@ -185,6 +185,54 @@ fn body_stalling_in_transit_fails_the_load_in_time_then_recovers() {
 }
 
 #[test]
+fn s3_stopped_is_named_in_status_then_recovers() {
+    // No proxy: the daemon talks to S3 directly, and S3's port stops listening.
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    s3.put_object(BUCKET, OBJECT, &key_file(&first_key()))
+        .unwrap();
+    let mut s3 = s3;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = DaemonBuilder::new(dir.path())
+        .args([
+            "--store",
+            &format!("s3://{BUCKET}/{OBJECT}"),
+            "--s3-path-style",
+        ])
+        .args(["--cache", "none"])
+        .config("[s3]\ntimeout = \"1s\"\n")
+        .envs(s3.env_for_client())
+        .start()
+        .unwrap();
+    s3.stop();
+    let (refresh, took) = timed_refresh(&daemon);
+    println!(
+        "S3 stopped: refresh answered {} in {took:?}: {}",
+        refresh.status, refresh.body
+    );
+    assert_eq!(refresh.status, 500);
+    assert!(took < S3_TIMEOUT + HANG_SLACK, "took {took:?}");
+    assert_eq!(daemon.verify(FIRST).status, 200);
+    let error = daemon.status()["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("cannot reach S3") && error.contains("Connection refused"),
+        "{error}"
+    );
+
+    s3.restart().unwrap();
+    // moto loses its data on restart; s3s keeps it.
+    s3.create_bucket(BUCKET).ok();
+    s3.put_object(BUCKET, OBJECT, &key_file(&both_keys()))
+        .unwrap();
+    assert_eq!(daemon.refresh().status, 200);
+    assert_eq!(daemon.verify(SECOND).status, 200);
+    assert_eq!(daemon.status()["last_error"], serde_json::Value::Null);
+}
+
+#[test]
 fn bad_bodies_are_named_in_status_and_the_next_good_one_recovers() {
     let (s3, proxy) = s3_behind_proxy(&first_key());
     let dir = tempfile::tempdir().unwrap();
@@ -235,6 +283,10 @@ fn bad_bodies_are_named_in_status_and_the_next_good_one_recovers() {
             .as_str()
             .unwrap_or_default()
             .to_lowercase();
+        assert!(
+            error.starts_with(&format!("s3://{BUCKET}/{OBJECT} version \"")),
+            "{what}: /status names the object and its version: {error}"
+        );
         for word in words {
             assert!(
                 error.contains(word),
@@ -407,8 +459,14 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 /// Checks that a daemon whose cache cannot be written keeps serving across `reloads` refreshes,
-/// and logs `cache_write_failed` exactly once per successful load (start included).
-fn unwritable_cache_keeps_serving(daemon: &Daemon, s3: &S3Server, reloads: usize) {
+/// and logs `cache_write_failed` exactly once per successful load: `failed_at_start` says whether
+/// the load at start failed to write it too.
+fn unwritable_cache_keeps_serving(
+    daemon: &Daemon,
+    s3: &S3Server,
+    reloads: usize,
+    failed_at_start: bool,
+) {
     for round in 0..reloads {
         let keys = if round % 2 == 0 {
             both_keys()
@@ -422,7 +480,7 @@ fn unwritable_cache_keeps_serving(daemon: &Daemon, s3: &S3Server, reloads: usize
         assert_eq!(daemon.verify(SECOND).status, second, "round {round}");
         assert_eq!(daemon.verify(FIRST).status, 200, "round {round}");
     }
-    let loads = 1 + reloads;
+    let loads = usize::from(failed_at_start) + reloads;
     assert!(wait_until(Duration::from_secs(10), || daemon
         .events("cache_write_failed")
         .len()
@@ -461,10 +519,16 @@ fn full_disk_under_the_cache_keeps_serving_and_logs_once_per_reload() {
         }
     };
     let cache = cache_dir.join("keys.cache");
-    // The first cache write happens at start; fill the disk before it.
-    let filler = fill(&cache_dir);
     let mut daemon = daemon_via(&s3, &proxy, dir.path(), &cache).start().unwrap();
-    unwritable_cache_keeps_serving(&daemon, &s3, 3);
+    assert_eq!(std::fs::read(&cache).unwrap(), key_file(&first_key()));
+    // The disk fills up after the first good cache was written.
+    let filler = fill(&cache_dir);
+    unwritable_cache_keeps_serving(&daemon, &s3, 3, false);
+    assert_eq!(
+        std::fs::read(&cache).unwrap(),
+        key_file(&first_key()),
+        "the last good cache is intact"
+    );
     let failure = &daemon.events("cache_write_failed")[0];
     assert!(
         failure["error"]
@@ -478,7 +542,11 @@ fn full_disk_under_the_cache_keeps_serving_and_logs_once_per_reload() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     left.sort();
-    assert_eq!(left, ["filler"], "no temporary file left on the full disk");
+    assert_eq!(
+        left,
+        ["filler", "keys.cache"],
+        "no temporary file left on the full disk"
+    );
 
     // Space comes back: the next load writes the cache again.
     std::fs::remove_file(&filler).unwrap();
@@ -509,7 +577,7 @@ fn read_only_cache_directory_keeps_serving_and_logs_once_per_reload() {
     let mut daemon = daemon_via(&s3, &proxy, dir.path(), &cache_dir.join("keys.cache"))
         .start()
         .unwrap();
-    unwritable_cache_keeps_serving(&daemon, &s3, 3);
+    unwritable_cache_keeps_serving(&daemon, &s3, 3, true);
     let failure = &daemon.events("cache_write_failed")[0];
     assert!(
         failure["error"]
