@@ -1,4 +1,4 @@
-//! Reading a request body with a hard size limit, before anything parses it.
+//! Reading a request body with a hard size limit and a time limit, before anything parses it.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -6,9 +6,20 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
 use hyper::http::request::Parts;
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
 
 /// The largest request body accepted (a verify body is well under 1 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest request line plus headers accepted (hyper's read buffer; at least 8 KiB).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How long a body that has not fully arrived with its headers may take. The connection watchdog
+/// never interrupts a request being served, so without this a client could announce a body and
+/// never send it, holding its connection (and a connection slot) forever.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a body could not be read.
 #[derive(Debug)]
@@ -17,6 +28,8 @@ pub enum BodyError {
     TooLarge,
     /// The connection failed mid-body.
     Read,
+    /// The body did not arrive within [`BODY_READ_TIMEOUT`]: answered 408.
+    TimedOut,
 }
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] without buffering them.
@@ -30,7 +43,16 @@ pub async fn read_limited(request: Request<Incoming>) -> Result<(Parts, Bytes), 
         return Err(BodyError::TooLarge);
     }
     let (parts, body) = request.into_parts();
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let mut collect = std::pin::pin!(Limited::new(body, MAX_BODY_BYTES).collect());
+    // Almost every body arrives with its headers: only arm a timer when it has not.
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, collect)
+            .await
+            .map_err(|_| BodyError::TimedOut)?,
+    };
+    match collected {
         Ok(collected) => Ok((parts, collected.to_bytes())),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             Err(BodyError::TooLarge)

@@ -134,6 +134,9 @@ pub async fn serve<L: Accept>(
         });
         let connection = http1::Builder::new()
             .keep_alive(true)
+            // Request line and headers beyond 64 KiB are refused (431) instead of hyper's
+            // ~400 KiB default: a connection's buffer stays small however many are open.
+            .max_buf_size(body::MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection);
         let (header_timeout, idle_timeout) = (policy.header_read_timeout, policy.idle_timeout);

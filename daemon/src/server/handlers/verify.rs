@@ -34,6 +34,12 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
         Err(BodyError::Read) => {
             return response::error(StatusCode::BAD_REQUEST, "the body could not be read");
         }
+        Err(BodyError::TimedOut) => {
+            return response::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            );
+        }
     };
     let secret = match presented_secret(authorization.as_ref().map(|v| v.as_bytes()), &body) {
         Ok(secret) => secret,
