@@ -1,0 +1,8 @@
+//! cargo-fuzz target: `checks::keyfile` on every input (see `daemon/fuzz/checks.rs`).
+
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::keyfile(data));
