@@ -12,7 +12,7 @@ use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Group, chown};
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A socket the daemon could not listen on, and what to do about it.
@@ -124,7 +124,13 @@ pub fn bind_unix(
         None => None,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| io_error("create the directory of", e))?;
+        // 0755 whatever the umask: a directory others could write would let them replace the
+        // socket with their own.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| io_error("create the directory of", e))?;
     }
     remove_if_stale(path)?;
 

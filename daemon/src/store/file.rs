@@ -200,9 +200,13 @@ impl KeyStore for FileStore {
 /// first run needs no setup. Returns whether it created one.
 pub fn create_if_missing(path: &Path) -> io::Result<bool> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        // 0755 whatever the umask: others must not be able to replace the key file.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
     }
     match std::fs::OpenOptions::new()
         .write(true)
