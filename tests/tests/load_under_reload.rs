@@ -3,8 +3,9 @@
 //! p99 latency with and without reloads is printed (the bar: at most 2x), not asserted
 //! beyond a generous sanity bound: timings on a shared 2-core machine are not a test verdict.
 //!
-//! Soak: `HEARE_SOAK_SECS=3600 cargo test --release -p heare-auth-tests --test load_under_reload
-//! -- --nocapture` (after `cargo build --release --workspace --bins`); see `heare_auth_tests::load`.
+//! Soak: `cargo build --release --workspace --bins && HEARE_SOAK_SECS=3600 HEARE_LOAD_KEYS=10000
+//! HEARE_LOAD_PACE_US=4000 cargo test --release -p heare-auth-tests --test load_under_reload --
+//! --nocapture`; the knobs are documented on `heare_auth_tests::load::Plan::from_env`.
 
 use heare_auth_tests::daemon::DaemonBuilder;
 use heare_auth_tests::load::{self, Plan, Workload};
@@ -14,12 +15,17 @@ fn verifies_stay_correct_while_the_set_is_reloaded_every_300_ms() {
     let (plan, soak) = Plan::from_env();
     let dir = tempfile::tempdir().unwrap();
     let workload = Workload::write(dir.path(), plan.keys);
-    // A soak run logs warnings only, so hours of per-verification lines do not fill the disk.
-    let config = if soak { "log_level = \"warn\"\n" } else { "" };
+    // A soak run logs warnings only, so hours of per-verification lines do not fill the disk
+    // (HEARE_LOAD_LOG_LEVEL overrides; CI keeps the default per-verification logging).
+    let config = match std::env::var("HEARE_LOAD_LOG_LEVEL") {
+        Ok(level) => format!("log_level = {level:?}\n"),
+        Err(_) if soak => "log_level = \"warn\"\n".to_string(),
+        Err(_) => String::new(),
+    };
     let daemon = DaemonBuilder::new(dir.path())
         .arg("--store")
         .arg(workload.store_url())
-        .config(config)
+        .config(&config)
         .start()
         .unwrap();
 

@@ -97,8 +97,10 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         // Runs before `_permit` is released, so a newcomer never sees a freed permit while the
         // table still lists this connection.
-        if let Ok(mut slots) = self.table.slots.lock() {
-            slots.entries[self.index] = None;
+        if let Ok(mut slots) = self.table.slots.lock()
+            && let Some(entry) = slots.entries.get_mut(self.index)
+        {
+            *entry = None;
             slots.free.push(self.index);
         }
     }
