@@ -158,6 +158,40 @@ fn tcp_serves_python_clients_and_refuses_admin_calls_unless_enabled() {
     assert_eq!(refresh.status, 200, "{}", refresh.body);
 }
 
+/// `tcp_admin_from_loopback` trusts loopback peers only: the same daemon, reached on a
+/// non-loopback address of this host, refuses refresh and status but still verifies.
+#[test]
+fn tcp_admin_from_loopback_refuses_a_non_loopback_peer() {
+    let Some(address) = non_loopback_address() else {
+        panic!("this test needs a non-loopback IPv4 address on the host (CI has eth0)");
+    };
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let _daemon = start(
+        dir.path(),
+        &["--listen-tcp", &format!("0.0.0.0:{port}")],
+        "tcp_admin_from_loopback = true\n",
+    );
+    let outside = format!("{address}:{port}");
+    let loopback = format!("127.0.0.1:{port}");
+    for (method, path) in [("POST", "/refresh"), ("GET", "/status")] {
+        let refused = send_tcp(&outside, &Request::new(method, path)).unwrap();
+        assert_eq!(refused.status, 403, "{method} {path} from {address}");
+        let allowed = send_tcp(&loopback, &Request::new(method, path)).unwrap();
+        assert_eq!(allowed.status, 200, "{method} {path} from loopback");
+    }
+    let verify = send_tcp(&outside, &Request::verify(SECRET)).unwrap();
+    assert_eq!(verify.status, 200);
+}
+
+/// An IPv4 address of this host that is not loopback.
+fn non_loopback_address() -> Option<std::net::Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|interface| {
+        let address = interface.address?.as_sockaddr_in()?.ip();
+        (!address.is_loopback()).then_some(address)
+    })
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
