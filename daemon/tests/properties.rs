@@ -275,7 +275,7 @@ proptest! {
     }
 }
 
-// ---------------------------------------------------------------- regressions found while fuzzing
+// ---------------------------------------------------------------- ambiguous files that must not load
 
 /// A key's secret that another key still accepts as a grace secret would make verification
 /// ambiguous; the load must fail as for any duplicate secret, in either order.
@@ -303,6 +303,7 @@ fn a_secret_equal_to_another_keys_grace_secret_fails_the_load() {
 /// (and the Python service) see the last.
 #[test]
 fn a_file_with_two_keys_arrays_is_refused() {
-    let file = br#"{"keys":[{"id":"key_a","secret":"sec_a"}],"keys":[{"id":"key_b","secret":"sec_b"}]}"#;
+    let file =
+        br#"{"keys":[{"id":"key_a","secret":"sec_a"}],"keys":[{"id":"key_b","secret":"sec_b"}]}"#;
     assert!(KeySet::from_json(file).is_err());
 }
