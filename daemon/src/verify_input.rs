@@ -26,7 +26,10 @@ pub fn presented_secret<'a>(
     {
         return Ok(Cow::Owned(token.to_string()));
     }
-    serde_json::from_slice::<VerifyRequest<'a>>(body)
+    // Checked as a whole first: serde skips ignored fields without validating their UTF-8, and a
+    // body that is not UTF-8 is not JSON (the Python service answers 422 too).
+    let body = std::str::from_utf8(body).map_err(|_| BadVerifyBody)?;
+    serde_json::from_str::<VerifyRequest<'a>>(body)
         .map(|request| request.api_key)
         .map_err(|_| BadVerifyBody)
 }
@@ -78,6 +81,11 @@ mod tests {
         assert_eq!(
             presented_secret(None, br#"{"api_key": "a\u0000b"}"#).unwrap(),
             "a\0b"
+        );
+        assert_eq!(
+            presented_secret(None, b"{\"api_key\": \"x\", \"other\": \"\x9a\"}"),
+            Err(BadVerifyBody),
+            "invalid UTF-8 in a field the daemon ignores"
         );
     }
 }
