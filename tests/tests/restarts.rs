@@ -330,7 +330,7 @@ fn a_request_being_received_at_sigterm_is_answered_before_exit() {
         daemon.wait_exit(Duration::ZERO).is_none(),
         "the daemon waits for the request in flight"
     );
-    // New connections are no longer served meanwhile.
+    // New connections are no longer accepted meanwhile.
     let late = UnixStream::connect(&socket)
         .and_then(|mut s| {
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -338,6 +338,14 @@ fn a_request_being_received_at_sigterm_is_answered_before_exit() {
         })
         .map(|answer| answer.status);
     println!("a connection attempted during the drain: {late:?}");
+    // The listening socket is closed before the drain: refused at once, not left hanging.
+    assert!(
+        matches!(&late, Err(error) if matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+        )),
+        "a connection during the drain must be refused, got {late:?}"
+    );
 
     let answer = exchange_raw(&mut stream, &bytes[split..]).expect("the answer arrives");
     assert_eq!(answer.status, 200, "{}", answer.body);

@@ -175,6 +175,10 @@ pub async fn serve<L: Accept>(
             drop(admitted);
         });
     }
+    // Close the listening socket before draining: a client connecting now gets "connection
+    // refused" at once (or, under socket activation, waits in systemd's copy of the socket for
+    // the next instance) instead of hanging in a backlog nobody will accept from.
+    drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
