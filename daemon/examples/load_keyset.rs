@@ -1,25 +1,39 @@
-//! Times building a key set from a key file: `cargo run --release -p heare-authd --example
-//! load_keyset -- FILE` (the file as `heare-auth-bench` writes it). Splits parse+index time from
-//! the read, so load-time regressions can be found without starting the daemon.
+//! Times loading a key file the way the daemon does: `cargo run --release -p heare-authd --example
+//! load_keyset -- FILE [THREADS]` (the file as `heare-auth-bench` writes it). Reads it through the
+//! file store, then builds the key set with THREADS threads (default: one per CPU), and prints the
+//! two times apart, so load-time regressions can be found without starting the daemon.
 
-use heare_authd::keyset::KeySet;
+use heare_authd::keyset::{KeySet, Plan};
+use heare_authd::store::{Fetched, FileStore, KeyStore};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("usage: load_keyset FILE"))?;
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: load_keyset FILE [THREADS]"))?;
+    let mut plan = Plan::for_this_host();
+    if let Some(threads) = args.next() {
+        plan.threads = threads.parse()?;
+    }
+    let store = FileStore::new(std::path::absolute(&path)?, 4 << 30);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let started = Instant::now();
-    let body = std::fs::read(&path)?;
+    let Fetched::Body { body, .. } = runtime.block_on(store.fetch(None))? else {
+        anyhow::bail!("{path}: no such file");
+    };
     let read = started.elapsed();
     let started = Instant::now();
-    let (keys, skipped) = KeySet::from_json(&body)?;
+    let (keys, skipped) = KeySet::from_json_with(&body, plan)?;
     let built = started.elapsed();
     println!(
-        "{} keys ({} skipped) from {} MB: read {:?}, parse+index {:?}, heap {} B/key",
+        "{} keys ({} skipped) from {} MB with {} threads: read {:?}, parse+index {:?}, heap {} B/key",
         keys.len(),
         skipped.len(),
         body.len() / 1_000_000,
+        plan.threads,
         read,
         built,
         keys.heap_bytes() / keys.len().max(1)

@@ -13,18 +13,23 @@
 //! not an object — is skipped and reported by id, and the rest load (an unparsable expiry must
 //! not silently mean "never expires"). Two keys with the same id or the same secret fail the whole
 //! load, because either would make verification ambiguous.
+//!
+//! Loading runs on every core ([`load`]): the `keys` array is parsed in runs by several threads
+//! ([`scan`], [`chunk`]) and joined into sharded digest indexes ([`index`]), with the same result
+//! as one sequential pass for every input.
 
-use crate::minify::minify_json_into;
-use crate::timestamp::{self, UnixMillis};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
+mod chunk;
+mod index;
+mod load;
+mod scan;
+
+pub use load::Plan;
+
+use crate::timestamp::UnixMillis;
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// Prefix of the `secret_hash` field: `sha256:` followed by 64 hex digits.
 pub const SECRET_HASH_PREFIX: &str = "sha256:";
@@ -52,6 +57,12 @@ impl SecretDigest {
             *byte = (high * 16 + low) as u8;
         }
         Some(SecretDigest(digest))
+    }
+
+    /// Which of `shards` (a power of two) index shards holds this digest. Uses a byte the
+    /// index's own hash does not, so each shard's table stays evenly filled.
+    fn shard(&self, shards: usize) -> usize {
+        self.0[31] as usize & (shards - 1)
     }
 
     /// The `secret_hash` form of this digest.
@@ -102,7 +113,7 @@ type DigestIndex = HashMap<SecretDigest, u32, BuildHasherDefault<DigestHasher>>;
 type GraceIndex = HashMap<SecretDigest, (u32, UnixMillis), BuildHasherDefault<DigestHasher>>;
 
 /// A string of one key, as a position in the arena.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Span {
     start: u32,
     len: u32,
@@ -184,37 +195,15 @@ pub enum LoadError {
     TooLarge,
 }
 
-impl LoadError {
-    fn from_json(error: &serde_json::Error) -> Self {
-        let (line, column) = (error.line(), error.column());
-        match error.classify() {
-            serde_json::error::Category::Syntax => LoadError::Syntax {
-                problem: "syntax error",
-                line,
-                column,
-            },
-            serde_json::error::Category::Eof => LoadError::Syntax {
-                problem: "the file ends early (truncated?)",
-                line,
-                column,
-            },
-            serde_json::error::Category::Io => LoadError::Syntax {
-                problem: "read error",
-                line,
-                column,
-            },
-            serde_json::error::Category::Data => LoadError::Shape { line, column },
-        }
-    }
-}
-
 /// An immutable set of keys, indexed by the digest of their secrets.
 pub struct KeySet {
     arena: String,
     records: Vec<Record>,
-    by_digest: DigestIndex,
-    /// Previous secrets of rotated keys: digest → (record, end of grace).
-    grace: GraceIndex,
+    /// Digest → record position, in shards (a power of two of them) chosen by
+    /// [`SecretDigest::shard`], so that a load builds them in parallel.
+    by_digest: Box<[DigestIndex]>,
+    /// Previous secrets of rotated keys: digest → (record, end of grace), sharded alike.
+    grace: Box<[GraceIndex]>,
 }
 
 impl KeySet {
@@ -223,45 +212,20 @@ impl KeySet {
         KeySet {
             arena: String::new(),
             records: Vec::new(),
-            by_digest: DigestIndex::default(),
-            grace: GraceIndex::default(),
+            by_digest: Box::new([DigestIndex::default()]),
+            grace: Box::new([GraceIndex::default()]),
         }
     }
 
-    /// Builds a set from key-file JSON, returning the keys it had to skip.
+    /// Builds a set from key-file JSON, returning the keys it had to skip. Uses the host's cores.
     pub fn from_json(json: &[u8]) -> Result<(KeySet, Vec<SkippedKey>), LoadError> {
-        // Two stages on two threads: this one parses JSON into borrowed keys, a scoped worker
-        // hashes and indexes them. On a million-key file that halves the wall time.
-        let capacity = estimate_key_count(json);
-        std::thread::scope(|scope| {
-            let (batches, inbox) = std::sync::mpsc::sync_channel::<Vec<FileKey<'_>>>(4);
-            let worker = scope.spawn(move || {
-                let mut builder = Builder::with_capacity(capacity);
-                'batches: for batch in inbox {
-                    for key in batch {
-                        if let Err(error) = builder.add(key) {
-                            builder.error = Some(error);
-                            break 'batches;
-                        }
-                    }
-                }
-                builder
-            });
-            let mut deserializer = serde_json::Deserializer::from_slice(json);
-            let parsed = FileSeed {
-                sink: KeySink::new(batches),
-            }
-            .deserialize(&mut deserializer)
-            .and_then(|()| deserializer.end());
-            let mut builder = worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            if let Some(error) = builder.error.take() {
-                return Err(error);
-            }
-            parsed.map_err(|error| LoadError::from_json(&error))?;
-            Ok(builder.finish())
-        })
+        load::load(json, Plan::for_this_host())
+    }
+
+    /// [`KeySet::from_json`] with an explicit thread plan (for tests and measurements); the
+    /// result is the same for every plan.
+    pub fn from_json_with(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>), LoadError> {
+        load::load(json, plan)
     }
 
     /// Number of keys in the set.
@@ -276,14 +240,21 @@ impl KeySet {
     /// Looks a presented secret up at time `now`.
     pub fn verify(&self, secret: &str, now: UnixMillis) -> Verdict<'_> {
         let digest = SecretDigest::of_secret(secret);
-        let (position, grace_until) = match self.by_digest.get(&digest) {
+        let shard = digest.shard(self.by_digest.len());
+        let current = self
+            .by_digest
+            .get(shard)
+            .and_then(|index| index.get(&digest));
+        let (position, grace_until) = match current {
             Some(&position) => (position, UnixMillis::MAX),
-            None => match self.grace.get(&digest) {
+            None => match self.grace.get(shard).and_then(|index| index.get(&digest)) {
                 Some(&(position, until)) => (position, until),
                 None => return Verdict::Unknown,
             },
         };
-        let record = &self.records[position as usize];
+        let Some(record) = self.records.get(position as usize) else {
+            return Verdict::Unknown;
+        };
         let id = self.text(record.id);
         if record.expires_at == DISABLED {
             return Verdict::Disabled { key_id: id };
@@ -306,335 +277,32 @@ impl KeySet {
         let index_entry = std::mem::size_of::<(SecretDigest, u32)>() + 1;
         self.arena.capacity()
             + self.records.capacity() * std::mem::size_of::<Record>()
-            + self.by_digest.capacity() * 8 / 7 * index_entry
-            + self.grace.capacity() * 8 / 7 * (index_entry + 8)
+            + self
+                .by_digest
+                .iter()
+                .map(|index| index.capacity() * 8 / 7 * index_entry)
+                .sum::<usize>()
+            + self
+                .grace
+                .iter()
+                .map(|index| index.capacity() * 8 / 7 * (index_entry + 8))
+                .sum::<usize>()
     }
 
     fn text(&self, span: Span) -> &str {
         let start = span.start as usize;
-        // Spans are made by `Builder::push_text` from this arena, on char boundaries.
+        // Spans are made by `Chunk::push_text` (shifted by `index::assemble`), on char
+        // boundaries of this arena.
         self.arena
             .get(start..start + span.len as usize)
             .unwrap_or("")
-    }
-}
-
-/// One key as the file holds it; fields the daemon does not use are skipped by serde.
-#[derive(Deserialize)]
-struct FileKey<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    secret: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    secret_hash: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    expires_at: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    metadata: Option<&'a RawValue>,
-    #[serde(default)]
-    disabled: Option<bool>,
-    #[serde(borrow, default)]
-    grace_secrets: Option<Vec<GraceSecret<'a>>>,
-}
-
-/// A previous secret of a rotated key, still accepted until `expires_at`.
-#[derive(Deserialize)]
-struct GraceSecret<'a> {
-    #[serde(borrow)]
-    secret_hash: Cow<'a, str>,
-    #[serde(borrow)]
-    expires_at: Cow<'a, str>,
-}
-
-#[derive(Default)]
-struct Builder {
-    arena: String,
-    records: Vec<Record>,
-    by_digest: DigestIndex,
-    grace: GraceIndex,
-    /// Id hash → position of the first key with that hash, to find duplicate ids without
-    /// copying every id (the arena holds the text to compare).
-    ids: HashMap<u64, u32, BuildHasherDefault<DigestHasher>>,
-    id_hasher: std::collections::hash_map::RandomState,
-    skipped: Vec<SkippedKey>,
-    error: Option<LoadError>,
-}
-
-impl Builder {
-    fn with_capacity(keys: usize) -> Self {
-        let mut builder = Builder::default();
-        builder.records.reserve(keys);
-        builder.by_digest.reserve(keys);
-        builder.ids.reserve(keys);
-        builder
-    }
-
-    fn add(&mut self, key: FileKey<'_>) -> Result<(), LoadError> {
-        let id = key.id.as_ref();
-        let skip = |reason: &str| SkippedKey {
-            key_id: id.chars().take(64).collect(),
-            reason: reason.to_string(),
-        };
-        let digest = match (&key.secret, &key.secret_hash) {
-            (Some(secret), None) => SecretDigest::of_secret(secret),
-            (None, Some(hash)) => match SecretDigest::parse_field(hash) {
-                Some(digest) => digest,
-                None => {
-                    self.skipped
-                        .push(skip("secret_hash is not sha256:<64 hex digits>"));
-                    return Ok(());
-                }
-            },
-            (Some(secret), Some(hash)) => {
-                let digest = SecretDigest::of_secret(secret);
-                if SecretDigest::parse_field(hash) != Some(digest) {
-                    self.skipped
-                        .push(skip("secret and secret_hash are both set and disagree"));
-                    return Ok(());
-                }
-                digest
-            }
-            (None, None) => {
-                self.skipped
-                    .push(skip("it has neither secret nor secret_hash"));
-                return Ok(());
-            }
-        };
-        let expires_at = match key.expires_at.as_deref().map(str::trim) {
-            None | Some("") => UnixMillis::MAX,
-            Some(text) => match timestamp::parse(text) {
-                Ok(at) => at,
-                Err(_) => {
-                    self.skipped
-                        .push(skip("expires_at is not an ISO 8601 timestamp"));
-                    return Ok(());
-                }
-            },
-        };
-        let mut grace = Vec::new();
-        for previous in key.grace_secrets.iter().flatten() {
-            match (
-                SecretDigest::parse_field(&previous.secret_hash),
-                timestamp::parse(&previous.expires_at),
-            ) {
-                (Some(digest), Ok(until)) => grace.push((digest, until)),
-                _ => {
-                    self.skipped.push(skip(
-                        "a grace_secrets entry needs secret_hash sha256:<hex> and an ISO 8601 expires_at",
-                    ));
-                    return Ok(());
-                }
-            }
-        }
-        let expires_at = if key.disabled == Some(true) {
-            DISABLED
-        } else {
-            expires_at
-        };
-        let metadata = match key.metadata.map(RawValue::get) {
-            None | Some("null") => "{}",
-            Some(raw) if raw.trim_start().starts_with('{') => raw,
-            Some(_) => {
-                self.skipped.push(skip("metadata is not a JSON object"));
-                return Ok(());
-            }
-        };
-
-        let position = u32::try_from(self.records.len()).map_err(|_| LoadError::TooLarge)?;
-        match self.ids.entry(self.id_hasher.hash_one(id)) {
-            Entry::Occupied(first) => {
-                let first = self.records[*first.get() as usize].id;
-                if self.text(first) == id {
-                    return Err(LoadError::DuplicateId(id.to_string()));
-                }
-                // Two different ids with the same 64-bit hash: not a duplicate.
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(position);
-            }
-        }
-        match self.by_digest.entry(digest) {
-            Entry::Occupied(existing) => {
-                let first = self.records[*existing.get() as usize].id;
-                return Err(LoadError::DuplicateSecret {
-                    first: self.text(first).to_string(),
-                    second: id.to_string(),
-                });
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(position);
-            }
-        }
-        for (previous, until) in grace {
-            if self.by_digest.contains_key(&previous) || self.grace.contains_key(&previous) {
-                return Err(LoadError::DuplicateSecret {
-                    first: "(a current or previous secret)".to_string(),
-                    second: id.to_string(),
-                });
-            }
-            self.grace.insert(previous, (position, until));
-        }
-        let id = self.push_text(id, false)?;
-        let name = self.push_text(key.name.as_deref().unwrap_or(""), false)?;
-        let metadata = self.push_text(metadata, true)?;
-        self.records.push(Record {
-            id,
-            name,
-            metadata,
-            expires_at,
-        });
-        Ok(())
-    }
-
-    fn text(&self, span: Span) -> &str {
-        let start = span.start as usize;
-        self.arena
-            .get(start..start + span.len as usize)
-            .unwrap_or("")
-    }
-
-    fn push_text(&mut self, text: &str, minify: bool) -> Result<Span, LoadError> {
-        let start = u32::try_from(self.arena.len()).map_err(|_| LoadError::TooLarge)?;
-        if minify {
-            minify_json_into(text, &mut self.arena);
-        } else {
-            self.arena.push_str(text);
-        }
-        let len =
-            u32::try_from(self.arena.len() - start as usize).map_err(|_| LoadError::TooLarge)?;
-        Ok(Span { start, len })
-    }
-
-    fn finish(mut self) -> (KeySet, Vec<SkippedKey>) {
-        self.arena.shrink_to_fit();
-        self.records.shrink_to_fit();
-        self.by_digest.shrink_to_fit();
-        self.grace.shrink_to_fit();
-        let set = KeySet {
-            arena: self.arena,
-            records: self.records,
-            by_digest: self.by_digest,
-            grace: self.grace,
-        };
-        (set, self.skipped)
-    }
-}
-
-/// Roughly how many keys a file holds (occurrences of `"id"`), so the index is sized once
-/// instead of rehashing as it grows; bounded by the body size so a hostile file cannot make it
-/// reserve more than the body itself could fill.
-fn estimate_key_count(json: &[u8]) -> usize {
-    memchr::memmem::find_iter(json, b"\"id\"")
-        .count()
-        .min(json.len() / 16)
-}
-
-/// Hands parsed keys to the indexing worker in batches. Dropping it flushes the last batch and
-/// ends the worker's input.
-struct KeySink<'de> {
-    batch: Vec<FileKey<'de>>,
-    worker: std::sync::mpsc::SyncSender<Vec<FileKey<'de>>>,
-}
-
-impl<'de> KeySink<'de> {
-    const BATCH: usize = 4096;
-
-    fn new(worker: std::sync::mpsc::SyncSender<Vec<FileKey<'de>>>) -> Self {
-        KeySink {
-            batch: Vec::with_capacity(Self::BATCH),
-            worker,
-        }
-    }
-
-    /// Queues a key; false once the worker has stopped (it found an error).
-    fn push(&mut self, key: FileKey<'de>) -> bool {
-        self.batch.push(key);
-        if self.batch.len() < Self::BATCH {
-            return true;
-        }
-        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(Self::BATCH));
-        self.worker.send(full).is_ok()
-    }
-}
-
-impl Drop for KeySink<'_> {
-    fn drop(&mut self) {
-        if !self.batch.is_empty() {
-            let _ = self.worker.send(std::mem::take(&mut self.batch));
-        }
-    }
-}
-
-/// Walks `{"keys": [...]}` and hands each key on as it is parsed, so a million-key file never
-/// exists as a million parsed structs at once.
-struct FileSeed<'de> {
-    sink: KeySink<'de>,
-}
-
-impl<'de> DeserializeSeed<'de> for FileSeed<'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FileSeed<'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"an object {"keys": [...]}"#)
-    }
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        let mut saw_keys = false;
-        while let Some(field) = map.next_key::<Cow<'de, str>>()? {
-            if field == "keys" && !saw_keys {
-                saw_keys = true;
-                map.next_value_seed(KeysSeed {
-                    sink: &mut self.sink,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        if saw_keys {
-            Ok(())
-        } else {
-            Err(de::Error::missing_field("keys"))
-        }
-    }
-}
-
-struct KeysSeed<'s, 'de> {
-    sink: &'s mut KeySink<'de>,
-}
-
-impl<'de> DeserializeSeed<'de> for KeysSeed<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeysSeed<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of keys")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(key) = seq.next_element::<FileKey<'de>>()? {
-            if !self.sink.push(key) {
-                return Err(de::Error::custom("stopped: see the builder's error"));
-            }
-        }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timestamp;
 
     const NOW: UnixMillis = 1_750_000_000_000;
 
@@ -812,5 +480,155 @@ mod tests {
             Some(digest)
         );
         assert_eq!(SecretDigest::parse_field("sha256:zz"), None);
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    //! The parallel loader against the one-thread loader on files built to fool the split: strings
+    //! holding `}, {` and whole fake key objects, escapes, skipped keys, duplicates and damage.
+    use super::*;
+
+    const NOW: UnixMillis = 1_750_000_000_000;
+
+    struct Dice(u64);
+
+    impl Dice {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % below
+        }
+    }
+
+    fn key_file(dice: &mut Dice, keys: usize) -> (String, Vec<String>) {
+        let tricky = [
+            "plain",
+            "}, {",
+            "}, {\\\"id\\\": \\\"key_fake\\\", \\\"secret\\\": \\\"sec_fake\\\"}, {",
+            "a\\\\\"}, {",
+            "\\u007d, \\u007b",
+            "名前 😀",
+        ];
+        let mut secrets = Vec::new();
+        let mut out = String::from("{\"version\": {\"a\": [\"}, {\"]},\n \"keys\": [\n");
+        for n in 0..keys {
+            if n > 0 {
+                out.push_str([",", " ,\n  ", ",\n"][dice.next(3) as usize]);
+            }
+            let secret = match dice.next(40) {
+                0 => "sec_repeated".to_string(),
+                _ => format!("sec_{n}_{}", dice.next(1000)),
+            };
+            let id = match dice.next(40) {
+                0 => "key_repeated".to_string(),
+                _ => format!("key_{n}"),
+            };
+            let name = tricky[dice.next(tricky.len() as u64) as usize];
+            let extra = match dice.next(8) {
+                0 => ", \"expires_at\": \"not a time\"".to_string(),
+                1 => ", \"metadata\": [1]".to_string(),
+                2 => ", \"disabled\": true".to_string(),
+                3 => format!(", \"metadata\": {{\"n\": \"{name}\", \"k\": [{{}}, {{}}]}}"),
+                4 => format!(
+                    ", \"grace_secrets\": [{{\"secret_hash\": \"{}\", \"expires_at\": \"2999-01-01T00:00:00Z\"}}]",
+                    SecretDigest::of_secret(&format!("sec_old_{}", dice.next(200))).to_field()
+                ),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "{{\"id\": \"{id}\", \"secret\": \"{secret}\", \"name\": \"{name}\"{extra}}}"
+            ));
+            secrets.push(secret);
+        }
+        out.push_str("\n], \"tail\": \"}, {\"}\n");
+        (out, secrets)
+    }
+
+    fn plan(threads: usize) -> Plan {
+        Plan {
+            threads,
+            min_parallel_bytes: 0,
+        }
+    }
+
+    fn same_result(json: &[u8], secrets: &[String]) {
+        let one = KeySet::from_json_with(json, plan(1));
+        for threads in [2, 3, 4, 7] {
+            let many = KeySet::from_json_with(json, plan(threads));
+            match (&one, &many) {
+                (Ok((a, a_skipped)), Ok((b, b_skipped))) => {
+                    assert_eq!(a.len(), b.len());
+                    assert_eq!(a_skipped, b_skipped);
+                    for secret in secrets.iter().map(String::as_str).chain(["sec_old_7", "x"]) {
+                        assert_eq!(a.verify(secret, NOW), b.verify(secret, NOW), "{secret}");
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "threads {threads}"),
+                (a, b) => panic!(
+                    "threads {threads}: {:?} vs {:?}",
+                    a.as_ref().map(|(s, _)| s.len()),
+                    b.as_ref().map(|(s, _)| s.len())
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn every_thread_count_gives_the_same_result() {
+        let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+        for round in 0..60 {
+            let (json, secrets) = key_file(&mut dice, 1 + round * 7);
+            same_result(json.as_bytes(), &secrets);
+            // Damaged copies: truncated, and one byte changed, at several places.
+            for cut in [json.len() / 3, json.len() / 2, json.len() * 4 / 5] {
+                same_result(&json.as_bytes()[..cut], &secrets);
+                let mut changed = json.clone().into_bytes();
+                changed[cut] = [b'}', b',', b'"', b'{', b'x'][dice.next(5) as usize];
+                same_result(&changed, &secrets);
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_file_is_split_and_indexed_in_shards() {
+        let mut json = String::from("{\"keys\":[");
+        for n in 0..40_000 {
+            if n > 0 {
+                json.push(',');
+            }
+            json.push_str(&format!(
+                "{{\"id\":\"key_{n}\",\"secret\":\"sec_{n}\",\"name\":\"n{n}\",\"metadata\":{{\"n\": {n}}}}}"
+            ));
+        }
+        json.push_str("]}");
+        let (set, skipped) = KeySet::from_json_with(json.as_bytes(), plan(2)).unwrap();
+        assert!(skipped.is_empty());
+        assert_eq!(set.len(), 40_000);
+        assert_eq!(set.by_digest.len(), 2, "indexed in two shards");
+        for n in [0, 1, 19_999, 20_000, 39_999] {
+            assert_eq!(
+                set.verify(&format!("sec_{n}"), NOW),
+                Verdict::Valid(KeyView {
+                    id: &format!("key_{n}"),
+                    name: &format!("n{n}"),
+                    metadata_json: &format!("{{\"n\":{n}}}"),
+                })
+            );
+        }
+        let duplicated = json.replace("\"sec_30000\"", "\"sec_10\"");
+        assert_eq!(
+            KeySet::from_json_with(duplicated.as_bytes(), plan(2)).err(),
+            Some(LoadError::DuplicateSecret {
+                first: "key_10".into(),
+                second: "key_30000".into()
+            })
+        );
+        let duplicated = json.replace("\"key_30000\"", "\"key_20001\"");
+        assert_eq!(
+            KeySet::from_json_with(duplicated.as_bytes(), plan(2)).err(),
+            Some(LoadError::DuplicateId("key_20001".into()))
+        );
     }
 }

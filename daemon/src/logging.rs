@@ -9,7 +9,7 @@
 
 use crate::config::LogFormat;
 use crate::log_writer::{BUFFER_LIMIT, BatchWriter, DropCounter, FlushGuard};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -119,8 +119,9 @@ fn output_is_journal() -> bool {
 }
 
 /// One JSON object per event: `timestamp`, `level`, `event` (the message), then the fields in
-/// the order the call site wrote them. Written straight into the line buffer (no map), because
-/// this runs on the request path for every verification.
+/// the order the call site wrote them. Written straight into the line buffer, escaping as it goes
+/// (no map, no intermediate strings), because this runs on the request path for every
+/// verification.
 struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -134,9 +135,6 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut fields = JsonFields::default();
-        event.record(&mut fields);
-        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let level = match *event.metadata().level() {
             tracing::Level::TRACE => "trace",
             tracing::Level::DEBUG => "debug",
@@ -144,68 +142,250 @@ where
             tracing::Level::WARN => "warn",
             tracing::Level::ERROR => "error",
         };
-        let event_name = json_string(fields.message.as_deref().unwrap_or(""));
-        writeln!(
-            writer,
-            "{{\"timestamp\":\"{timestamp}\",\"level\":\"{level}\",\"event\":{event_name}{}}}",
-            fields.rest
-        )
-    }
-}
-
-/// The event's fields: the message apart, the others as `,"name":value` text.
-#[derive(Default)]
-struct JsonFields {
-    message: Option<String>,
-    rest: String,
-}
-
-impl JsonFields {
-    fn put(&mut self, field: &Field, value: &str) {
-        self.rest.push(',');
-        self.rest.push_str(&json_string(field.name()));
-        self.rest.push(':');
-        self.rest.push_str(value);
-    }
-}
-
-fn json_string(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
-}
-
-impl Visit for JsonFields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = Some(value.to_string());
-        } else {
-            self.put(field, &json_string(value));
+        writer.write_str("{\"timestamp\":\"")?;
+        write_timestamp(&mut writer, std::time::SystemTime::now())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(level)?;
+        writer.write_str("\",\"event\":\"")?;
+        // The macros put the message first, so one pass writes it and then the other fields;
+        // an event whose message comes later takes a first pass for the message alone.
+        let message_first = event
+            .fields()
+            .next()
+            .is_some_and(|field| field.name() == "message");
+        let mut fields = JsonFields {
+            out: &mut writer,
+            pass: if message_first {
+                Pass::MessageThenFields
+            } else {
+                Pass::MessageOnly
+            },
+            result: Ok(()),
+        };
+        if !message_first {
+            event.record(&mut fields);
+            fields.result?;
+            fields.out.write_char('"')?;
+            fields.pass = Pass::Fields;
         }
+        event.record(&mut fields);
+        fields.result?;
+        if fields.pass == Pass::MessageThenFields {
+            // No field was recorded at all (the message had no value).
+            fields.out.write_char('"')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Write the message (inside the open quotes), close them, then every other field.
+    MessageThenFields,
+    /// Write only the message.
+    MessageOnly,
+    /// Write every field but the message.
+    Fields,
+}
+
+/// Writes an event's fields as JSON into the line: the message's text inside the `event` quotes
+/// the caller opened, every other field as `,"name":value`.
+struct JsonFields<'w, W: fmt::Write> {
+    out: &'w mut W,
+    pass: Pass,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> JsonFields<'_, W> {
+    /// Writes `value` for `field` where it belongs in this pass: the message as the inside of the
+    /// `event` string, another field as `,"name":` followed by the value.
+    fn put(&mut self, field: &Field, value: Value<'_>) {
+        if self.result.is_err() {
+            return;
+        }
+        let is_message = field.name() == "message";
+        self.result = match (self.pass, is_message) {
+            (Pass::MessageThenFields, true) => {
+                self.pass = Pass::Fields;
+                value
+                    .write_inside_string(self.out)
+                    .and_then(|()| self.out.write_char('"'))
+            }
+            (Pass::MessageOnly, true) => value.write_inside_string(self.out),
+            (Pass::MessageOnly, false) | (Pass::Fields, true) => Ok(()),
+            (Pass::MessageThenFields, false) => {
+                // The first field is not the message after all: close an empty event.
+                self.pass = Pass::Fields;
+                self.out
+                    .write_char('"')
+                    .and_then(|()| write_field(self.out, field.name(), value))
+            }
+            (Pass::Fields, false) => write_field(self.out, field.name(), value),
+        };
+    }
+}
+
+fn write_field(out: &mut impl fmt::Write, name: &str, value: Value<'_>) -> fmt::Result {
+    out.write_str(",\"")?;
+    Escaped(&mut *out).write_str(name)?;
+    out.write_str("\":")?;
+    match value {
+        Value::Integer(negative, magnitude) => write_integer(out, negative, magnitude),
+        Value::Raw(text) => out.write_str(text),
+        Value::Number(number) => out.write_fmt(number),
+        text => {
+            out.write_char('"')?;
+            text.write_inside_string(out)?;
+            out.write_char('"')
+        }
+    }
+}
+
+/// A field's value, before it is written as JSON.
+enum Value<'a> {
+    Str(&'a str),
+    Args(fmt::Arguments<'a>),
+    /// Sign and magnitude.
+    Integer(bool, u64),
+    /// JSON text written as is (`true`, `null`).
+    Raw(&'a str),
+    /// A JSON number, written as is.
+    Number(fmt::Arguments<'a>),
+}
+
+impl Value<'_> {
+    /// Writes the value as the inside of a JSON string.
+    fn write_inside_string(self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self {
+            Value::Str(text) | Value::Raw(text) => Escaped(out).write_str(text),
+            Value::Args(args) | Value::Number(args) => Escaped(out).write_fmt(args),
+            Value::Integer(negative, magnitude) => write_integer(out, negative, magnitude),
+        }
+    }
+}
+
+/// Writes an integer without the formatting machinery (this runs several times per request).
+fn write_integer(out: &mut impl fmt::Write, negative: bool, mut magnitude: u64) -> fmt::Result {
+    let mut digits = [0u8; 21];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    out.write_str(std::str::from_utf8(&digits[at..]).unwrap_or_default())
+}
+
+impl<W: fmt::Write> Visit for JsonFields<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::Str(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, &value.to_string());
+        self.put(field, Value::Integer(value < 0, value.unsigned_abs()));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, &value.to_string());
+        self.put(field, Value::Integer(false, value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, if value { "true" } else { "false" });
+        self.put(field, Value::Raw(if value { "true" } else { "false" }));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let text =
-            serde_json::Number::from_f64(value).map_or("null".to_string(), |n| n.to_string());
-        self.put(field, &text);
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, &json_string(&value.to_string()));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.message = Some(text);
-        } else {
-            self.put(field, &json_string(&text));
+        match serde_json::Number::from_f64(value) {
+            Some(number) => self.put(field, Value::Number(format_args!("{number}"))),
+            None => self.put(field, Value::Raw("null")),
         }
     }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::Args(format_args!("{value}")));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::Args(format_args!("{value:?}")));
+    }
+}
+
+/// Escapes what is written through it as the inside of a JSON string (as serde_json does:
+/// `"`, `\\` and control characters; everything else as is).
+struct Escaped<'w, W: fmt::Write>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let bytes = text.as_bytes();
+        let mut run_start = 0;
+        for (at, &byte) in bytes.iter().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..0x20 => "",
+                _ => continue,
+            };
+            // Cuts fall before ASCII bytes: always on character boundaries.
+            self.0
+                .write_str(text.get(run_start..at).unwrap_or_default())?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{byte:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            run_start = at + 1;
+        }
+        self.0.write_str(text.get(run_start..).unwrap_or_default())
+    }
+}
+
+/// Writes `at` as RFC 3339 UTC with microseconds (`2025-01-20T10:30:00.123456Z`), the form the
+/// Python service's logs use, without a date library on the request path.
+fn write_timestamp(out: &mut impl fmt::Write, at: std::time::SystemTime) -> fmt::Result {
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |range: std::ops::Range<usize>, mut value: u64| {
+        for slot in text[range].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0..4, year.clamp(0, 9999) as u64);
+    put(5..7, u64::from(month));
+    put(8..10, u64::from(day));
+    put(11..13, of_day / 3600);
+    put(14..16, of_day / 60 % 60);
+    put(17..19, of_day % 60);
+    put(20..26, u64::from(since_epoch.subsec_micros()));
+    out.write_str(std::str::from_utf8(&text).unwrap_or_default())
+}
+
+/// Year, month and day of a day count since 1970-01-01 (the proleptic Gregorian calendar, by
+/// Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -253,5 +433,77 @@ mod tests {
         assert_eq!(line["ok"], true);
         assert!(line["timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(text.starts_with("{\"timestamp\""));
+    }
+
+    #[test]
+    fn every_field_kind_is_valid_json_and_escaped() {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .event_format(JsonLines)
+            .finish();
+        let error = std::io::Error::other("disk \"full\"\n");
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                text = "tab\tquote\"back\\slash\u{1}é😀",
+                negative = -5i64,
+                ratio = 0.5f64,
+                nan = f64::NAN,
+                error = &error as &(dyn std::error::Error + 'static),
+                shown = %"dis\"play",
+                debugged = ?Some("x"),
+                absent = None::<&str>,
+                "a \"quoted\" {}", 7
+            );
+            tracing::info!(only = 1u8);
+            tracing::info!(first = true, message = "late \"message\"", last = -1i32);
+        });
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let mut lines = text.lines();
+        let line: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(line["event"], "a \"quoted\" 7");
+        assert_eq!(line["level"], "warn");
+        assert_eq!(line["text"], "tab\tquote\"back\\slash\u{1}é😀");
+        assert_eq!(line["negative"], -5);
+        assert_eq!(line["ratio"], 0.5);
+        assert!(line["nan"].is_null());
+        assert_eq!(line["error"], "disk \"full\"\n");
+        assert_eq!(line["shown"], "dis\"play");
+        assert_eq!(line["debugged"], "Some(\"x\")");
+        assert!(line.get("absent").is_none());
+        let line: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(line["event"], "");
+        assert_eq!(line["only"], 1);
+        let late = lines.next().unwrap();
+        let line: serde_json::Value = serde_json::from_str(late).unwrap();
+        assert_eq!(line["event"], "late \"message\"");
+        assert_eq!(
+            (&line["first"], &line["last"]),
+            (&true.into(), &(-1).into())
+        );
+        assert!(line.get("message").is_none(), "{late}");
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for seconds in [
+            0u64,
+            951_782_400,
+            1_700_000_000,
+            1_709_164_800,
+            4_102_444_799,
+        ] {
+            for micros in [0u32, 1, 999_999] {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(seconds)
+                    + std::time::Duration::from_micros(micros.into());
+                let mut ours = String::new();
+                write_timestamp(&mut ours, at).unwrap();
+                let theirs = chrono::DateTime::<chrono::Utc>::from(at)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                assert_eq!(ours, theirs);
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Reading a request body with a hard size limit and a time limit, before anything parses it.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_LENGTH;
@@ -43,20 +43,40 @@ pub async fn read_limited(request: Request<Incoming>) -> Result<(Parts, Bytes), 
         return Err(BodyError::TooLarge);
     }
     let (parts, body) = request.into_parts();
-    let mut collect = std::pin::pin!(Limited::new(body, MAX_BODY_BYTES).collect());
+    let mut collect = std::pin::pin!(collect(body));
     // Almost every body arrives with its headers: only arm a timer when it has not.
     let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
-    let collected = match first {
-        Poll::Ready(collected) => collected,
+    let body = match first {
+        Poll::Ready(body) => body?,
         Poll::Pending => tokio::time::timeout(BODY_READ_TIMEOUT, collect)
             .await
-            .map_err(|_| BodyError::TimedOut)?,
+            .map_err(|_| BodyError::TimedOut)??,
     };
-    match collected {
-        Ok(collected) => Ok((parts, collected.to_bytes())),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(BodyError::TooLarge)
+    Ok((parts, body))
+}
+
+/// The body's bytes, at most [`MAX_BODY_BYTES`]. A body that comes in one frame (a verify body
+/// nearly always does) is handed on as that frame, without copying or a buffer list.
+async fn collect(mut body: Incoming) -> Result<Bytes, BodyError> {
+    let mut single: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        let held = single.as_ref().map_or(joined.len(), Bytes::len);
+        if held + data.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
         }
-        Err(_) => Err(BodyError::Read),
+        match single.take() {
+            None if joined.is_empty() => single = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(single.unwrap_or_else(|| Bytes::from(joined)))
 }

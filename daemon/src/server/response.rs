@@ -23,6 +23,16 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     }
 }
 
+/// A JSON answer whose body is already serialized (a constant, or built by hand on the hot path).
+pub fn json_bytes(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// `{"error": message}` with `status`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(
@@ -46,10 +56,5 @@ pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 fn with_json_type(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_bytes(status, bytes)
 }

@@ -4,13 +4,23 @@
 //! pretty-printed, short names, small metadata), starts the release `heare-authd` on it with the
 //! default per-verification JSON logging going to a file, and reports: load time (spawn to first
 //! answer, and a full `POST /refresh`), resident memory per key (RSS over an empty daemon's RSS),
-//! peak RSS while a reload holds two sets, verify latency p50/p99 on one keep-alive connection, and
-//! the same through `heare_auth_client::Client` (the blocking client), and throughput with 32
-//! keep-alive connections driven by a single-threaded load generator.
+//! peak RSS while a reload holds two sets, verify latency p50/p99 on one keep-alive connection, the
+//! same through `heare_auth_client::Client` (the blocking client), and throughput with 32
+//! keep-alive connections.
 //!
-//! Run: `cargo build --release --workspace --bins && target/release/heare-auth-bench [N,N,...]`
-//! (default 1000,100000,1000000). `HEARE_BENCH_DAEMON_ARGS="--log-level warn"` passes extra flags
-//! to the daemon, `HEARE_BENCH_CONFIG` is the text of its configuration file.
+//! The throughput generator is one thread (a tokio current-thread runtime) driving every
+//! connection: each connection sends one complete HTTP/1.1 `POST /verify` request (one `write`),
+//! reads until it has the whole answer (framed by its `Content-Length`), checks that it is a 200,
+//! and only then sends the next — a real keep-alive client with one request in flight per
+//! connection, no pipelining. Requests are built before the clock starts and answers are parsed
+//! without allocating, so the generator spends its share of the two cores on system calls rather
+//! than on itself. `--bare` measures a bare hyper server (fixed 200 JSON answer, same runtime and
+//! HTTP settings as the daemon's defaults) with the same generator, for scale.
+//!
+//! Run: `cargo build --release -p heare-auth-tests -p heare-authd &&
+//! target/release/heare-auth-bench [OPTIONS] [N,N,...]` (default 1000,100000,1000000); `--help`
+//! lists the options. `HEARE_BENCH_DAEMON_ARGS="--log-level warn"` passes extra flags to the
+//! daemon, `HEARE_BENCH_CONFIG` is the text of its configuration file.
 
 use rand::Rng;
 use std::io::{Read, Write};
@@ -19,18 +29,106 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const LATENCY_REQUESTS: usize = 50_000;
-const THROUGHPUT_SECONDS: u64 = 5;
-const CONNECTIONS: usize = 32;
+const HELP: &str = "\
+heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
+
+  --connections C   keep-alive connections for the throughput run (default 32)
+  --seconds S       length of one throughput run (default 5)
+  --runs R          throughput runs per key count; the best and the median are shown (default 3)
+  --latency N       requests for each latency measurement (default 50000)
+  --only LIST       what to measure, of load,latency,client,throughput (default all)
+  --bare            measure a bare hyper server answering a fixed body instead of heare-authd
+                    (only latency and throughput)
+  --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
+  --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
+
+Environment: HEARE_BENCH_DAEMON_ARGS (extra daemon flags), HEARE_BENCH_CONFIG (config file text),
+HEARE_BENCH_WRAPPER (a command to run the daemon under, e.g. valgrind --tool=callgrind).";
+
+#[derive(Clone)]
+struct Options {
+    counts: Vec<usize>,
+    connections: usize,
+    seconds: u64,
+    runs: usize,
+    latency_requests: usize,
+    only: Vec<String>,
+    bare: bool,
+}
+
+impl Options {
+    fn wants(&self, what: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == what)
+    }
+}
 
 fn main() -> anyhow::Result<()> {
-    let counts: Vec<usize> = match std::env::args().nth(1) {
-        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
-        None => vec![1_000, 100_000, 1_000_000],
+    let mut options = Options {
+        counts: vec![1_000, 100_000, 1_000_000],
+        connections: 32,
+        seconds: 5,
+        runs: 3,
+        latency_requests: 50_000,
+        only: Vec::new(),
+        bare: false,
     };
+    let mut args = std::env::args().skip(1);
+    let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
+        args.next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--help" | "-h" => {
+                println!("{HELP}");
+                return Ok(());
+            }
+            "--connections" => options.connections = value(&mut args, &arg)?.parse()?,
+            "--seconds" => options.seconds = value(&mut args, &arg)?.parse()?,
+            "--runs" => options.runs = value(&mut args, &arg)?.parse::<usize>()?.max(1),
+            "--latency" => options.latency_requests = value(&mut args, &arg)?.parse()?,
+            "--only" => {
+                options.only = value(&mut args, &arg)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+            }
+            "--bare" => options.bare = true,
+            "--write-keys" => {
+                let file = PathBuf::from(value(&mut args, &arg)?);
+                let count = value(&mut args, &arg)?.parse()?;
+                let secrets = write_key_file(&file, count)?;
+                let mut list = secrets.join("\n");
+                list.push('\n');
+                let mut name = file.into_os_string();
+                name.push(".secrets");
+                std::fs::write(name, list)?;
+                return Ok(());
+            }
+            "--serve-bare" => return serve_bare(Path::new(&value(&mut args, &arg)?)),
+            list if !list.starts_with('-') => {
+                options.counts = list.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            other => anyhow::bail!("unknown option {other}; see --help"),
+        }
+    }
+    println!(
+        "load average before: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    if options.bare {
+        return bench_bare(&options);
+    }
+    bench_daemon(&options)
+}
+
+fn bench_daemon(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let keys = dir.path().join("keys.json");
     let baseline = {
-        let secrets = write_key_file(dir.path(), 0)?;
+        let secrets = write_key_file(&keys, 0)?;
         let (mut daemon, _) = start(dir.path(), &secrets)?;
         let rss = rss_kib(daemon.id(), "VmRSS:");
         stop(&mut daemon);
@@ -38,7 +136,7 @@ fn main() -> anyhow::Result<()> {
     };
     println!("empty daemon RSS: {baseline} KiB");
     println!(
-        "{:>9} | {:>8} | {:>13} | {:>9} | {:>7} | {:>9} | {:>8} | {:>8} | {:>15} | {:>11}",
+        "{:>9} | {:>8} | {:>13} | {:>9} | {:>7} | {:>9} | {:>8} | {:>8} | {:>15} | {:>19}",
         "keys",
         "start ms",
         "read+build ms",
@@ -48,27 +146,42 @@ fn main() -> anyhow::Result<()> {
         "p50 µs",
         "p99 µs",
         "client p50/p99",
-        "verifies/s"
+        "verifies/s best/med"
     );
-    for count in counts {
-        let secrets = write_key_file(dir.path(), count)?;
+    for &count in &options.counts {
+        let secrets = write_key_file(&keys, count)?;
         let (mut daemon, start_time) = start(dir.path(), &secrets)?;
         let pid = daemon.id();
         let rss = rss_kib(pid, "VmRSS:");
-        let reload_started = Instant::now();
-        let refresh = exchange(
-            &socket(dir.path()),
-            b"POST /refresh HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
-        )?;
-        let reload = reload_started.elapsed();
-        anyhow::ensure!(
-            refresh.starts_with("HTTP/1.1 200"),
-            "refresh failed: {refresh}"
-        );
-        let peak = rss_kib(pid, "VmHWM:");
-        let (p50, p99) = latency(&socket(dir.path()), &secrets)?;
-        let (client_p50, client_p99) = client_latency(&socket(dir.path()), &secrets)?;
-        let rate = throughput(&socket(dir.path()), &secrets)?;
+        let (mut reload, mut peak) = (Duration::ZERO, 0);
+        if options.wants("load") {
+            let reload_started = Instant::now();
+            let refresh = exchange(
+                &socket(dir.path()),
+                b"POST /refresh HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            )?;
+            reload = reload_started.elapsed();
+            anyhow::ensure!(
+                refresh.starts_with("HTTP/1.1 200"),
+                "refresh failed: {refresh}"
+            );
+            peak = rss_kib(pid, "VmHWM:");
+        }
+        let (p50, p99) = if options.wants("latency") {
+            latency(&socket(dir.path()), &secrets, options.latency_requests)?
+        } else {
+            (0.0, 0.0)
+        };
+        let (client_p50, client_p99) = if options.wants("client") {
+            client_latency(&socket(dir.path()), &secrets, options.latency_requests)?
+        } else {
+            (0.0, 0.0)
+        };
+        let rates = if options.wants("throughput") {
+            throughput_runs(&socket(dir.path()), &secrets, options)?
+        } else {
+            String::new()
+        };
         let per_key = if count == 0 {
             0
         } else {
@@ -76,7 +189,7 @@ fn main() -> anyhow::Result<()> {
         };
         let (fetch_ms, build_ms) = startup_timing(dir.path());
         println!(
-            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {rate:>11.0}",
+            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {rates:>19}",
             start_time.as_secs_f64() * 1e3,
             format!("{fetch_ms}+{build_ms}"),
             reload.as_secs_f64() * 1e3,
@@ -88,6 +201,69 @@ fn main() -> anyhow::Result<()> {
         stop(&mut daemon);
     }
     Ok(())
+}
+
+/// The same latency and throughput measurements against a bare hyper server.
+fn bench_bare(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("bare.sock");
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("--serve-bare")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .spawn()?;
+    while exchange(&socket, &verify_request("x")).is_err() {
+        if let Some(status) = server.try_wait()? {
+            anyhow::bail!("the bare server exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secrets = vec!["sec_0bare".to_string()];
+    let (p50, p99) = latency(&socket, &secrets, options.latency_requests)?;
+    let rates = throughput_runs(&socket, &secrets, options)?;
+    println!("bare hyper: p50 {p50:.1} µs, p99 {p99:.1} µs, requests/s best/median {rates}");
+    stop(&mut server);
+    Ok(())
+}
+
+/// A bare hyper HTTP/1.1 server on a Unix socket answering every request with a fixed JSON body,
+/// on the same runtime flavour as the daemon (multi-threaded, one worker per CPU).
+fn serve_bare(socket: &Path) -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let body = Bytes::from_static(
+        br#"{"valid":true,"key_id":"key_0bare","name":"bare","metadata":{},"error":null}"#,
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::UnixListener::bind(socket)?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let body = body.clone();
+                            async move {
+                                use http_body_util::BodyExt;
+                                let _ = request.into_body().collect().await;
+                                let mut response = hyper::Response::new(Full::new(body));
+                                response.headers_mut().insert(
+                                    hyper::header::CONTENT_TYPE,
+                                    hyper::header::HeaderValue::from_static("application/json"),
+                                );
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
 }
 
 /// `fetch_ms` and `build_ms` of the daemon's `startup` log event.
@@ -116,8 +292,8 @@ fn base62(rng: &mut impl Rng, len: usize) -> String {
         .collect()
 }
 
-/// Writes `count` keys; returns their secrets.
-fn write_key_file(dir: &Path, count: usize) -> anyhow::Result<Vec<String>> {
+/// Writes `count` keys to `path`; returns their secrets.
+fn write_key_file(path: &Path, count: usize) -> anyhow::Result<Vec<String>> {
     let mut rng = rand::rng();
     let mut secrets = Vec::with_capacity(count);
     let mut keys = Vec::with_capacity(count);
@@ -136,7 +312,7 @@ fn write_key_file(dir: &Path, count: usize) -> anyhow::Result<Vec<String>> {
         secrets.push(secret);
     }
     let body = serde_json::to_vec_pretty(&serde_json::json!({ "keys": keys }))?;
-    std::fs::write(dir.join("keys.json"), body)?;
+    std::fs::write(path, body)?;
     Ok(secrets)
 }
 
@@ -149,7 +325,19 @@ fn start(dir: &Path, secrets: &[String]) -> anyhow::Result<(Child, Duration)> {
     )?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let started = Instant::now();
-    let mut child = Command::new(binary)
+    // `HEARE_BENCH_WRAPPER="valgrind --tool=callgrind"` runs the daemon under a profiler.
+    let wrapper: Vec<String> = std::env::var("HEARE_BENCH_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(&binary);
+            command
+        }
+        None => Command::new(&binary),
+    };
+    let mut child = command
         .arg("--config")
         .arg(&config)
         .arg("--store")
@@ -222,29 +410,53 @@ fn verify_request(secret: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// One request on a fresh connection, `Connection: close` implied by dropping; returns the head.
+/// One request on a fresh connection, `Connection: close` implied by dropping; returns the answer.
 fn exchange(socket: &Path, request: &[u8]) -> std::io::Result<String> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(request)?;
     let mut reader = ResponseReader::default();
-    reader.read_one(&mut stream)?;
-    Ok(String::from_utf8_lossy(&reader.last).into_owned())
+    let length = reader.read_one(&mut stream)?;
+    Ok(String::from_utf8_lossy(&reader.buffer[..length]).into_owned())
 }
 
-/// Reads keep-alive HTTP responses (Content-Length framed) off a stream.
+/// The length of the first complete HTTP response (head and `Content-Length` body) in `buffer`.
+fn complete_response(buffer: &[u8]) -> Option<usize> {
+    let head_end = buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut length = None;
+    for line in buffer[..head_end].split(|&b| b == b'\n') {
+        const NAME: &[u8] = b"content-length:";
+        if line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            length = std::str::from_utf8(&line[NAME.len()..])
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+        }
+    }
+    let end = head_end + length?;
+    (buffer.len() >= end).then_some(end)
+}
+
+fn is_200(response: &[u8]) -> bool {
+    response.starts_with(b"HTTP/1.1 200 ")
+}
+
+/// Reads keep-alive HTTP responses (Content-Length framed) off a blocking stream.
 #[derive(Default)]
 struct ResponseReader {
     buffer: Vec<u8>,
-    last: Vec<u8>,
+    /// Bytes of the previous response still at the front of `buffer`.
+    consumed: usize,
 }
 
 impl ResponseReader {
-    fn read_one(&mut self, stream: &mut impl Read) -> std::io::Result<()> {
+    /// Reads until `buffer` starts with a whole response; returns its length.
+    fn read_one(&mut self, stream: &mut impl Read) -> std::io::Result<usize> {
+        self.buffer.drain(..self.consumed);
+        self.consumed = 0;
         loop {
-            if let Some(end) = self.complete() {
-                self.last = self.buffer.drain(..end).collect();
-                return Ok(());
+            if let Some(end) = complete_response(&self.buffer) {
+                self.consumed = end;
+                return Ok(end);
             }
             let mut chunk = [0u8; 4096];
             let read = stream.read(&mut chunk)?;
@@ -254,52 +466,48 @@ impl ResponseReader {
             self.buffer.extend_from_slice(&chunk[..read]);
         }
     }
-
-    fn complete(&self) -> Option<usize> {
-        let head_end = self.buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let head = std::str::from_utf8(&self.buffer[..head_end]).ok()?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().to_string())
-            })?
-            .parse()
-            .ok()?;
-        (self.buffer.len() >= head_end + length).then_some(head_end + length)
-    }
 }
 
 /// p50 and p99 (µs) of sequential verifies on one keep-alive connection.
-fn latency(socket: &Path, secrets: &[String]) -> anyhow::Result<(f64, f64)> {
+fn latency(socket: &Path, secrets: &[String], requests: usize) -> anyhow::Result<(f64, f64)> {
     let mut rng = rand::rng();
     let mut stream = UnixStream::connect(socket)?;
     let mut reader = ResponseReader::default();
-    let mut samples = Vec::with_capacity(LATENCY_REQUESTS);
-    for i in 0..LATENCY_REQUESTS + 2_000 {
+    let mut samples = Vec::with_capacity(requests);
+    for i in 0..requests + 2_000 {
         let request = verify_request(&secrets[rng.random_range(0..secrets.len())]);
         let started = Instant::now();
         stream.write_all(&request)?;
-        reader.read_one(&mut stream)?;
+        let length = reader.read_one(&mut stream)?;
         if i >= 2_000 {
             samples.push(started.elapsed().as_secs_f64() * 1e6);
         }
-        anyhow::ensure!(reader.last.starts_with(b"HTTP/1.1 200"), "verify failed");
+        anyhow::ensure!(is_200(&reader.buffer[..length]), "verify failed");
+    }
+    Ok(percentiles(samples))
+}
+
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
     }
     samples.sort_by(f64::total_cmp);
-    Ok((
+    (
         samples[samples.len() / 2],
         samples[samples.len() * 99 / 100],
-    ))
+    )
 }
 
 /// p50 and p99 (µs) of `heare_auth_client::Client::verify` (blocking, one kept-alive connection).
-fn client_latency(socket: &Path, secrets: &[String]) -> anyhow::Result<(f64, f64)> {
+fn client_latency(
+    socket: &Path,
+    secrets: &[String],
+    requests: usize,
+) -> anyhow::Result<(f64, f64)> {
     let mut rng = rand::rng();
     let client = heare_auth_client::Client::builder().socket(socket).build();
-    let mut samples = Vec::with_capacity(LATENCY_REQUESTS);
-    for i in 0..LATENCY_REQUESTS + 2_000 {
+    let mut samples = Vec::with_capacity(requests);
+    for i in 0..requests + 2_000 {
         let secret = &secrets[rng.random_range(0..secrets.len())];
         let started = Instant::now();
         client.verify(secret)?;
@@ -307,55 +515,89 @@ fn client_latency(socket: &Path, secrets: &[String]) -> anyhow::Result<(f64, f64
             samples.push(started.elapsed().as_secs_f64() * 1e6);
         }
     }
-    samples.sort_by(f64::total_cmp);
-    Ok((
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
+    Ok(percentiles(samples))
+}
+
+/// `options.runs` throughput runs: "best/median" requests per second.
+fn throughput_runs(socket: &Path, secrets: &[String], options: &Options) -> anyhow::Result<String> {
+    let mut rates = Vec::with_capacity(options.runs);
+    for _ in 0..options.runs {
+        rates.push(throughput(
+            socket,
+            secrets,
+            options.connections,
+            options.seconds,
+        )?);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(format!(
+        "{:.0}/{:.0}",
+        rates[rates.len() - 1],
+        rates[rates.len() / 2]
     ))
 }
 
-/// Verifies per second over CONNECTIONS keep-alive connections, one thread, non-blocking I/O.
-fn throughput(socket: &Path, secrets: &[String]) -> anyhow::Result<f64> {
+/// Verifies per second over `connections` keep-alive connections from one thread: each
+/// connection has one request in flight, and sends the next once the whole answer (a 200) is in.
+fn throughput(
+    socket: &Path,
+    secrets: &[String],
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(THROUGHPUT_SECONDS);
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let running = Rc::new(Cell::new(true));
         let mut tasks = Vec::new();
-        for c in 0..CONNECTIONS {
+        for c in 0..connections {
             let mut stream = tokio::net::UnixStream::connect(socket).await?;
             let requests: Vec<Vec<u8>> = (0..64)
                 .map(|i| verify_request(&secrets[(c * 7919 + i * 104_729) % secrets.len()]))
                 .collect();
-            tasks.push(tokio::spawn(async move {
+            let running = running.clone();
+            tasks.push(tokio::task::spawn_local(async move {
                 let mut done = 0u64;
-                let mut reader = ResponseReader::default();
-                let mut chunk = vec![0u8; 4096];
-                while tokio::time::Instant::now() < deadline {
+                let mut buffer = vec![0u8; 4096];
+                let mut filled = 0;
+                while running.get() {
                     stream
                         .write_all(&requests[done as usize % requests.len()])
                         .await?;
-                    loop {
-                        if let Some(end) = reader.complete() {
-                            reader.buffer.drain(..end);
-                            break;
+                    let length = loop {
+                        if let Some(length) = complete_response(&buffer[..filled]) {
+                            break length;
                         }
-                        let read = stream.read(&mut chunk).await?;
+                        if filled == buffer.len() {
+                            buffer.resize(buffer.len() * 2, 0);
+                        }
+                        let read = stream.read(&mut buffer[filled..]).await?;
                         if read == 0 {
-                            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                            anyhow::bail!("the server closed a connection");
                         }
-                        reader.buffer.extend_from_slice(&chunk[..read]);
-                    }
+                        filled += read;
+                    };
+                    anyhow::ensure!(is_200(&buffer[..length]), "a verify was not answered 200");
+                    buffer.copy_within(length..filled, 0);
+                    filled -= length;
                     done += 1;
                 }
                 Ok(done)
             }));
         }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        running.set(false);
+        let elapsed = started.elapsed();
         let mut total = 0u64;
         for task in tasks {
             total += task.await??;
         }
-        Ok(total as f64 / THROUGHPUT_SECONDS as f64)
+        Ok(total as f64 / elapsed.as_secs_f64())
     })
 }

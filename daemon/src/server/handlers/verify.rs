@@ -6,28 +6,27 @@
 //! characters, as the Python service), not echoed in any error, and body parse errors are
 //! answered with a fixed text because serde's messages can quote the input.
 
-use crate::keyset::Verdict;
+use crate::keyset::{KeyView, Verdict};
 use crate::server::body::{BodyError, read_limited};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
 use crate::timestamp;
 use crate::verify_input::presented_secret;
+use bytes::Bytes;
 use heare_auth_client::token::{SecretShape, secret_shape};
-use heare_auth_client::wire::{INVALID_API_KEY, VerifyResponse};
+use heare_auth_client::wire::VerifyResponse;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, USER_AGENT};
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 const BAD_BODY: &str = "the body must be a JSON object {\"api_key\": \"sec_...\"} (or send Authorization: Bearer sec_...)";
 const STALE: &str = "the key set is older than max_stale allows and the store cannot be read";
 
 pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> Response<Body> {
-    let user_agent = user_agent(request.headers());
-    let authorization = request.headers().get(AUTHORIZATION).cloned();
-    let body = match read_limited(request).await {
-        Ok((_, body)) => body,
+    let (parts, body) = match read_limited(request).await {
+        Ok(read) => read,
         Err(BodyError::TooLarge) => {
             return response::error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB");
         }
@@ -41,10 +40,12 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
             );
         }
     };
-    let secret = match presented_secret(authorization.as_ref().map(|v| v.as_bytes()), &body) {
+    let authorization = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+    let secret = match presented_secret(authorization, &body) {
         Ok(secret) => secret,
         Err(_) => return response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY),
     };
+    let user_agent = user_agent(&parts.headers);
 
     let now = timestamp::now();
     let (uid, pid, address) = peer.log_fields();
@@ -66,29 +67,39 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
     let keys = shared.keys();
     match keys.verify(&secret, now) {
         Verdict::Valid(key) => {
-            let Ok(metadata) = serde_json::from_str::<&RawValue>(key.metadata_json) else {
-                tracing::error!(key_id = key.id, "metadata_not_json");
-                return response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-            };
             tracing::info!(
                 key_id = key.id,
                 key_name = key.name,
-                user_agent = user_agent,
+                user_agent = &*user_agent,
                 peer_uid = uid,
                 peer_pid = pid,
                 peer_addr = address,
                 "verification_success"
             );
-            response::json(
-                StatusCode::OK,
-                &VerifyResponse::valid(key.id, key.name, metadata),
-            )
+            response::json_bytes(StatusCode::OK, valid_body(&key))
         }
         Verdict::Expired { key_id } => refuse(Known::Key(key_id), "expired", &user_agent, peer),
         Verdict::Disabled { key_id } => refuse(Known::Key(key_id), "disabled", &user_agent, peer),
         Verdict::Rotated { key_id } => refuse(Known::Key(key_id), "rotated", &user_agent, peer),
         Verdict::Unknown => refuse(Known::Prefix(&secret), "unknown", &user_agent, peer),
     }
+}
+
+/// The 200 body, `{"valid":true,"key_id":…,"name":…,"metadata":…,"error":null}`, byte for byte
+/// what serde_json writes for [`VerifyResponse::valid`], written straight into one buffer: the
+/// metadata is the key set's compact JSON text, validated when the set was loaded, so it is
+/// copied rather than parsed again on every verify.
+fn valid_body(key: &KeyView<'_>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + key.id.len() + key.name.len() + key.metadata_json.len());
+    body.extend_from_slice(br#"{"valid":true,"key_id":"#);
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, key.id);
+    body.extend_from_slice(br#","name":"#);
+    let _ = serde_json::to_writer(&mut body, key.name);
+    body.extend_from_slice(br#","metadata":"#);
+    body.extend_from_slice(key.metadata_json.as_bytes());
+    body.extend_from_slice(br#","error":null}"#);
+    body
 }
 
 /// What the log may say about a refused secret: the key it belongs to, or, for a secret that
@@ -103,7 +114,7 @@ fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Respo
     let (uid, pid, address) = peer.log_fields();
     let (key_id, prefix) = match known {
         Known::Key(id) => (Some(id), None),
-        Known::Prefix(secret) => (None, Some(secret.chars().take(4).collect::<String>())),
+        Known::Prefix(secret) => (None, Some(first_chars(secret, 4))),
     };
     tracing::warn!(
         key_id = key_id,
@@ -115,21 +126,77 @@ fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Respo
         peer_addr = address,
         "verification_failed"
     );
-    response::json(
-        StatusCode::FORBIDDEN,
-        &VerifyResponse::invalid(INVALID_API_KEY),
-    )
+    response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INVALID_BODY))
 }
 
-/// The User-Agent for the log, bounded so a client cannot bloat the log.
-fn user_agent(headers: &HeaderMap) -> String {
-    headers
+/// The 403 body: what serde_json writes for `VerifyResponse::invalid(INVALID_API_KEY)`
+/// (`heare_auth_client::wire::INVALID_API_KEY`, checked by a test).
+const INVALID_BODY: &[u8] = br#"{"valid":false,"error":"Invalid API key"}"#;
+
+/// The first `count` characters of `text`.
+fn first_chars(text: &str, count: usize) -> &str {
+    if text.len() <= count {
+        return text;
+    }
+    match text.char_indices().nth(count) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// The User-Agent for the log, bounded so a client cannot bloat the log; borrowed from the
+/// request unless it is not UTF-8.
+fn user_agent(headers: &HeaderMap) -> Cow<'_, str> {
+    match headers
         .get(USER_AGENT)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .chars()
-                .take(256)
-                .collect()
-        })
-        .unwrap_or_default()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    {
+        None => Cow::Borrowed(""),
+        Some(Cow::Borrowed(text)) => Cow::Borrowed(first_chars(text, 256)),
+        Some(Cow::Owned(text)) => Cow::Owned(first_chars(&text, 256).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heare_auth_client::wire::INVALID_API_KEY;
+    use hyper::header::HeaderValue;
+    use serde_json::value::RawValue;
+
+    #[test]
+    fn hand_written_bodies_are_what_serde_writes() {
+        for (id, name, metadata) in [
+            ("key_1", "svc", "{}"),
+            (
+                "key_\"2\"",
+                "tab\there \\ é😀 \u{1}",
+                r#"{"env":"prod","n":[1,{"x":null}]}"#,
+            ),
+        ] {
+            let key = KeyView {
+                id,
+                name,
+                metadata_json: metadata,
+            };
+            let raw: &RawValue = serde_json::from_str(metadata).unwrap();
+            let expected = serde_json::to_vec(&VerifyResponse::valid(id, name, raw)).unwrap();
+            assert_eq!(valid_body(&key), expected);
+        }
+        let expected = serde_json::to_vec(&VerifyResponse::invalid(INVALID_API_KEY)).unwrap();
+        assert_eq!(INVALID_BODY, expected);
+    }
+
+    #[test]
+    fn user_agent_and_prefix_are_bounded_by_characters() {
+        assert_eq!(first_chars("sec_abc", 4), "sec_");
+        assert_eq!(first_chars("é😀", 4), "é😀");
+        assert_eq!(first_chars("ééééé", 4), "éééé");
+        let mut headers = HeaderMap::new();
+        assert_eq!(user_agent(&headers), "");
+        headers.insert(USER_AGENT, HeaderValue::from_str(&"a".repeat(300)).unwrap());
+        assert_eq!(user_agent(&headers).len(), 256);
+        headers.insert(USER_AGENT, HeaderValue::from_bytes(b"x\xffy").unwrap());
+        assert_eq!(user_agent(&headers), "x\u{fffd}y");
+    }
 }

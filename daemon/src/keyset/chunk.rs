@@ -1,0 +1,198 @@
+//! One run of consecutive keys of the file, turned into records by one thread.
+//!
+//! A [`Chunk`] takes parsed keys in file order and applies the per-key rules: which secret form is
+//! used, whether `expires_at`, metadata and grace secrets are usable (a key whose fields are not is
+//! skipped and reported by id), and the compact layout (strings into the chunk's own arena,
+//! metadata minified). It hashes each secret and each id, so the expensive per-key work runs on
+//! whichever thread parsed the key. What needs every key at once — duplicate ids and secrets, the
+//! digest index — is [`super::index`]'s job.
+
+use super::{DISABLED, LoadError, Record, SecretDigest, SkippedKey, Span};
+use crate::minify::minify_json_into;
+use crate::timestamp::{self, UnixMillis};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::hash::{BuildHasher, RandomState};
+
+/// One key as the file holds it; fields the daemon does not use are skipped by serde.
+#[derive(Deserialize)]
+pub(super) struct FileKey<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    secret: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    secret_hash: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    expires_at: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(borrow, default)]
+    grace_secrets: Option<Vec<GraceSecret<'a>>>,
+}
+
+/// A previous secret of a rotated key, still accepted until `expires_at`.
+#[derive(Deserialize)]
+struct GraceSecret<'a> {
+    #[serde(borrow)]
+    secret_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    expires_at: Cow<'a, str>,
+}
+
+/// A grace secret of a chunk's key: digest, the key's position in the chunk, end of grace.
+pub(super) type GraceEntry = (SecretDigest, u32, UnixMillis);
+
+/// Consecutive keys of the file as records over a chunk-local arena.
+pub(super) struct Chunk {
+    pub arena: String,
+    pub records: Vec<Record>,
+    /// The digest of each record's current secret (same positions as `records`).
+    pub digests: Vec<SecretDigest>,
+    /// A hash of each record's id (same positions), to find duplicate ids without a map.
+    pub id_hashes: Vec<u64>,
+    pub grace: Vec<GraceEntry>,
+    pub skipped: Vec<SkippedKey>,
+    /// A string or record position that does not fit the layout's `u32`s.
+    pub too_large: bool,
+    id_hasher: RandomState,
+}
+
+impl Chunk {
+    /// A chunk expecting about `keys` keys; `id_hasher` must be the same for every chunk of a load.
+    pub fn new(keys: usize, id_hasher: RandomState) -> Self {
+        Chunk {
+            arena: String::with_capacity(keys * 64),
+            records: Vec::with_capacity(keys),
+            digests: Vec::with_capacity(keys),
+            id_hashes: Vec::with_capacity(keys),
+            grace: Vec::new(),
+            skipped: Vec::new(),
+            too_large: false,
+            id_hasher,
+        }
+    }
+
+    /// The text of a span of this chunk's arena.
+    pub fn text(&self, span: Span) -> &str {
+        let start = span.start as usize;
+        self.arena
+            .get(start..start + span.len as usize)
+            .unwrap_or("")
+    }
+
+    /// Adds a key, or records why it is skipped.
+    pub fn add(&mut self, key: FileKey<'_>) {
+        if let Err(reason) = self.try_add(&key) {
+            self.skipped.push(SkippedKey {
+                key_id: key.id.chars().take(64).collect(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    fn try_add(&mut self, key: &FileKey<'_>) -> Result<(), &'static str> {
+        let digest = match (&key.secret, &key.secret_hash) {
+            (Some(secret), None) => SecretDigest::of_secret(secret),
+            (None, Some(hash)) => SecretDigest::parse_field(hash)
+                .ok_or("secret_hash is not sha256:<64 hex digits>")?,
+            (Some(secret), Some(hash)) => {
+                let digest = SecretDigest::of_secret(secret);
+                if SecretDigest::parse_field(hash) != Some(digest) {
+                    return Err("secret and secret_hash are both set and disagree");
+                }
+                digest
+            }
+            (None, None) => return Err("it has neither secret nor secret_hash"),
+        };
+        let expires_at = match key.expires_at.as_deref().map(str::trim) {
+            None | Some("") => UnixMillis::MAX,
+            Some(text) => {
+                timestamp::parse(text).map_err(|_| "expires_at is not an ISO 8601 timestamp")?
+            }
+        };
+        let first_grace = self.grace.len();
+        for previous in key.grace_secrets.iter().flatten() {
+            match (
+                SecretDigest::parse_field(&previous.secret_hash),
+                timestamp::parse(&previous.expires_at),
+            ) {
+                (Some(digest), Ok(until)) => self.grace.push((digest, 0, until)),
+                _ => {
+                    self.grace.truncate(first_grace);
+                    return Err(
+                        "a grace_secrets entry needs secret_hash sha256:<hex> and an ISO 8601 expires_at",
+                    );
+                }
+            }
+        }
+        let metadata = match key.metadata.map(RawValue::get) {
+            None | Some("null") => "{}",
+            Some(raw) if raw.trim_start().starts_with('{') => raw,
+            Some(_) => {
+                self.grace.truncate(first_grace);
+                return Err("metadata is not a JSON object");
+            }
+        };
+        let expires_at = if key.disabled == Some(true) {
+            DISABLED
+        } else {
+            expires_at
+        };
+
+        let Ok(position) = u32::try_from(self.records.len()) else {
+            self.too_large = true;
+            self.grace.truncate(first_grace);
+            return Ok(());
+        };
+        for entry in &mut self.grace[first_grace..] {
+            entry.1 = position;
+        }
+        let id = self.push_text(&key.id, false);
+        let name = self.push_text(key.name.as_deref().unwrap_or(""), false);
+        let metadata = self.push_text(metadata, true);
+        self.records.push(Record {
+            id,
+            name,
+            metadata,
+            expires_at,
+        });
+        self.digests.push(digest);
+        self.id_hashes
+            .push(self.id_hasher.hash_one(key.id.as_ref()));
+        Ok(())
+    }
+
+    fn push_text(&mut self, text: &str, minify: bool) -> Span {
+        let start = self.arena.len();
+        if minify {
+            minify_json_into(text, &mut self.arena);
+        } else {
+            self.arena.push_str(text);
+        }
+        match (
+            u32::try_from(start),
+            u32::try_from(self.arena.len() - start),
+        ) {
+            (Ok(start), Ok(len)) => Span { start, len },
+            _ => {
+                self.too_large = true;
+                Span { start: 0, len: 0 }
+            }
+        }
+    }
+
+    /// Turns a layout overflow into the load's error.
+    pub fn check_size(&self) -> Result<(), LoadError> {
+        if self.too_large {
+            Err(LoadError::TooLarge)
+        } else {
+            Ok(())
+        }
+    }
+}

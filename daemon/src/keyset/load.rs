@@ -1,0 +1,135 @@
+//! Building a key set from key-file JSON with every core.
+//!
+//! A million-key file is ~370 MB of JSON; parsing it is most of a load. The `keys` array is cut
+//! into runs at guessed element boundaries ([`scan::split_points`]), each run is parsed by its own
+//! thread into a [`Chunk`], and [`index::assemble`] joins the chunks. A guess is only trusted once
+//! the run before it has stopped exactly on it — an element boundary found by parsing from the
+//! true start — so a guess that fell inside a string, or past the end of the array, is detected,
+//! and the loader then carries on from where the previous run stopped, on one thread. The result
+//! (keys, skipped keys, or the first error in file order) is therefore the same as one sequential
+//! pass for every input; only the time differs.
+
+use super::chunk::Chunk;
+use super::scan::{self, Fail, Stopped};
+use super::{KeySet, LoadError, SkippedKey, index};
+use std::hash::RandomState;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How a load may use threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Threads that parse and index at the same time (1: all on the calling thread).
+    pub threads: usize,
+    /// Files smaller than this are parsed on one thread (threads cost more than they save).
+    pub min_parallel_bytes: usize,
+}
+
+impl Plan {
+    /// One thread per available CPU (at most 8), for files of at least 1 MiB.
+    pub fn for_this_host() -> Self {
+        Plan {
+            threads: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .clamp(1, 8),
+            min_parallel_bytes: 1 << 20,
+        }
+    }
+}
+
+pub(super) fn load(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>), LoadError> {
+    let id_hasher = RandomState::new();
+    let mut chunks = Vec::new();
+    let walked = scan::walk_file(json, |pos| {
+        keys_array(json, pos, plan, &id_hasher, &mut chunks)
+    });
+    // A duplicate among the keys read before a syntax error is reported first, as a sequential
+    // load meets it first.
+    let built = index::assemble(chunks, plan.threads)?;
+    walked.map_err(Fail::into_load_error)?;
+    Ok(built)
+}
+
+/// Parses the array at `pos` into `chunks`; returns the position after it.
+fn keys_array(
+    json: &[u8],
+    pos: usize,
+    plan: Plan,
+    id_hasher: &RandomState,
+    chunks: &mut Vec<Chunk>,
+) -> Result<usize, Fail> {
+    let first = match scan::open_array(json, pos)? {
+        Ok(first) => first,
+        Err(end) => return Ok(end),
+    };
+    let guesses = if plan.threads > 1 && json.len() - first >= plan.min_parallel_bytes {
+        scan::split_points(json, first, plan.threads - 1)
+    } else {
+        Vec::new()
+    };
+    let cancel = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut speculative = guesses
+            .iter()
+            .enumerate()
+            .map(|(n, &start)| {
+                let stop = guesses.get(n + 1).copied();
+                let (cancel, id_hasher) = (&cancel, id_hasher.clone());
+                scope.spawn(move || run(json, start, stop, Some(cancel), id_hasher))
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+        let (mut chunk, mut result) = run(
+            json,
+            first,
+            guesses.first().copied(),
+            None,
+            id_hasher.clone(),
+        );
+        loop {
+            chunks.push(chunk);
+            let resume_at = match result {
+                Ok(Stopped::End(end)) => {
+                    cancel.store(true, Ordering::Relaxed);
+                    return Ok(end);
+                }
+                Err(fail) => {
+                    cancel.store(true, Ordering::Relaxed);
+                    return Err(fail);
+                }
+                Ok(Stopped::AtStop(at)) => match speculative.next() {
+                    // The guess is an element boundary: the run from it is the file's own.
+                    Some(next) => {
+                        (chunk, result) = next
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        continue;
+                    }
+                    None => at,
+                },
+                Ok(Stopped::Before(at)) => at,
+            };
+            // The next guess was wrong: finish on this thread; later runs are discarded.
+            cancel.store(true, Ordering::Relaxed);
+            (chunk, result) = run(json, resume_at, None, None, id_hasher.clone());
+        }
+    })
+}
+
+/// Parses the elements from `start` (up to `stop`) into a new chunk.
+fn run(
+    json: &[u8],
+    start: usize,
+    stop: Option<usize>,
+    cancel: Option<&AtomicBool>,
+    id_hasher: RandomState,
+) -> (Chunk, Result<Stopped, Fail>) {
+    let range = json
+        .get(start..stop.unwrap_or(json.len()))
+        .unwrap_or_default();
+    // A pretty-printed key takes ~370 bytes, a minified one ~200: reserve for the former and let
+    // a denser file grow the vectors (large ones grow by remapping, not copying).
+    let estimate = range.len() / 256 + 16;
+    let mut chunk = Chunk::new(estimate, id_hasher);
+    let result = scan::elements(json, start, stop, cancel, |key| chunk.add(key));
+    (chunk, result)
+}
