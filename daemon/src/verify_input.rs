@@ -29,6 +29,10 @@ pub fn presented_secret<'a>(
     // Checked as a whole first: serde skips ignored fields without validating their UTF-8, and a
     // body that is not UTF-8 is not JSON (the Python service answers 422 too).
     let body = std::str::from_utf8(body).map_err(|_| BadVerifyBody)?;
+    // serde reads a struct from a JSON array too (`["sec_…"]`); the Python service answers 422.
+    if !body.trim_ascii_start().starts_with('{') {
+        return Err(BadVerifyBody);
+    }
     serde_json::from_str::<VerifyRequest<'a>>(body)
         .map(|request| request.api_key)
         .map_err(|_| BadVerifyBody)
@@ -77,6 +81,14 @@ mod tests {
         assert_eq!(
             presented_secret(None, br#"{"api_key": 5}"#),
             Err(BadVerifyBody)
+        );
+        assert_eq!(
+            presented_secret(None, br#" ["sec_in_an_array"]"#),
+            Err(BadVerifyBody)
+        );
+        assert_eq!(
+            presented_secret(None, b" \n{\"api_key\": \"spaced\"}").unwrap(),
+            "spaced"
         );
         assert_eq!(
             presented_secret(None, br#"{"api_key": "a\u0000b"}"#).unwrap(),
