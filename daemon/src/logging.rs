@@ -318,7 +318,8 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let bytes = text.as_bytes();
         let mut run_start = 0;
-        for (at, &byte) in bytes.iter().enumerate() {
+        let mut at = clean_prefix(bytes);
+        while let Some(&byte) = bytes.get(at) {
             let escape = match byte {
                 b'"' => "\\\"",
                 b'\\' => "\\\\",
@@ -328,7 +329,10 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
                 0x08 => "\\b",
                 0x0c => "\\f",
                 0..0x20 => "",
-                _ => continue,
+                _ => {
+                    at += 1;
+                    continue;
+                }
             };
             // Cuts fall before ASCII bytes: always on character boundaries.
             self.0
@@ -338,10 +342,42 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
             } else {
                 self.0.write_str(escape)?;
             }
-            run_start = at + 1;
+            at += 1;
+            run_start = at;
         }
         self.0.write_str(text.get(run_start..).unwrap_or_default())
     }
+
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> fmt::Result {
+        // A message without arguments (every event name) skips the formatting machinery.
+        match args.as_str() {
+            Some(text) => self.write_str(text),
+            None => fmt::write(self, args),
+        }
+    }
+}
+
+/// How many leading bytes of `bytes` need no escaping, looked at 8 at a time (most log values —
+/// ids, names, user agents — need none, and this runs for every field of every line).
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH_BITS != 0;
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS != 0;
+        if control
+            || has_zero_byte(word ^ (ONES * u64::from(b'"')))
+            || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        at += 8;
+    }
+    at
 }
 
 /// Writes `at` as RFC 3339 UTC with microseconds (`2025-01-20T10:30:00.123456Z`), the form the
@@ -483,6 +519,25 @@ mod tests {
             (&true.into(), &(-1).into())
         );
         assert!(line.get("message").is_none(), "{late}");
+    }
+
+    #[test]
+    fn escaping_matches_serde_at_every_position() {
+        let specials = [
+            "\"", "\\", "\n", "\u{1}", "\u{1f}", "é", "😀", "\u{7f}", " ",
+        ];
+        for length in 0..20 {
+            for special in specials {
+                for position in 0..=length {
+                    let mut text = "a".repeat(length);
+                    text.insert_str(position, special);
+                    let mut ours = String::new();
+                    Escaped(&mut ours).write_str(&text).unwrap();
+                    let theirs = serde_json::to_string(&text).unwrap();
+                    assert_eq!(format!("\"{ours}\""), theirs, "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

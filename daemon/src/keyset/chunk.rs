@@ -17,28 +17,30 @@ use std::hash::{BuildHasher, RandomState};
 
 /// One key as the file holds it; fields the daemon does not use are skipped by serde.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 pub(super) struct FileKey<'a> {
     #[serde(borrow)]
-    id: Cow<'a, str>,
+    pub id: Cow<'a, str>,
     #[serde(borrow, default)]
-    secret: Option<Cow<'a, str>>,
+    pub secret: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    secret_hash: Option<Cow<'a, str>>,
+    pub secret_hash: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    expires_at: Option<Cow<'a, str>>,
+    pub expires_at: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    metadata: Option<&'a RawValue>,
+    pub metadata: Option<&'a RawValue>,
     #[serde(default)]
-    disabled: Option<bool>,
+    pub disabled: Option<bool>,
     #[serde(borrow, default)]
-    grace_secrets: Option<Vec<GraceSecret<'a>>>,
+    pub grace_secrets: Option<Vec<GraceSecret<'a>>>,
 }
 
 /// A previous secret of a rotated key, still accepted until `expires_at`.
 #[derive(Deserialize)]
-struct GraceSecret<'a> {
+#[cfg_attr(test, derive(Debug, PartialEq))]
+pub(super) struct GraceSecret<'a> {
     #[serde(borrow)]
     secret_hash: Cow<'a, str>,
     #[serde(borrow)]

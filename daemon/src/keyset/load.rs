@@ -9,9 +9,9 @@
 //! (keys, skipped keys, or the first error in file order) is therefore the same as one sequential
 //! pass for every input; only the time differs.
 
-use super::chunk::Chunk;
+use super::chunk::{Chunk, FileKey};
 use super::scan::{self, Fail, Stopped};
-use super::{KeySet, LoadError, SkippedKey, index};
+use super::{KeySet, LoadError, SkippedKey, fast, index};
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -115,6 +115,14 @@ fn keys_array(
     })
 }
 
+/// One key object: by the fast path when it is in the plain form, else by serde_json.
+fn parse_key(json: &[u8], pos: usize) -> Result<(FileKey<'_>, usize), Fail> {
+    match fast::key(json, pos) {
+        Some(parsed) => Ok(parsed),
+        None => scan::parse_one(json, pos),
+    }
+}
+
 /// Parses the elements from `start` (up to `stop`) into a new chunk.
 fn run(
     json: &[u8],
@@ -130,6 +138,6 @@ fn run(
     // a denser file grow the vectors (large ones grow by remapping, not copying).
     let estimate = range.len() / 256 + 16;
     let mut chunk = Chunk::new(estimate, id_hasher);
-    let result = scan::elements(json, start, stop, cancel, |key| chunk.add(key));
+    let result = scan::elements(json, start, stop, cancel, parse_key, |key| chunk.add(key));
     (chunk, result)
 }

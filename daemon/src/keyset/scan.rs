@@ -106,7 +106,10 @@ pub(super) fn skip_whitespace(json: &[u8], mut pos: usize) -> usize {
 
 /// Parses one value starting at `pos` (after optional whitespace); returns it and the position
 /// just after it.
-fn parse_one<'de, T: Deserialize<'de>>(json: &'de [u8], pos: usize) -> Result<(T, usize), Fail> {
+pub(super) fn parse_one<'de, T: Deserialize<'de>>(
+    json: &'de [u8],
+    pos: usize,
+) -> Result<(T, usize), Fail> {
     let rest = json.get(pos..).unwrap_or_default();
     let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<T>();
     match values.next() {
@@ -218,13 +221,15 @@ pub(super) enum Stopped {
 /// How often a run looks at its cancel flag, in elements.
 const CANCEL_CHECK: usize = 1024;
 
-/// Parses array elements starting with the one at `pos`, handing each to `each` with its start
-/// position, until the array ends, or an element would start at or after `stop`.
-pub(super) fn elements<'de, T: Deserialize<'de>>(
+/// Parses array elements with `parse` (returns an element and the position after it), starting
+/// with the one at `pos` and handing each to `each`, until the array ends, or an element would
+/// start at or after `stop`.
+pub(super) fn elements<'de, T>(
     json: &'de [u8],
     mut pos: usize,
     stop: Option<usize>,
     cancel: Option<&AtomicBool>,
+    parse: impl Fn(&'de [u8], usize) -> Result<(T, usize), Fail>,
     mut each: impl FnMut(T),
 ) -> Result<Stopped, Fail> {
     let mut count = 0usize;
@@ -241,7 +246,7 @@ pub(super) fn elements<'de, T: Deserialize<'de>>(
         if count.is_multiple_of(CANCEL_CHECK) && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Ok(Stopped::Before(pos));
         }
-        let (element, end) = parse_one::<T>(json, pos)?;
+        let (element, end) = parse(json, pos)?;
         each(element);
         pos = skip_whitespace(json, end);
         match json.get(pos) {
@@ -294,10 +299,12 @@ mod tests {
         let mut found = Vec::new();
         walk_file(json, |pos| match open_array(json, pos)? {
             Err(end) => Ok(end),
-            Ok(first) => match elements(json, first, None, None, |n: u64| found.push(n))? {
-                Stopped::End(end) => Ok(end),
-                other => panic!("{other:?}"),
-            },
+            Ok(first) => {
+                match elements(json, first, None, None, parse_one::<u64>, |n| found.push(n))? {
+                    Stopped::End(end) => Ok(end),
+                    other => panic!("{other:?}"),
+                }
+            }
         })
         .map_err(Fail::into_load_error)?;
         Ok(found)
@@ -364,11 +371,28 @@ mod tests {
         let json = br#"[{"a":1}, {"a":2},{"a":3}]"#;
         let starts: Vec<usize> = (0..json.len()).filter(|&i| json[i] == b'{').collect();
         let mut seen = 0;
-        let stopped = elements(json, 1, Some(starts[1]), None, |_: IgnoredAny| seen += 1).unwrap();
+        let stopped = elements(
+            json,
+            1,
+            Some(starts[1]),
+            None,
+            parse_one::<IgnoredAny>,
+            |_| seen += 1,
+        )
+        .unwrap();
         assert_eq!((stopped, seen), (Stopped::AtStop(starts[1]), 1));
-        let stopped = elements(json, 1, Some(starts[1] - 1), None, |_: IgnoredAny| {}).unwrap();
+        let stopped = elements(
+            json,
+            1,
+            Some(starts[1] - 1),
+            None,
+            parse_one::<IgnoredAny>,
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(stopped, Stopped::Before(starts[1]));
-        let stopped = elements(json, starts[2], None, None, |_: IgnoredAny| {}).unwrap();
+        let stopped =
+            elements(json, starts[2], None, None, parse_one::<IgnoredAny>, |_| {}).unwrap();
         assert_eq!(stopped, Stopped::End(json.len()));
     }
 
