@@ -136,7 +136,7 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
     };
     println!("empty daemon RSS: {baseline} KiB");
     println!(
-        "{:>9} | {:>8} | {:>13} | {:>9} | {:>7} | {:>9} | {:>8} | {:>8} | {:>15} | {:>19}",
+        "{:>9} | {:>8} | {:>13} | {:>9} | {:>7} | {:>9} | {:>8} | {:>8} | {:>15} | verifies/s best/median (CPU µs per verify: daemon+generator)",
         "keys",
         "start ms",
         "read+build ms",
@@ -146,7 +146,6 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
         "p50 µs",
         "p99 µs",
         "client p50/p99",
-        "verifies/s best/med"
     );
     for &count in &options.counts {
         let secrets = write_key_file(&keys, count)?;
@@ -178,7 +177,7 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
             (0.0, 0.0)
         };
         let rates = if options.wants("throughput") {
-            throughput_runs(&socket(dir.path()), &secrets, options)?
+            throughput_runs(&socket(dir.path()), &secrets, options, pid)?
         } else {
             String::new()
         };
@@ -189,7 +188,7 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
         };
         let (fetch_ms, build_ms) = startup_timing(dir.path());
         println!(
-            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {rates:>19}",
+            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {rates}",
             start_time.as_secs_f64() * 1e3,
             format!("{fetch_ms}+{build_ms}"),
             reload.as_secs_f64() * 1e3,
@@ -220,8 +219,10 @@ fn bench_bare(options: &Options) -> anyhow::Result<()> {
     }
     let secrets = vec!["sec_0bare".to_string()];
     let (p50, p99) = latency(&socket, &secrets, options.latency_requests)?;
-    let rates = throughput_runs(&socket, &secrets, options)?;
-    println!("bare hyper: p50 {p50:.1} µs, p99 {p99:.1} µs, requests/s best/median {rates}");
+    let rates = throughput_runs(&socket, &secrets, options, server.id())?;
+    println!(
+        "bare hyper: p50 {p50:.1} µs, p99 {p99:.1} µs, requests/s best/median (CPU µs per request: server+generator) {rates}"
+    );
     stop(&mut server);
     Ok(())
 }
@@ -523,23 +524,48 @@ fn client_latency(
     Ok(percentiles(samples))
 }
 
-/// `options.runs` throughput runs: "best/median" requests per second.
-fn throughput_runs(socket: &Path, secrets: &[String], options: &Options) -> anyhow::Result<String> {
+/// `options.runs` throughput runs: "best/median" requests per second, then the CPU time the
+/// server (`server`: its pid) and the generator spent per request, over all runs (the CPU cost is
+/// steadier than the rate on a shared machine).
+fn throughput_runs(
+    socket: &Path,
+    secrets: &[String],
+    options: &Options,
+    server: u32,
+) -> anyhow::Result<String> {
     let mut rates = Vec::with_capacity(options.runs);
+    let (server_before, own_before) = (cpu_ticks(server), cpu_ticks(std::process::id()));
+    let mut requests = 0;
     for _ in 0..options.runs {
-        rates.push(throughput(
-            socket,
-            secrets,
-            options.connections,
-            options.seconds,
-        )?);
+        let (rate, done) = throughput(socket, secrets, options.connections, options.seconds)?;
+        rates.push(rate);
+        requests += done;
     }
+    let per_request = |before: u64, pid: u32| {
+        // /proc ticks are 1/100 s (USER_HZ on Linux).
+        cpu_ticks(pid).saturating_sub(before) as f64 * 1e4 / requests.max(1) as f64
+    };
+    let server_cpu = per_request(server_before, server);
+    let own_cpu = per_request(own_before, std::process::id());
     rates.sort_by(f64::total_cmp);
     Ok(format!(
-        "{:.0}/{:.0}",
+        "{:.0}/{:.0} ({server_cpu:.1}+{own_cpu:.1})",
         rates[rates.len() - 1],
         rates[rates.len() / 2]
     ))
+}
+
+/// User plus system CPU time of process `pid` (all its threads), in 1/100 s.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    [11, 12]
+        .iter()
+        .filter_map(|&n| fields.get(n)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Verifies per second over `connections` keep-alive connections from one thread: each
@@ -549,7 +575,7 @@ fn throughput(
     secrets: &[String],
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, u64)> {
     use std::cell::Cell;
     use std::rc::Rc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -603,6 +629,6 @@ fn throughput(
         for task in tasks {
             total += task.await??;
         }
-        Ok(total as f64 / elapsed.as_secs_f64())
+        Ok((total as f64 / elapsed.as_secs_f64(), total))
     })
 }
