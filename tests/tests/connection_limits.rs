@@ -246,6 +246,17 @@ impl Limited {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log's lines with this event once one is there: the log is written by a background
+    /// thread, so a start-up line can land after the daemon already answers (empty after 10 s).
+    fn wait_events(&self, event: &str) -> Vec<serde_json::Value> {
+        let mut found = Vec::new();
+        heare_auth_tests::wait_until(Duration::from_secs(10), || {
+            found = self.events(event);
+            !found.is_empty()
+        });
+        found
+    }
+
     fn events(&self, event: &str) -> Vec<serde_json::Value> {
         self.log_text()
             .lines()
@@ -275,11 +286,11 @@ fn fd_soft_limit_is_raised_and_caps_max_connections() {
         512,
     );
 
-    let limit = &daemon.events("fd_limit")[0];
+    let limit = &daemon.wait_events("fd_limit")[0];
     assert_eq!(limit["soft_before"], 256, "{limit}");
     assert_eq!(limit["soft"], 512, "{limit}");
     assert_eq!(nofile_of(daemon.pid()), (512, 512));
-    let capped = &daemon.events("max_connections_capped_to_fd_limit")[0];
+    let capped = &daemon.wait_events("max_connections_capped_to_fd_limit")[0];
     assert_eq!(capped["configured"], 100000, "{capped}");
     assert_eq!(capped["max_connections"], 512 - 64, "{capped}");
 
