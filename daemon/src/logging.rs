@@ -442,15 +442,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_lines_have_the_python_shape() {
+    /// What `emit` logs, formatted by [`JsonLines`].
+    fn json_lines_of(emit: impl FnOnce()) -> String {
         let capture = Capture::default();
         let sink = capture.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || sink.clone())
             .event_format(JsonLines)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_have_the_python_shape() {
+        let text = json_lines_of(|| {
             tracing::info!(
                 key_id = "key_1",
                 key_name = "a \"b\"",
@@ -459,7 +465,6 @@ mod tests {
                 "verification_success"
             );
         });
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["event"], "verification_success");
         assert_eq!(line["level"], "info");
@@ -473,14 +478,8 @@ mod tests {
 
     #[test]
     fn every_field_kind_is_valid_json_and_escaped() {
-        let capture = Capture::default();
-        let sink = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .event_format(JsonLines)
-            .finish();
         let error = std::io::Error::other("disk \"full\"\n");
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_lines_of(|| {
             tracing::warn!(
                 text = "tab\tquote\"back\\slash\u{1}é😀",
                 negative = -5i64,
@@ -495,7 +494,6 @@ mod tests {
             tracing::info!(only = 1u8);
             tracing::info!(first = true, message = "late \"message\"", last = -1i32);
         });
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
         let mut lines = text.lines();
         let line: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(line["event"], "a \"quoted\" 7");
