@@ -7,22 +7,21 @@ use crate::state::Shared;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
-use std::sync::Arc;
 
 pub async fn route(
     request: Request<Incoming>,
-    shared: Arc<Shared>,
+    shared: &Shared,
     peer: Peer,
 ) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let response = match (request.uri().path(), method) {
-        ("/verify", Method::POST) => verify::handle(request, &shared, peer).await,
+        ("/verify", Method::POST) => verify::handle(request, shared, peer).await,
         ("/verify", _) => response::method_not_allowed("POST"),
-        ("/refresh", Method::POST) => refresh::handle(&shared, peer).await,
+        ("/refresh", Method::POST) => refresh::handle(shared, peer).await,
         ("/refresh", _) => response::method_not_allowed("POST"),
         ("/health", Method::GET | Method::HEAD) => health::handle(),
         ("/health", _) => response::method_not_allowed("GET, HEAD"),
-        ("/status", Method::GET) => status::handle(&shared, peer),
+        ("/status", Method::GET) => status::handle(shared, peer),
         ("/status", _) => response::method_not_allowed("GET"),
         _ => response::error(
             StatusCode::NOT_FOUND,
