@@ -15,7 +15,9 @@
 //! connection, no pipelining. Requests are built before the clock starts and answers are parsed
 //! without allocating, so the generator spends its share of the two cores on system calls rather
 //! than on itself. `--bare` measures a bare hyper server (fixed 200 JSON answer, same runtime and
-//! HTTP settings as the daemon's defaults) with the same generator, for scale.
+//! HTTP settings as the daemon's defaults) with the same generator, for scale. After the table it
+//! lists the targets the daemon is held to (p99 at c=1, verifies/s at c=32, 1M-key load time,
+//! bytes per key), each with the value this run measured and whether it was met.
 //!
 //! Run: `cargo build --release -p heare-auth-tests -p heare-authd &&
 //! target/release/heare-auth-bench [OPTIONS] [N,N,...]` (default 1000,100000,1000000); `--help`
@@ -147,6 +149,7 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
         "p99 µs",
         "client p50/p99",
     );
+    let mut targets = Targets::default();
     for &count in &options.counts {
         let secrets = write_key_file(&keys, count)?;
         let (mut daemon, start_time) = start(dir.path(), &secrets)?;
@@ -177,9 +180,14 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
             (0.0, 0.0)
         };
         let rates = if options.wants("throughput") {
-            throughput_runs(&socket(dir.path()), &secrets, options, pid)?
+            Some(throughput_runs(
+                &socket(dir.path()),
+                &secrets,
+                options,
+                pid,
+            )?)
         } else {
-            String::new()
+            None
         };
         let per_key = if count == 0 {
             0
@@ -188,18 +196,79 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
         };
         let (fetch_ms, build_ms) = startup_timing(dir.path());
         println!(
-            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {rates}",
+            "{count:>9} | {:>8.0} | {:>13} | {:>9.0} | {per_key:>7} | {:>9.0} | {:>8.1} | {:>8.1} | {:>15} | {}",
             start_time.as_secs_f64() * 1e3,
             format!("{fetch_ms}+{build_ms}"),
             reload.as_secs_f64() * 1e3,
             peak as f64 / 1024.0,
             p50,
             p99,
-            format!("{client_p50:.1}/{client_p99:.1}")
+            format!("{client_p50:.1}/{client_p99:.1}"),
+            rates.as_ref().map(ToString::to_string).unwrap_or_default()
         );
         stop(&mut daemon);
+        if count == 1_000_000 && options.wants("load") {
+            targets.check(
+                "1M keys loaded in ≤ 1.5 s",
+                start_time.as_secs_f64() * 1e3,
+                "ms",
+                |v| v <= 1_500.0,
+            );
+            targets.check(
+                "≤ 256 B/key resident (1M keys)",
+                per_key as f64,
+                "B",
+                |v| v <= 256.0,
+            );
+        }
+        if options.wants("latency") {
+            targets.check(
+                &format!("p99 ≤ 100 µs at c=1 ({count} keys)"),
+                p99,
+                "µs",
+                |v| v <= 100.0,
+            );
+        }
+        if let Some(rates) = &rates {
+            targets.check(
+                &format!("≥ 100,000 verifies/s at c=32 ({count} keys, median of runs)"),
+                rates.median,
+                "/s",
+                |v| v >= 100_000.0,
+            );
+        }
     }
+    targets.print();
     Ok(())
+}
+
+/// The targets, each checked against what this run measured (nothing is printed for what
+/// was not measured): the verdict the README's numbers are read against.
+#[derive(Default)]
+struct Targets(Vec<(String, f64, &'static str, bool)>);
+
+impl Targets {
+    fn check(
+        &mut self,
+        target: &str,
+        measured: f64,
+        unit: &'static str,
+        met: impl Fn(f64) -> bool,
+    ) {
+        self.0
+            .push((target.to_string(), measured, unit, met(measured)));
+    }
+
+    fn print(&self) {
+        if self.0.is_empty() {
+            return;
+        }
+        println!("targets:");
+        for (target, measured, unit, met) in &self.0 {
+            let verdict = if *met { "met" } else { "NOT MET" };
+            println!("  {target}: {verdict} ({measured:.1} {unit})");
+        }
+    }
 }
 
 /// The same latency and throughput measurements against a bare hyper server.
@@ -524,7 +593,27 @@ fn client_latency(
     Ok(percentiles(samples))
 }
 
-/// `options.runs` throughput runs: "best/median" requests per second, then the CPU time the
+/// What `options.runs` throughput runs measured.
+struct Rates {
+    best: f64,
+    median: f64,
+    /// CPU µs per request of the server and of the generator, over all runs.
+    server_cpu: f64,
+    generator_cpu: f64,
+}
+
+/// "best/median (server+generator CPU µs per request)", as the table shows it.
+impl std::fmt::Display for Rates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0}/{:.0} ({:.1}+{:.1})",
+            self.best, self.median, self.server_cpu, self.generator_cpu
+        )
+    }
+}
+
+/// `options.runs` throughput runs: best and median requests per second, and the CPU time the
 /// server (`server`: its pid) and the generator spent per request, over all runs (the CPU cost is
 /// steadier than the rate on a shared machine).
 fn throughput_runs(
@@ -532,7 +621,7 @@ fn throughput_runs(
     secrets: &[String],
     options: &Options,
     server: u32,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Rates> {
     let mut rates = Vec::with_capacity(options.runs);
     let (server_before, own_before) = (cpu_ticks(server), cpu_ticks(std::process::id()));
     let mut requests = 0;
@@ -545,14 +634,13 @@ fn throughput_runs(
         // /proc ticks are 1/100 s (USER_HZ on Linux).
         cpu_ticks(pid).saturating_sub(before) as f64 * 1e4 / requests.max(1) as f64
     };
-    let server_cpu = per_request(server_before, server);
-    let own_cpu = per_request(own_before, std::process::id());
     rates.sort_by(f64::total_cmp);
-    Ok(format!(
-        "{:.0}/{:.0} ({server_cpu:.1}+{own_cpu:.1})",
-        rates[rates.len() - 1],
-        rates[rates.len() / 2]
-    ))
+    Ok(Rates {
+        best: rates[rates.len() - 1],
+        median: rates[rates.len() / 2],
+        server_cpu: per_request(server_before, server),
+        generator_cpu: per_request(own_before, std::process::id()),
+    })
 }
 
 /// User plus system CPU time of process `pid` (all its threads), in 1/100 s.
