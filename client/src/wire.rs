@@ -111,6 +111,12 @@ pub struct StatusResponse {
     pub source: String,
     /// Keys of the file that were skipped, by id, with the reason.
     pub load_warnings: Vec<String>,
+    /// Why the last-known-good cache could not be written after a load (full disk, read-only
+    /// directory, …). The loaded set is served all the same, but a restart while the store is
+    /// unreachable would find only an older cache, or none. `None` once a write succeeds, and when
+    /// no cache is configured. Absent from the answers of daemons older than this field.
+    #[serde(default)]
+    pub cache_error: Option<String>,
     /// Log lines dropped because the log sink was slower than the daemon.
     pub log_lines_dropped: u64,
     /// Seconds since the daemon started.
@@ -154,5 +160,19 @@ mod tests {
         assert!(parsed.valid);
         assert_eq!(parsed.key_id.as_deref(), Some("key_1"));
         assert_eq!(parsed.metadata.unwrap().get(), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn status_of_a_daemon_without_cache_error_still_parses() {
+        let text = r#"{"daemon_version":"0.1.0","keys_loaded":2,"store":"file:///k","store_version":null,"last_load_at":null,"last_attempt_at":null,"last_error":null,"stale":false,"source":"store","load_warnings":[],"log_lines_dropped":0,"uptime_seconds":5}"#;
+        let parsed: StatusResponse = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed.keys_loaded, 2);
+        assert_eq!(parsed.cache_error, None);
+        let with_error = text.replace(
+            r#""uptime_seconds""#,
+            r#""cache_error":"disk full","uptime_seconds""#,
+        );
+        let parsed: StatusResponse = serde_json::from_str(&with_error).unwrap();
+        assert_eq!(parsed.cache_error.as_deref(), Some("disk full"));
     }
 }

@@ -99,7 +99,7 @@ impl Reloader {
                 body,
                 timing,
             }) => {
-                self.write_cache(body).await;
+                let cache_error = self.write_cache(body).await.and_then(Result::err);
                 log_skipped(&skipped);
                 tracing::info!(
                     keys_loaded = keys.len(),
@@ -110,7 +110,10 @@ impl Reloader {
                 );
                 return Ok(Initial {
                     keys,
-                    status: LoadStatus::fresh(version, now, &skipped),
+                    status: LoadStatus {
+                        cache_error,
+                        ..LoadStatus::fresh(version, now, &skipped)
+                    },
                     serve_until: UnixMillis::MAX,
                 });
             }
@@ -148,6 +151,7 @@ impl Reloader {
                 stale: true,
                 source: Source::Cache,
                 warnings: skipped.iter().map(ToString::to_string).collect(),
+                cache_error: None,
             },
             serve_until: self.deadline_from(written),
             keys,
@@ -237,7 +241,15 @@ impl Reloader {
                 let count = keys.len();
                 shared.publish(keys);
                 shared.set_serve_until(UnixMillis::MAX);
-                *shared.status() = LoadStatus::fresh(version, now, &skipped);
+                {
+                    // The cache's state is the last write's until this load's write is done.
+                    let mut status = shared.status();
+                    let cache_error = status.cache_error.take();
+                    *status = LoadStatus {
+                        cache_error,
+                        ..LoadStatus::fresh(version, now, &skipped)
+                    };
+                }
                 log_skipped(&skipped);
                 tracing::info!(
                     keys_loaded = count,
@@ -246,7 +258,9 @@ impl Reloader {
                     build_ms = timing.build_ms,
                     "refresh_success"
                 );
-                self.write_cache(body).await;
+                if let Some(written) = self.write_cache(body).await {
+                    shared.status().cache_error = written.err();
+                }
                 Ok(count)
             }
             Err(error) => {
@@ -334,17 +348,22 @@ impl Reloader {
         Ok((keys, skipped, written))
     }
 
-    async fn write_cache(&self, body: Option<Vec<u8>>) {
+    /// Writes `body` to the cache, if one is configured and there is a body (a missing store
+    /// object has none): `None` when nothing was written, else the outcome, for `/status`.
+    async fn write_cache(&self, body: Option<Vec<u8>>) -> Option<Result<(), String>> {
         let (Some(path), Some(body)) = (self.cache_path.clone(), body) else {
-            return;
+            return None;
         };
         let shown = path.display().to_string();
-        let result = tokio::task::spawn_blocking(move || cache::write(&path, &body)).await;
-        match result {
-            Ok(Ok(())) => tracing::debug!(cache = %shown, "cache_written"),
-            Ok(Err(error)) => tracing::warn!(cache = %shown, %error, "cache_write_failed"),
+        let result = tokio::task::spawn_blocking(move || cache::write(&path, &body))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|written| written.map_err(|error| error.to_string()));
+        match &result {
+            Ok(()) => tracing::debug!(cache = %shown, "cache_written"),
             Err(error) => tracing::warn!(cache = %shown, %error, "cache_write_failed"),
         }
+        Some(result.map_err(|error| format!("cannot write the cache {shown}: {error}")))
     }
 
     fn deadline_from(&self, confirmed_at: UnixMillis) -> UnixMillis {
@@ -366,6 +385,7 @@ impl LoadStatus {
             stale: false,
             source: Source::Store,
             warnings: skipped.iter().map(ToString::to_string).collect(),
+            cache_error: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct LoadStatus {
     pub stale: bool,
     pub source: Source,
     pub warnings: Vec<String>,
+    /// Why the cache could not be written after the last load that tried; `None` once one did.
+    pub cache_error: Option<String>,
 }
 
 /// Who may call the admin endpoints.

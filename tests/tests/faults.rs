@@ -459,13 +459,15 @@ fn fill(dir: &Path) -> PathBuf {
 }
 
 /// Checks that a daemon whose cache cannot be written keeps serving across `reloads` refreshes,
-/// and logs `cache_write_failed` exactly once per successful load: `failed_at_start` says whether
-/// the load at start failed to write it too.
+/// logs `cache_write_failed` exactly once per successful load, and shows the failure, with
+/// `cause` in it, as `/status` `cache_error`: `failed_at_start` says whether the load at start
+/// failed to write it too.
 fn unwritable_cache_keeps_serving(
     daemon: &Daemon,
     s3: &S3Server,
     reloads: usize,
     failed_at_start: bool,
+    cause: &str,
 ) {
     for round in 0..reloads {
         let keys = if round % 2 == 0 {
@@ -497,6 +499,11 @@ fn unwritable_cache_keeps_serving(
         "a cache failure is not a load failure"
     );
     assert_eq!(status["last_error"], serde_json::Value::Null);
+    let cache_error = status["cache_error"].as_str().unwrap_or_default();
+    assert!(
+        cache_error.contains("cannot write the cache") && cache_error.contains(cause),
+        "{status}"
+    );
     assert_eq!(
         daemon
             .request(&heare_auth_tests::http::Request::new("GET", "/health"))
@@ -522,8 +529,9 @@ fn full_disk_under_the_cache_keeps_serving_and_logs_once_per_reload() {
     let mut daemon = daemon_via(&s3, &proxy, dir.path(), &cache).start().unwrap();
     assert_eq!(std::fs::read(&cache).unwrap(), key_file(&first_key()));
     // The disk fills up after the first good cache was written.
+    assert_eq!(daemon.status()["cache_error"], serde_json::Value::Null);
     let filler = fill(&cache_dir);
-    unwritable_cache_keeps_serving(&daemon, &s3, 3, false);
+    unwritable_cache_keeps_serving(&daemon, &s3, 3, false, "No space left");
     assert_eq!(
         std::fs::read(&cache).unwrap(),
         key_file(&first_key()),
@@ -556,6 +564,11 @@ fn full_disk_under_the_cache_keeps_serving_and_logs_once_per_reload() {
             |body| body == key_file(&both_keys()) || body == key_file(&first_key())
         )));
     assert_eq!(
+        daemon.status()["cache_error"],
+        serde_json::Value::Null,
+        "a successful write clears the cache error"
+    );
+    assert_eq!(
         daemon.stop().and_then(|s| s.code()),
         Some(0),
         "never crashed"
@@ -577,7 +590,24 @@ fn read_only_cache_directory_keeps_serving_and_logs_once_per_reload() {
     let mut daemon = daemon_via(&s3, &proxy, dir.path(), &cache_dir.join("keys.cache"))
         .start()
         .unwrap();
-    unwritable_cache_keeps_serving(&daemon, &s3, 3, true);
+    assert!(
+        daemon.status()["cache_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("Read-only file system")),
+        "the write at start failed too"
+    );
+    unwritable_cache_keeps_serving(&daemon, &s3, 3, true, "Read-only file system");
+    // The operator's view: `heare-authctl status` names the failure.
+    let ctl =
+        heare_auth_tests::ctl::Ctl::new(dir.path(), "file:///unused/keys.json", &daemon.socket);
+    let shown = ctl.ok(&["status"]);
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.trim_start().starts_with("cache error:")
+                && line.contains("Read-only file system")),
+        "{shown}"
+    );
     let failure = &daemon.events("cache_write_failed")[0];
     assert!(
         failure["error"]

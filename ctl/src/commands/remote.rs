@@ -34,6 +34,9 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
     println!("  last load:     {}", or_dash(&status.last_load_at));
     println!("  last attempt:  {}", or_dash(&status.last_attempt_at));
     println!("  last error:    {}", or_dash(&status.last_error));
+    if let Some(error) = &status.cache_error {
+        println!("  cache error:   {error}");
+    }
     println!("  uptime:        {} s", status.uptime_seconds);
     for warning in &status.load_warnings {
         println!("  warning:       {warning}");
