@@ -50,7 +50,7 @@ pub struct Cli {
     /// S3 region.
     #[arg(long, value_name = "REGION")]
     pub s3_region: Option<String>,
-    /// Log format: json (default), journald, or text.
+    /// Log format: json (default), text, or journald (structured entries to the journal's socket).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
     /// Log level or tracing filter (default info).

@@ -24,9 +24,11 @@ pub const DEFAULT_CACHE_PATH: &str = "/var/lib/heare-auth/keys.cache";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// One JSON object per line on stdout, with the Python service's event names.
+    /// One JSON object per line on stdout, with the Python service's event names (under systemd,
+    /// each line is a journal entry).
     Json,
-    /// Structured entries sent to the systemd journal.
+    /// Structured entries sent to the systemd journal's socket, one datagram per event, from the
+    /// thread that logs.
     Journald,
     /// Human-readable lines on stdout.
     Text,
@@ -129,8 +131,7 @@ pub struct Config {
     pub refresh_interval: Option<Duration>,
     pub max_stale: Option<Duration>,
     pub storage_secret: Option<StorageSecret>,
-    /// `None`: decide at start (journald when the output is the journal, else JSON).
-    pub log_format: Option<LogFormat>,
+    pub log_format: LogFormat,
     pub log_level: String,
     pub max_connections: usize,
     /// Threads serving requests; `None`: one per CPU.
@@ -231,8 +232,8 @@ impl Config {
         };
 
         let log_format = match &cli.log_format {
-            Some(text) => Some(text.parse()?),
-            None => file.log_format,
+            Some(text) => text.parse()?,
+            None => file.log_format.unwrap_or(LogFormat::Json),
         };
 
         let s3_file = file.s3.unwrap_or_default();
@@ -361,7 +362,7 @@ impl Config {
             ),
             format!(
                 "log_format = {}",
-                or_none(self.log_format.map(|f| format!("{f:?}").to_lowercase()))
+                format!("{:?}", self.log_format).to_lowercase()
             ),
             format!("log_level = {}", self.log_level),
             format!("max_connections = {}", self.max_connections),

@@ -2,19 +2,23 @@
 //!
 //! JSON lines on stdout by default, one object per event with the Python service's shape
 //! (`{"timestamp","level","event":"verification_success","key_id",…}`), so existing log pipelines
-//! keep parsing them; entries in the systemd journal when configured or when stdout/stderr already
-//! is the journal (`JOURNAL_STREAM`); plain text for people. Lines are written in batches by a
-//! background thread (`log_writer`), so logging every verification never blocks a request.
-//! Callers must never pass a secret as a field; this module cannot tell one from a key id.
+//! keep parsing them; plain text for people. Lines are written in batches by a background thread
+//! (`log_writer`), so logging every verification never blocks a request. Under systemd, stdout is
+//! a stream into the journal (`JOURNAL_STREAM` names it): each line becomes a journal entry, and
+//! each starts with its syslog priority (`<6>`), which journald takes off and records, so
+//! `journalctl -p warning` works. `journald` sends structured entries to the journal's socket
+//! instead (tracing-journald), one datagram per event from the thread that logs: fields become
+//! journal fields, but a verification waits for its send, and for journald when its socket is
+//! full. Callers must never pass a secret as a field; this module cannot tell one from a key id.
 
 use crate::config::LogFormat;
 use crate::log_writer::{BUFFER_LIMIT, BatchWriter, DropCounter, FlushGuard};
 use std::fmt::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{Format, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -51,16 +55,9 @@ pub enum LoggingError {
     Writer(std::io::Error),
 }
 
-/// Installs the global subscriber. `format: None` picks journald when the output is the journal.
-pub fn init(format: Option<LogFormat>, level: &str) -> Result<LogGuard, LoggingError> {
+/// Installs the global subscriber.
+pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
     let filter = filter(level)?;
-    let format = format.unwrap_or_else(|| {
-        if output_is_journal() {
-            LogFormat::Journald
-        } else {
-            LogFormat::Json
-        }
-    });
     let registry = tracing_subscriber::registry().with(filter);
     if format == LogFormat::Journald {
         let layer = tracing_journald::layer().map_err(LoggingError::Journal)?;
@@ -77,10 +74,15 @@ pub fn init(format: Option<LogFormat>, level: &str) -> Result<LogGuard, LoggingE
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false);
-    if format == LogFormat::Json {
-        registry.with(layer.event_format(JsonLines)).init();
-    } else {
-        registry.with(layer).init();
+    match (format, stdout_is_journal()) {
+        (LogFormat::Json, true) => registry
+            .with(layer.event_format(WithPriority(JsonLines)))
+            .init(),
+        (LogFormat::Json, false) => registry.with(layer.event_format(JsonLines)).init(),
+        (_, true) => registry
+            .with(layer.event_format(WithPriority(Format::default())))
+            .init(),
+        (_, false) => registry.with(layer).init(),
     }
     Ok(LogGuard {
         _worker: Some(worker),
@@ -108,14 +110,45 @@ fn filter(level: &str) -> Result<EnvFilter, LoggingError> {
     EnvFilter::try_new(directives).map_err(|_| LoggingError::BadFilter(level.to_string()))
 }
 
-/// systemd sets `JOURNAL_STREAM=dev:ino` when stdout or stderr is connected to the journal.
-fn output_is_journal() -> bool {
+/// Whether stdout is the journal's stream: systemd sets `JOURNAL_STREAM=dev:ino` to the stream it
+/// connected stdout or stderr to, so stdout is it when its device and inode are those.
+fn stdout_is_journal() -> bool {
     let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
-    ["/proc/self/fd/1", "/proc/self/fd/2"]
-        .iter()
-        .any(|fd| std::fs::metadata(fd).is_ok_and(|m| format!("{}:{}", m.dev(), m.ino()) == stream))
+    std::fs::metadata("/proc/self/fd/1").is_ok_and(|m| format!("{}:{}", m.dev(), m.ino()) == stream)
+}
+
+/// Starts each line with the syslog priority of the event's level, `<3>` (error) to `<7>`
+/// (debug, trace): how a program writing lines into the journal's stream gives each entry its
+/// priority (systemd's `SyslogLevelPrefix=`, on by default); journald removes it from the message.
+struct WithPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        writer.write_str(syslog_priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// The syslog priority prefix for `level` (err, warning, info, debug).
+fn syslog_priority(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "<3>",
+        Level::WARN => "<4>",
+        Level::INFO => "<6>",
+        Level::DEBUG | Level::TRACE => "<7>",
+    }
 }
 
 /// One JSON object per event: `timestamp`, `level`, `event` (the message), then the fields in
@@ -136,11 +169,11 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let level = match *event.metadata().level() {
-            tracing::Level::TRACE => "trace",
-            tracing::Level::DEBUG => "debug",
-            tracing::Level::INFO => "info",
-            tracing::Level::WARN => "warn",
-            tracing::Level::ERROR => "error",
+            Level::TRACE => "trace",
+            Level::DEBUG => "debug",
+            Level::INFO => "info",
+            Level::WARN => "warn",
+            Level::ERROR => "error",
         };
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer, std::time::SystemTime::now())?;
