@@ -2,48 +2,45 @@
 //!
 //! After every successful load the fetched body (still encrypted, if the store's was) is written
 //! atomically — temporary file, fsync, rename, fsync of the directory — with mode 0600, so a crash
-//! mid-write leaves the previous cache intact and no other user can read it. At start, when the
-//! store cannot be read, the daemon serves this body (marked stale) instead of refusing to start.
+//! mid-write leaves the previous cache intact and no other user can read it. Both directions go
+//! through [`crate::safe_file`]: a link or a non-regular file at the cache's name is refused,
+//! never followed.
 
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use crate::safe_file::{Dir, Ownership, SafeFileError};
+use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
 /// Writes `body` to `path` atomically with mode 0600.
-pub fn write(path: &Path, body: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
+pub fn write(path: &Path, body: &[u8]) -> Result<(), SafeFileError> {
+    let (dir, name) = Dir::of(path)?;
+    // A link or anything but a regular file at the name means someone tampered: refuse, loudly.
+    dir.stat(&name)?;
+    let private = Ownership {
+        owner: None,
+        mode: 0o600,
     };
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "cache path has no file name")
-    })?;
-    let mut temp_name = file_name.to_os_string();
-    temp_name.push(format!(".tmp.{}", std::process::id()));
-    let temp = dir.join(temp_name);
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(body)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    dir.replace(&name, body, private).map(drop)
 }
 
 /// Reads the cache: its body and when it was written.
-pub fn read(path: &Path) -> io::Result<(Vec<u8>, SystemTime)> {
-    let body = std::fs::read(path)?;
-    let written = std::fs::metadata(path)?.modified()?;
+pub fn read(path: &Path) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
+    let failed = |action, source| SafeFileError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let (dir, name) = Dir::of(path)?;
+    let mut file = dir
+        .open_existing(&name)?
+        .ok_or_else(|| failed("read", std::io::ErrorKind::NotFound.into()))?;
+    let mut body = Vec::new();
+    file.read_to_end(&mut body)
+        .map_err(|source| failed("read", source))?;
+    let written = file
+        .metadata()
+        .and_then(|metadata| metadata.modified())
+        .map_err(|source| failed("stat", source))?;
     Ok((body, written))
 }
 

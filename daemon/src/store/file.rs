@@ -5,10 +5,12 @@
 //! shows as a change. A missing file means "no keys yet".
 
 use super::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
+use crate::safe_file::{Dir, Ownership, SafeFileError};
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::FileStat;
+use std::ffi::OsStr;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A key file on the local filesystem.
@@ -31,48 +33,63 @@ impl FileStore {
     }
 
     fn fetch_blocking(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
-        let unavailable = |error: io::Error| StoreError::Unavailable {
+        let unavailable = |message: String| StoreError::Unavailable {
             store: self.describe(),
-            message: error.to_string(),
+            message,
         };
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Fetched::Missing),
-            Err(error) => return Err(unavailable(error)),
+        let mut file = match self.open_for_reading() {
+            Ok(Some(file)) => file,
+            Ok(None) => return Ok(Fetched::Missing),
+            Err(error) => return Err(unavailable(error.to_string())),
         };
-        let metadata = file.metadata().map_err(unavailable)?;
-        let version = version_of(&metadata);
+        let stat = nix::sys::stat::fstat(&file).map_err(|e| unavailable(e.to_string()))?;
+        let version = version_of(&stat);
         if if_changed_from == Some(version.as_str()) {
             return Ok(Fetched::NotModified);
         }
-        if metadata.size() > self.max_body_bytes {
-            return Err(StoreError::TooLarge {
-                store: self.describe(),
-                size: metadata.size(),
-                limit: self.max_body_bytes,
-            });
+        let size = stat.st_size as u64;
+        if size > self.max_body_bytes {
+            return Err(self.too_large(size));
         }
-        let body = match read_sized(&file, metadata.size()) {
+        let body = match read_sized(&file, size) {
             Some(body) => body,
-            None => {
-                // The file changed size while being read: read whatever it holds now.
-                let mut body = Vec::new();
-                file.rewind().map_err(unavailable)?;
-                file.by_ref()
-                    .take(self.max_body_bytes + 1)
-                    .read_to_end(&mut body)
-                    .map_err(unavailable)?;
-                body
-            }
+            // The file changed size while being read: read whatever it holds now.
+            None => self
+                .read_whole(&mut file)
+                .map_err(|e| unavailable(e.to_string()))?,
         };
         if body.len() as u64 > self.max_body_bytes {
-            return Err(StoreError::TooLarge {
-                store: self.describe(),
-                size: body.len() as u64,
-                limit: self.max_body_bytes,
-            });
+            return Err(self.too_large(body.len() as u64));
         }
         Ok(Fetched::Body { body, version })
+    }
+
+    /// The key file, opened without following a link; `None` when it (or its directory) does
+    /// not exist.
+    fn open_for_reading(&self) -> Result<Option<std::fs::File>, SafeFileError> {
+        let (dir, name) = match Dir::of(&self.path) {
+            Ok(found) => found,
+            Err(SafeFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        dir.open_existing(&name)
+    }
+
+    fn read_whole(&self, file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        file.rewind()?;
+        file.take(self.max_body_bytes + 1).read_to_end(&mut body)?;
+        Ok(body)
+    }
+
+    fn too_large(&self, size: u64) -> StoreError {
+        StoreError::TooLarge {
+            store: self.describe(),
+            size,
+            limit: self.max_body_bytes,
+        }
     }
 }
 
@@ -113,42 +130,22 @@ fn read_sized(file: &std::fs::File, size: u64) -> Option<Vec<u8>> {
 }
 
 impl FileStore {
-    /// Read-check-write under an advisory lock on `<path>.lock`, so two writers on this host
-    /// serialize; the new content is written to a temporary file, fsynced and renamed over the
-    /// old one (keeping its owner, group and mode), so readers see the old or the new file whole.
+    /// Read-check-write under an advisory lock on `<name>.lock`, so two writers on this host
+    /// serialize; the new content replaces the old file atomically ([`Dir::replace`]), keeping
+    /// its owner, group and read/write bits, so readers see the old or the new file whole.
+    /// Every name is opened relative to the directory without following links: the directory
+    /// belongs to the daemon's user, and heare-authctl runs as root.
     fn put_blocking(&self, body: &[u8], condition: &WriteCondition) -> Result<String, StoreError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let failed = |message: String| StoreError::WriteFailed {
+        let failed = |error: SafeFileError| StoreError::WriteFailed {
             store: self.describe(),
-            message,
+            message: error.to_string(),
         };
-        let dir = self
-            .path
-            .parent()
-            .ok_or_else(|| failed("the path has no directory".into()))?;
-        let mut lock_name = self.path.as_os_str().to_os_string();
-        lock_name.push(".lock");
-        let lock_file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_name)
-            .map_err(|e| failed(format!("cannot open the lock file: {e}")))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| failed(format!("cannot lock: {e}")))?;
-
-        let current = match std::fs::metadata(&self.path) {
-            Ok(metadata) => Some(metadata),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(failed(e.to_string())),
-        };
+        let (dir, name) = Dir::of(&self.path).map_err(failed)?;
+        let _lock = self.lock(&dir, &name)?;
+        let current = dir.stat(&name).map_err(failed)?;
         let holds = match (condition, &current) {
             (WriteCondition::IfAbsent, None) => true,
-            (WriteCondition::IfVersion(version), Some(metadata)) => {
-                *version == version_of(metadata)
-            }
+            (WriteCondition::IfVersion(version), Some(stat)) => *version == version_of(stat),
             _ => false,
         };
         if !holds {
@@ -156,50 +153,53 @@ impl FileStore {
                 store: self.describe(),
             });
         }
+        let ownership = ownership_for(&dir, current.as_ref()).map_err(failed)?;
+        let written = dir.replace(&name, body, ownership).map_err(failed)?;
+        Ok(version_of(&written))
+    }
 
-        let mut temp_name = self.path.file_name().unwrap_or_default().to_os_string();
-        temp_name.push(format!(".tmp.{}", std::process::id()));
-        let temp = dir.join(temp_name);
-        let mode = current.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
-        let result = (|| -> io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&temp)?;
-            if let Some(metadata) = &current {
-                std::os::unix::fs::fchown(&file, Some(metadata.uid()), Some(metadata.gid()))?;
-                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            } else if nix::unistd::geteuid().is_root() {
-                // A new file made by root (heare-authctl run by the administrator before the
-                // daemon ever started) belongs to the directory's owner, so that the daemon's
-                // user can read it: /var/lib/heare-auth is owned by heare-auth.
-                let parent = std::fs::metadata(dir)?;
-                std::os::unix::fs::fchown(&file, Some(parent.uid()), Some(parent.gid()))?;
-            }
-            file.write_all(body)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if let Err(error) = result {
-            let _ = std::fs::remove_file(&temp);
-            return Err(failed(error.to_string()));
-        }
-        let metadata = std::fs::metadata(&self.path).map_err(|e| failed(e.to_string()))?;
-        Ok(version_of(&metadata))
+    fn lock(&self, dir: &Dir, name: &OsStr) -> Result<Flock<std::fs::File>, StoreError> {
+        let mut lock_name = name.to_os_string();
+        lock_name.push(".lock");
+        let file = dir
+            .open_lock(&lock_name)
+            .map_err(|error| StoreError::WriteFailed {
+                store: self.describe(),
+                message: format!("cannot open the lock file: {error}"),
+            })?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::WriteFailed {
+            store: self.describe(),
+            message: format!("cannot lock: {e}"),
+        })
     }
 }
 
+/// Who owns the replacement: the current file's owner, group and read/write bits (set-id and
+/// execute bits are never carried over); a new file is 0600, and one made by root (heare-authctl
+/// run by the administrator before the daemon ever started) belongs to the directory's owner, so
+/// that the daemon's user can read it: /var/lib/heare-auth is owned by heare-auth.
+fn ownership_for(dir: &Dir, current: Option<&FileStat>) -> Result<Ownership, SafeFileError> {
+    Ok(match current {
+        Some(stat) => Ownership {
+            owner: Some((stat.st_uid, stat.st_gid)),
+            mode: stat.st_mode & 0o666,
+        },
+        None if nix::unistd::geteuid().is_root() => Ownership {
+            owner: Some(dir.owner()?),
+            mode: 0o600,
+        },
+        None => Ownership {
+            owner: None,
+            mode: 0o600,
+        },
+    })
+}
+
 /// The file's identity: inode, size and modification time.
-fn version_of(metadata: &std::fs::Metadata) -> String {
+fn version_of(stat: &FileStat) -> String {
     format!(
         "{}-{}-{}.{:09}",
-        metadata.ino(),
-        metadata.size(),
-        metadata.mtime(),
-        metadata.mtime_nsec()
+        stat.st_ino, stat.st_size, stat.st_mtime, stat.st_mtime_nsec
     )
 }
 
@@ -241,37 +241,41 @@ impl KeyStore for FileStore {
     }
 }
 
-/// Creates an empty key file (`{"keys": []}`, mode 0600) when none exists, so that a developer's
-/// first run needs no setup. Returns whether it created one.
-pub fn create_if_missing(path: &Path) -> io::Result<bool> {
+/// Creates an empty key file (`{"keys": []}`, mode 0600) when nothing is at its name (not even a
+/// link), so that a developer's first run needs no setup. Returns whether it created one.
+pub fn create_if_missing(path: &Path) -> Result<bool, SafeFileError> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(parent) = path.parent() {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // 0755 whatever the umask: others must not be able to replace the key file.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
-            .create(parent)?;
+            .create(parent)
+            .map_err(|source| SafeFileError::Io {
+                action: "create the directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
     }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            file.write_all(b"{\"keys\": []}\n")?;
-            file.sync_all()?;
-            Ok(true)
-        }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(error) => Err(error),
-    }
+    let (dir, name) = Dir::of(path)?;
+    let Some(mut file) = dir.create_new(&name, 0o600)? else {
+        return Ok(false);
+    };
+    file.write_all(b"{\"keys\": []}\n")
+        .and_then(|()| file.sync_all())
+        .map_err(|source| SafeFileError::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn fetch(store: &FileStore, since: Option<&str>) -> Fetched {
         store.fetch_blocking(since).unwrap()

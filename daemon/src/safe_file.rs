@@ -1,0 +1,367 @@
+//! Files in a directory that another user may write: the one place that opens, creates and
+//! replaces the files the daemon and heare-authctl keep — the key file, its lock, the
+//! last-known-good cache.
+//!
+//! The state directory belongs to the daemon's user, and heare-authctl runs as root: whoever holds
+//! that user can plant a symbolic link at any name root is about to open and have root write,
+//! chown or create the link's target (`/etc/shadow`, `/etc/nologin`). So every name is opened
+//! relative to a descriptor of its directory ([`Dir`]) with `O_NOFOLLOW` (a link at the name is
+//! refused, never followed) and `O_NONBLOCK` (a FIFO planted there cannot hang the open); what is
+//! opened must be a regular file; temporary files get an unpredictable name and `O_EXCL`; owner
+//! and mode are set on the open descriptor, never by path; a replacement is renamed into place
+//! within the same directory descriptor. Errors name the path and say what was refused.
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use nix::unistd::{Gid, Uid, UnlinkatFlags};
+use rand::Rng;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Why a file could not be opened or written safely.
+#[derive(Debug, thiserror::Error)]
+pub enum SafeFileError {
+    #[error(
+        "refusing {0}: it is a symbolic link (it must be a regular file; remove the link and check who planted it)"
+    )]
+    Symlink(PathBuf),
+    #[error("refusing {0}: it is not a regular file")]
+    NotRegular(PathBuf),
+    #[error("{0} has no file name")]
+    NoFileName(PathBuf),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Who owns a file that [`Dir::replace`] writes, and its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    /// Owner and group; `None` keeps the writing process's.
+    pub owner: Option<(u32, u32)>,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// An open directory: every file operation is relative to its descriptor.
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the directory `path` (its own path is the administrator's choice and is followed).
+    pub fn open(path: &Path) -> Result<Dir, SafeFileError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd =
+            nix::fcntl::open(path, flags, Mode::empty()).map_err(|errno| SafeFileError::Io {
+                action: "open the directory",
+                path: path.to_path_buf(),
+                source: errno.into(),
+            })?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory of `file` and the file's name in it.
+    pub fn of(file: &Path) -> Result<(Dir, OsString), SafeFileError> {
+        let name = file
+            .file_name()
+            .ok_or_else(|| SafeFileError::NoFileName(file.to_path_buf()))?;
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        Ok((Dir::open(dir)?, name.to_os_string()))
+    }
+
+    /// The directory's owner and group.
+    pub fn owner(&self) -> Result<(u32, u32), SafeFileError> {
+        let stat =
+            nix::sys::stat::fstat(&self.fd).map_err(|e| self.error("stat", &self.path, e))?;
+        Ok((stat.st_uid, stat.st_gid))
+    }
+
+    /// Opens `name` for reading; `None` when it does not exist. A link or a non-regular file at
+    /// the name is refused.
+    pub fn open_existing(&self, name: &OsStr) -> Result<Option<File>, SafeFileError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        match self.openat(name, flags, 0) {
+            Ok(file) => self.regular(name, file).map(Some),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => Err(self.open_error(name, errno)),
+        }
+    }
+
+    /// What is at `name`, without following a link; `None` when nothing is. A link or a
+    /// non-regular file is refused.
+    pub fn stat(&self, name: &OsStr) -> Result<Option<FileStat>, SafeFileError> {
+        match nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => check_regular(&stat, || self.join(name)).map(|()| Some(stat)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => Err(self.error("stat", &self.join(name), errno)),
+        }
+    }
+
+    /// Opens (creating it 0600 if needed) the lock file `name`.
+    pub fn open_lock(&self, name: &OsStr) -> Result<File, SafeFileError> {
+        let flags = OFlag::O_RDWR
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        let file = self
+            .openat(name, flags, 0o600)
+            .map_err(|errno| self.open_error(name, errno))?;
+        self.regular(name, file)
+    }
+
+    /// Creates `name` with `mode` if nothing is there (not even a link); `None` when something is.
+    pub fn create_new(&self, name: &OsStr, mode: u32) -> Result<Option<File>, SafeFileError> {
+        match self.create_exclusive(name, mode) {
+            Ok(file) => Ok(Some(file)),
+            Err(Errno::EEXIST) => Ok(None),
+            Err(errno) => Err(self.error("create", &self.join(name), errno)),
+        }
+    }
+
+    /// Replaces `name` atomically with `body`: a new file under an unpredictable temporary name,
+    /// owner and mode set on its descriptor, written, fsynced, renamed over `name`, and the
+    /// directory fsynced. Readers see the old file or the new one, whole. Returns the new file's
+    /// status. On failure the temporary file is removed and `name` is untouched.
+    pub fn replace(
+        &self,
+        name: &OsStr,
+        body: &[u8],
+        ownership: Ownership,
+    ) -> Result<FileStat, SafeFileError> {
+        let (mut file, temp) = self.create_temp(name, ownership.mode)?;
+        let result = self.fill_and_rename(&mut file, &temp, name, body, ownership);
+        if result.is_err() {
+            let _ = nix::unistd::unlinkat(&self.fd, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
+    }
+
+    fn fill_and_rename(
+        &self,
+        file: &mut File,
+        temp: &OsStr,
+        name: &OsStr,
+        body: &[u8],
+        ownership: Ownership,
+    ) -> Result<FileStat, SafeFileError> {
+        let path = self.join(temp);
+        if let Some((uid, gid)) = ownership.owner {
+            nix::unistd::fchown(&*file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| self.error("set the owner of", &path, e))?;
+        }
+        // After the chown, which clears set-id bits: the mode is exactly what was asked.
+        file.set_permissions(std::fs::Permissions::from_mode(ownership.mode))
+            .map_err(|source| io_error("set the mode of", &path, source))?;
+        file.write_all(body)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| io_error("write", &path, source))?;
+        let stat = nix::sys::stat::fstat(&*file).map_err(|e| self.error("stat", &path, e))?;
+        nix::fcntl::renameat(&self.fd, temp, &self.fd, name)
+            .map_err(|e| self.error("rename into place", &self.join(name), e))?;
+        nix::unistd::fsync(&self.fd).map_err(|e| self.error("sync", &self.path, e))?;
+        Ok(stat)
+    }
+
+    /// A new file `.NAME.tmp.RANDOM` (O_EXCL: never an existing file or link).
+    fn create_temp(&self, name: &OsStr, mode: u32) -> Result<(File, OsString), SafeFileError> {
+        let mut last = Errno::EEXIST;
+        for _ in 0..16 {
+            let temp = temp_name(name);
+            match self.create_exclusive(&temp, mode) {
+                Ok(file) => return Ok((file, temp)),
+                Err(Errno::EEXIST) => last = Errno::EEXIST,
+                Err(errno) => return Err(self.error("create", &self.join(&temp), errno)),
+            }
+        }
+        Err(self.error("create a temporary file beside", &self.join(name), last))
+    }
+
+    fn create_exclusive(&self, name: &OsStr, mode: u32) -> Result<File, Errno> {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let file = self.openat(name, flags, mode)?;
+        // The umask may have taken bits off; the descriptor gets exactly `mode`.
+        nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode))?;
+        Ok(file)
+    }
+
+    fn openat(&self, name: &OsStr, flags: OFlag, mode: u32) -> Result<File, Errno> {
+        let mode = Mode::from_bits_truncate(mode);
+        nix::fcntl::openat(&self.fd, name, flags, mode).map(File::from)
+    }
+
+    fn regular(&self, name: &OsStr, file: File) -> Result<File, SafeFileError> {
+        let stat =
+            nix::sys::stat::fstat(&file).map_err(|e| self.error("stat", &self.join(name), e))?;
+        check_regular(&stat, || self.join(name))?;
+        Ok(file)
+    }
+
+    fn open_error(&self, name: &OsStr, errno: Errno) -> SafeFileError {
+        match errno {
+            // O_NOFOLLOW on a link: ELOOP.
+            Errno::ELOOP => SafeFileError::Symlink(self.join(name)),
+            errno => self.error("open", &self.join(name), errno),
+        }
+    }
+
+    fn error(&self, action: &'static str, path: &Path, errno: Errno) -> SafeFileError {
+        io_error(action, path, errno.into())
+    }
+
+    fn join(&self, name: &OsStr) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> SafeFileError {
+    SafeFileError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn check_regular(stat: &FileStat, path: impl Fn() -> PathBuf) -> Result<(), SafeFileError> {
+    let kind = SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits());
+    match kind {
+        SFlag::S_IFREG => Ok(()),
+        SFlag::S_IFLNK => Err(SafeFileError::Symlink(path())),
+        _ => Err(SafeFileError::NotRegular(path())),
+    }
+}
+
+/// `.NAME.tmp.` and 16 random base62 characters: nobody can plant a file at it in advance.
+fn temp_name(name: &OsStr) -> OsString {
+    const BASE62: &[u8] = heare_auth_client::token::BASE62;
+    let mut rng = rand::rng();
+    let suffix: Vec<u8> = (0..16)
+        .map(|_| BASE62[rng.random_range(0..BASE62.len())])
+        .collect();
+    let mut temp = Vec::with_capacity(name.len() + 22);
+    temp.push(b'.');
+    temp.extend_from_slice(name.as_bytes());
+    temp.extend_from_slice(b".tmp.");
+    temp.extend_from_slice(&suffix);
+    OsString::from_vec(temp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
+    const PRIVATE: Ownership = Ownership {
+        owner: None,
+        mode: 0o600,
+    };
+
+    #[test]
+    fn links_at_a_name_are_refused_and_their_targets_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"precious").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("keys.json")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("created"), dir.path().join("keys.lock"))
+            .unwrap();
+        let open = Dir::open(dir.path()).unwrap();
+        let name = OsStr::new("keys.json");
+        assert!(matches!(
+            open.open_existing(name),
+            Err(SafeFileError::Symlink(_))
+        ));
+        assert!(matches!(open.stat(name), Err(SafeFileError::Symlink(_))));
+        assert!(matches!(
+            open.open_lock(OsStr::new("keys.lock")),
+            Err(SafeFileError::Symlink(_))
+        ));
+        assert!(open.create_new(name, 0o600).unwrap().is_none());
+        assert!(
+            !dir.path().join("created").exists(),
+            "nothing at the lock's target"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        let error = open.open_existing(name).unwrap_err().to_string();
+        assert!(
+            error.contains("keys.json") && error.contains("symbolic link"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn fifos_and_directories_are_not_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let open = Dir::open(dir.path()).unwrap();
+        for name in ["fifo", "sub"] {
+            assert!(matches!(
+                open.open_existing(OsStr::new(name)),
+                Err(SafeFileError::NotRegular(_))
+            ));
+        }
+        assert!(open.open_existing(OsStr::new("absent")).unwrap().is_none());
+    }
+
+    #[test]
+    fn replace_is_atomic_private_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = Dir::open(dir.path()).unwrap();
+        let name = OsStr::new("keys.cache");
+        open.replace(name, b"one", PRIVATE).unwrap();
+        let stat = open.replace(name, b"two", PRIVATE).unwrap();
+        let mut body = String::new();
+        open.open_existing(name)
+            .unwrap()
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, "two");
+        let metadata = std::fs::metadata(dir.path().join("keys.cache")).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, 0o600);
+        assert_eq!(metadata.ino(), stat.st_ino);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn replace_over_a_link_replaces_the_link_not_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"precious").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("keys.cache")).unwrap();
+        let open = Dir::open(dir.path()).unwrap();
+        open.replace(OsStr::new("keys.cache"), b"new", PRIVATE)
+            .unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        let link = std::fs::symlink_metadata(dir.path().join("keys.cache")).unwrap();
+        assert!(link.file_type().is_file());
+    }
+
+    #[test]
+    fn temporary_names_are_unpredictable() {
+        let a = temp_name(OsStr::new("keys.json"));
+        let b = temp_name(OsStr::new("keys.json"));
+        assert_ne!(a, b);
+        assert!(a.as_bytes().starts_with(b".keys.json.tmp."));
+        assert_eq!(a.len(), ".keys.json.tmp.".len() + 16);
+    }
+}
