@@ -98,11 +98,19 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// Rewrite the store so that no plaintext secret remains.
+    /// Rewrite the store: no plaintext secret left (--hash-secrets), or a plain file encrypted
+    /// under the configured storage secret (--encrypt); both may be given.
+    #[command(group(clap::ArgGroup::new("migration").required(true).multiple(true)))]
     Migrate {
         /// Replace every plaintext `secret` with its `secret_hash`.
-        #[arg(long, required = true)]
+        #[arg(long, group = "migration")]
         hash_secrets: bool,
+        /// Encrypt a plain key file with the configured storage secret (STORAGE_SECRET,
+        /// storage_secret_file or the systemd credential): once a secret is configured, the
+        /// daemon and every other command refuse a plain file. Read the file first: whoever
+        /// could write the store may have added keys.
+        #[arg(long, group = "migration")]
+        encrypt: bool,
         #[command(flatten)]
         write: WriteArgs,
     },

@@ -18,6 +18,16 @@ use std::time::Duration;
 /// Tries of one write before exit code 4.
 pub const ATTEMPTS: u32 = 8;
 
+/// How a command reads the stored body and writes it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// As stored, written back the same way; a plain body is refused when a storage secret is
+    /// configured (the daemon refuses it too).
+    AsStored,
+    /// `migrate --encrypt`: a plain body is accepted, and written back encrypted.
+    Encrypting,
+}
+
 pub struct Context {
     pub config: Config,
     pub store: Box<dyn KeyStore>,
@@ -42,16 +52,30 @@ impl Context {
 
     /// Reads the document (an empty one when the store holds none yet).
     pub async fn read(&self) -> Result<(StoredDocument, WriteCondition), CtlError> {
+        self.read_as(Reading::AsStored).await
+    }
+
+    async fn read_as(
+        &self,
+        reading: Reading,
+    ) -> Result<(StoredDocument, WriteCondition), CtlError> {
+        let secret = self.config.storage_secret.as_ref();
         match self.store.fetch(None).await? {
-            Fetched::Body { body, version } => Ok((
-                StoredDocument::decode(&body, self.config.storage_secret.as_ref())?,
-                WriteCondition::IfVersion(version),
-            )),
+            Fetched::Body { body, version } => {
+                let stored = match reading {
+                    Reading::AsStored => StoredDocument::decode(&body, secret)?,
+                    Reading::Encrypting => StoredDocument {
+                        encrypted: true,
+                        ..StoredDocument::decode_accepting_plaintext(&body, secret)?
+                    },
+                };
+                Ok((stored, WriteCondition::IfVersion(version)))
+            }
             Fetched::Missing => Ok((
                 StoredDocument {
                     document: Document::empty(),
                     // A new file is encrypted when a storage secret is configured.
-                    encrypted: self.config.storage_secret.is_some(),
+                    encrypted: secret.is_some(),
                 },
                 WriteCondition::IfAbsent,
             )),
@@ -64,10 +88,19 @@ impl Context {
     /// Applies `change` to the document and writes it back, retrying on concurrent writes.
     pub async fn edit<T>(
         &self,
+        change: impl FnMut(&mut Document) -> Result<T, CtlError>,
+    ) -> Result<T, CtlError> {
+        self.edit_as(Reading::AsStored, change).await
+    }
+
+    /// As [`Context::edit`], reading and writing back the body as `reading` says.
+    pub async fn edit_as<T>(
+        &self,
+        reading: Reading,
         mut change: impl FnMut(&mut Document) -> Result<T, CtlError>,
     ) -> Result<T, CtlError> {
         for attempt in 1..=ATTEMPTS {
-            let (mut stored, condition) = self.read().await?;
+            let (mut stored, condition) = self.read_as(reading).await?;
             let outcome = change(&mut stored.document)?;
             let body = stored.encode(self.config.storage_secret.as_ref())?;
             match self.store.put(body, condition).await {

@@ -85,7 +85,11 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             lifecycle::set_disabled(&context, &key_id, false, write.no_reload).await
         }
         Command::Import { file, write } => import::import(&context, &file, write.no_reload).await,
-        Command::Migrate { write, .. } => import::migrate(&context, write.no_reload).await,
+        Command::Migrate {
+            hash_secrets,
+            encrypt,
+            write,
+        } => import::migrate(&context, hash_secrets, encrypt, write.no_reload).await,
         Command::Reload { signal, pid } => remote::reload(context.socket(), signal, pid),
         Command::Status { json } => remote::status(context.socket(), json),
         Command::GenCompletions { .. } | Command::GenMan => Ok(()),

@@ -38,9 +38,18 @@ pub fn keyfile(data: &[u8]) {
     let secret = StorageSecret::new(STORAGE_SECRET);
     match mode % 3 {
         0 => {
-            if let Ok(json) = codec::decode(rest, Some(&secret)) {
-                assert!(!codec::is_encrypted(rest), "a forged token decrypted");
+            if let Ok(json) = codec::decode(rest, None) {
                 check_key_file(&json);
+            }
+            let with_secret = codec::decode(rest, Some(&secret));
+            if codec::is_encrypted(rest) {
+                assert!(with_secret.is_err(), "a forged token decrypted");
+            } else {
+                assert_eq!(
+                    with_secret.unwrap_err(),
+                    CodecError::NotEncrypted,
+                    "a plain body is refused when a storage secret is configured"
+                );
             }
         }
         1 => check_encrypted_round_trip(rest, &secret),

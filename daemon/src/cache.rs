@@ -31,9 +31,10 @@ pub fn read(path: &Path) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
         source,
     };
     let (dir, name) = Dir::of(path)?;
-    let mut file = dir
-        .open_existing(&name)?
-        .ok_or_else(|| failed("read", std::io::ErrorKind::NotFound.into()))?;
+    let mut file = dir.open_existing(&name)?.ok_or_else(|| {
+        let absent = std::io::Error::new(std::io::ErrorKind::NotFound, "it does not exist");
+        failed("read", absent)
+    })?;
     let mut body = Vec::new();
     file.read_to_end(&mut body)
         .map_err(|source| failed("read", source))?;

@@ -1,8 +1,12 @@
 //! Encryption at rest of the key file, exactly as the Python heare-auth service does it.
 //!
 //! A stored body that starts with the 19 bytes `HEARE_ENCRYPTED_V1:` is a Fernet token (AES-128-CBC
-//! with HMAC-SHA256) under the key `urlsafe_base64(sha256(STORAGE_SECRET))`; any other body is plain
-//! JSON, so plain and encrypted files both load. This module owns that framing and nothing else.
+//! with HMAC-SHA256) under the key `urlsafe_base64(sha256(STORAGE_SECRET))`. Encryption must also
+//! mean integrity: when a storage secret is configured, a body without the header is refused
+//! (the Python service loads it as plain JSON, so whoever can write the object but does not hold
+//! the secret could add keys); only `heare-authctl migrate --encrypt` and `import` read plaintext
+//! on purpose ([`decode_accepting_plaintext`]). Without a secret, a body is plain JSON. This
+//! module owns that framing and nothing else.
 //! Its errors name the cause (no secret configured, wrong secret, malformed token) and never
 //! contain the storage secret or any plaintext.
 
@@ -26,6 +30,10 @@ pub enum CodecError {
     WrongSecretOrCorrupt,
     #[error("the key file's encrypted token is not ASCII; the object is corrupt")]
     TokenNotAscii,
+    #[error(
+        "the key file is not encrypted (no HEARE_ENCRYPTED_V1 header), but a storage secret is configured: refused, since whoever can write the store could add keys without the secret; if the plaintext file is yours, encrypt it with `heare-authctl migrate --encrypt`"
+    )]
+    NotEncrypted,
 }
 
 /// The storage secret, held so that it never reaches a log or an error by accident.
@@ -57,8 +65,22 @@ pub fn is_encrypted(body: &[u8]) -> bool {
     body.starts_with(ENCRYPTED_HEADER)
 }
 
-/// Turns a stored body into key-file JSON: decrypts it when it is encrypted, borrows it otherwise.
+/// Turns a stored body into key-file JSON: decrypts it when it is encrypted, borrows it when it
+/// is plain and no secret is configured, and refuses a plain body when one is.
 pub fn decode<'a>(
+    body: &'a [u8],
+    secret: Option<&StorageSecret>,
+) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
+    if secret.is_some() && !is_encrypted(body) {
+        return Err(CodecError::NotEncrypted);
+    }
+    decode_accepting_plaintext(body, secret)
+}
+
+/// As [`decode`], but a plain body is accepted even when a secret is configured: only for a file
+/// the administrator vouches for (`import FILE`, `migrate --encrypt`), never for what a daemon
+/// serves.
+pub fn decode_accepting_plaintext<'a>(
     body: &'a [u8],
     secret: Option<&StorageSecret>,
 ) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
@@ -91,6 +113,24 @@ mod tests {
     fn plain_bodies_pass_through() {
         let body = br#"{"keys":[]}"#;
         assert_eq!(decode(body, None).unwrap().as_ref(), body);
+    }
+
+    #[test]
+    fn a_plain_body_is_refused_when_a_secret_is_configured() {
+        let secret = StorageSecret::new("correct horse");
+        let body = br#"{"keys":[]}"#;
+        assert_eq!(decode(body, Some(&secret)), Err(CodecError::NotEncrypted));
+        assert_eq!(
+            decode_accepting_plaintext(body, Some(&secret))
+                .unwrap()
+                .as_ref(),
+            body
+        );
+        assert!(
+            CodecError::NotEncrypted
+                .to_string()
+                .contains("migrate --encrypt")
+        );
     }
 
     #[test]

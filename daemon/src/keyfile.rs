@@ -126,13 +126,28 @@ pub struct StoredDocument {
 }
 
 impl StoredDocument {
-    /// Decodes a stored body (decrypting it when needed).
+    /// Decodes a stored body (decrypting it when needed); a plain body is refused when a storage
+    /// secret is configured ([`codec::decode`]).
     pub fn decode(body: &[u8], secret: Option<&StorageSecret>) -> Result<Self, KeyFileError> {
-        let encrypted = codec::is_encrypted(body);
-        let json = codec::decode(body, secret)?;
+        Self::parse(body, codec::decode(body, secret)?.as_ref())
+    }
+
+    /// As [`StoredDocument::decode`], accepting a plain body whatever the configuration: for a
+    /// file the administrator vouches for (`import`, `migrate --encrypt`).
+    pub fn decode_accepting_plaintext(
+        body: &[u8],
+        secret: Option<&StorageSecret>,
+    ) -> Result<Self, KeyFileError> {
+        Self::parse(
+            body,
+            codec::decode_accepting_plaintext(body, secret)?.as_ref(),
+        )
+    }
+
+    fn parse(body: &[u8], json: &[u8]) -> Result<Self, KeyFileError> {
         Ok(StoredDocument {
-            document: Document::parse(&json)?,
-            encrypted,
+            document: Document::parse(json)?,
+            encrypted: codec::is_encrypted(body),
         })
     }
 

@@ -324,8 +324,12 @@ impl Reloader {
         let secret = self.storage_secret.clone();
         tokio::task::spawn_blocking(move || {
             let json = codec::decode(&body, secret.as_ref()).map_err(|e| e.to_string())?;
-            let (keys, skipped) = KeySet::from_json(&json).map_err(|e| e.to_string())?;
-            drop(json);
+            let built = KeySet::from_json(&json).map_err(|e| e.to_string());
+            // A decrypted body holds every plaintext secret: zeroed as soon as it is parsed.
+            if let std::borrow::Cow::Owned(plain) = json {
+                drop(zeroize::Zeroizing::new(plain));
+            }
+            let (keys, skipped) = built?;
             Ok((keys, skipped, body))
         })
         .await

@@ -62,7 +62,6 @@ fn daemon_via(s3: &S3Server, proxy: &FaultProxy, dir: &Path, cache: &Path) -> Da
             S3_TIMEOUT.as_millis()
         ))
         .envs(s3.env_for_client())
-        .env("STORAGE_SECRET", STORAGE_SECRET)
 }
 
 /// `POST /refresh`, and how long it took.
@@ -235,20 +234,27 @@ fn s3_stopped_is_named_in_status_then_recovers() {
 #[test]
 fn bad_bodies_are_named_in_status_and_the_next_good_one_recovers() {
     let (s3, proxy) = s3_behind_proxy(&first_key());
+    // With a storage secret configured only encrypted bodies load: each bad body is encrypted
+    // with it, so that what is wrong with it is the one thing named.
+    let secret = StorageSecret::new(STORAGE_SECRET);
+    let encrypted = |json: &[u8]| encode_encrypted(json, &secret);
+    s3.put_object(BUCKET, OBJECT, &encrypted(&key_file(&first_key())))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let daemon = daemon_via(&s3, &proxy, dir.path(), &dir.path().join("keys.cache"))
+        .env("STORAGE_SECRET", STORAGE_SECRET)
         .start()
         .unwrap();
     let good = key_file(&both_keys());
     let bodies: Vec<(&str, Vec<u8>, &[&str])> = vec![
         (
             "truncated object",
-            good[..good.len() / 2].to_vec(),
+            encrypted(&good[..good.len() / 2]),
             &["json"],
         ),
         (
             "not JSON",
-            b"<html>503 Service Unavailable</html>".to_vec(),
+            encrypted(b"<html>503 Service Unavailable</html>"),
             &["json"],
         ),
         (
@@ -258,16 +264,24 @@ fn bad_bodies_are_named_in_status_and_the_next_good_one_recovers() {
         ),
         (
             "duplicate secret",
-            key_file(&[
+            encrypted(&key_file(&[
                 TestKey::new("key_a", FIRST),
                 TestKey::new("key_b", FIRST).hashed(),
-            ]),
+            ])),
             &["same secret"],
         ),
         (
             "duplicate id",
-            key_file(&[TestKey::new("key_a", FIRST), TestKey::new("key_a", SECOND)]),
+            encrypted(&key_file(&[
+                TestKey::new("key_a", FIRST),
+                TestKey::new("key_a", SECOND),
+            ])),
             &["key_a", "ids must be unique"],
+        ),
+        (
+            "plaintext while a storage secret is configured",
+            good.clone(),
+            &["not encrypted", "migrate --encrypt"],
         ),
     ];
     for (what, body, words) in bodies {
@@ -301,7 +315,7 @@ fn bad_bodies_are_named_in_status_and_the_next_good_one_recovers() {
         }
 
         // The next good object recovers, and the one after the fault is served.
-        s3.put_object(BUCKET, OBJECT, &key_file(&first_key()))
+        s3.put_object(BUCKET, OBJECT, &encrypted(&key_file(&first_key())))
             .unwrap();
         let refresh = daemon.refresh();
         assert_eq!(refresh.status, 200, "{what}: recovers: {}", refresh.body);

@@ -153,6 +153,10 @@ fn s3_stopped_mid_run_keeps_the_set_then_recovers() {
 #[test]
 fn corrupt_truncated_or_wrongly_encrypted_objects_keep_the_set() {
     let s3 = s3_with(&first_key());
+    let secret = StorageSecret::new(STORAGE_SECRET);
+    // With a storage secret configured only encrypted objects load (encryption_integrity.rs).
+    let first = encode_encrypted(&key_file(&first_key()), &secret);
+    s3.put_object(BUCKET, OBJECT, &first).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let daemon = daemon_on(&s3, dir.path())
         .env("STORAGE_SECRET", STORAGE_SECRET)
@@ -166,7 +170,10 @@ fn corrupt_truncated_or_wrongly_encrypted_objects_keep_the_set() {
         ("other secret", other_secret),
         (
             "duplicate secret",
-            key_file(&[TestKey::new("a", FIRST), TestKey::new("b", FIRST)]),
+            encode_encrypted(
+                &key_file(&[TestKey::new("a", FIRST), TestKey::new("b", FIRST)]),
+                &secret,
+            ),
         ),
     ];
     for (what, body) in bodies {

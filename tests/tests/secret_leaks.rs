@@ -113,9 +113,13 @@ fn daemon_requests_and_error_paths_leak_nothing_at_trace_level() {
         TestKey::new("key_plain", PLAIN),
         TestKey::new("key_hashed", HASHED).hashed(),
     ];
+    // With the storage secret configured only encrypted bodies load: each failing body below is
+    // sealed with it, so that its parse error path is the one exercised.
+    let storage = StorageSecret::new(STORAGE);
+    let sealed = |json: &[u8]| encode_encrypted(json, &storage);
     let s3 = S3Server::start().unwrap();
     s3.create_bucket("leaks").unwrap();
-    s3.put_object("leaks", "keys.json", &key_file(&keys))
+    s3.put_object("leaks", "keys.json", &sealed(&key_file(&keys)))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("keys.cache");
@@ -193,15 +197,19 @@ fn daemon_requests_and_error_paths_leak_nothing_at_trace_level() {
     // Every way the store can fail, each with secrets in the failing object.
     let other = TestKey::new("key_other", PLAIN);
     let faults: Vec<(&str, Vec<u8>)> = vec![
-        ("truncated store", key_file(&keys)[..120].to_vec()),
-        ("not JSON", format!("not json {PLAIN}").into_bytes()),
+        ("truncated store", sealed(&key_file(&keys)[..120])),
+        ("not JSON", sealed(format!("not json {PLAIN}").as_bytes())),
         (
             "duplicate secret",
-            key_file(&[keys[0].clone(), other.clone()]),
+            sealed(&key_file(&[keys[0].clone(), other.clone()])),
         ),
         (
             "wrong shape",
-            format!("{{\"keys\": {{\"id\": \"k\", \"secret\": \"{PLAIN}\"}}}}").into_bytes(),
+            sealed(format!("{{\"keys\": {{\"id\": \"k\", \"secret\": \"{PLAIN}\"}}}}").as_bytes()),
+        ),
+        (
+            "plaintext while a storage secret is configured",
+            key_file(&keys),
         ),
         (
             "encrypted with another secret",
@@ -218,7 +226,7 @@ fn daemon_requests_and_error_paths_leak_nothing_at_trace_level() {
             &Request::new("GET", "/status"),
         );
     }
-    s3.put_object("leaks", "keys.json", &key_file(&keys))
+    s3.put_object("leaks", "keys.json", &sealed(&key_file(&keys)))
         .unwrap();
     daemon.signal(Signal::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || {

@@ -1,8 +1,10 @@
-//! `import FILE` (a Python-service key file into the store, hashing its secrets) and
-//! `migrate --hash-secrets` (no plaintext secret left in the store). Both validate everything
-//! first and write once, so an error changes nothing.
+//! `import FILE` (a Python-service key file into the store, hashing its secrets) and `migrate`
+//! (`--hash-secrets`: no plaintext secret left in the store; `--encrypt`: a plain file encrypted
+//! under the configured storage secret). Both validate everything first and write once, so an
+//! error changes nothing. The file given to `import` is the administrator's own, so it may be
+//! plain JSON even when a storage secret is configured.
 
-use crate::context::Context;
+use crate::context::{Context, Reading};
 use crate::daemon_link;
 use crate::error::CtlError;
 use heare_authd::keyfile::Document;
@@ -34,7 +36,7 @@ fn digest_of(key: &Map<String, Value>) -> Option<String> {
 pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(), CtlError> {
     let body = std::fs::read(file)
         .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", file.display())))?;
-    let incoming = heare_authd::keyfile::StoredDocument::decode(
+    let incoming = heare_authd::keyfile::StoredDocument::decode_accepting_plaintext(
         &body,
         context.config.storage_secret.as_ref(),
     )?
@@ -100,21 +102,43 @@ fn check_unique(document: &Document, new_keys: &[Map<String, Value>]) -> Result<
     Ok(())
 }
 
-pub async fn migrate(context: &Context, no_reload: bool) -> Result<(), CtlError> {
+pub async fn migrate(
+    context: &Context,
+    hash_secrets: bool,
+    encrypt: bool,
+    no_reload: bool,
+) -> Result<(), CtlError> {
+    if encrypt && context.config.storage_secret.is_none() {
+        return Err(CtlError::Usage(
+            "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
+        ));
+    }
+    let reading = if encrypt {
+        Reading::Encrypting
+    } else {
+        Reading::AsStored
+    };
     let (total, hashed) = context
-        .edit(|document| {
+        .edit_as(reading, |document| {
             let mut hashed = 0;
             let mut total = 0;
             for key in document.keys_mut() {
                 total += 1;
-                if hash_secret(key) {
+                if hash_secrets && hash_secret(key) {
                     hashed += 1;
                 }
             }
             Ok((total, hashed))
         })
         .await?;
-    println!("{hashed} of {total} keys had a plaintext secret; the store now holds only hashes");
+    if hash_secrets {
+        println!(
+            "{hashed} of {total} keys had a plaintext secret; the store now holds only hashes"
+        );
+    }
+    if encrypt {
+        println!("the store is encrypted (HEARE_ENCRYPTED_V1), {total} keys");
+    }
     daemon_link::reload_after_write(context.socket(), no_reload);
     Ok(())
 }

@@ -1,0 +1,153 @@
+//! Encryption must give integrity: someone who can write the S3 object but does not hold the
+//! storage secret replaces it with a plaintext key file that adds a key of their own. With a
+//! storage secret configured, the daemon refuses that body at start and at reload (the previous
+//! set is kept, `/status` says why, the last-known-good cache is not replaced), so the injected
+//! key never verifies; heare-authctl refuses to rewrite it in plaintext and names
+//! `migrate --encrypt`, which then makes it loadable.
+
+use heare_auth_tests::ctl::Ctl;
+use heare_auth_tests::daemon::DaemonBuilder;
+use heare_auth_tests::keys::{TestKey, key_file};
+use heare_auth_tests::s3_server::S3Server;
+use heare_authd::codec::{StorageSecret, encode_encrypted, is_encrypted};
+use std::path::Path;
+use std::time::Duration;
+
+const BUCKET: &str = "heare-auth-test";
+const OBJECT: &str = "keys.json";
+const STORAGE_SECRET: &str = "storage-secret-of-the-integrity-tests";
+const OWNER: &str = "sec_0LegitimateKeyOfTheOwnerAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const INJECTED: &str = "sec_0InjectedByTheBucketWriterXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
+
+fn daemon_on(s3: &S3Server, dir: &Path) -> DaemonBuilder {
+    DaemonBuilder::new(dir)
+        .args([
+            "--store",
+            &format!("s3://{BUCKET}/{OBJECT}"),
+            "--s3-path-style",
+        ])
+        .arg("--cache")
+        .arg(dir.join("keys.cache").display().to_string())
+        .config("[s3]\ntimeout = \"2s\"\n")
+        .envs(s3.env_for_client())
+        .env("STORAGE_SECRET", STORAGE_SECRET)
+}
+
+/// What the attacker uploads: the owner's key plus one of their own, in plain JSON.
+fn forged_plaintext() -> Vec<u8> {
+    key_file(&[
+        TestKey::new("key_owner", OWNER),
+        TestKey::new("key_injected", INJECTED),
+    ])
+}
+
+#[test]
+fn a_plaintext_object_is_refused_at_reload_and_at_start_when_a_secret_is_configured() {
+    let mut s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let secret = StorageSecret::new(STORAGE_SECRET);
+    let genuine = encode_encrypted(&key_file(&[TestKey::new("key_owner", OWNER)]), &secret);
+    s3.put_object(BUCKET, OBJECT, &genuine).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = daemon_on(&s3, dir.path()).start().unwrap();
+    assert_eq!(daemon.verify(OWNER).status, 200);
+    let cache = std::fs::read(dir.path().join("keys.cache")).unwrap();
+    assert!(is_encrypted(&cache));
+
+    // Reload: refused, the previous set kept, the reason in /status, the cache untouched.
+    s3.put_object(BUCKET, OBJECT, &forged_plaintext()).unwrap();
+    let refresh = daemon.refresh();
+    assert_eq!(refresh.status, 500, "{}", refresh.body);
+    assert_eq!(
+        daemon.verify(INJECTED).status,
+        403,
+        "the injected key verified"
+    );
+    assert_eq!(daemon.verify(OWNER).status, 200, "the previous set is kept");
+    let status = daemon.status();
+    assert_eq!(status["stale"], true);
+    let error = status["last_error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("not encrypted") && error.contains("migrate --encrypt"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("keys.cache")).unwrap(),
+        cache,
+        "the last-known-good cache was replaced"
+    );
+    daemon.stop();
+
+    // Start: the forged object is refused and the (encrypted) cache is served instead.
+    let mut daemon = daemon_on(&s3, dir.path()).start().unwrap();
+    assert_eq!(
+        daemon.verify(INJECTED).status,
+        403,
+        "the injected key verified"
+    );
+    assert_eq!(daemon.verify(OWNER).status, 200);
+    assert_eq!(daemon.status()["source"], "cache");
+    daemon.stop();
+
+    // Start without a cache: nothing to serve, exit 1 naming the cause.
+    let empty = tempfile::tempdir().unwrap();
+    let mut refused = daemon_on(&s3, empty.path()).spawn();
+    let exit = refused.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert_eq!(exit.code(), Some(1));
+    assert!(refused.log().contains("not encrypted"), "{}", refused.log());
+
+    // A plaintext cache is refused too (someone with write access to the state directory).
+    std::fs::write(empty.path().join("keys.cache"), forged_plaintext()).unwrap();
+    s3.stop();
+    let mut refused = daemon_on(&s3, empty.path()).spawn();
+    let exit = refused.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert_eq!(exit.code(), Some(1), "{}", refused.log());
+    assert!(refused.log().contains("not encrypted"), "{}", refused.log());
+}
+
+#[test]
+fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    s3.put_object(BUCKET, OBJECT, &forged_plaintext()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let mut env = s3.env_for_client();
+    env.push(("STORAGE_SECRET".into(), STORAGE_SECRET.into()));
+    let ctl = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
+        .config_text("[s3]\npath_style = true\n")
+        .env(env);
+
+    for args in [vec!["create", "--name", "x", "--no-reload"], vec!["list"]] {
+        let output = ctl.run(&args);
+        assert!(
+            !output.status.success(),
+            "{args:?} accepted a plaintext store"
+        );
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains("migrate --encrypt"), "{args:?}: {error}");
+    }
+    assert_eq!(
+        s3.get_object(BUCKET, OBJECT).unwrap().unwrap(),
+        forged_plaintext(),
+        "a refused command changed the store"
+    );
+
+    let out = ctl.ok(&["migrate", "--encrypt", "--no-reload"]);
+    assert!(out.contains("encrypted"), "{out}");
+    let stored = s3.get_object(BUCKET, OBJECT).unwrap().unwrap();
+    assert!(is_encrypted(&stored), "migrate --encrypt wrote plaintext");
+    assert!(ctl.ok(&["list"]).contains("key_injected"));
+
+    // Now the daemon loads it (the administrator vouched for its content by migrating).
+    let daemon = daemon_on(&s3, dir.path()).start().unwrap();
+    assert_eq!(daemon.verify(OWNER).status, 200);
+
+    // Without a storage secret, migrate --encrypt is a usage error and changes nothing.
+    let plain = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
+        .config_text("[s3]\npath_style = true\n")
+        .env(s3.env_for_client());
+    let output = plain.run(&["migrate", "--encrypt", "--no-reload"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(s3.get_object(BUCKET, OBJECT).unwrap().unwrap(), stored);
+}
