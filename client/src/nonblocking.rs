@@ -34,7 +34,7 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Connects hyper to one Unix socket, retrying a full backlog until a time limit and checking the
 /// server's uid when asked.
 #[derive(Clone)]
-pub struct UnixConnector {
+struct UnixConnector {
     path: Arc<Path>,
     limit: Duration,
     server_uids: Option<Arc<[u32]>>,
