@@ -416,6 +416,48 @@ mod tests {
     }
 
     #[test]
+    fn connecting_to_a_full_backlog_ends_at_the_deadline() {
+        use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
+        let dir = std::env::temp_dir().join(format!("heare-client-full-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("full.sock");
+        let _ = std::fs::remove_file(&path);
+        let address = SockAddr::unix(&path).unwrap();
+        let listener = RawSocket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&address).unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let client = RawSocket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            client.set_nonblocking(true).unwrap();
+            match client.connect(&address) {
+                Ok(()) => queued.push(client),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let timeout = Duration::from_millis(300);
+        let error = call(&path, "GET", "/health", b"", timeout).unwrap_err();
+        assert!(
+            matches!(error, TransportError::Timeout(t) if t == timeout),
+            "{error:?}"
+        );
+        drop((listener, queued));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn time_left_never_becomes_a_zero_timeout() {
+        let soon = Instant::now() + Duration::from_nanos(10);
+        match time_left(soon) {
+            Ok(left) => assert!(left >= Duration::from_millis(1)),
+            Err(error) => assert_eq!(error.kind(), io::ErrorKind::TimedOut),
+        }
+        let now = Instant::now();
+        assert_eq!(time_left(now).unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
     fn keep_alive_answers_are_framed_by_content_length() {
         let dir = std::env::temp_dir().join(format!("heare-client-test-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
