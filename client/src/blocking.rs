@@ -6,12 +6,18 @@
 //! (generation `1`) secrets whose checksum does not match. The Python service's generation-`0`
 //! secrets carry no checksum and always go to the daemon. The client's copies of a secret (the
 //! request it writes) are zeroed after use.
+//!
+//! The client's timeout is one deadline for a whole verification: connecting, sending and reading
+//! (see [`crate::transport`]). Without a socket or URL the client uses
+//! [`crate::default_socket_path`], looked up only when the client is built, so a caller that names
+//! its socket never reads the environment. [`ClientBuilder::server_uids`] checks who serves the
+//! socket before a secret is sent.
 
+use crate::default_socket_path;
 use crate::error::Error;
 use crate::token::{SecretShape, secret_shape};
 use crate::transport::{Connection, Endpoint, TransportError};
 use crate::wire::{ErrorResponse, VerifyRequest, VerifyResponse};
-use crate::{DEFAULT_SOCKET_PATH, SOCKET_PATH_ENV};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -35,41 +41,54 @@ pub struct Verified {
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    endpoint: Endpoint,
+    /// `None`: [`default_socket_path`], resolved by [`ClientBuilder::build`].
+    endpoint: Option<Endpoint>,
     timeout: Duration,
     user_agent: String,
+    server_uids: Option<Vec<u32>>,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
-        let socket = std::env::var_os(SOCKET_PATH_ENV)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_PATH));
         ClientBuilder {
-            endpoint: Endpoint::Unix(socket),
+            endpoint: None,
             timeout: Duration::from_secs(5),
             user_agent: concat!("heare-auth-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            server_uids: None,
         }
     }
 }
 
 impl ClientBuilder {
-    /// The daemon's Unix socket (default `$HEARE_AUTH_SOCKET`, else `/run/heare-auth/heare-authd.sock`).
+    /// The daemon's Unix socket (default: [`default_socket_path`], which is
+    /// `$HEARE_AUTH_SOCKET` unless the process is setuid/setgid, else
+    /// `/run/heare-auth/heare-authd.sock`).
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
-        self.endpoint = Endpoint::Unix(path.into());
+        self.endpoint = Some(Endpoint::Unix(path.into()));
         self
     }
 
-    /// The daemon's TCP listener, as `http://host:port`.
+    /// The daemon's TCP listener, as `http://host:port` (an IP address: resolving a name is not
+    /// bounded by the timeout).
     pub fn url(mut self, url: &str) -> Result<Self, Error> {
-        self.endpoint = Endpoint::Tcp(tcp_address(url)?);
+        self.endpoint = Some(Endpoint::Tcp(tcp_address(url)?));
         Ok(self)
     }
 
-    /// Bound on connecting, sending and reading one answer (default 5 s).
+    /// Bound on one verification as a whole — connecting, sending and reading the answer share
+    /// one deadline (default 5 s). Past it, [`Error::Timeout`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Trust only a daemon running as one of `uids`: on each new connection to the Unix socket,
+    /// before anything is sent, the server's uid is read with `SO_PEERCRED`; any other uid is
+    /// [`Error::UntrustedServer`]. (A daemon started by systemd runs as its system user, or as
+    /// root; pass both.) Over TCP there are no peer credentials, so with this option every TCP
+    /// server is refused. Default: no check.
+    pub fn server_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Self {
+        self.server_uids = Some(uids.into_iter().collect());
         self
     }
 
@@ -81,12 +100,13 @@ impl ClientBuilder {
 
     /// The client; nothing is connected until the first verification.
     pub fn build(self) -> Client {
+        let endpoint = self
+            .endpoint
+            .unwrap_or_else(|| Endpoint::Unix(default_socket_path()));
+        let connection = Connection::new(endpoint, self.timeout, self.user_agent)
+            .trust_server_uids(self.server_uids);
         Client {
-            connection: Mutex::new(Connection::new(
-                self.endpoint,
-                self.timeout,
-                self.user_agent,
-            )),
+            connection: Mutex::new(connection),
         }
     }
 }
@@ -213,6 +233,10 @@ pub(crate) fn from_transport(error: TransportError, endpoint: &Endpoint) -> Erro
         },
         TransportError::PermissionDenied(path) => Error::PermissionDenied(path),
         TransportError::Timeout(timeout) => Error::Timeout(timeout),
+        TransportError::UntrustedServer(uid) => Error::UntrustedServer {
+            endpoint: endpoint.to_string(),
+            uid,
+        },
         TransportError::Io(error) => Error::Unavailable {
             endpoint: endpoint.to_string(),
             reason: error.to_string(),

@@ -30,11 +30,29 @@ pub enum Error {
         "permission denied on {0}: add this process's user to the socket's group (usually heare-auth) and start a new session"
     )]
     PermissionDenied(PathBuf),
-    /// The daemon did not answer in time.
+    /// The daemon did not answer in time: connecting, sending and reading together took longer
+    /// than the client's timeout (one deadline for all three).
     #[error("heare-authd did not answer within {0:?}")]
     Timeout(Duration),
+    /// The process serving the socket does not run as a uid the client was told to trust
+    /// ([`crate::ClientBuilder::server_uids`]), or its credentials cannot be checked (TCP). Nothing
+    /// was sent to it.
+    #[error("the server at {endpoint} is not trusted to be heare-authd: {}", untrusted_reason(*.uid))]
+    UntrustedServer {
+        /// The socket path or URL.
+        endpoint: String,
+        /// The server's uid (from `SO_PEERCRED`); `None` when it cannot be known (TCP).
+        uid: Option<u32>,
+    },
     /// The daemon answered, but not as expected (another program on the socket, a version
     /// mismatch, or the daemon refusing to verify, e.g. 503 when its key set is too stale).
     #[error("unexpected answer from heare-authd: {0}")]
     Protocol(String),
+}
+
+fn untrusted_reason(uid: Option<u32>) -> String {
+    match uid {
+        Some(uid) => format!("it runs as uid {uid}, not one of the trusted uids"),
+        None => "its credentials cannot be checked over TCP".into(),
+    }
 }

@@ -47,6 +47,26 @@ pub fn secret_shape(secret: &str) -> SecretShape {
     }
 }
 
+/// Whether `text` has the exact shape of a secret: `sec_` then 60 base62 characters, of
+/// generation `0` (the Python service's, which carries no checksum) or `1` (heare-authctl's, whose
+/// checksum must match). Anything else — a Unix password typed at the wrong prompt, a truncated
+/// or mistyped key — cannot be a valid secret, and a caller that must not send such text anywhere
+/// (the PAM module) refuses it locally. Runs in time that depends only on the length.
+pub fn is_secret_shaped(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() != SECRET_LEN || !text.starts_with("sec_") {
+        return false;
+    }
+    let base62 = bytes[4..]
+        .iter()
+        .fold(true, |all, byte| all & byte.is_ascii_alphanumeric());
+    match bytes[4] {
+        b'0' => base62,
+        b'1' => base62 && secret_shape(text) == SecretShape::Checked,
+        _ => false,
+    }
+}
+
 /// The checksum characters for the first 58 characters of a generation-`1` secret.
 pub fn checksum_for(body: &str) -> String {
     base62_fixed(u64::from(crc32(body.as_bytes())), CHECKSUM_LEN)
@@ -117,5 +137,35 @@ mod tests {
         let python = format!("sec_0{}", &secret[5..]);
         assert_eq!(secret_shape(&python), SecretShape::Unchecked);
         assert_eq!(secret_shape("anything"), SecretShape::Unchecked);
+    }
+
+    #[test]
+    fn only_secret_shaped_text_is_shaped() {
+        let body = "sec_1AbCdEfGh123456789012345678901234567890123456789012345";
+        let checked = format!("{body}{}", checksum_for(body));
+        assert!(is_secret_shaped(&checked));
+        let python = format!("sec_0{}", &checked[5..]);
+        assert!(is_secret_shaped(&python), "generation 0 has no checksum");
+        // The PAM tests' secrets.
+        assert!(is_secret_shaped(
+            "sec_0AlicesPamSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        ));
+        let mut typo = checked.clone().into_bytes();
+        typo[30] = if typo[30] == b'x' { b'y' } else { b'x' };
+        assert!(!is_secret_shaped(std::str::from_utf8(&typo).unwrap()));
+        for not_shaped in [
+            "",
+            "sec_0wrong",
+            "hunter2",
+            &checked[..63],
+            &format!("{checked}A"),
+            &format!("key_{}", &checked[4..]),
+            &format!("sec_2{}", &checked[5..]),
+            &format!("sec_0{}-", &checked[5..63]),
+            &format!("sec_0{}é", &checked[5..62]),
+            &format!("SEC_0{}", &checked[5..]),
+        ] {
+            assert!(!is_secret_shaped(not_shaped), "{not_shaped:?}");
+        }
     }
 }

@@ -4,12 +4,23 @@
 //! [`call`] is the one-shot form (`Connection: close`); [`Connection`] keeps the stream for many
 //! requests and reconnects once when a kept-alive stream turns out to be closed (the daemon closes
 //! idle connections). Errors are typed by what the caller should do.
+//!
+//! One deadline per request bounds everything: connecting (a Unix socket is connected with
+//! `SO_SNDTIMEO` set beforehand, which bounds the kernel's wait on a full listen backlog; TCP with
+//! `connect_timeout`), then each write and each read gets only the time that is left, so a server
+//! that never accepts, never reads or trickles its answer cannot hold the caller past the timeout.
+//! (Resolving a TCP host name is not bounded: give an IP address.) On a Unix socket the server's
+//! uid can be checked (`SO_PEERCRED`) right after connecting, before anything is sent. Writes on
+//! a Unix socket use `MSG_NOSIGNAL`, so a server that hangs up cannot kill a host program that
+//! did not ignore SIGPIPE (a C program, a PAM application).
 
+use nix::sys::socket::{MsgFlags, getsockopt, send, sockopt::PeerCredentials};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why the daemon could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +36,12 @@ pub enum TransportError {
     /// Nothing accepts connections there.
     #[error("nothing accepts connections on {0}: heare-authd is not running")]
     Refused(String),
-    /// No answer within the timeout.
+    /// No answer within the timeout (connecting included).
     #[error("heare-authd did not answer within {0:?}")]
     Timeout(Duration),
+    /// The server is not run by a trusted uid (`None`: its credentials cannot be checked, TCP).
+    #[error("the server is not trusted (uid {0:?})")]
+    UntrustedServer(Option<u32>),
     /// Another I/O failure.
     #[error("talking to heare-authd failed: {0}")]
     Io(io::Error),
@@ -63,32 +77,51 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-enum Stream {
+enum Socket {
     Unix(UnixStream),
     Tcp(TcpStream),
 }
 
+/// A connected socket whose every read and write ends by the current request's deadline.
+struct Stream {
+    socket: Socket,
+    deadline: Instant,
+}
+
+/// Time left before `deadline`, at least 1 ms (a zero socket timeout would mean "none"); an
+/// error once it has passed.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    Ok(left.max(Duration::from_millis(1)))
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
+        let left = Some(time_left(self.deadline)?);
+        match &mut self.socket {
+            Socket::Unix(s) => s.set_read_timeout(left).and_then(|()| s.read(buf)),
+            Socket::Tcp(s) => s.set_read_timeout(left).and_then(|()| s.read(buf)),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
+        let left = Some(time_left(self.deadline)?);
+        match &mut self.socket {
+            Socket::Unix(s) => {
+                s.set_write_timeout(left)?;
+                Ok(send(s.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL)?)
+            }
+            // std's TcpStream already sends with MSG_NOSIGNAL.
+            Socket::Tcp(s) => s.set_write_timeout(left).and_then(|()| s.write(buf)),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.flush(),
-            Stream::Tcp(s) => s.flush(),
-        }
+        Ok(())
     }
 }
 
@@ -97,18 +130,29 @@ pub struct Connection {
     endpoint: Endpoint,
     timeout: Duration,
     user_agent: String,
+    server_uids: Option<Vec<u32>>,
     stream: Option<BufReader<Stream>>,
 }
 
 impl Connection {
-    /// A connection to `endpoint`; nothing is opened until the first request.
+    /// A connection to `endpoint`; nothing is opened until the first request. `timeout` bounds
+    /// each request as a whole, connecting included.
     pub fn new(endpoint: Endpoint, timeout: Duration, user_agent: String) -> Self {
         Connection {
             endpoint,
             timeout,
             user_agent,
+            server_uids: None,
             stream: None,
         }
+    }
+
+    /// Trust only a server whose uid (`SO_PEERCRED`, checked on every new connection before
+    /// anything is sent) is one of `uids`; `None` (the default) trusts any. Over TCP, where
+    /// there are no peer credentials, `Some` refuses every server.
+    pub fn trust_server_uids(mut self, uids: Option<Vec<u32>>) -> Self {
+        self.server_uids = uids;
+        self
     }
 
     /// Where this connection goes.
@@ -117,7 +161,8 @@ impl Connection {
     }
 
     /// Sends one request and reads its answer, reconnecting once if a kept-alive stream was
-    /// closed by the daemon in the meantime.
+    /// closed by the daemon in the meantime. The whole of it, retry included, ends by one
+    /// deadline: now + the timeout.
     pub fn request(
         &mut self,
         method: &str,
@@ -125,11 +170,14 @@ impl Connection {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer, TransportError> {
+        let deadline = Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let reused = self.stream.is_some();
-        match self.try_request(method, path, headers, body) {
+        match self.try_request(method, path, headers, body, deadline) {
             Err(TransportError::Io(_)) | Err(TransportError::Protocol) if reused => {
                 self.stream = None;
-                self.try_request(method, path, headers, body)
+                self.try_request(method, path, headers, body, deadline)
             }
             other => other,
         }
@@ -141,100 +189,135 @@ impl Connection {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
+        deadline: Instant,
     ) -> Result<Answer, TransportError> {
-        if self.stream.is_none() {
-            self.stream = Some(BufReader::new(self.connect()?));
-        }
+        let reader = match self.stream.take() {
+            Some(reader) => reader,
+            None => BufReader::new(self.connect(deadline)?),
+        };
+        let reader = self.stream.insert(reader);
+        reader.get_mut().deadline = deadline;
+        let message = request_bytes(&self.user_agent, method, path, headers, body);
         let timeout = self.timeout;
-        let result = (|| {
-            let Some(reader) = self.stream.as_mut() else {
-                return Err(TransportError::Protocol);
-            };
-            let mut head = format!(
-                "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {}\r\nContent-Length: {}\r\n",
-                self.user_agent,
-                body.len()
-            );
-            for (name, value) in headers {
-                head.push_str(name);
-                head.push_str(": ");
-                head.push_str(value);
-                head.push_str("\r\n");
-            }
-            head.push_str("\r\n");
-            let mut message = zeroize::Zeroizing::new(head.into_bytes());
-            message.extend_from_slice(body);
-            let stream = reader.get_mut();
-            stream
-                .write_all(&message)
-                .map_err(|e| io_error(e, timeout))?;
-            read_answer(reader, timeout)
-        })();
+        let result = reader
+            .get_mut()
+            .write_all(&message)
+            .map_err(|e| io_error(e, timeout))
+            .and_then(|()| read_answer(reader, timeout));
         if result.is_err() {
             self.stream = None;
         }
         result
     }
 
-    fn connect(&self) -> Result<Stream, TransportError> {
-        let stream = match &self.endpoint {
+    fn connect(&self, deadline: Instant) -> Result<Stream, TransportError> {
+        let socket = match &self.endpoint {
             Endpoint::Unix(path) => {
-                UnixStream::connect(path)
-                    .map(Stream::Unix)
-                    .map_err(|error| match error.kind() {
-                        io::ErrorKind::NotFound => TransportError::NoSocket(path.clone()),
-                        io::ErrorKind::PermissionDenied => {
-                            TransportError::PermissionDenied(path.clone())
-                        }
-                        io::ErrorKind::ConnectionRefused => {
-                            TransportError::Refused(path.display().to_string())
-                        }
-                        _ => TransportError::Io(error),
-                    })?
+                let stream = connect_unix(path, deadline, self.timeout)?;
+                if let Some(uids) = &self.server_uids {
+                    check_server_uid(&stream, uids)?;
+                }
+                Socket::Unix(stream)
             }
             Endpoint::Tcp(address) => {
-                let addresses: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
-                    .map_err(TransportError::Io)?
-                    .collect();
-                let mut last = None;
-                let mut connected = None;
-                for candidate in addresses {
-                    match TcpStream::connect_timeout(&candidate, self.timeout) {
-                        Ok(stream) => {
-                            connected = Some(stream);
-                            break;
-                        }
-                        Err(error) => last = Some(error),
-                    }
+                if self.server_uids.is_some() {
+                    return Err(TransportError::UntrustedServer(None));
                 }
-                match connected {
-                    Some(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        Stream::Tcp(stream)
-                    }
-                    None => {
-                        return Err(match last {
-                            Some(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
-                                TransportError::Refused(address.clone())
-                            }
-                            Some(error) => io_error(error, self.timeout),
-                            None => TransportError::Refused(address.clone()),
-                        });
-                    }
-                }
+                Socket::Tcp(connect_tcp(address, deadline, self.timeout)?)
             }
         };
-        let (read, write) = (Some(self.timeout), Some(self.timeout));
-        match &stream {
-            Stream::Unix(s) => s
-                .set_read_timeout(read)
-                .and_then(|()| s.set_write_timeout(write)),
-            Stream::Tcp(s) => s
-                .set_read_timeout(read)
-                .and_then(|()| s.set_write_timeout(write)),
-        }
+        Ok(Stream { socket, deadline })
+    }
+}
+
+/// The request's head and body, in a buffer zeroed when dropped (the body holds the secret).
+fn request_bytes(
+    user_agent: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {user_agent}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut message = zeroize::Zeroizing::new(head.into_bytes());
+    message.extend_from_slice(body);
+    message
+}
+
+/// Connects to a Unix socket by `deadline`: `SO_SNDTIMEO` set before a blocking `connect` bounds
+/// the kernel's wait for room in a full listen backlog (the call then fails with `EAGAIN`).
+fn connect_unix(
+    path: &Path,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<UnixStream, TransportError> {
+    use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
+    let socket = RawSocket::new(Domain::UNIX, Type::STREAM, None).map_err(TransportError::Io)?;
+    let left = time_left(deadline).map_err(|e| io_error(e, timeout))?;
+    socket
+        .set_write_timeout(Some(left))
         .map_err(TransportError::Io)?;
-        Ok(stream)
+    let address = SockAddr::unix(path).map_err(TransportError::Io)?;
+    socket
+        .connect(&address)
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => TransportError::NoSocket(path.to_path_buf()),
+            io::ErrorKind::PermissionDenied => TransportError::PermissionDenied(path.to_path_buf()),
+            io::ErrorKind::ConnectionRefused => TransportError::Refused(path.display().to_string()),
+            _ if error.raw_os_error() == Some(libc::EINPROGRESS) => {
+                TransportError::Timeout(timeout)
+            }
+            _ => io_error(error, timeout),
+        })?;
+    Ok(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
+}
+
+/// Connects to `host:port` by `deadline`, trying each address with the time that is left.
+fn connect_tcp(
+    address: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, TransportError> {
+    let candidates =
+        std::net::ToSocketAddrs::to_socket_addrs(address).map_err(TransportError::Io)?;
+    let mut last = None;
+    for candidate in candidates {
+        let left = time_left(deadline).map_err(|e| io_error(e, timeout))?;
+        match TcpStream::connect_timeout(&candidate, left) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(match last {
+        Some(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            TransportError::Refused(address.to_string())
+        }
+        Some(error) => io_error(error, timeout),
+        None => TransportError::Refused(address.to_string()),
+    })
+}
+
+/// The uid of the process that listens on the other end, which must be one of `uids`.
+fn check_server_uid(stream: &UnixStream, uids: &[u32]) -> Result<(), TransportError> {
+    let credentials =
+        getsockopt(stream, PeerCredentials).map_err(|errno| TransportError::Io(errno.into()))?;
+    if uids.contains(&credentials.uid()) {
+        Ok(())
+    } else {
+        Err(TransportError::UntrustedServer(Some(credentials.uid())))
     }
 }
 
@@ -247,7 +330,7 @@ fn io_error(error: io::Error, timeout: Duration) -> TransportError {
 
 /// Reads one answer: status line, headers, `Content-Length` bytes of body.
 fn read_answer(
-    reader: &mut BufReader<Stream>,
+    reader: &mut BufReader<impl Read>,
     timeout: Duration,
 ) -> Result<Answer, TransportError> {
     let mut line = String::new();
@@ -330,6 +413,48 @@ mod tests {
         .unwrap_err();
         assert!(matches!(error, TransportError::NoSocket(_)));
         assert!(error.to_string().contains("/nonexistent/x.sock"));
+    }
+
+    #[test]
+    fn connecting_to_a_full_backlog_ends_at_the_deadline() {
+        use socket2::{Domain, SockAddr, Socket as RawSocket, Type};
+        let dir = std::env::temp_dir().join(format!("heare-client-full-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("full.sock");
+        let _ = std::fs::remove_file(&path);
+        let address = SockAddr::unix(&path).unwrap();
+        let listener = RawSocket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&address).unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let client = RawSocket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            client.set_nonblocking(true).unwrap();
+            match client.connect(&address) {
+                Ok(()) => queued.push(client),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let timeout = Duration::from_millis(300);
+        let error = call(&path, "GET", "/health", b"", timeout).unwrap_err();
+        assert!(
+            matches!(error, TransportError::Timeout(t) if t == timeout),
+            "{error:?}"
+        );
+        drop((listener, queued));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn time_left_never_becomes_a_zero_timeout() {
+        let soon = Instant::now() + Duration::from_nanos(10);
+        match time_left(soon) {
+            Ok(left) => assert!(left >= Duration::from_millis(1)),
+            Err(error) => assert_eq!(error.kind(), io::ErrorKind::TimedOut),
+        }
+        let now = Instant::now();
+        assert_eq!(time_left(now).unwrap_err().kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -1,44 +1,35 @@
 //! The C ABI for real: `tests/c/verify.c` is compiled with `cc` against the checked-in
-//! `client/ffi/include/heare_auth.h` and `libheare_auth.so`, then run against a running daemon.
+//! `client/ffi/include/heare_auth.h` and `libheare_auth.so`, then run against a running daemon,
+//! and against `fake-authd` answering what the real daemon never would.
 
-use heare_auth_tests::daemon::{DaemonBuilder, binary};
+mod common;
+
+use common::{FakeDaemon, compile_c};
+use heare_auth_tests::daemon::DaemonBuilder;
 use heare_auth_tests::keys::{TestKey, key_file};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const SECRET: &str = "sec_0CAbiTestSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const SECRET: &str = "sec_0CAbiTestSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn compile(out: &Path) {
-    let library_dir = binary("libheare_auth.so").parent().unwrap().to_path_buf();
-    let status = Command::new("cc")
-        .arg("-Wall")
-        .arg("-Werror")
-        .arg("-o")
-        .arg(out)
-        .arg(workspace().join("tests/c/verify.c"))
-        .arg("-I")
-        .arg(workspace().join("client/ffi/include"))
-        .arg("-L")
-        .arg(&library_dir)
-        .arg(format!("-Wl,-rpath,{}", library_dir.display()))
-        .arg("-lheare_auth")
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc failed");
+/// Runs the compiled program: (exit status, trimmed stdout).
+fn run(program: &Path, socket: &Path, secret: &str) -> (Option<i32>, String) {
+    let output = Command::new(program)
+        .arg(socket)
+        .arg(secret)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+    )
 }
 
 #[test]
 fn a_c_program_verifies_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let program = dir.path().join("verify");
-    compile(&program);
+    compile_c(&program);
     let store = dir.path().join("keys.json");
     std::fs::write(&store, key_file(&[TestKey::new("key_c", SECRET)])).unwrap();
     let daemon = DaemonBuilder::new(dir.path())
@@ -46,30 +37,40 @@ fn a_c_program_verifies_through_the_daemon() {
         .arg(format!("file://{}", store.display()))
         .start()
         .unwrap();
-    let run = |secret: &str| {
-        let output = Command::new(&program)
-            .arg(&daemon.socket)
-            .arg(secret)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        )
-    };
-    let (code, out) = run(SECRET);
+    let (code, out) = run(&program, &daemon.socket, SECRET);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out, r#"0 key_c|name of key_c|{"env":"test","id":"key_c"}"#);
-    let (code, out) = run("sec_0wrong");
+    let (code, out) = run(&program, &daemon.socket, "sec_0wrong");
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(out, "1 invalid API key");
     let bad_checksum = format!("sec_1{}", "0".repeat(59));
-    assert_eq!(run(&bad_checksum).0, Some(2));
-    let missing = Command::new(&program)
-        .arg(dir.path().join("none.sock"))
-        .arg(SECRET)
-        .output()
-        .unwrap();
-    assert_eq!(missing.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&missing.stdout).contains("is it running"));
+    assert_eq!(run(&program, &daemon.socket, &bad_checksum).0, Some(2));
+    let (code, out) = run(&program, &dir.path().join("none.sock"), SECRET);
+    assert_eq!(code, Some(3));
+    assert!(out.contains("is it running"));
+}
+
+#[test]
+fn a_nul_byte_in_an_answer_is_a_protocol_error_not_a_shorter_string() {
+    // `key_admin\0-imported-by-bob` must not reach C as `key_admin`.
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("verify");
+    compile_c(&program);
+    let answers = [
+        r#"{"valid":true,"key_id":"key_admin\u0000-imported-by-bob","name":"n","metadata":{},"error":null}"#,
+        r#"{"valid":true,"key_id":"key_bob","name":"admin\u0000 (bob's)","metadata":{},"error":null}"#,
+    ];
+    for (n, answer) in answers.iter().enumerate() {
+        let fake = FakeDaemon::start(dir.path(), &format!("nul{n}"), answer);
+        let (code, out) = run(&program, &fake.socket, SECRET);
+        assert_eq!(code, Some(6), "{answer}: {out}");
+        assert!(out.starts_with("6 unexpected answer"), "{out}");
+        assert!(!out.contains("key_admin"), "{out}");
+    }
+    // The same fake without the NUL is believed: the status above comes from the NUL.
+    let clean = r#"{"valid":true,"key_id":"key_admin-imported-by-bob","name":"n","metadata":{},"error":null}"#;
+    let fake = FakeDaemon::start(dir.path(), "clean", clean);
+    let (code, out) = run(&program, &fake.socket, SECRET);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out, "0 key_admin-imported-by-bob|n|{}");
 }

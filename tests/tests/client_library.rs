@@ -1,7 +1,12 @@
 //! heare-auth-client against the real daemon: every error kind, connection reuse across the
-//! daemon's idle timeout, TCP, and no secret in any error's text or Debug output.
+//! daemon's idle timeout, TCP, and no secret in any error's text or Debug output; against
+//! `fake-authd`: a setuid program ignores `$HEARE_AUTH_SOCKET`, and `server_uids` refuses a server
+//! of another uid before sending it anything.
 
-use heare_auth_client::{Client, Error};
+mod common;
+
+use common::{FakeDaemon, NOBODY, open_dir, valid_for};
+use heare_auth_client::{AsyncClient, Client, Error};
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::wait_until;
@@ -209,7 +214,6 @@ fn one_connection_survives_the_daemons_idle_timeout_and_tcp_works() {
 
 #[test]
 fn the_async_client_verifies_and_reports_errors() {
-    use heare_auth_client::AsyncClient;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -237,4 +241,144 @@ fn the_async_client_verifies_and_reports_errors() {
         assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
         assert_no_secret(&error, SECRET);
     });
+}
+
+/// Runs `program --default SECRET` as nobody with `$HEARE_AUTH_SOCKET` set to `socket`.
+fn probe_as_nobody(program: &Path, socket: &Path) -> String {
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(program)
+        .args(["--default", SECRET])
+        .env("HEARE_AUTH_SOCKET", socket)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_setuid_program_ignores_heare_auth_socket() {
+    common::assert_root();
+    // A directory on a filesystem that honours setuid bits (the build's, not a nosuid /tmp).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let flags = nix::sys::statvfs::statvfs(dir.path()).unwrap().flags();
+    assert!(
+        !flags.contains(nix::sys::statvfs::FsFlags::ST_NOSUID),
+        "{} is mounted nosuid: setuid cannot be tested there",
+        dir.path().display()
+    );
+    let fake = FakeDaemon::start(dir.path(), "evil", &valid_for("root"));
+    let probe = dir.path().join("client-probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_client-probe"), &probe).unwrap();
+    nix::unistd::chown(&probe, Some(0.into()), Some(0.into())).unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let out = probe_as_nobody(&probe, &fake.socket);
+    assert!(out.contains("euid=0 uid=65534"), "not run setuid: {out}");
+    assert!(
+        out.contains(&format!(
+            "socket={} ",
+            heare_auth_client::DEFAULT_SOCKET_PATH
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("Ok("), "{out}");
+    assert_eq!(fake.connections(), 0, "the setuid program reached the fake");
+
+    // The same program without the setuid bit follows the variable (so the check above could
+    // fail): the fake is reached and believed.
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = probe_as_nobody(&probe, &fake.socket);
+    assert!(out.contains("euid=65534 uid=65534"), "{out}");
+    assert!(
+        out.contains(&format!("socket={} ", fake.socket.display())),
+        "{out}"
+    );
+    assert!(out.contains("Ok("), "{out}");
+    assert_eq!(fake.connections(), 1);
+}
+
+#[test]
+fn server_uids_refuse_a_server_of_another_uid_before_sending_anything() {
+    common::assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    open_dir(dir.path());
+    let fake = FakeDaemon::start_as(dir.path(), "evil", &valid_for("alice"), NOBODY);
+    let error = Client::builder()
+        .socket(&fake.socket)
+        .server_uids([0])
+        .build()
+        .verify(SECRET)
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::UntrustedServer {
+                uid: Some(NOBODY),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("uid 65534"), "{error}");
+    assert_no_secret(&error, SECRET);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let error = runtime
+        .block_on(
+            AsyncClient::unix(&fake.socket)
+                .server_uids([0])
+                .verify(SECRET),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::UntrustedServer {
+                uid: Some(NOBODY),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    for n in 1..=2 {
+        let lines = fake.connection_lines(n);
+        assert!(
+            !lines.iter().any(|line| line.starts_with("request")),
+            "sent to an untrusted server: {lines:?}"
+        );
+    }
+
+    // Trusting that uid, both clients are answered (the refusals above came from the check).
+    let trusted = Client::builder()
+        .socket(&fake.socket)
+        .server_uids([0, NOBODY])
+        .build();
+    assert_eq!(trusted.verify(SECRET).unwrap().key_id, "key_evil");
+    let key = runtime
+        .block_on(
+            AsyncClient::unix(&fake.socket)
+                .server_uids([NOBODY])
+                .verify(SECRET),
+        )
+        .unwrap();
+    assert_eq!(key.key_id, "key_evil");
+
+    // The real daemon, run by root here, passes [0]; over TCP nothing can be checked.
+    let daemon = start(dir.path(), &[], "");
+    let client = Client::builder()
+        .socket(&daemon.socket)
+        .server_uids([0])
+        .build();
+    assert_eq!(client.verify(SECRET).unwrap().key_id, "key_client");
+    let tcp = Client::builder()
+        .url("http://127.0.0.1:9")
+        .unwrap()
+        .server_uids([0])
+        .build();
+    assert!(matches!(
+        tcp.verify(SECRET),
+        Err(Error::UntrustedServer { uid: None, .. })
+    ));
 }

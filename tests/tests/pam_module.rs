@@ -1,15 +1,27 @@
 //! pam_heare_auth.so for real: a PAM service file in a private /etc/pam.d (bubblewrap binds it
-//! over the host's), `pamtester SERVICE USER authenticate` with the key on stdin, against a
-//! running daemon. Needs pamtester and bubblewrap (tests/run and .ci/run install them) and root.
+//! over the host's, and a datagram socket of the test's over /dev/log to read the module's syslog
+//! lines), `pamtester heare-test USER authenticate` with the key on stdin, against a running
+//! daemon — or against `fake-authd`, the attacker's server that says "valid" to everything.
+//! Needs pamtester and bubblewrap (tests/run and .ci/run install them) and root.
 
-use heare_auth_tests::daemon::{Daemon, DaemonBuilder, binary};
+mod common;
+
+use common::{FakeDaemon, NOBODY, PamRun, pam_service, pamtester, valid_for};
+use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use serde_json::json;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-const ALICE: &str = "sec_0AlicesPamSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-const BOB: &str = "sec_0BobsPamSecretBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+const ALICE: &str = "sec_0AlicesPamSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const BOB: &str = "sec_0BobsPamSecretBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+/// Shaped like a secret, known to no daemon: what an attacker types for root.
+const ANYTHING: &str = "sec_0RootsPamSecretRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRRR";
+/// Verified by the tests themselves after a pamtester run: every line the module caused is in
+/// the daemon's log once this one's is.
+const MARKER: &str = "sec_0MarkerSecretMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM";
+
+const AUTH_FAILURE: &str = "Authentication failure";
+const SERVICE_ERROR: &str = "Error in service module";
+const UNAVAILABLE: &str = "cannot retrieve authentication info";
 
 fn start(dir: &Path) -> Daemon {
     let store = dir.join("keys.json");
@@ -25,57 +37,73 @@ fn start(dir: &Path) -> Daemon {
         .unwrap()
 }
 
+/// A service file with only this module, on `socket`, with `options`.
 fn service(dir: &Path, socket: &Path, options: &str) {
-    let pam_dir = dir.join("pam.d");
-    std::fs::create_dir_all(&pam_dir).unwrap();
-    let module = binary("libpam_heare_auth.so");
-    std::fs::write(
-        pam_dir.join("heare-test"),
-        format!(
-            "auth required {} socket={} timeout=2000 {options}\naccount required pam_permit.so\n",
-            module.display(),
+    pam_service(
+        dir,
+        &format!(
+            "auth required MODULE socket={} timeout=2000 {options}\naccount required pam_permit.so\n",
             socket.display()
         ),
-    )
-    .unwrap();
+    );
 }
 
-/// Runs pamtester for `user` with `key` on stdin; returns (success, output).
-fn pamtester(dir: &Path, user: &str, key: &str) -> (bool, String) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "bubblewrap's bind over /etc/pam.d needs root (CI is)"
+/// A service file where pam_unix asks first ("Password: ") and stores what was typed as
+/// PAM_AUTHTOK; it fails for these users, who have no Unix password, and is only `optional`.
+fn service_after_pam_unix(dir: &Path, socket: &Path, options: &str) {
+    pam_service(
+        dir,
+        &format!(
+            "auth optional pam_unix.so\nauth required MODULE socket={} timeout=2000 {options}\naccount required pam_permit.so\n",
+            socket.display()
+        ),
     );
-    let mut child = Command::new("bwrap")
-        .args(["--bind", "/", "/", "--bind"])
-        .arg(dir.join("pam.d"))
-        .args([
-            "/etc/pam.d",
-            "--dev",
-            "/dev",
-            "pamtester",
-            "heare-test",
-            user,
-            "authenticate",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bwrap + pamtester (install bubblewrap and pamtester)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{key}\n").as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+}
+
+fn run(dir: &Path, user: &str, input: &str) -> PamRun {
+    pamtester(dir, user, input, &[])
+}
+
+fn logged(run: &PamRun, text: &str) -> bool {
+    run.syslog.iter().any(|line| line.contains(text))
+}
+
+/// The verifications the module asked the daemon for so far, as `"event" "key_id"`. A marker
+/// verification is sent and awaited first: the daemon logs in order, so every earlier one is in
+/// the log by then. The module's requests are told apart by their User-Agent.
+fn verifications(daemon: &Daemon) -> Vec<String> {
+    let events = || -> Vec<serde_json::Value> {
+        daemon
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| {
+                line["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("verification_"))
+            })
+            .collect()
+    };
+    let from_module = |event: &serde_json::Value| {
+        event["user_agent"]
+            .as_str()
+            .is_some_and(|agent| agent.starts_with("pam_heare_auth/"))
+    };
+    let markers = |all: &[serde_json::Value]| all.iter().filter(|e| !from_module(e)).count();
+    let before = markers(&events());
+    assert_eq!(daemon.verify(MARKER).status, 403);
+    let mut all = Vec::new();
+    assert!(heare_auth_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        || {
+            all = events();
+            markers(&all) > before
+        }
+    ));
+    all.iter()
+        .filter(|e| from_module(e))
+        .map(|e| format!("{} {}", e["event"], e["key_id"]))
+        .collect()
 }
 
 #[test]
@@ -84,33 +112,254 @@ fn keys_authenticate_their_own_user_only() {
     let mut daemon = start(dir.path());
     service(dir.path(), &daemon.socket, "user_field=unix_user");
 
-    let (ok, out) = pamtester(dir.path(), "alice", ALICE);
-    assert!(ok && out.contains("successfully authenticated"), "{out}");
-    let (ok, out) = pamtester(dir.path(), "alice", "sec_0wrong");
-    assert!(!ok && out.contains("Authentication failure"), "{out}");
-    let (ok, out) = pamtester(dir.path(), "alice", BOB);
+    let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
     assert!(
-        !ok && out.contains("Authentication failure"),
-        "bob's key must not log in as alice: {out}"
+        out.ok && out.output.contains("successfully authenticated"),
+        "{}",
+        out.output
     );
-    let (ok, _) = pamtester(dir.path(), "bob", BOB);
-    assert!(ok);
+    assert!(
+        logged(&out, "user alice: key key_alice accepted"),
+        "{:?}",
+        out.syslog
+    );
+    let out = run(dir.path(), "alice", "sec_0wrong\n");
+    assert!(
+        !out.ok && out.output.contains(AUTH_FAILURE),
+        "{}",
+        out.output
+    );
+    let out = run(dir.path(), "alice", &format!("{BOB}\n"));
+    assert!(
+        !out.ok && out.output.contains(AUTH_FAILURE),
+        "bob's key must not log in as alice: {}",
+        out.output
+    );
+    assert!(logged(&out, "belongs to another user"), "{:?}", out.syslog);
+    assert!(run(dir.path(), "bob", &format!("{BOB}\n")).ok);
 
     daemon.stop();
-    let (ok, out) = pamtester(dir.path(), "alice", ALICE);
+    let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
     assert!(
-        !ok && out.contains("cannot retrieve authentication info"),
-        "daemon stopped: {out}"
+        !out.ok && out.output.contains(UNAVAILABLE),
+        "daemon stopped: {}",
+        out.output
     );
 }
 
 #[test]
-fn without_user_field_any_valid_key_authenticates() {
+fn without_user_field_every_user_is_refused_unless_any_user() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
     service(dir.path(), &daemon.socket, "");
-    let (ok, out) = pamtester(dir.path(), "alice", BOB);
-    assert!(ok, "{out}");
-    let (ok, _) = pamtester(dir.path(), "alice", "sec_0wrong");
-    assert!(!ok);
+    let out = run(dir.path(), "alice", &format!("{BOB}\n"));
+    assert!(
+        !out.ok && out.output.contains(SERVICE_ERROR),
+        "{}",
+        out.output
+    );
+    assert!(
+        logged(&out, "neither user_field=NAME nor any_user"),
+        "{:?}",
+        out.syslog
+    );
+    let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
+    assert!(!out.ok, "not even the user's own key: {}", out.output);
+    assert_eq!(verifications(&daemon), Vec::<String>::new());
+
+    service(dir.path(), &daemon.socket, "any_user");
+    let out = run(dir.path(), "alice", &format!("{BOB}\n"));
+    assert!(out.ok, "any_user: any valid key, any user: {}", out.output);
+    let out = run(dir.path(), "alice", "sec_0wrong\n");
+    assert!(
+        !out.ok && out.output.contains(AUTH_FAILURE),
+        "{}",
+        out.output
+    );
+}
+
+#[test]
+fn a_misspelled_malformed_or_conflicting_option_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    for (options, named) in [
+        ("user_feild=unix_user", "user_feild=unix_user"),
+        ("user_field=unix_user timeout=2s", "timeout=2s"),
+        ("user_field=unix_user server_user=", "server_user="),
+        ("user_field=unix_user debug", "debug"),
+        ("user_field=unix_user timeout=900 timeout=2000", "timeout"),
+        ("user_field=unix_user any_user", "any_user"),
+        (
+            "user_field=unix_user use_first_pass try_first_pass",
+            "try_first_pass",
+        ),
+    ] {
+        pam_service(
+            dir.path(),
+            &format!(
+                "auth required MODULE socket={} {options}\n",
+                daemon.socket.display()
+            ),
+        );
+        let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
+        assert!(
+            !out.ok && out.output.contains(SERVICE_ERROR),
+            "{options}: {}",
+            out.output
+        );
+        assert!(logged(&out, named), "{options}: {:?}", out.syslog);
+    }
+    assert_eq!(verifications(&daemon), Vec::<String>::new());
+    // Spelt right, the same service file authenticates.
+    service(dir.path(), &daemon.socket, "user_field=unix_user");
+    assert!(run(dir.path(), "alice", &format!("{ALICE}\n")).ok);
+}
+
+#[test]
+fn an_earlier_modules_token_is_used_only_with_use_or_try_first_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let two = |first: &str, second: &str| format!("{first}\n{second}\n");
+
+    // Neither option: pam_unix's token is ignored and the module prompts again.
+    service_after_pam_unix(dir.path(), &daemon.socket, "user_field=unix_user");
+    let out = run(dir.path(), "alice", &two(ALICE, "sec_0wrong"));
+    assert!(
+        !out.ok,
+        "the earlier token must not be reused: {}",
+        out.output
+    );
+    let out = run(dir.path(), "alice", &two("hunter2", ALICE));
+    assert!(out.ok, "the prompt's answer is used: {}", out.output);
+
+    // use_first_pass: only the earlier token, never a prompt.
+    service_after_pam_unix(
+        dir.path(),
+        &daemon.socket,
+        "user_field=unix_user use_first_pass",
+    );
+    let out = run(dir.path(), "alice", &two(ALICE, "sec_0wrong"));
+    assert!(out.ok, "{}", out.output);
+    let out = run(dir.path(), "alice", &two("hunter2", ALICE));
+    assert!(!out.ok, "use_first_pass never prompts: {}", out.output);
+    let out = run(dir.path(), "alice", &two(BOB, ALICE));
+    assert!(!out.ok, "{}", out.output);
+
+    // try_first_pass: the earlier token, else (unshaped or refused) a prompt.
+    service_after_pam_unix(
+        dir.path(),
+        &daemon.socket,
+        "user_field=unix_user try_first_pass",
+    );
+    assert!(run(dir.path(), "alice", &two(ALICE, "sec_0wrong")).ok);
+    let out = run(dir.path(), "alice", &two("hunter2", ALICE));
+    assert!(out.ok, "unshaped earlier token: prompt: {}", out.output);
+    let out = run(dir.path(), "alice", &two(BOB, ALICE));
+    assert!(out.ok, "refused earlier token: prompt: {}", out.output);
+    let out = run(dir.path(), "alice", &two(BOB, BOB));
+    assert!(!out.ok, "{}", out.output);
+}
+
+#[test]
+fn text_not_shaped_like_a_key_never_reaches_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    service(dir.path(), &daemon.socket, "user_field=unix_user");
+    let password = "correct horse battery staple";
+    let out = run(dir.path(), "alice", &format!("{password}\n"));
+    assert!(
+        !out.ok && out.output.contains(AUTH_FAILURE),
+        "{}",
+        out.output
+    );
+    assert!(
+        logged(&out, "not shaped like an API key"),
+        "{:?}",
+        out.syslog
+    );
+    // A password pam_unix stored, reused with try_first_pass, is not sent either.
+    service_after_pam_unix(
+        dir.path(),
+        &daemon.socket,
+        "user_field=unix_user try_first_pass",
+    );
+    let out = run(dir.path(), "alice", &format!("{password}\n{password}\n"));
+    assert!(!out.ok);
+    assert_eq!(
+        verifications(&daemon),
+        Vec::<String>::new(),
+        "the daemon received nothing"
+    );
+    assert!(!daemon.log().contains("horse"));
+    assert!(!out.syslog.iter().any(|line| line.contains("horse")));
+    // The same service with a key: the daemon is asked (so the check above could fail).
+    assert!(run(dir.path(), "alice", &format!("{password}\n{ALICE}\n")).ok);
+    assert_eq!(
+        verifications(&daemon),
+        vec![r#""verification_success" "key_alice""#.to_string()]
+    );
+}
+
+#[test]
+fn heare_auth_socket_in_the_environment_is_never_read() {
+    // The attack: setuid su hands PAM its caller's environment; a fake daemon of the caller's
+    // says "valid, user root" to anything.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDaemon::start(dir.path(), "evil", &valid_for("root"));
+    pam_service(
+        dir.path(),
+        "auth required MODULE user_field=unix_user timeout=2000\n",
+    );
+    let out = pamtester(
+        dir.path(),
+        "root",
+        &format!("{ANYTHING}\n"),
+        &[("HEARE_AUTH_SOCKET", &fake.socket)],
+    );
+    assert!(
+        !out.ok,
+        "authenticated through $HEARE_AUTH_SOCKET: {}",
+        out.output
+    );
+    assert_eq!(fake.connections(), 0, "the fake daemon was reached");
+    assert!(
+        logged(&out, heare_auth_client::DEFAULT_SOCKET_PATH),
+        "the compiled-in default was asked: {:?}",
+        out.syslog
+    );
+
+    // Named with socket=, the same fake (run by root, so trusted) is believed: the check above
+    // is what stopped the attack.
+    service(dir.path(), &fake.socket, "user_field=unix_user");
+    let out = run(dir.path(), "root", &format!("{ANYTHING}\n"));
+    assert!(out.ok, "{}", out.output);
+    assert_eq!(fake.connections(), 1);
+}
+
+#[test]
+fn a_server_not_run_by_root_or_server_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDaemon::start_as(dir.path(), "evil", &valid_for("alice"), NOBODY);
+    service(dir.path(), &fake.socket, "user_field=unix_user");
+    let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
+    assert!(
+        !out.ok && out.output.contains(UNAVAILABLE),
+        "{}",
+        out.output
+    );
+    assert!(logged(&out, &format!("uid {NOBODY}")), "{:?}", out.syslog);
+    let lines = fake.connection_lines(1);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("request")),
+        "the secret was sent to an untrusted server: {lines:?}"
+    );
+
+    // With server_user=nobody, that uid is the daemon's: trusted.
+    service(
+        dir.path(),
+        &fake.socket,
+        "user_field=unix_user server_user=nobody",
+    );
+    let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
+    assert!(out.ok, "{}", out.output);
 }

@@ -22,8 +22,9 @@ extern "C" {
 #define HEARE_AUTH_MALFORMED_KEY     2 /* refused locally: empty, too long, bad checksum */
 #define HEARE_AUTH_UNAVAILABLE       3 /* no socket / connection refused: is heare-authd running? */
 #define HEARE_AUTH_PERMISSION_DENIED 4 /* not allowed on the socket: join its group */
-#define HEARE_AUTH_TIMEOUT           5 /* the daemon did not answer in time */
-#define HEARE_AUTH_PROTOCOL_ERROR    6 /* an unexpected answer */
+#define HEARE_AUTH_TIMEOUT           5 /* no answer in time (connecting included: one deadline) */
+#define HEARE_AUTH_PROTOCOL_ERROR    6 /* an unexpected answer, or a NUL byte inside a key's id,
+                                          name or metadata (never cut short: refused) */
 #define HEARE_AUTH_BAD_ARGUMENT      7 /* NULL secret, or not UTF-8 */
 #define HEARE_AUTH_INTERNAL_ERROR    8 /* a bug in the library (it never crosses into C as a crash) */
 
@@ -37,10 +38,18 @@ typedef struct heare_auth_key {
 
 /* Verifies `secret` with the daemon on $HEARE_AUTH_SOCKET, else /run/heare-auth/heare-authd.sock,
  * with a 5 second timeout. `out` may be NULL when only the verdict matters; on any status other
- * than HEARE_AUTH_OK, *out is left zeroed. */
+ * than HEARE_AUTH_OK, *out is left zeroed.
+ *
+ * In a setuid or setgid program (any process whose AT_SECURE auxiliary value is set, the rule of
+ * glibc's secure_getenv), $HEARE_AUTH_SOCKET is ignored: the environment is the caller's, and a
+ * caller could point it at a server of their own that answers "valid". Such a program always
+ * talks to /run/heare-auth/heare-authd.sock, or to the path it passes to heare_auth_verify_at. */
 int heare_auth_verify(const char *secret, heare_auth_key *out);
 
-/* The same with an explicit socket path (NULL for the default) and timeout (0 for 5000 ms). */
+/* The same with an explicit socket path (NULL for the default, chosen as above) and timeout in
+ * milliseconds (0 for 5000). The timeout bounds the whole call: connecting (also to a daemon whose
+ * listen backlog is full), sending and reading share one deadline, past which the call returns
+ * HEARE_AUTH_TIMEOUT. */
 int heare_auth_verify_at(const char *socket_path, const char *secret, unsigned int timeout_ms,
                          heare_auth_key *out);
 

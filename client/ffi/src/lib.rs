@@ -4,6 +4,12 @@
 //! to a status code and C strings that the caller frees with `heare_auth_key_free`. Every call is
 //! wrapped in `catch_unwind`, so no Rust panic ever unwinds into C; the status codes are fixed
 //! numbers that the header documents and a test compiled with `cc` checks.
+//!
+//! A C string cannot hold a NUL byte: an answer whose key id, name or metadata contains one
+//! (`key_admin\0-imported-by-bob` would read as `key_admin`) is not cut but refused as
+//! `HEARE_AUTH_PROTOCOL_ERROR`. The client's [`Error::UntrustedServer`] (a server not run by a
+//! trusted uid) cannot occur through these functions, which do not enable that check; were it to,
+//! it maps to `HEARE_AUTH_UNAVAILABLE`: the daemon that should answer is not the one there.
 
 use heare_auth_client::{Client, Error, Verified};
 use std::ffi::{CStr, CString, c_char, c_int, c_uint};
@@ -37,27 +43,32 @@ fn status_of(error: &Error) -> c_int {
         Error::PermissionDenied(_) => HEARE_AUTH_PERMISSION_DENIED,
         Error::Timeout(_) => HEARE_AUTH_TIMEOUT,
         Error::Protocol(_) => HEARE_AUTH_PROTOCOL_ERROR,
+        Error::UntrustedServer { .. } => HEARE_AUTH_UNAVAILABLE,
     }
 }
 
-/// A C string of `text`, with interior NULs (impossible in ids and JSON, possible in names) cut.
-fn c_string(text: &str) -> *mut c_char {
-    let cut = text.split('\0').next().unwrap_or("");
-    CString::new(cut).map_or(ptr::null_mut(), CString::into_raw)
+/// The key's id, name and metadata as C strings; `None` when one holds a NUL byte, which C would
+/// read as the end of the string (a key id `key_admin\0…` would pass for `key_admin`).
+fn c_strings(key: &Verified) -> Option<[CString; 3]> {
+    Some([
+        CString::new(key.key_id.as_str()).ok()?,
+        CString::new(key.name.as_str()).ok()?,
+        CString::new(key.metadata.to_string()).ok()?,
+    ])
 }
 
-fn fill(out: *mut HeareAuthKey, key: &Verified) {
+fn fill(out: *mut HeareAuthKey, strings: [CString; 3]) {
     if out.is_null() {
         return;
     }
-    let metadata = key.metadata.to_string();
+    let [key_id, name, metadata_json] = strings;
     // SAFETY: `out` is non-null and, per the header's contract, points to a heare_auth_key the
     // caller owns.
     unsafe {
         *out = HeareAuthKey {
-            key_id: c_string(&key.key_id),
-            name: c_string(&key.name),
-            metadata_json: c_string(&metadata),
+            key_id: key_id.into_raw(),
+            name: name.into_raw(),
+            metadata_json: metadata_json.into_raw(),
         };
     }
 }
@@ -101,11 +112,12 @@ fn verify_at(
     if timeout_ms > 0 {
         builder = builder.timeout(Duration::from_millis(u64::from(timeout_ms)));
     }
-    match builder.build().verify(secret) {
-        Ok(key) => {
-            fill(out, &key);
+    match builder.build().verify(secret).map(|key| c_strings(&key)) {
+        Ok(Some(strings)) => {
+            fill(out, strings);
             HEARE_AUTH_OK
         }
+        Ok(None) => HEARE_AUTH_PROTOCOL_ERROR,
         Err(error) => status_of(&error),
     }
 }
@@ -175,7 +187,9 @@ pub extern "C" fn heare_auth_strerror(status: c_int) -> *const c_char {
             c"permission denied on the heare-authd socket: add this user to its group (usually heare-auth)"
         }
         HEARE_AUTH_TIMEOUT => c"heare-authd did not answer in time",
-        HEARE_AUTH_PROTOCOL_ERROR => c"unexpected answer from heare-authd",
+        HEARE_AUTH_PROTOCOL_ERROR => {
+            c"unexpected answer from heare-authd (or a NUL byte in a key's id, name or metadata)"
+        }
         HEARE_AUTH_BAD_ARGUMENT => c"bad argument: NULL or non-UTF-8 string",
         HEARE_AUTH_INTERNAL_ERROR => c"internal error in libheare_auth",
         _ => c"unknown heare_auth status",
