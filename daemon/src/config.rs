@@ -407,19 +407,45 @@ fn read_file(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// Settings whose values are secrets: no error ever quotes them, whatever their TOML type.
+const SECRET_SETTINGS: [&str; 1] = ["storage_secret"];
+
 fn parse_file(text: &str) -> Result<FileConfig, String> {
-    // toml's messages quote the offending line; a line may hold storage_secret, so only the
-    // message's first line (which names the key and position) is kept.
-    toml::from_str(text).map_err(|error| {
-        let position = error
-            .span()
-            .map(|span| {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!(" (line {line})")
-            })
-            .unwrap_or_default();
-        format!("{}{position}", error.message())
-    })
+    toml::from_str(text).map_err(|error| describe_parse_error(text, &error))
+}
+
+/// toml's message for `error`, located by line. Its full text quotes the offending line and its
+/// message can quote the value (`invalid type: integer `98765…``), so only the message's first
+/// line is kept, and an error on a secret setting's line gets a fixed text instead.
+fn describe_parse_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return error
+            .message()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or_default();
+    match secret_setting_on(line_text) {
+        Some(setting) => {
+            format!("{setting} must be a string (line {line}; its value is not shown)")
+        }
+        None => format!(
+            "{} (line {line})",
+            error.message().lines().next().unwrap_or_default()
+        ),
+    }
+}
+
+/// The secret setting a TOML line assigns, if any (`storage_secret = …`, also quoted or dotted).
+fn secret_setting_on(line: &str) -> Option<&'static str> {
+    let (key, _) = line.split_once('=')?;
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let name = last.trim().trim_matches(|c| c == '"' || c == '\'');
+    SECRET_SETTINGS.into_iter().find(|secret| *secret == name)
 }
 
 fn read_secret_file(path: &Path) -> Result<StorageSecret, ConfigError> {
@@ -563,6 +589,33 @@ mod tests {
         assert!(error.to_string().contains("sokcet"), "{error}");
         let error = resolve(Cli::default(), &[], "storage_secret = 5\n").unwrap_err();
         assert!(error.to_string().contains("line 1"), "{error}");
+        for value in [
+            "98765432123456789",
+            "1.5e300",
+            "true",
+            "[\"hunter2\"]",
+            "{ a = \"hunter2\" }",
+            "2024-01-01T00:00:00Z",
+            "\"hunter2",
+        ] {
+            for key in ["storage_secret", "\"storage_secret\""] {
+                let text = format!("log_level = \"info\"\n{key} = {value}\n");
+                let error = resolve(Cli::default(), &[], &text).unwrap_err().to_string();
+                assert!(
+                    error.contains("storage_secret") && error.contains("line 2"),
+                    "{error}"
+                );
+                for part in [
+                    "98765432123456789",
+                    "hunter2",
+                    "1500000",
+                    "2024-01-01",
+                    "true",
+                ] {
+                    assert!(!error.contains(part), "{value}: {error}");
+                }
+            }
+        }
         let error = resolve(
             Cli::default(),
             &[],

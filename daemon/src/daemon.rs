@@ -52,7 +52,12 @@ pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
     }
 
     if let StoreUrl::File { path } = &config.store {
-        match store::file::create_if_missing(path) {
+        // Encrypted when a storage secret is configured: a plain file would then be refused.
+        let empty = match &config.storage_secret {
+            Some(secret) => crate::codec::encode_encrypted(store::file::EMPTY_KEY_FILE, secret),
+            None => store::file::EMPTY_KEY_FILE.to_vec(),
+        };
+        match store::file::create_if_missing(path, &empty) {
             Ok(true) => tracing::info!(store = %config.store, "created_empty_key_file"),
             Ok(false) => {}
             Err(error) => tracing::warn!(store = %config.store, %error, "cannot_create_key_file"),

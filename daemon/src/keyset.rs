@@ -45,6 +45,12 @@ impl SecretDigest {
         SecretDigest(Sha256::digest(secret.as_bytes()).into())
     }
 
+    /// Whether this is the digest of the empty secret, which no key may have: `""` must never
+    /// verify, whether stored as `secret` or as `secret_hash`.
+    pub fn is_of_empty_secret(&self) -> bool {
+        *self == SecretDigest::of_secret("")
+    }
+
     /// Parses the `secret_hash` form, `sha256:<64 hex digits>`.
     pub fn parse_field(text: &str) -> Option<Self> {
         let hex = text.strip_prefix(SECRET_HASH_PREFIX)?;
@@ -368,6 +374,24 @@ mod tests {
             Verdict::Valid(view) => assert_eq!(view.metadata_json, r#"{"env":"prod","n":[1,2]}"#),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_secret_never_loads_in_any_form() {
+        let empty_hash = SecretDigest::of_secret("").to_field();
+        let (set, skipped) = load(&format!(
+            r#"{{"keys":[
+              {{"id":"key_empty","secret":""}},
+              {{"id":"key_empty_hash","secret_hash":"{empty_hash}"}},
+              {{"id":"key_empty_grace","secret":"s4","grace_secrets":[
+                {{"secret_hash":"{empty_hash}","expires_at":"2999-01-01T00:00:00Z"}}]}},
+              {{"id":"key_good","secret":"s3"}}]}}"#
+        ));
+        let ids: Vec<_> = skipped.iter().map(|s| s.key_id.as_str()).collect();
+        assert_eq!(ids, ["key_empty", "key_empty_hash", "key_empty_grace"]);
+        assert!(skipped[0].reason.contains("empty"));
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.verify("", NOW), Verdict::Unknown);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `heare-authd`: parses the command line and configuration, sets up logging, runs the daemon.
 //! Exit codes: 0 after a clean shutdown or a valid `--check-config`, 1 when the daemon cannot
-//! start or run (the message says why), 2 for a configuration or usage error.
+//! start or run (the message says why), 2 for a configuration or usage error. The process makes
+//! itself non-dumpable before anything else.
 
 use clap::Parser;
 use heare_authd::cli::Cli;
@@ -9,6 +10,13 @@ use heare_authd::{daemon, logging};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before the configuration (which may hold the storage secret) is read: no core dump, and no
+    // other process of the daemon's user may read this one's memory or environment
+    // (/proc/PID/mem, /proc/PID/environ, ptrace) while it holds decrypted keys.
+    if let Err(error) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("heare-authd: cannot make the process non-dumpable: {error}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let config = match Config::load(&cli) {
         Ok(config) => config,

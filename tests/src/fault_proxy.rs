@@ -35,6 +35,10 @@ pub enum Fault {
     Stall(usize),
     /// Answer this HTTP status (500, 503, …) with an S3-style XML error; S3 is not contacted.
     Status(u16),
+    /// Forward a 200 answer re-framed without Content-Length (`Transfer-Encoding: chunked`, 64 KiB
+    /// chunks), as some S3-compatible servers and proxies send it: the size is only known once
+    /// the body has been read.
+    Chunked,
 }
 
 /// A running proxy on `127.0.0.1`; stops (and closes every connection) when dropped.
@@ -188,10 +192,13 @@ fn serve(client: TcpStream, inner: &Inner) -> io::Result<()> {
                     return Ok(());
                 }
             }
-            Fault::Pass | Fault::Truncate(_) | Fault::Stall(_) => {}
+            Fault::Pass | Fault::Truncate(_) | Fault::Stall(_) | Fault::Chunked => {}
         }
         let is_head = request.head.starts_with(b"HEAD ");
-        let answer = forward(inner.upstream, &request, is_head)?;
+        let mut answer = forward(inner.upstream, &request, is_head)?;
+        if fault == Fault::Chunked {
+            answer = rechunk(answer);
+        }
         writer.write_all(&answer.head)?;
         match fault {
             Fault::Truncate(bytes) => {
@@ -235,6 +242,36 @@ fn forward(upstream: SocketAddr, request: &Message, is_head: bool) -> io::Result
     let framing = response_framing(&head, is_head);
     let body = read_body(&mut reader, framing)?;
     Ok(Message { head, body })
+}
+
+/// A 200 answer framed by Content-Length, re-framed as chunked with no Content-Length; any other
+/// answer as it is.
+fn rechunk(answer: Message) -> Message {
+    let ok = answer.head.starts_with(b"HTTP/1.1 200") || answer.head.starts_with(b"HTTP/1.0 200");
+    if !ok || header(&answer.head, "content-length").is_none() {
+        return answer;
+    }
+    let text = String::from_utf8_lossy(&answer.head);
+    let mut head = String::new();
+    for line in text.split("\r\n").filter(|line| !line.is_empty()) {
+        let name = line.split(':').next().unwrap_or("").trim();
+        if !name.eq_ignore_ascii_case("content-length") {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+    }
+    head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    let mut body = Vec::with_capacity(answer.body.len() + 64);
+    for chunk in answer.body.chunks(64 * 1024) {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    Message {
+        head: head.into_bytes(),
+        body,
+    }
 }
 
 /// Keeps a stalled connection open until the client closes it or the proxy stops.
@@ -421,6 +458,22 @@ mod tests {
         let mut reader = BufReader::new(&raw[..]);
         let body = read_body(&mut reader, Framing::Chunked).unwrap();
         assert_eq!(body, &raw[..raw.len() - 4]);
+    }
+
+    #[test]
+    fn rechunked_answers_lose_their_length_and_keep_their_body() {
+        let answer = Message {
+            head: b"HTTP/1.1 200 OK\r\nETag: \"x\"\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            body: b"hello".to_vec(),
+        };
+        let chunked = rechunk(answer);
+        assert_eq!(header(&chunked.head, "content-length"), None);
+        assert!(matches!(
+            response_framing(&chunked.head, false),
+            Framing::Chunked
+        ));
+        assert_eq!(header(&chunked.head, "etag"), Some("\"x\""));
+        assert_eq!(chunked.body, b"5\r\nhello\r\n0\r\n\r\n");
     }
 
     #[test]

@@ -637,3 +637,56 @@ fn read_only_cache_directory_keeps_serving_and_logs_once_per_reload() {
         "never crashed"
     );
 }
+
+/// The daemon's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(daemon: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn an_answer_without_content_length_is_refused_at_max_store_bytes_without_buffering_it() {
+    const LIMIT: u64 = 1 << 20;
+    let (s3, proxy) = s3_behind_proxy(&first_key());
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon_via(&s3, &proxy, dir.path(), &dir.path().join("keys.cache"))
+        .config(&format!(
+            "max_store_bytes = {LIMIT}\n[s3]\ntimeout = \"20s\"\n"
+        ))
+        .start()
+        .unwrap();
+    assert_eq!(daemon.verify(FIRST).status, 200);
+    // A valid key file of 48 MiB (padding in a metadata field), sent chunked: its size is only
+    // known once it has been read, so the limit must be enforced while reading.
+    let padding = "x".repeat(48 << 20);
+    let big = format!(
+        "{{\"keys\": [{{\"id\": \"key_big\", \"secret\": \"{SECOND}\", \"metadata\": {{\"pad\": \"{padding}\"}}}}]}}"
+    );
+    s3.put_object(BUCKET, OBJECT, big.as_bytes()).unwrap();
+    drop((big, padding));
+    proxy.set(Fault::Chunked);
+    let before = peak_rss_kib(&daemon);
+
+    let refresh = daemon.refresh();
+    assert_eq!(refresh.status, 500, "{}", refresh.body);
+    let error = daemon.status()["last_error"].as_str().unwrap().to_string();
+    assert!(error.contains("max_store_bytes"), "{error}");
+    assert_eq!(daemon.verify(FIRST).status, 200, "the previous set is kept");
+    assert_eq!(daemon.verify(SECOND).status, 403);
+    let grew = peak_rss_kib(&daemon).saturating_sub(before);
+    println!("peak RSS grew by {grew} KiB while refusing a 48 MiB chunked answer");
+    assert!(
+        grew < 16 << 10,
+        "the answer was buffered: peak RSS grew by {grew} KiB for a {LIMIT}-byte limit"
+    );
+
+    // The same answer under the limit, chunked, still loads.
+    s3.put_object(BUCKET, OBJECT, &key_file(&both_keys()))
+        .unwrap();
+    assert_eq!(daemon.refresh().status, 200);
+    assert_eq!(daemon.verify(SECOND).status, 200);
+}

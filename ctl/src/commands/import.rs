@@ -52,10 +52,18 @@ pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(
                 "a key in the file has no id; nothing imported".into(),
             ));
         };
-        if digest_of(key).is_none() {
-            return Err(CtlError::Usage(format!(
-                "key {id} has no secret; nothing imported"
-            )));
+        match digest_of(key) {
+            None => {
+                return Err(CtlError::Usage(format!(
+                    "key {id} has no secret; nothing imported"
+                )));
+            }
+            Some(digest) if digest == SecretDigest::of_secret("").to_field() => {
+                return Err(CtlError::Usage(format!(
+                    "key {id} has an empty secret, which must never verify; nothing imported"
+                )));
+            }
+            Some(_) => {}
         }
         let mut key = key.clone();
         hash_secret(&mut key);

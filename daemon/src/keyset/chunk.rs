@@ -112,6 +112,9 @@ impl Chunk {
             }
             (None, None) => return Err("it has neither secret nor secret_hash"),
         };
+        if digest.is_of_empty_secret() {
+            return Err("its secret is empty");
+        }
         let expires_at = match key.expires_at.as_deref().map(str::trim) {
             None | Some("") => UnixMillis::MAX,
             Some(text) => {
@@ -124,11 +127,13 @@ impl Chunk {
                 SecretDigest::parse_field(&previous.secret_hash),
                 timestamp::parse(&previous.expires_at),
             ) {
-                (Some(digest), Ok(until)) => self.grace.push((digest, 0, until)),
+                (Some(digest), Ok(until)) if !digest.is_of_empty_secret() => {
+                    self.grace.push((digest, 0, until))
+                }
                 _ => {
                     self.grace.truncate(first_grace);
                     return Err(
-                        "a grace_secrets entry needs secret_hash sha256:<hex> and an ISO 8601 expires_at",
+                        "a grace_secrets entry needs secret_hash sha256:<hex> of a non-empty secret and an ISO 8601 expires_at",
                     );
                 }
             }

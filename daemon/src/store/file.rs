@@ -241,9 +241,12 @@ impl KeyStore for FileStore {
     }
 }
 
-/// Creates an empty key file (`{"keys": []}`, mode 0600) when nothing is at its name (not even a
-/// link), so that a developer's first run needs no setup. Returns whether it created one.
-pub fn create_if_missing(path: &Path) -> Result<bool, SafeFileError> {
+/// The body of a key file with no keys.
+pub const EMPTY_KEY_FILE: &[u8] = b"{\"keys\": []}\n";
+
+/// Creates a key file holding `body` (mode 0600) when nothing is at its name (not even a link), so
+/// that a developer's first run needs no setup. Returns whether it created one.
+pub fn create_if_missing(path: &Path, body: &[u8]) -> Result<bool, SafeFileError> {
     use std::io::Write;
     use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -262,7 +265,7 @@ pub fn create_if_missing(path: &Path) -> Result<bool, SafeFileError> {
     let Some(mut file) = dir.create_new(&name, 0o600)? else {
         return Ok(false);
     };
-    file.write_all(b"{\"keys\": []}\n")
+    file.write_all(body)
         .and_then(|()| file.sync_all())
         .map_err(|source| SafeFileError::Io {
             action: "write",
@@ -287,8 +290,8 @@ mod tests {
         let path = dir.path().join("sub/keys.json");
         let store = FileStore::new(path.clone(), 1024);
         assert_eq!(fetch(&store, None), Fetched::Missing);
-        assert!(create_if_missing(&path).unwrap());
-        assert!(!create_if_missing(&path).unwrap());
+        assert!(create_if_missing(&path, EMPTY_KEY_FILE).unwrap());
+        assert!(!create_if_missing(&path, EMPTY_KEY_FILE).unwrap());
         let Fetched::Body { body, .. } = fetch(&store, None) else {
             panic!()
         };

@@ -35,7 +35,7 @@ pub enum Fetched {
 pub enum StoreError {
     #[error("cannot read {store}: {message}")]
     Unavailable { store: String, message: String },
-    #[error("{store} is {size} bytes, over the limit of {limit} bytes (max_store_bytes)")]
+    #[error("{store} is over the limit of {limit} bytes (max_store_bytes): {size} bytes or more")]
     TooLarge {
         store: String,
         size: u64,

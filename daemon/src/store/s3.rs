@@ -149,19 +149,7 @@ impl S3Store {
             });
         }
         let version = output.e_tag().unwrap_or_default().to_string();
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|error| self.unavailable(format!("the body was cut off: {}", chain(&error))))?
-            .to_vec();
-        if body.len() as u64 > self.max_body_bytes {
-            return Err(StoreError::TooLarge {
-                store: self.describe(),
-                size: body.len() as u64,
-                limit: self.max_body_bytes,
-            });
-        }
+        let body = self.read_bounded(output.body, size).await?;
         if size != 0 && body.len() as u64 != size {
             return Err(self.unavailable(format!(
                 "the body was cut off: {} of {size} bytes arrived",
@@ -173,6 +161,33 @@ impl S3Store {
 }
 
 impl S3Store {
+    /// Reads the body chunk by chunk, refusing it as soon as it passes `max_store_bytes`: an
+    /// answer without Content-Length (chunked) must not be buffered whole before the check.
+    async fn read_bounded(
+        &self,
+        mut stream: aws_sdk_s3::primitives::ByteStream,
+        announced: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut body = Vec::with_capacity(announced.min(self.max_body_bytes) as usize);
+        loop {
+            let chunk = stream.try_next().await.map_err(|error| {
+                self.unavailable(format!("the body was cut off: {}", chain(&error)))
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(body);
+            };
+            let size = (body.len() + chunk.len()) as u64;
+            if size > self.max_body_bytes {
+                return Err(StoreError::TooLarge {
+                    store: self.describe(),
+                    size,
+                    limit: self.max_body_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+
     async fn put_object(
         &self,
         body: Vec<u8>,

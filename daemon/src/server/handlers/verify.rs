@@ -2,9 +2,11 @@
 //! `Authorization: Bearer …`, hashes it, looks it up in the current key set without a lock, and
 //! answers 200 with the key's id, name and metadata, or 403 `Invalid API key`.
 //!
-//! The secret never leaves this function: it is not logged (failures log at most its first 4
-//! characters, as the Python service), not echoed in any error, and body parse errors are
-//! answered with a fixed text because serde's messages can quote the input.
+//! The secret never leaves this function: it is not logged, not echoed in any error, and body
+//! parse errors are answered with a fixed text because serde's messages can quote the input. A
+//! refusal logs `secret_prefix` (the Python service's field) only when the input begins with the
+//! fixed token prefix `sec_` — then it is exactly that prefix; anything else (a Unix password
+//! typed at the wrong prompt) is logged as `key_shaped: false` and nothing of it.
 
 use crate::keyset::{KeyView, Verdict};
 use crate::server::body::{BodyError, read_limited};
@@ -103,7 +105,7 @@ fn valid_body(key: &KeyView<'_>) -> Vec<u8> {
 }
 
 /// What the log may say about a refused secret: the key it belongs to, or, for a secret that
-/// matches no key, its first 4 characters (as the Python service logs).
+/// matches no key, whether it is key-shaped ([`secret_prefix`]).
 enum Known<'a> {
     Key(&'a str),
     Prefix(&'a str),
@@ -112,13 +114,17 @@ enum Known<'a> {
 /// 403 `Invalid API key`, logged as `verification_failed` with the reason and never the secret.
 fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Response<Body> {
     let (uid, pid, address) = peer.log_fields();
-    let (key_id, prefix) = match known {
-        Known::Key(id) => (Some(id), None),
-        Known::Prefix(secret) => (None, Some(first_chars(secret, 4))),
+    let (key_id, prefix, key_shaped) = match known {
+        Known::Key(id) => (Some(id), None, None),
+        Known::Prefix(secret) => match secret_prefix(secret) {
+            Some(prefix) => (None, Some(prefix), None),
+            None => (None, None, Some(false)),
+        },
     };
     tracing::warn!(
         key_id = key_id,
         secret_prefix = prefix,
+        key_shaped = key_shaped,
         reason = reason,
         user_agent = user_agent,
         peer_uid = uid,
@@ -132,6 +138,13 @@ fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Respo
 /// The 403 body: what serde_json writes for `VerifyResponse::invalid(INVALID_API_KEY)`
 /// (`heare_auth_client::wire::INVALID_API_KEY`, checked by a test).
 const INVALID_BODY: &[u8] = br#"{"valid":false,"error":"Invalid API key"}"#;
+
+/// The fixed token prefix `sec_` when `secret` begins with it (what the Python service's 4-character
+/// `secret_prefix` shows for a real key); `None` for anything else, of which nothing is logged.
+fn secret_prefix(secret: &str) -> Option<&'static str> {
+    const PREFIX: &str = "sec_";
+    secret.starts_with(PREFIX).then_some(PREFIX)
+}
 
 /// The first `count` characters of `text`.
 fn first_chars(text: &str, count: usize) -> &str {
@@ -185,6 +198,14 @@ mod tests {
         }
         let expected = serde_json::to_vec(&VerifyResponse::invalid(INVALID_API_KEY)).unwrap();
         assert_eq!(INVALID_BODY, expected);
+    }
+
+    #[test]
+    fn only_the_fixed_token_prefix_is_ever_logged() {
+        assert_eq!(secret_prefix("sec_0abc"), Some("sec_"));
+        assert_eq!(secret_prefix("hunter2"), None);
+        assert_eq!(secret_prefix("sec"), None);
+        assert_eq!(secret_prefix("Sec_abc"), None);
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! Smaller holes found in review, each performed against the real binaries: an empty secret that
+//! verified, a Unix password typed at the wrong prompt landing in the log, a configuration error
+//! quoting the storage secret, and a daemon whose memory and environment (STORAGE_SECRET) any
+//! other process of its user could read.
+
+use heare_auth_tests::ctl::Ctl;
+use heare_auth_tests::daemon::{DaemonBuilder, binary};
+use heare_auth_tests::http::Request;
+use heare_auth_tests::keys::{TestKey, key_file, secret_hash};
+use heare_auth_tests::wait_until;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SECRET: &str = "sec_0HardeningTestSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+#[test]
+fn an_empty_secret_never_verifies_and_import_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("keys.json");
+    let file = json!({"keys": [
+        {"id": "key_empty", "secret": ""},
+        {"id": "key_empty_hash", "secret_hash": secret_hash("")},
+        {"id": "key_good", "secret": SECRET},
+    ]});
+    std::fs::write(&store, file.to_string()).unwrap();
+    let url = format!("file://{}", store.display());
+    let daemon = DaemonBuilder::new(dir.path())
+        .args(["--store", &url])
+        .start()
+        .unwrap();
+    for request in [
+        Request::new("POST", "/verify").body(r#"{"api_key": ""}"#),
+        Request::new("POST", "/verify").body(r#"{"api_key": "  "}"#),
+    ] {
+        let answer = daemon.request(&request).unwrap();
+        assert_ne!(
+            answer.status, 200,
+            "an empty secret verified: {}",
+            answer.body
+        );
+    }
+    assert_eq!(daemon.verify(SECRET).status, 200);
+    let warnings = daemon.status()["load_warnings"].to_string();
+    assert!(
+        warnings.contains("key_empty") && warnings.contains("key_empty_hash"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("empty"), "{warnings}");
+
+    let before = std::fs::read(&store).unwrap();
+    let import = dir.path().join("python-keys.json");
+    std::fs::write(
+        &import,
+        json!({"keys": [{"id": "key_imported_empty", "secret": ""}]}).to_string(),
+    )
+    .unwrap();
+    let ctl = Ctl::new(dir.path(), &url, &daemon.socket);
+    let output = ctl.run(&["import", import.to_str().unwrap(), "--no-reload"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("empty secret"));
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        before,
+        "a refused import wrote"
+    );
+}
+
+#[test]
+fn a_password_typed_as_a_key_never_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("key_h", SECRET)])).unwrap();
+    let daemon = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .start()
+        .unwrap();
+    let password = "Qz7#Hunter2xKorrect";
+    assert_eq!(daemon.verify(password).status, 403);
+    let bearer = Request::new("POST", "/verify").header("Authorization", "Bearer Tr0ub4dor&3Wq");
+    assert_eq!(daemon.request(&bearer).unwrap().status, 403);
+    let unknown_key = format!("sec_0{}", "Z".repeat(59));
+    assert_eq!(daemon.verify(&unknown_key).status, 403);
+
+    let failed = daemon.wait_events("verification_failed");
+    assert!(wait_until(Duration::from_secs(5), || daemon
+        .events("verification_failed")
+        .len()
+        == 3));
+    let failed = daemon
+        .events("verification_failed")
+        .into_iter()
+        .chain(failed);
+    let (shaped, not_shaped): (Vec<_>, Vec<_>) =
+        failed.partition(|event| event.get("secret_prefix").is_some());
+    assert!(shaped.iter().all(|e| e["secret_prefix"] == "sec_"));
+    assert!(!not_shaped.is_empty());
+    for event in &not_shaped {
+        assert_eq!(event["key_shaped"], false, "{event}");
+    }
+    let log = daemon.log();
+    for typed in [password, "Tr0ub4dor&3Wq"] {
+        for window in typed.as_bytes().windows(4) {
+            let piece = std::str::from_utf8(window).unwrap();
+            assert!(
+                !log.contains(piece),
+                "{piece:?} of a typed password is in the log"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_configuration_error_never_quotes_the_storage_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("heare-authd.toml");
+    for value in [
+        "98765432123456789",
+        "987654321.123456789",
+        "true",
+        "[\"hunter2hunter2\"]",
+        "{ inner = \"hunter2hunter2\" }",
+        "2026-12-01T00:00:00Z",
+        "\"hunter2hunter2",
+    ] {
+        std::fs::write(
+            &config,
+            format!("log_level = \"info\"\nstorage_secret = {value}\n"),
+        )
+        .unwrap();
+        let output = Command::new(binary("heare-authd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{value}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(text.contains("storage_secret"), "{value}: {text}");
+        for piece in ["98765", "hunter2", "2026-12-01", "true"] {
+            assert!(
+                !text.contains(piece),
+                "{value}: the value was quoted: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_other_process_of_the_daemons_user_can_read_its_memory_or_environment() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs the daemon as uid 65534 with setpriv and must run as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let storage_secret = "storage-secret-in-the-environment";
+    let mut daemon = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary("heare-authd"))
+        .arg("--store")
+        .arg(format!("file://{}", state.join("keys.json").display()))
+        .arg("--socket")
+        .arg(state.join("d.sock"))
+        .env("STORAGE_SECRET", storage_secret)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || state.join("d.sock").exists()),
+        "the daemon did not start"
+    );
+    // setpriv execs the daemon: same pid.
+    let pid = daemon.id();
+    let read_as_same_user = |file: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["cat", &format!("/proc/{pid}/{file}")])
+            .output()
+            .unwrap()
+    };
+    let environ = read_as_same_user("environ");
+    let maps = read_as_same_user("maps");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for (file, output) in [("environ", environ), ("maps", maps)] {
+        assert!(
+            !output.status.success(),
+            "another process of the daemon's user read /proc/PID/{file}"
+        );
+        assert!(!String::from_utf8_lossy(&output.stdout).contains(storage_secret));
+    }
+}
