@@ -23,6 +23,14 @@ fn hostile_umask() {
     umask(Mode::empty());
 }
 
+/// The test's own directory: made under the hostile umask it would be world-writable, and the
+/// daemon refuses to put its socket where another user could replace it.
+fn private_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
@@ -69,7 +77,7 @@ fn the_socket_has_the_configured_mode_and_group() {
         ("0640", Some(&nogroup)),
         ("0666", None),
     ] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_tempdir();
         let store = dir.path().join("keys.json");
         std::fs::write(&store, key_file(&[TestKey::new("key_modes", SECRET)])).unwrap();
         let mut builder = DaemonBuilder::new(dir.path())
@@ -109,7 +117,7 @@ fn the_daemon_writes_only_private_files() {
         &key_file(&[TestKey::new("key_modes", SECRET)]),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let cache = dir.path().join("keys.cache");
     let daemon = DaemonBuilder::new(dir.path())
         .args(["--store", "s3://modes/keys.json", "--s3-path-style"])
@@ -142,7 +150,7 @@ fn the_daemon_writes_only_private_files() {
 #[test]
 fn heare_authctl_writes_only_private_files_and_keeps_a_stricter_mode() {
     hostile_umask();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_tempdir();
     let store = dir.path().join("keys.json");
     let url = format!("file://{}", store.display());
     let socket = dir.path().join("none.sock");

@@ -323,3 +323,39 @@ fn a_cache_that_is_a_link_is_neither_written_through_nor_read() {
     );
     assert_eq!(victims.snapshot(), before);
 }
+
+#[test]
+fn the_socket_is_never_bound_in_a_directory_another_user_can_write() {
+    let root = tempfile::tempdir().unwrap();
+    let victims = Victims::new(root.path());
+    let before = victims.snapshot();
+    let store = root.path().join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("key_sock", SECRET)])).unwrap();
+    // The attacker's own directory, and a world-writable one: between the bind and the chown a
+    // writer could swap the socket for a link to a root-owned file.
+    let owned = state_dir(root.path());
+    let open = root.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for dir in [&owned, &open] {
+        let socket = dir.join("heare-authd.sock");
+        let mut daemon = DaemonBuilder::new(root.path())
+            .arg("--store")
+            .arg(format!("file://{}", store.display()))
+            .args(["--socket-group", "root"])
+            .socket(socket.clone())
+            .spawn();
+        let exit = daemon.wait_exit(Duration::from_secs(20)).expect("exits");
+        assert_eq!(exit.code(), Some(1), "{}", daemon.log());
+        let log = daemon.log();
+        assert!(
+            log.contains(&dir.display().to_string()) && log.contains("another user could replace"),
+            "{log}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&socket).is_err(),
+            "nothing is bound there"
+        );
+    }
+    assert_eq!(victims.snapshot(), before);
+}

@@ -2,17 +2,22 @@
 //!
 //! Binding a Unix socket is careful about what is already at the path: a socket that still
 //! answers belongs to a running daemon (refuse to start, say so); one that refuses connections is
-//! stale, left by a crash (remove it); anything that is not a socket is never deleted. The new
-//! socket is created under a tight umask, then given the configured mode and group, so there is
-//! no moment when it is more open than configured. [`SocketFile`] removes it again at exit, but
-//! only if the path still holds the socket this daemon made.
+//! stale, left by a crash (remove it); anything that is not a socket is never deleted. The
+//! socket's directory, and every directory above it, must be one that only root or the daemon's
+//! user can change (a directory above may be world-writable with the sticky bit, as /tmp):
+//! otherwise another user could swap the socket for a link between the bind and the chown, or
+//! replace it later. The socket is created with exactly the configured mode (the umask is set
+//! for the bind), and its group is set without following a link, so there is no moment when it
+//! is more open than configured. [`SocketFile`] removes it again at exit, but only if the path
+//! still holds the socket this daemon made.
 
+use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{Group, chown};
+use nix::unistd::{Group, fchownat, geteuid};
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// A socket the daemon could not listen on, and what to do about it.
@@ -26,6 +31,10 @@ pub enum ListenError {
     NotASocket(PathBuf),
     #[error("socket_group {0:?} does not exist (create it, or unset socket_group)")]
     UnknownGroup(String),
+    #[error(
+        "refusing to put the socket under {path}: {why}, so another user could replace the socket; use a directory only root or the daemon's user can write"
+    )]
+    UnsafeDirectory { path: PathBuf, why: String },
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -123,18 +132,21 @@ pub fn bind_unix(
         },
         None => None,
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // 0755 whatever the umask: a directory others could write would let them replace the
-        // socket with their own.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| io_error("create the directory of", e))?;
-    }
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => parent,
+        None => Path::new("."),
+    };
+    // 0755 whatever the umask: a directory others could write would let them replace the socket.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)
+        .map_err(|e| io_error("create the directory of", e))?;
+    check_directories(parent)?;
     remove_if_stale(path)?;
 
-    let previous = umask(Mode::from_bits_truncate(0o177));
+    // The bind creates the file with 0777 & !umask: exactly `mode`, never more open.
+    let previous = umask(Mode::from_bits_truncate(!mode & 0o777));
     let bound = std::os::unix::net::UnixListener::bind(path);
     umask(previous);
     let listener = bound.map_err(|e| io_error("bind", e))?;
@@ -144,14 +156,61 @@ pub fn bind_unix(
         identity: (metadata.dev(), metadata.ino()),
     };
     if let Some(gid) = gid {
-        chown(path, None, Some(gid)).map_err(|e| io_error("set the group of", e.into()))?;
+        // AT_SYMLINK_NOFOLLOW: were a link there, its own group would change, not its target's.
+        fchownat(
+            AT_FDCWD,
+            path,
+            None,
+            Some(gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error("set the group of", e.into()))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| io_error("set the mode of", e))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| io_error("configure", e))?;
     Ok((listener, file))
+}
+
+/// Every directory the socket's path goes through (as written, and with links resolved) must be
+/// owned by root or this process's user and writable by nobody else — a directory above the
+/// socket's own may be world-writable with the sticky bit (as /tmp), where others cannot rename
+/// what is not theirs.
+fn check_directories(dir: &Path) -> Result<(), ListenError> {
+    let unsafe_dir = |path: &Path, why: String| ListenError::UnsafeDirectory {
+        path: path.to_path_buf(),
+        why,
+    };
+    let absolute = std::path::absolute(dir).map_err(|e| unsafe_dir(dir, e.to_string()))?;
+    let resolved = std::fs::canonicalize(dir).map_err(|e| unsafe_dir(dir, e.to_string()))?;
+    let me = geteuid().as_raw();
+    let every = [&absolute, &resolved].into_iter().flat_map(|base| {
+        // The first ancestor is the socket's own directory.
+        base.ancestors().enumerate().map(|(n, path)| (n == 0, path))
+    });
+    for (own, path) in every {
+        let metadata = std::fs::metadata(path).map_err(|e| unsafe_dir(path, e.to_string()))?;
+        if let Some(why) = unsafe_because(&metadata, me, own) {
+            return Err(unsafe_dir(path, why));
+        }
+    }
+    Ok(())
+}
+
+/// Why a directory is not safe to hold (`own`) or lead to the socket, if it is not.
+fn unsafe_because(metadata: &std::fs::Metadata, me: u32, own: bool) -> Option<String> {
+    let (owner, mode) = (metadata.uid(), metadata.mode());
+    if owner != 0 && owner != me {
+        return Some(format!("it belongs to uid {owner}"));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && (own || !sticky) {
+        return Some(format!(
+            "it is writable by its group or others (mode {:04o})",
+            mode & 0o7777
+        ));
+    }
+    None
 }
 
 fn remove_if_stale(path: &Path) -> Result<(), ListenError> {
@@ -200,6 +259,26 @@ pub fn bind_tcp(address: std::net::SocketAddr) -> Result<std::net::TcpListener, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_directory_others_can_write_is_refused_and_nothing_is_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        for mode in [0o777, 0o1777, 0o775] {
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = bind_unix(&open.join("d.sock"), 0o660, None).err();
+            assert!(
+                matches!(error, Some(ListenError::UnsafeDirectory { .. })),
+                "{mode:o}: {error:?}"
+            );
+            assert!(!open.join("d.sock").exists());
+        }
+        // World-writable and sticky above the socket's own directory is fine (as /tmp).
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let (_listener, _file) = bind_unix(&open.join("run/d.sock"), 0o660, None).unwrap();
+    }
 
     #[test]
     fn binds_with_mode_and_removes_only_its_own_file() {
