@@ -303,6 +303,25 @@ impl Config {
 }
 
 impl Config {
+    /// The admin group's gid, looked up once (at start): admin rights are then decided from the
+    /// peer's kernel credentials alone, with no group database lookup per request.
+    pub fn admin_gid(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(name) = &self.admin_group else {
+            return Ok(None);
+        };
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
+            Ok(None) => Err(ConfigError::Invalid {
+                setting: "admin_group",
+                why: format!("group {name:?} does not exist"),
+            }),
+            Err(error) => Err(ConfigError::Invalid {
+                setting: "admin_group",
+                why: format!("cannot look up group {name:?}: {error}"),
+            }),
+        }
+    }
+
     /// Checks what the configuration names on this system: groups exist, the storage secret is
     /// readable (already read by `load`), the cache directory exists.
     pub fn check_system(&self) -> Result<(), ConfigError> {

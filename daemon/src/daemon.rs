@@ -22,8 +22,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT. `admin_gid` is the admin group's gid, resolved by
+/// the caller ([`Config::admin_gid`]) before anything starts.
+pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
@@ -81,7 +82,6 @@ pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
     let (reload_requests, reload_inbox) = mpsc::channel(64);
     let admin = AdminPolicy {
         own_uid: nix::unistd::geteuid().as_raw(),
-        admin_group: config.admin_group.clone(),
         tcp_from_loopback: config.tcp_admin_from_loopback,
     };
     let shared = Arc::new(Shared::new(
@@ -107,6 +107,10 @@ pub async fn run(config: Config, logs: &LogGuard) -> anyhow::Result<()> {
     for listener in unix {
         let listener = tokio::net::UnixListener::from_std(listener)
             .context("cannot register the Unix socket")?;
+        let listener = server::UnixAcceptor {
+            listener,
+            admin_gid,
+        };
         servers.spawn(server::serve(
             listener,
             shared.clone(),

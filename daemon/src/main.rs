@@ -25,6 +25,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let admin_gid = match config.admin_gid() {
+        Ok(gid) => gid,
+        Err(error) => {
+            eprintln!("heare-authd: {error}");
+            return ExitCode::from(2);
+        }
+    };
     if cli.check_config {
         return match config.check_system() {
             Ok(()) => {
@@ -56,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(daemon::run(config, &logs));
+    let result = runtime.block_on(daemon::run(config, admin_gid, &logs));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,

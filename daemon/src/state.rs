@@ -41,8 +41,6 @@ pub struct LoadStatus {
 pub struct AdminPolicy {
     /// The daemon's own uid: always an admin.
     pub own_uid: u32,
-    /// Members of this group are admins on the Unix socket.
-    pub admin_group: Option<String>,
     /// Whether loopback TCP peers are admins.
     pub tcp_from_loopback: bool,
 }

@@ -45,6 +45,7 @@ pub struct DaemonBuilder {
     env: Vec<(String, String)>,
     socket: PathBuf,
     config: String,
+    wrapper: Vec<String>,
 }
 
 impl DaemonBuilder {
@@ -56,7 +57,15 @@ impl DaemonBuilder {
             env: Vec::new(),
             socket: dir.join("heare-authd.sock"),
             config: String::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the daemon under this command (e.g. `bwrap … --`), which must exec or supervise it;
+    /// `Daemon::pid` is then the wrapper's.
+    pub fn wrapped_in<I: IntoIterator<Item = S>, S: Into<String>>(mut self, command: I) -> Self {
+        self.wrapper = command.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The configuration file's text (TOML); empty by default.
@@ -100,7 +109,15 @@ impl DaemonBuilder {
             .append(true)
             .open(&log_path)
             .expect("open the daemon log");
-        let child = Command::new(binary("heare-authd"))
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary("heare-authd"));
+                command
+            }
+            None => Command::new(binary("heare-authd")),
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .arg("--socket")

@@ -84,6 +84,73 @@ fn members_of_the_admin_group_may_refresh() {
     assert!(answer.contains("\"success\":true"));
 }
 
+/// Runs `uds-request` with the given setpriv credentials; returns the HTTP status.
+fn status_as(socket: &Path, credentials: &[&str], path: &str) -> u16 {
+    let output = Command::new("setpriv")
+        .args(credentials)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_uds-request"))
+        .arg(socket)
+        .args(["GET", path])
+        .output()
+        .expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout.lines().next().unwrap_or("0").trim().parse().unwrap()
+}
+
+/// admin_group is decided from the peer's kernel credentials (SO_PEERCRED + SO_PEERGROUPS), not
+/// the group database: the daemon runs with a private /etc/group (bubblewrap) where group
+/// `heare-test-admins` (gid 4242) lists `nobody`. A process holding the gid only as a
+/// supplementary group (uid 4343, in no database) is an admin; `nobody`, listed in the group but
+/// running without it, is not.
+#[test]
+fn admin_group_is_the_peers_kernel_groups_not_the_group_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let group_file = dir.path().join("group");
+    let mut groups = std::fs::read_to_string("/etc/group").unwrap();
+    groups.push_str("heare-test-admins:x:4242:nobody\n");
+    std::fs::write(&group_file, groups).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = dir.path().join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("key_admin_test", SECRET)])).unwrap();
+    let group_path = group_file.display().to_string();
+    let daemon = DaemonBuilder::new(dir.path())
+        .wrapped_in([
+            "bwrap",
+            "--bind",
+            "/",
+            "/",
+            "--bind",
+            &group_path,
+            "/etc/group",
+            "--dev",
+            "/dev",
+            "--die-with-parent",
+            "--",
+        ])
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .args([
+            "--socket-mode",
+            "0666",
+            "--admin-group",
+            "heare-test-admins",
+        ])
+        .start()
+        .unwrap();
+    let supplementary = ["--reuid=4343", "--regid=4343", "--groups=4242"];
+    assert_eq!(status_as(&daemon.socket, &supplementary, "/status"), 200);
+    let primary = ["--reuid=4343", "--regid=4242", "--clear-groups"];
+    assert_eq!(status_as(&daemon.socket, &primary, "/status"), 200);
+    let dropped = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    assert_eq!(
+        status_as(&daemon.socket, &dropped, "/status"),
+        403,
+        "listed in /etc/group but not holding the group"
+    );
+    assert_eq!(status_as(&daemon.socket, &dropped, "/health"), 200);
+}
+
 #[test]
 fn a_peer_without_socket_permission_cannot_connect() {
     let dir = tempfile::tempdir().unwrap();

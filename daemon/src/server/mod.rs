@@ -62,20 +62,23 @@ pub trait Accept: Send + 'static {
     fn describe(&self) -> String;
 }
 
-impl Accept for tokio::net::UnixListener {
+/// The Unix socket: each peer with its kernel credentials, and whether it holds the admin group.
+pub struct UnixAcceptor {
+    pub listener: tokio::net::UnixListener,
+    /// The admin group's gid, resolved once at start (no group database lookup per connection).
+    pub admin_gid: Option<u32>,
+}
+
+impl Accept for UnixAcceptor {
     type Io = tokio::net::UnixStream;
     async fn accept(&self) -> io::Result<(Self::Io, Peer)> {
-        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
-        let credentials = stream.peer_cred()?;
-        let peer = Peer::Unix {
-            uid: credentials.uid(),
-            gid: credentials.gid(),
-            pid: credentials.pid(),
-        };
+        let (stream, _) = self.listener.accept().await?;
+        let peer = Peer::of_unix(&stream, self.admin_gid)?;
         Ok((stream, peer))
     }
     fn describe(&self) -> String {
         match self
+            .listener
             .local_addr()
             .ok()
             .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))

@@ -1,13 +1,17 @@
 //! Who is on the other end of a connection, and whether they may call the admin endpoints.
 //!
-//! On the Unix socket the kernel tells us the peer's uid, gid and pid (SO_PEERCRED); that, not
-//! anything in the request, decides admin rights: uid 0, the daemon's own uid, or membership in
-//! the configured admin group. On TCP there are no credentials: admin calls are refused unless
-//! explicitly allowed for loopback peers. Headers such as X-Forwarded-For are never consulted.
+//! On the Unix socket the kernel tells us the peer's uid, gid and pid (SO_PEERCRED) and its
+//! supplementary groups (SO_PEERGROUPS), as they were when it connected; that, not anything in the
+//! request and not the group database, decides admin rights: uid 0, the daemon's own uid, or
+//! holding the admin group's gid (resolved once at start) as primary or supplementary group. A
+//! process of a user listed in the group who dropped the group is not an admin; one holding it
+//! only as a supplementary group is. Nothing here calls NSS, so a slow LDAP or SSSD cannot stall
+//! a worker. On TCP there are no credentials: admin calls are refused unless explicitly allowed
+//! for loopback peers. Headers such as X-Forwarded-For are never consulted.
 
 use crate::state::AdminPolicy;
-use nix::unistd::{Gid, Group, Uid, User};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// The peer of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,17 +20,77 @@ pub enum Peer {
         uid: u32,
         gid: u32,
         pid: Option<i32>,
+        /// Whether it held the admin group (primary or supplementary) when it connected.
+        in_admin_group: bool,
     },
     Tcp(SocketAddr),
 }
 
 impl Peer {
+    /// The peer of a Unix connection, from the kernel's credentials.
+    pub fn of_unix(
+        stream: &tokio::net::UnixStream,
+        admin_gid: Option<u32>,
+    ) -> std::io::Result<Peer> {
+        let credentials = stream.peer_cred()?;
+        let gid = credentials.gid();
+        let in_admin_group = match admin_gid {
+            None => false,
+            Some(admin) if admin == gid => true,
+            // Unknown groups (an error reading them) are not the admin group: fail closed.
+            Some(admin) => supplementary_groups(stream).is_ok_and(|groups| groups.contains(&admin)),
+        };
+        Ok(Peer::Unix {
+            uid: credentials.uid(),
+            gid,
+            pid: credentials.pid(),
+            in_admin_group,
+        })
+    }
+
     /// The peer as log fields: uid and pid on the Unix socket, the address on TCP.
     pub fn log_fields(self) -> (Option<u32>, Option<i32>, Option<String>) {
         match self {
             Peer::Unix { uid, pid, .. } => (Some(uid), pid, None),
             Peer::Tcp(address) => (None, None, Some(address.to_string())),
         }
+    }
+}
+
+/// SO_PEERGROUPS (Linux 4.13), the same number on every architecture this daemon is built for.
+#[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
+const SO_PEERGROUPS: nix::libc::c_int = 59;
+
+/// The supplementary groups the peer of `socket` held when it connected.
+fn supplementary_groups(socket: &impl AsFd) -> std::io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<nix::libc::gid_t>();
+    let mut groups: Vec<nix::libc::gid_t> = vec![0; 32];
+    loop {
+        let mut length = (groups.len() * GID) as nix::libc::socklen_t;
+        // SAFETY: the buffer holds `length` bytes of gid_t, and the kernel writes at most that
+        // many, reporting in `length` what it wrote (or, with ERANGE, what it needs).
+        let result = unsafe {
+            nix::libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut length,
+            )
+        };
+        let needed = length as usize / GID;
+        if result == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(nix::libc::ERANGE)
+            || needed <= groups.len()
+            || needed > 65536
+        {
+            return Err(error);
+        }
+        groups.resize(needed, 0);
     }
 }
 
@@ -53,13 +117,15 @@ impl Refusal {
 /// Decides whether `peer` may call admin endpoints.
 pub fn check_admin(peer: Peer, policy: &AdminPolicy) -> Result<(), Refusal> {
     match peer {
-        Peer::Unix { uid, gid, .. } => {
-            if uid == 0 || uid == policy.own_uid {
-                return Ok(());
-            }
-            match &policy.admin_group {
-                Some(group) if in_group(uid, gid, group) => Ok(()),
-                _ => Err(Refusal::NotAdminUser),
+        Peer::Unix {
+            uid,
+            in_admin_group,
+            ..
+        } => {
+            if uid == 0 || uid == policy.own_uid || in_admin_group {
+                Ok(())
+            } else {
+                Err(Refusal::NotAdminUser)
             }
         }
         Peer::Tcp(address) => {
@@ -72,58 +138,67 @@ pub fn check_admin(peer: Peer, policy: &AdminPolicy) -> Result<(), Refusal> {
     }
 }
 
-/// Whether the user `uid` (running with primary group `gid`) belongs to the group `name`.
-fn in_group(uid: u32, gid: u32, name: &str) -> bool {
-    let Ok(Some(group)) = Group::from_name(name) else {
-        return false;
-    };
-    if group.gid == Gid::from_raw(gid) {
-        return true;
-    }
-    match User::from_uid(Uid::from_raw(uid)) {
-        Ok(Some(user)) => user.gid == group.gid || group.mem.contains(&user.name),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn policy(group: Option<&str>, tcp: bool) -> AdminPolicy {
+    fn policy(tcp: bool) -> AdminPolicy {
         AdminPolicy {
             own_uid: 4242,
-            admin_group: group.map(str::to_string),
             tcp_from_loopback: tcp,
         }
     }
 
-    fn unix(uid: u32, gid: u32) -> Peer {
+    fn unix(uid: u32, in_admin_group: bool) -> Peer {
         Peer::Unix {
             uid,
-            gid,
+            gid: uid,
             pid: None,
+            in_admin_group,
         }
     }
 
     #[test]
-    fn root_and_own_uid_are_admins_others_are_not() {
-        assert_eq!(check_admin(unix(0, 0), &policy(None, false)), Ok(()));
-        assert_eq!(check_admin(unix(4242, 1), &policy(None, false)), Ok(()));
+    fn root_own_uid_and_admin_group_holders_are_admins_others_are_not() {
+        assert_eq!(check_admin(unix(0, false), &policy(false)), Ok(()));
+        assert_eq!(check_admin(unix(4242, false), &policy(false)), Ok(()));
+        assert_eq!(check_admin(unix(1000, true), &policy(false)), Ok(()));
         assert_eq!(
-            check_admin(unix(1000, 1000), &policy(None, false)),
+            check_admin(unix(1000, false), &policy(false)),
             Err(Refusal::NotAdminUser)
         );
     }
 
-    #[test]
-    fn admin_group_by_primary_gid() {
-        // Group "root" has gid 0 on every Linux system.
-        assert_eq!(
-            check_admin(unix(1000, 0), &policy(Some("root"), false)),
-            Ok(())
-        );
-        assert!(check_admin(unix(1000, 1000), &policy(Some("no-such-group-x"), false)).is_err());
+    #[tokio::test]
+    async fn supplementary_groups_are_the_peers_own() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut seen = supplementary_groups(&ours).unwrap();
+        seen.sort_unstable();
+        let mut expected = mine.clone();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+        let gid = nix::unistd::getegid().as_raw();
+        let peer = Peer::of_unix(&theirs, Some(gid)).unwrap();
+        assert!(matches!(
+            peer,
+            Peer::Unix {
+                in_admin_group: true,
+                ..
+            }
+        ));
+        let peer = Peer::of_unix(&theirs, Some(u32::MAX - 7)).unwrap();
+        assert!(matches!(
+            peer,
+            Peer::Unix {
+                in_admin_group: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -131,12 +206,12 @@ mod tests {
         let local = Peer::Tcp("127.0.0.1:5000".parse().unwrap());
         let remote = Peer::Tcp("192.0.2.7:5000".parse().unwrap());
         assert_eq!(
-            check_admin(local, &policy(None, false)),
+            check_admin(local, &policy(false)),
             Err(Refusal::TcpNotAllowed)
         );
-        assert_eq!(check_admin(local, &policy(None, true)), Ok(()));
+        assert_eq!(check_admin(local, &policy(true)), Ok(()));
         assert_eq!(
-            check_admin(remote, &policy(None, true)),
+            check_admin(remote, &policy(true)),
             Err(Refusal::TcpNotAllowed)
         );
     }
