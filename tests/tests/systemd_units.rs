@@ -1,13 +1,31 @@
 //! The units in `systemd/`, checked by systemd itself: `systemd-analyze verify` must print nothing
 //! (it only warns about typos, so any output fails the test), and the service's exposure score
-//! must be at most 1.5 ("OK") by `systemd-analyze security --offline=yes --threshold=15`.
+//! must be at most 1.5 ("OK") by `systemd-analyze security --offline=yes --threshold=15`. Also the
+//! split between the daemon's group and its clients' group: the socket (unit and example
+//! configuration) belongs to heare-auth-clients, which sysusers creates without adding the
+//! daemon's user; the service leaves the socket's directory alone and may not dump core. The
+//! booted package test (`tests/package/run`) checks the same on an installed system.
 
 use heare_auth_tests::daemon::binary;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+fn systemd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
+}
+
+/// The value a unit file gives `key` (the last assignment wins, as in systemd).
+fn unit_setting(unit: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(systemd_dir().join(unit)).unwrap();
+    text.lines()
+        .rev()
+        .filter_map(|line| line.trim().split_once('='))
+        .find(|(name, _)| name.trim() == key)
+        .map(|(_, value)| value.trim().to_string())
+}
+
 fn units_with_built_binary(dir: &Path) -> (PathBuf, PathBuf) {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    let source = systemd_dir();
     let service = std::fs::read_to_string(source.join("heare-authd.service")).unwrap();
     assert!(service.contains("ExecStart=/usr/sbin/heare-authd"));
     // verify checks that ExecStart exists: point it at the binary this test run built.
@@ -53,17 +71,85 @@ fn units_verify_cleanly_and_the_service_is_hardened() {
 }
 
 #[test]
-fn sysusers_snippet_parses() {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+fn sysusers_snippet_parses_and_makes_the_clients_group_without_the_daemon() {
     let sysusers = Command::new("systemd-sysusers")
         .args(["--dry-run"])
-        .arg(source.join("heare-auth.sysusers"))
+        .arg(systemd_dir().join("heare-auth.sysusers"))
         .output()
         .expect("systemd-sysusers");
     let said = String::from_utf8_lossy(&sysusers.stderr);
     assert!(sysusers.status.success(), "{said}");
     assert!(
         !said.contains("Failed") && !said.contains("Syntax"),
+        "{said}"
+    );
+    for group in ["'heare-auth'", "'heare-auth-clients'"] {
+        assert!(said.contains(&format!("Creating group {group}")), "{said}");
+    }
+    // An `m` line would make the daemon's user a member of some group: it needs none.
+    let snippet = std::fs::read_to_string(systemd_dir().join("heare-auth.sysusers")).unwrap();
+    assert!(
+        !snippet
+            .lines()
+            .any(|line| line.trim_start().starts_with('m')),
+        "{snippet}"
+    );
+}
+
+#[test]
+fn the_socket_belongs_to_the_clients_group_and_the_service_dumps_no_core() {
+    assert_eq!(
+        unit_setting("heare-authd.socket", "SocketGroup").as_deref(),
+        Some("heare-auth-clients")
+    );
+    assert_eq!(
+        unit_setting("heare-authd.service", "Group").as_deref(),
+        Some("heare-auth")
+    );
+    assert_eq!(
+        unit_setting("heare-authd.service", "LimitCORE").as_deref(),
+        Some("0")
+    );
+    // A RuntimeDirectory= would chown /run/heare-auth and the socket in it to the service's
+    // user and group on the first start, taking the socket from heare-auth-clients.
+    assert_eq!(
+        unit_setting("heare-authd.service", "RuntimeDirectory"),
+        None
+    );
+}
+
+/// The example configuration, resolved by the daemon itself on a system that has the group (a
+/// private /etc/group bound by bubblewrap): a daemon binding its own socket uses the clients'
+/// group too.
+#[test]
+fn the_example_configuration_gives_the_socket_to_the_clients_group() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "bubblewrap's bind over /etc/group needs root (CI is)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut groups = std::fs::read_to_string("/etc/group").unwrap();
+    groups.push_str("heare-auth-clients:x:64123:\n");
+    std::fs::write(dir.path().join("group"), groups).unwrap();
+    let check = Command::new("bwrap")
+        .args(["--dev-bind", "/", "/", "--ro-bind"])
+        .arg(dir.path().join("group"))
+        .arg("/etc/group")
+        .arg(binary("heare-authd"))
+        .arg("--config")
+        .arg(systemd_dir().join("heare-authd.toml"))
+        .arg("--check-config")
+        .output()
+        .expect("bwrap (package bubblewrap)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l == "socket_group = heare-auth-clients"),
         "{said}"
     );
 }
