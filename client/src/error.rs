@@ -27,7 +27,7 @@ pub enum Error {
     },
     /// The socket exists but this process may not connect to it.
     #[error(
-        "permission denied on {0}: add this process's user to the socket's group (usually heare-auth) and start a new session"
+        "permission denied on {0}: add this process's user to the socket's group (usually heare-auth-clients) and start a new session"
     )]
     PermissionDenied(PathBuf),
     /// The daemon did not answer in time: connecting, sending and reading together took longer

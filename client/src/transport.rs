@@ -29,7 +29,7 @@ pub enum TransportError {
     #[error("socket {0} not found: is heare-authd running? (systemctl status heare-authd)")]
     NoSocket(PathBuf),
     #[error(
-        "permission denied on socket {0}: add this user to the socket's group (usually heare-auth)"
+        "permission denied on socket {0}: add this user to the socket's group (usually heare-auth-clients)"
     )]
     /// The socket exists but may not be opened by this user.
     PermissionDenied(PathBuf),

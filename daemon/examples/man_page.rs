@@ -50,7 +50,7 @@ Stop accepting connections, finish the requests in flight, remove the socket fil
 Configuration (root:heare-auth, 0640).
 .TP
 .I /run/heare-auth/heare-authd.sock
-The socket. Members of its group (heare-auth) may verify keys; root, the daemon's user and the
+The socket. Members of its group (heare-auth-clients) may verify keys; root, the daemon's user and the
 admin_group may also call /refresh and /status.
 .TP
 .I /var/lib/heare-auth/keys.json

@@ -184,7 +184,7 @@ pub extern "C" fn heare_auth_strerror(status: c_int) -> *const c_char {
         HEARE_AUTH_MALFORMED_KEY => c"malformed API key (refused without asking the daemon)",
         HEARE_AUTH_UNAVAILABLE => c"heare-authd is unavailable: is it running? (systemctl status heare-authd)",
         HEARE_AUTH_PERMISSION_DENIED => {
-            c"permission denied on the heare-authd socket: add this user to its group (usually heare-auth)"
+            c"permission denied on the heare-authd socket: add this user to its group (usually heare-auth-clients)"
         }
         HEARE_AUTH_TIMEOUT => c"heare-authd did not answer in time",
         HEARE_AUTH_PROTOCOL_ERROR => {
