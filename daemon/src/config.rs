@@ -107,9 +107,12 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     max_connections: Option<usize>,
+    max_connections_per_uid: Option<usize>,
+    max_connections_per_address: Option<usize>,
     worker_threads: Option<usize>,
     header_read_timeout: Option<DurationSetting>,
     idle_timeout: Option<DurationSetting>,
+    write_timeout: Option<DurationSetting>,
     max_store_bytes: Option<u64>,
     s3: Option<S3Section>,
 }
@@ -134,12 +137,18 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_connections: usize,
+    /// Connections one uid may hold on the Unix socket; `None`: a quarter of the limit.
+    pub max_connections_per_uid: Option<usize>,
+    /// Connections one TCP address (IPv6: one /64) may hold; `None`: a quarter of the limit.
+    pub max_connections_per_address: Option<usize>,
     /// Threads serving requests; `None`: one per CPU.
     pub worker_threads: Option<usize>,
     /// A request's headers must arrive within this (`None`: no limit).
     pub header_read_timeout: Option<Duration>,
     /// Connections with no request for this long are closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// A connection whose answer makes no write progress for this long is closed (`None`: never).
+    pub write_timeout: Option<Duration>,
     pub max_store_bytes: u64,
     pub s3: S3Options,
 }
@@ -252,13 +261,14 @@ impl Config {
                 .unwrap_or(Duration::from_secs(10)),
         };
 
-        let max_connections = file.max_connections.unwrap_or(1024);
-        if max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                setting: "max_connections",
-                why: "must be at least 1".into(),
-            });
-        }
+        let max_connections =
+            at_least_one("max_connections", file.max_connections)?.unwrap_or(1024);
+        let max_connections_per_uid =
+            at_least_one("max_connections_per_uid", file.max_connections_per_uid)?;
+        let max_connections_per_address = at_least_one(
+            "max_connections_per_address",
+            file.max_connections_per_address,
+        )?;
 
         Ok(Config {
             store,
@@ -283,6 +293,8 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
             max_connections,
+            max_connections_per_uid,
+            max_connections_per_address,
             worker_threads: file.worker_threads.filter(|n| *n > 0),
             header_read_timeout: file
                 .header_read_timeout
@@ -295,6 +307,12 @@ impl Config {
                 .map(|d| duration_setting("idle_timeout", d))
                 .transpose()?
                 .or(Some(Duration::from_secs(60)))
+                .filter(|d| !d.is_zero()),
+            write_timeout: file
+                .write_timeout
+                .map(|d| duration_setting("write_timeout", d))
+                .transpose()?
+                .or(Some(Duration::from_secs(10)))
                 .filter(|d| !d.is_zero()),
             max_store_bytes: file.max_store_bytes.unwrap_or(1 << 30),
             s3,
@@ -386,6 +404,14 @@ impl Config {
             format!("log_level = {}", self.log_level),
             format!("max_connections = {}", self.max_connections),
             format!(
+                "max_connections_per_uid = {}",
+                or_none(self.max_connections_per_uid.map(|n| n.to_string()))
+            ),
+            format!(
+                "max_connections_per_address = {}",
+                or_none(self.max_connections_per_address.map(|n| n.to_string()))
+            ),
+            format!(
                 "worker_threads = {}",
                 or_none(self.worker_threads.map(|n| n.to_string()))
             ),
@@ -394,6 +420,7 @@ impl Config {
                 seconds(self.header_read_timeout)
             ),
             format!("idle_timeout = {}", seconds(self.idle_timeout)),
+            format!("write_timeout = {}", seconds(self.write_timeout)),
             format!("max_store_bytes = {}", self.max_store_bytes),
             format!("s3.region = {}", or_none(self.s3.region.clone())),
             format!("s3.endpoint = {}", or_none(self.s3.endpoint.clone())),
@@ -494,6 +521,17 @@ fn credential_secret(
         return Ok(None);
     }
     read_secret_file(&path).map(Some)
+}
+
+/// A count that must be at least 1 when set.
+fn at_least_one(setting: &'static str, value: Option<usize>) -> Result<Option<usize>, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::Invalid {
+            setting,
+            why: "must be at least 1".into(),
+        }),
+        other => Ok(other),
+    }
 }
 
 fn parse_mode(text: &str) -> Result<u32, ConfigError> {

@@ -11,8 +11,9 @@ use crate::config::Config;
 use crate::logging::LogGuard;
 use crate::notify;
 use crate::reload::{ReloadRequest, Reloader, Trigger, status_line};
-use crate::server::connections::ConnectionTable;
+use crate::server::connections::{ConnectionTable, Limits};
 use crate::server::listeners::{self, SocketFile};
+use crate::server::watchdog::Timeouts;
 use crate::server::{self, ConnectionPolicy, fd_limit};
 use crate::state::{AdminPolicy, Shared};
 use crate::store::{self, StoreUrl};
@@ -97,11 +98,12 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
     let policy = ConnectionPolicy {
-        connections: Arc::new(ConnectionTable::new(connection_capacity(
-            config.max_connections,
-        ))),
-        header_read_timeout: config.header_read_timeout,
-        idle_timeout: config.idle_timeout,
+        connections: Arc::new(ConnectionTable::new(connection_limits(&config))),
+        timeouts: Timeouts {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+            write: config.write_timeout,
+        },
     };
     let mut servers = JoinSet::new();
     for listener in unix {
@@ -159,6 +161,18 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     drop(socket_file);
     tracing::info!("shutdown_complete");
     Ok(())
+}
+
+/// The connection limits: `max_connections` capped to the descriptors there are, and the
+/// per-peer shares, by default a quarter of that (at least 1).
+fn connection_limits(config: &Config) -> Limits {
+    let total = connection_capacity(config.max_connections);
+    let share = (total / 4).max(1);
+    Limits {
+        total,
+        per_uid: config.max_connections_per_uid.unwrap_or(share),
+        per_address: config.max_connections_per_address.unwrap_or(share),
+    }
 }
 
 /// Raises the descriptor limit (logged as `fd_limit`) and returns `configured` capped to it.

@@ -9,6 +9,7 @@ use heare_auth_tests::http::{self, Request};
 use heare_auth_tests::keys::{TestKey, key_file};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Mutex;
@@ -132,7 +133,8 @@ fn ten_thousand_idle_connections_do_not_lock_out_new_verifies() {
     // A long idle timeout: only the connection limit can free slots during this test.
     let daemon = builder(
         dir.path(),
-        "idle_timeout = \"300s\"\nmax_connections = 1024\n",
+        // One uid opens the whole flood: its share is the whole table here.
+        "idle_timeout = \"300s\"\nmax_connections = 1024\nmax_connections_per_uid = 1024\n",
     )
     .start()
     .unwrap();
@@ -310,4 +312,174 @@ fn fd_soft_limit_is_raised_and_caps_max_connections() {
         "no EMFILE: {}",
         daemon.log_text()
     );
+}
+
+/// The daemon's resident memory (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Whether the daemon has closed a connection whose receive buffer is full of unread answers
+/// (reading would return those): a write then fails instead of blocking.
+fn write_refused(mut stream: &UnixStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    match stream.write_all(b"x") {
+        Ok(()) => false,
+        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    }
+}
+
+/// A connection that pipelines `requests` `GET /health` and never reads an answer: a thread
+/// writes until the daemon's answers fill the socket buffers and the write blocks, then waits
+/// there until the daemon closes the connection. Returns the stream (to check it was closed).
+fn never_reading_pipeliner(socket: &Path, requests: usize) -> UnixStream {
+    let stream = UnixStream::connect(socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        let all: Vec<u8> = request.repeat(requests);
+        let _ = writer.write_all(&all);
+    });
+    stream
+}
+
+#[test]
+fn clients_that_never_read_their_answers_do_not_lock_out_new_verifies() {
+    let _serial = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // idle_timeout 0: only the write timeout and the connection limit can free a slot. The
+    // pipeliners and the newcomer share a uid, so the per-uid limit is the whole table here.
+    let daemon = builder(
+        dir.path(),
+        "idle_timeout = 0\nmax_connections = 16\nmax_connections_per_uid = 16\n",
+    )
+    .start()
+    .unwrap();
+    let pid = daemon.pid().as_raw() as u32;
+    let rss_before = rss_kib(pid);
+    let pipeliners: Vec<UnixStream> = (0..16)
+        .map(|_| never_reading_pipeliner(&daemon.socket, 4_000))
+        .collect();
+    // Let their answers fill the socket buffers.
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss_pushing = rss_kib(pid);
+
+    let took = fresh_verify(&daemon.socket);
+    let more: Vec<Duration> = (0..5).map(|_| fresh_verify(&daemon.socket)).collect();
+    let closed = pipeliners.iter().filter(|s| write_refused(s)).count();
+    println!(
+        "16 never-reading pipeliners: new verify answered in {took:?} (next 5 max {:?}); {closed} \
+         pipeliners closed to make room; RSS {rss_before} KiB before, {rss_pushing} KiB while they push",
+        more.iter().max().unwrap()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "a new verify waited {took:?} behind clients that never read"
+    );
+    assert!(closed >= 1, "a blocked connection made room");
+    assert!(
+        rss_pushing < rss_before + 64 * 1024,
+        "memory grew from {rss_before} to {rss_pushing} KiB while 16 clients pushed 4,000 requests each"
+    );
+}
+
+#[test]
+fn an_answer_nobody_reads_is_dropped_after_write_timeout() {
+    let _serial = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = builder(dir.path(), "idle_timeout = 0\nwrite_timeout = \"2s\"\n")
+        .start()
+        .unwrap();
+    let pipeliners: Vec<UnixStream> = (0..4)
+        .map(|_| never_reading_pipeliner(&daemon.socket, 4_000))
+        .collect();
+    let started = Instant::now();
+    let all_closed = heare_auth_tests::wait_until(Duration::from_secs(10), || {
+        pipeliners.iter().all(write_refused)
+    });
+    let took = started.elapsed();
+    println!("4 never-reading pipeliners closed {took:?} after they started pushing");
+    assert!(
+        all_closed,
+        "connections stuck on an unread answer stayed open"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "closed before write_timeout: {took:?}"
+    );
+    assert!(fresh_verify(&daemon.socket) < Duration::from_secs(3));
+}
+
+#[test]
+fn one_uid_cannot_take_every_slot() {
+    let _serial = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test verifies as uid 65534 with setpriv and must run as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // max_connections 16, so by default one uid holds at most 4.
+    let daemon = builder(dir.path(), "max_connections = 16\n")
+        .args(["--socket-mode", "0666"])
+        .start()
+        .unwrap();
+    // Root opens 16 connections, each in the middle of a request whose body never comes: none
+    // may be closed to make room (a request is being read).
+    let head = b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        let _ = stream.write_all(head);
+        held.push(stream);
+        // Let the daemon read the head: a connection whose head has not arrived yet is idle, and
+        // a newcomer of the same uid may close it to make room instead of being refused.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut open, mut refused) = (0, 0);
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut answer = [0u8; 64];
+        match stream.read(&mut answer) {
+            Ok(n) if answer[..n].starts_with(b"HTTP/1.1 503") => refused += 1,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => open += 1,
+            _ => {}
+        }
+    }
+    // Another user still verifies at once.
+    let started = Instant::now();
+    let output = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_uds-request"))
+        .arg(&daemon.socket)
+        .args(["POST", "/verify"])
+        .arg(format!("{{\"api_key\":\"{SECRET}\"}}"))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!(
+        "uid 0 opened 16 connections mid-request: {open} kept, {refused} refused with 503; \
+         uid 65534's verify: {took:?}"
+    );
+    assert!(stdout.starts_with("200"), "{stdout}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(
+        open, 4,
+        "one uid holds at most a quarter of max_connections"
+    );
+    assert!(
+        refused >= 8,
+        "a uid at its limit is refused at once: {refused} 503s"
+    );
+    let warning = daemon.wait_events("connection_refused_peer_limit");
+    assert_eq!(warning[0]["peer_uid"], 0, "{}", warning[0]);
+    assert_eq!(warning[0]["limit"], 4);
 }

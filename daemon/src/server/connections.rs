@@ -1,57 +1,129 @@
-//! The connection limit: at most `max_connections` open at once, and a new client is admitted
-//! even when they are all taken, by closing the connection that has been idle the longest.
+//! The connection limit: at most `max_connections` open at once, at most a share of them per
+//! peer, and a new client is admitted even when they are all taken, by closing the connection
+//! that has been idle — or blocked on an answer its peer does not read — the longest.
 //!
 //! Stopping `accept` at the limit (the simplest design) lets idle keep-alive connections lock every
 //! new client out until the idle timeout frees a slot: 10,000 clients that connect and say nothing
 //! would stop all verification for a minute. Instead, like nginx's reusable-connection queue, each
 //! open connection is registered here with its [`Activity`]; a connection accepted while the table
-//! is full asks the longest-idle ones (nothing being served, no request arriving, no answer still
-//! being written; a small batch, so a burst of newcomers costs one scan) to close, and takes a
-//! slot one of them frees. A connection in the middle of a request is never
-//! chosen; only when every connection is mid-request does the newcomer wait (a bounded moment: the
-//! time to answer), and the accept loop with it, so new clients queue in the kernel's backlog.
-//! Descriptors in use stay at `max_connections` plus the one connection waiting to be admitted.
+//! is full asks the connections that may be closed — idle between requests, or blocked writing an
+//! answer (a peer that pipelines requests and never reads) — to close, longest first (a small
+//! batch, so a burst of newcomers costs one scan), and takes a slot one of them frees. A connection
+//! whose request is being read or handled is never chosen; only when every connection is
+//! mid-request does the newcomer wait (a bounded moment: the time to answer), and the accept loop
+//! with it, so new clients queue in the kernel's backlog. Descriptors in use stay at
+//! `max_connections` plus the one connection waiting to be admitted.
+//!
+//! One peer — a uid on the Unix socket, an IP address on TCP — holds at most its own limit
+//! (`max_connections_per_uid`, `max_connections_per_address`), so one local user cannot take every
+//! slot. A peer at its limit makes room among its own connections the same way; when all of them
+//! are mid-request, the newcomer is refused at once (it is not made to wait: that would stall the
+//! accept loop for everyone else).
 //!
 //! Closing an idle keep-alive connection is the same event as its idle timeout: an HTTP client
 //! must be ready for it (ours reconnect), so this trades nothing a correct client relies on.
 
 use super::watchdog::Activity;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// How long a newcomer waits for a slot before looking again for an idle connection to close.
+/// How long a newcomer waits for a slot before looking again for a connection to close.
 const RECHECK: Duration = Duration::from_millis(10);
-/// How many idle connections to close at once when the table is full: one scan of the table then
+/// How many connections to close at once when a limit is reached: one scan of the table then
 /// admits a burst of newcomers (nginx closes 32 at a time for the same reason); at most 1/16 of the
 /// limit, so a small limit loses one connection at a time.
 fn batch(capacity: usize) -> usize {
     (capacity / 16).clamp(1, 32)
 }
 
-/// At most one `connection_limit_reached` warning per this period.
+/// At most one warning of each kind per this period.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Who a connection counts against for the per-peer limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKey {
+    /// A uid on the Unix socket.
+    Uid(u32),
+    /// An address on TCP.
+    Address(IpAddr),
+}
+
+/// The limits in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, over every listener.
+    pub total: usize,
+    /// Connections of one uid on the Unix socket.
+    pub per_uid: usize,
+    /// Connections of one address on TCP.
+    pub per_address: usize,
+}
+
+impl Limits {
+    fn of(&self, peer: PeerKey) -> usize {
+        match peer {
+            PeerKey::Uid(_) => self.per_uid,
+            PeerKey::Address(_) => self.per_address,
+        }
+    }
+}
+
+/// A newcomer refused because its peer already holds its limit, every one mid-request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAtLimit {
+    /// The peer's limit.
+    pub limit: usize,
+}
 
 /// The open connections of every listener, and the slots they hold.
 pub struct ConnectionTable {
-    capacity: usize,
+    limits: Limits,
     permits: Arc<Semaphore>,
     slots: Mutex<Slots>,
+    /// Notified whenever a connection gives its slot up.
+    freed: Notify,
     evicted: AtomicU64,
-    last_warning: Mutex<Option<Instant>>,
+    limit_warning: Every,
+    /// For the accept loop's warning about refused peers.
+    pub refusal_warning: Every,
+}
+
+/// A rate limit for a warning: due at most once per [`WARN_EVERY`].
+#[derive(Default)]
+pub struct Every {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Every {
+    /// Whether the warning may be logged now.
+    pub fn due(&self) -> bool {
+        let Ok(mut last) = self.last.lock() else {
+            return false;
+        };
+        let due = last.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
 }
 
 #[derive(Default)]
 struct Slots {
     entries: Vec<Option<Arc<Tracked>>>,
     free: Vec<usize>,
+    per_peer: HashMap<PeerKey, usize>,
 }
 
 /// One open connection as the table sees it.
 pub struct Tracked {
     activity: Arc<Activity>,
+    peer: PeerKey,
     close: Notify,
     closing: AtomicBool,
 }
@@ -63,14 +135,14 @@ impl Tracked {
         self.close.notified().await;
     }
 
-    /// Whether the connection is (still) idle and so may close now; if not, the request is
-    /// withdrawn and the table picks another connection.
+    /// Whether the connection may (still) be closed now; if not (a request arrived meanwhile),
+    /// the request is withdrawn and the table picks another connection.
     pub fn agree_to_close(&self) -> bool {
-        let idle = self.activity.is_idle();
-        if !idle {
+        let evictable = self.activity.evictable_since().is_some();
+        if !evictable {
             self.closing.store(false, Ordering::Release);
         }
-        idle
+        evictable
     }
 }
 
@@ -79,7 +151,7 @@ pub struct Admitted {
     table: Arc<ConnectionTable>,
     index: usize,
     tracked: Arc<Tracked>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Admitted {
@@ -95,43 +167,105 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        // Runs before `_permit` is released, so a newcomer never sees a freed permit while the
-        // table still lists this connection.
-        if let Ok(mut slots) = self.table.slots.lock()
-            && let Some(entry) = slots.entries.get_mut(self.index)
-        {
-            *entry = None;
-            slots.free.push(self.index);
+        // The table stops listing this connection before its permit is released, so a newcomer
+        // never sees a freed permit while the table still counts the connection.
+        if let Ok(mut slots) = self.table.slots.lock() {
+            if let Some(entry) = slots.entries.get_mut(self.index) {
+                *entry = None;
+                slots.free.push(self.index);
+            }
+            slots.release(self.tracked.peer);
+        }
+        drop(self.permit.take());
+        self.table.freed.notify_waiters();
+    }
+}
+
+impl Slots {
+    fn count(&self, peer: PeerKey) -> usize {
+        self.per_peer.get(&peer).copied().unwrap_or(0)
+    }
+
+    fn release(&mut self, peer: PeerKey) {
+        if let Some(count) = self.per_peer.get_mut(&peer) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+    }
+
+    fn insert(&mut self, tracked: Arc<Tracked>) -> usize {
+        *self.per_peer.entry(tracked.peer).or_insert(0) += 1;
+        match self.free.pop() {
+            Some(index) => {
+                self.entries[index] = Some(tracked);
+                index
+            }
+            None => {
+                self.entries.push(Some(tracked));
+                self.entries.len() - 1
+            }
         }
     }
 }
 
-/// What a look for an idle connection found.
+/// What a look for connections to close found.
 #[derive(Debug, PartialEq, Eq)]
 enum Eviction {
-    /// Asked the longest-idle connections to close.
+    /// Asked the longest-idle or longest-blocked connections to close.
     Requested,
     /// Connections asked earlier have not answered yet: wait for them, ask no others.
     Pending,
-    /// Every connection is mid-request.
-    NoneIdle,
+    /// Every connection in scope is mid-request.
+    NoneEvictable,
+}
+
+/// Which connections a look for room considers.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    All,
+    Peer(PeerKey),
+}
+
+impl Scope {
+    fn covers(self, tracked: &Tracked) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Peer(peer) => tracked.peer == peer,
+        }
+    }
+}
+
+/// What admission decided for one attempt.
+enum Attempt {
+    Admitted(Admitted),
+    /// Wait for a slot to be freed, then try again.
+    Wait,
+    Refused(PeerAtLimit),
 }
 
 impl ConnectionTable {
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+    pub fn new(limits: Limits) -> Self {
+        let total = limits.total.max(1);
         ConnectionTable {
-            capacity,
-            permits: Arc::new(Semaphore::new(capacity)),
+            limits: Limits {
+                total,
+                per_uid: limits.per_uid.clamp(1, total),
+                per_address: limits.per_address.clamp(1, total),
+            },
+            permits: Arc::new(Semaphore::new(total)),
             slots: Mutex::new(Slots::default()),
+            freed: Notify::new(),
             evicted: AtomicU64::new(0),
-            last_warning: Mutex::new(None),
+            limit_warning: Every::default(),
+            refusal_warning: Every::default(),
         }
     }
 
-    /// The limit in force.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Connections closed so far to admit others.
@@ -141,84 +275,102 @@ impl ConnectionTable {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.capacity - self.permits.available_permits()
+        self.limits.total - self.permits.available_permits()
     }
 
-    /// Takes a slot for a connection just accepted: a free one, else one freed by closing the
-    /// longest-idle connections; waits only while every connection is mid-request.
-    pub async fn admit(self: &Arc<Self>, activity: Arc<Activity>) -> Admitted {
+    /// Takes a slot for a connection just accepted from `peer`: a free one, else one freed by
+    /// closing connections that may be closed (the peer's own when it is at its limit); waits
+    /// only while every connection is mid-request, and refuses a peer at its limit whose
+    /// connections all are.
+    pub async fn admit(
+        self: &Arc<Self>,
+        activity: Arc<Activity>,
+        peer: PeerKey,
+    ) -> Result<Admitted, PeerAtLimit> {
         loop {
-            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                return self.register(activity, permit);
-            }
-            if self.request_eviction() == Eviction::Requested {
-                self.warn_limit_reached();
-            }
-            if let Ok(Ok(permit)) =
-                tokio::time::timeout(RECHECK, self.permits.clone().acquire_owned()).await
-            {
-                return self.register(activity, permit);
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.attempt(&activity, peer) {
+                Attempt::Admitted(admitted) => return Ok(admitted),
+                Attempt::Refused(refusal) => return Err(refusal),
+                Attempt::Wait => {
+                    let _ = tokio::time::timeout(RECHECK, freed).await;
+                }
             }
         }
+    }
+
+    /// One try: a slot if the peer is under its limit and a permit is free; else ask for room.
+    fn attempt(self: &Arc<Self>, activity: &Arc<Activity>, peer: PeerKey) -> Attempt {
+        let Ok(mut slots) = self.slots.lock() else {
+            // A poisoned table (a panic while holding it, which its code cannot do): refuse
+            // rather than admit without accounting.
+            return Attempt::Refused(PeerAtLimit { limit: 0 });
+        };
+        let limit = self.limits.of(peer);
+        if slots.count(peer) >= limit {
+            return match self.request_eviction(&slots, Scope::Peer(peer)) {
+                Eviction::NoneEvictable => Attempt::Refused(PeerAtLimit { limit }),
+                Eviction::Requested | Eviction::Pending => Attempt::Wait,
+            };
+        }
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Attempt::Admitted(self.register(&mut slots, activity, peer, permit));
+        }
+        if self.request_eviction(&slots, Scope::All) == Eviction::Requested {
+            self.warn_limit_reached();
+        }
+        Attempt::Wait
     }
 
     fn register(
         self: &Arc<Self>,
-        activity: Arc<Activity>,
+        slots: &mut Slots,
+        activity: &Arc<Activity>,
+        peer: PeerKey,
         permit: OwnedSemaphorePermit,
     ) -> Admitted {
         let tracked = Arc::new(Tracked {
-            activity,
+            activity: activity.clone(),
+            peer,
             close: Notify::new(),
             closing: AtomicBool::new(false),
         });
-        let index = match self.slots.lock() {
-            Ok(mut slots) => match slots.free.pop() {
-                Some(index) => {
-                    slots.entries[index] = Some(tracked.clone());
-                    index
-                }
-                None => {
-                    slots.entries.push(Some(tracked.clone()));
-                    slots.entries.len() - 1
-                }
-            },
-            // A poisoned table (a panic while holding it, which its code cannot do) only loses
-            // eviction for this connection; the slot accounting is the semaphore's.
-            Err(_) => usize::MAX,
-        };
+        let index = slots.insert(tracked.clone());
         Admitted {
             table: self.clone(),
             index,
             tracked,
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
-    /// Asks the longest-idle connections (a batch: [`batch`]) to close, unless earlier requests
-    /// are still pending.
-    fn request_eviction(&self) -> Eviction {
-        let Ok(slots) = self.slots.lock() else {
-            return Eviction::NoneIdle;
-        };
-        let mut idle = Vec::new();
-        for tracked in slots.entries.iter().flatten() {
+    /// Asks the connections in `scope` that have been evictable longest (a batch: [`batch`]) to
+    /// close, unless earlier requests are still pending.
+    fn request_eviction(&self, slots: &Slots, scope: Scope) -> Eviction {
+        let mut candidates = Vec::new();
+        for tracked in slots.entries.iter().flatten().filter(|t| scope.covers(t)) {
             if tracked.closing.load(Ordering::Acquire) {
                 return Eviction::Pending;
             }
-            if tracked.activity.is_idle() {
-                idle.push((tracked.activity.last_activity(), tracked));
+            if let Some(since) = tracked.activity.evictable_since() {
+                candidates.push((since, tracked));
             }
         }
-        let count = batch(self.capacity).min(idle.len());
+        let limit = match scope {
+            Scope::All => self.limits.total,
+            Scope::Peer(peer) => self.limits.of(peer),
+        };
+        let count = batch(limit).min(candidates.len());
         if count == 0 {
-            return Eviction::NoneIdle;
+            return Eviction::NoneEvictable;
         }
-        if idle.len() > count {
-            idle.select_nth_unstable_by_key(count - 1, |(since, _)| *since);
-            idle.truncate(count);
+        if candidates.len() > count {
+            candidates.select_nth_unstable_by_key(count - 1, |(since, _)| *since);
+            candidates.truncate(count);
         }
-        for (_, tracked) in idle {
+        for (_, tracked) in candidates {
             tracked.closing.store(true, Ordering::Release);
             tracked.close.notify_one();
         }
@@ -226,13 +378,9 @@ impl ConnectionTable {
     }
 
     fn warn_limit_reached(&self) {
-        let Ok(mut last) = self.last_warning.lock() else {
-            return;
-        };
-        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
+        if self.limit_warning.due() {
             tracing::warn!(
-                max_connections = self.capacity,
+                max_connections = self.limits.total,
                 closed_idle_total = self.evicted(),
                 "connection_limit_reached"
             );
@@ -243,22 +391,38 @@ impl ConnectionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Poll;
+
+    const ROOT: PeerKey = PeerKey::Uid(0);
+
+    fn limits(total: usize, per_peer: usize) -> Limits {
+        Limits {
+            total,
+            per_uid: per_peer,
+            per_address: per_peer,
+        }
+    }
 
     #[tokio::test]
     async fn full_table_closes_the_longest_idle_connection_never_a_busy_one() {
-        let table = Arc::new(ConnectionTable::new(2));
+        let table = Arc::new(ConnectionTable::new(limits(2, 2)));
         let first = Arc::new(Activity::new());
         let second = Arc::new(Activity::new());
-        let a = table.admit(first.clone()).await;
+        let a = table.admit(first.clone(), PeerKey::Uid(1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let b = table.admit(second.clone()).await;
+        let b = table.admit(second.clone(), PeerKey::Uid(2)).await.unwrap();
         assert_eq!(table.open(), 2);
 
         // The first connection is mid-request: the second (idle) is the one asked to close.
         let serving = first.request_started();
         let newcomer = tokio::spawn({
             let table = table.clone();
-            async move { table.admit(Arc::new(Activity::new())).await }
+            async move {
+                table
+                    .admit(Arc::new(Activity::new()), PeerKey::Uid(3))
+                    .await
+                    .unwrap()
+            }
         });
         b.tracked().close_requested().await;
         assert!(b.tracked().agree_to_close());
@@ -272,7 +436,12 @@ mod tests {
         let _c_serving = c.tracked.activity.request_started();
         let waiting = tokio::spawn({
             let table = table.clone();
-            async move { table.admit(Arc::new(Activity::new())).await }
+            async move {
+                table
+                    .admit(Arc::new(Activity::new()), PeerKey::Uid(4))
+                    .await
+                    .unwrap()
+            }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "no idle connection: wait");
@@ -286,14 +455,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_became_busy_refuses_and_another_is_asked() {
-        let table = Arc::new(ConnectionTable::new(2));
+        let table = Arc::new(ConnectionTable::new(limits(2, 2)));
         let first = Arc::new(Activity::new());
-        let a = table.admit(first.clone()).await;
+        let a = table.admit(first.clone(), ROOT).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let b = table.admit(Arc::new(Activity::new())).await;
+        let b = table.admit(Arc::new(Activity::new()), ROOT).await.unwrap();
         let newcomer = tokio::spawn({
             let table = table.clone();
-            async move { table.admit(Arc::new(Activity::new())).await }
+            async move { table.admit(Arc::new(Activity::new()), ROOT).await.unwrap() }
         });
         a.tracked().close_requested().await;
         let _busy = first.request_started();
@@ -304,6 +473,71 @@ mod tests {
         let _c = newcomer.await.unwrap();
         drop(a);
         assert_eq!(table.open(), 1);
+    }
+
+    #[tokio::test]
+    async fn connections_blocked_on_writing_are_closed_longest_blocked_first() {
+        let table = Arc::new(ConnectionTable::new(limits(2, 2)));
+        let (first, second) = (Arc::new(Activity::new()), Arc::new(Activity::new()));
+        let a = table.admit(first.clone(), ROOT).await.unwrap();
+        let b = table.admit(second.clone(), ROOT).await.unwrap();
+        // Both peers pipeline and never read: their answers block, b's first.
+        second.wrote::<usize>(&Poll::Pending);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        first.wrote::<usize>(&Poll::Pending);
+        assert!(!first.is_idle() && !second.is_idle());
+        let newcomer = tokio::spawn({
+            let table = table.clone();
+            async move { table.admit(Arc::new(Activity::new()), ROOT).await }
+        });
+        b.tracked().close_requested().await;
+        assert!(b.tracked().agree_to_close());
+        drop(b);
+        assert!(newcomer.await.unwrap().is_ok());
+        assert!(
+            !a.tracked().closing.load(Ordering::Acquire),
+            "a was blocked for less long"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_at_its_limit_makes_room_among_its_own_or_is_refused() {
+        let table = Arc::new(ConnectionTable::new(limits(4, 2)));
+        let alice = PeerKey::Uid(1000);
+        let busy = Arc::new(Activity::new());
+        let _a1 = table.admit(busy.clone(), alice).await.unwrap();
+        let _serving = busy.request_started();
+        let a2 = table.admit(Arc::new(Activity::new()), alice).await.unwrap();
+        let bob = table
+            .admit(Arc::new(Activity::new()), PeerKey::Uid(1001))
+            .await;
+        assert!(
+            bob.is_ok(),
+            "another peer is not limited by alice's connections"
+        );
+
+        // Alice's third: her own idle connection makes room, bob's is not touched.
+        let third = tokio::spawn({
+            let table = table.clone();
+            async move { table.admit(Arc::new(Activity::new()), alice).await }
+        });
+        a2.tracked().close_requested().await;
+        assert!(a2.tracked().agree_to_close());
+        drop(a2);
+        let a3 = third.await.unwrap().unwrap();
+        let _busy_too = a3.tracked.activity.request_started();
+        assert!(
+            !bob.as_ref()
+                .unwrap()
+                .tracked()
+                .closing
+                .load(Ordering::Acquire)
+        );
+
+        // Both of alice's connections mid-request: refused at once, not queued.
+        let refused = table.admit(Arc::new(Activity::new()), alice).await;
+        assert_eq!(refused.err(), Some(PeerAtLimit { limit: 2 }));
+        assert_eq!(table.open(), 3);
     }
 
     #[test]

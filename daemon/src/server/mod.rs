@@ -18,7 +18,7 @@ mod router;
 pub mod watchdog;
 
 use crate::state::Shared;
-use connections::ConnectionTable;
+use connections::{Admitted, ConnectionTable, PeerAtLimit};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use watchdog::{Activity, Watched};
+use watchdog::{Activity, Timeouts, Watched};
 
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -38,12 +38,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connection settings shared by every listener.
 #[derive(Clone)]
 pub struct ConnectionPolicy {
-    /// The connection limit, shared by every listener.
+    /// The connection limits, shared by every listener.
     pub connections: Arc<ConnectionTable>,
-    /// A request's headers must arrive within this; `None`: no limit.
-    pub header_read_timeout: Option<Duration>,
-    /// A connection with no request for this long is closed; `None`: kept open.
-    pub idle_timeout: Option<Duration>,
+    /// Slow headers, idle keep-alives and answers nobody reads: when each closes a connection.
+    pub timeouts: Timeouts,
 }
 
 /// What every request on one connection needs. Each request clones this one per-connection
@@ -60,7 +58,12 @@ pub trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Peer)>> + Send;
     fn describe(&self) -> String;
+    /// Turns a connection away: one try to send a fixed 503 without waiting, then close.
+    fn refuse(io: Self::Io);
 }
+
+/// What a peer over its connection limit is told (best effort, never waited for).
+const PEER_AT_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 58\r\nconnection: close\r\n\r\n{\"error\":\"too many connections from this peer; try again\"}";
 
 /// The Unix socket: each peer with its kernel credentials, and whether it holds the admin group.
 pub struct UnixAcceptor {
@@ -87,6 +90,9 @@ impl Accept for UnixAcceptor {
             None => "unix".to_string(),
         }
     }
+    fn refuse(io: Self::Io) {
+        let _ = io.try_write(PEER_AT_LIMIT);
+    }
 }
 
 impl Accept for tokio::net::TcpListener {
@@ -101,6 +107,9 @@ impl Accept for tokio::net::TcpListener {
             Ok(address) => format!("tcp:{address}"),
             Err(_) => "tcp".to_string(),
         }
+    }
+    fn refuse(io: Self::Io) {
+        let _ = io.try_write(PEER_AT_LIMIT);
     }
 }
 
@@ -130,67 +139,29 @@ pub async fn serve<L: Accept>(
         };
         let activity = Arc::new(Activity::new());
         let admitted = tokio::select! {
-            admitted = policy.connections.admit(activity.clone()) => admitted,
+            admitted = policy.connections.admit(activity.clone(), peer.limit_key()) => admitted,
             _ = shutdown.changed() => break,
         };
-        let io = Watched::new(io, activity.clone());
-        let context = Arc::new(RequestContext {
-            shared: shared.clone(),
-            activity: activity.clone(),
-            peer,
-        });
-        let service = service_fn(move |request| {
-            let context = context.clone();
-            async move {
-                let _in_flight = context.activity.request_started();
-                router::route(request, &context.shared, context.peer).await
+        match admitted {
+            Ok(admitted) => {
+                let context = RequestContext {
+                    shared: shared.clone(),
+                    activity,
+                    peer,
+                };
+                tokio::spawn(serve_connection(
+                    io,
+                    context,
+                    admitted,
+                    policy.timeouts,
+                    &graceful,
+                ));
             }
-        });
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            // Answers are a few hundred bytes: copying the body behind the head and making one
-            // `write` costs less than a `writev` of two pieces.
-            .writev(false)
-            // Request line and headers beyond 64 KiB are refused (431) instead of hyper's
-            // ~400 KiB default: a connection's buffer stays small however many are open.
-            .max_buf_size(body::MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(io), service);
-        let connection = graceful.watch(connection);
-        let (header_timeout, idle_timeout) = (policy.header_read_timeout, policy.idle_timeout);
-        tokio::spawn(async move {
-            // The connection lives in this block, so its descriptor is closed before its slot
-            // is given up: descriptors in use never exceed the connection limit.
-            {
-                tokio::pin!(connection);
-                let mut ticks = watchdog::tick(header_timeout, idle_timeout).map(|period| {
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
-                });
-                loop {
-                    tokio::select! {
-                        result = &mut connection => {
-                            if let Err(error) = result {
-                                tracing::debug!(%error, "connection_error");
-                            }
-                            break;
-                        }
-                        _ = admitted.tracked().close_requested() => {
-                            if admitted.tracked().agree_to_close() {
-                                tracing::debug!("connection_closed_for_room");
-                                admitted.closed_for_room();
-                                break;
-                            }
-                        }
-                        _ = next_tick(&mut ticks) => {
-                            if let Some(verdict) = activity.check(header_timeout, idle_timeout) {
-                                tracing::debug!(?verdict, "connection_closed_by_watchdog");
-                                break;
-                            }
-                        }
-                    }
-                }
+            Err(refusal) => {
+                L::refuse(io);
+                warn_refused(peer, refusal, &policy.connections);
             }
-            drop(admitted);
-        });
+        }
     }
     // Close the listening socket before draining: a client connecting now gets "connection
     // refused" at once (or, under socket activation, waits in systemd's copy of the socket for
@@ -201,6 +172,85 @@ pub async fn serve<L: Accept>(
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(listener = %name, "shutdown_grace_expired");
         }
+    }
+}
+
+/// Serves one admitted connection with hyper until it ends, the table asks it to make room, or
+/// its watchdog closes it. The connection lives inside this function, so its descriptor is closed
+/// before its slot (`admitted`) is given up: descriptors in use never exceed the limit.
+fn serve_connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: IO,
+    context: RequestContext,
+    admitted: Admitted,
+    timeouts: Timeouts,
+    graceful: &GracefulShutdown,
+) -> impl Future<Output = ()> + Send + 'static {
+    let activity = context.activity.clone();
+    let io = Watched::new(io, activity.clone());
+    let context = Arc::new(context);
+    let service = service_fn(move |request| {
+        let context = context.clone();
+        async move {
+            let _in_flight = context.activity.request_started();
+            router::route(request, &context.shared, context.peer).await
+        }
+    });
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        // Answers are a few hundred bytes: copying the body behind the head and making one
+        // `write` costs less than a `writev` of two pieces.
+        .writev(false)
+        // Request line and headers beyond 64 KiB are refused (431) instead of hyper's
+        // ~400 KiB default; hyper reads no further ahead than this buffer and stops reading
+        // while its answers wait to be written, so pipelined requests beyond it wait in the
+        // kernel, not in our memory.
+        .max_buf_size(body::MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service);
+    let connection = graceful.watch(connection);
+    async move {
+        {
+            tokio::pin!(connection);
+            let mut ticks = watchdog::tick(timeouts).map(|period| {
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+            });
+            loop {
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "connection_error");
+                        }
+                        break;
+                    }
+                    _ = admitted.tracked().close_requested() => {
+                        if admitted.tracked().agree_to_close() {
+                            tracing::debug!("connection_closed_for_room");
+                            admitted.closed_for_room();
+                            break;
+                        }
+                    }
+                    _ = next_tick(&mut ticks) => {
+                        if let Some(verdict) = activity.check(timeouts) {
+                            tracing::debug!(?verdict, "connection_closed_by_watchdog");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        drop(admitted);
+    }
+}
+
+/// Logs a connection turned away because its peer is at its limit, at most every 10 s.
+fn warn_refused(peer: Peer, refusal: PeerAtLimit, table: &ConnectionTable) {
+    if table.refusal_warning.due() {
+        let (uid, _, address) = peer.log_fields();
+        tracing::warn!(
+            peer_uid = uid,
+            peer_addr = address,
+            limit = refusal.limit,
+            "connection_refused_peer_limit"
+        );
     }
 }
 

@@ -9,8 +9,9 @@
 //! a worker. On TCP there are no credentials: admin calls are refused unless explicitly allowed
 //! for loopback peers. Headers such as X-Forwarded-For are never consulted.
 
+use crate::server::connections::PeerKey;
 use crate::state::AdminPolicy;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
 /// The peer of one connection.
@@ -46,6 +47,21 @@ impl Peer {
             pid: credentials.pid(),
             in_admin_group,
         })
+    }
+
+    /// Who this peer counts against for the per-peer connection limits: its uid on the Unix
+    /// socket; on TCP its IPv4 address, or its IPv6 /64 (one host usually holds a whole /64).
+    pub fn limit_key(self) -> PeerKey {
+        match self {
+            Peer::Unix { uid, .. } => PeerKey::Uid(uid),
+            Peer::Tcp(address) => match address.ip().to_canonical() {
+                IpAddr::V6(v6) => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    PeerKey::Address(IpAddr::V6(prefix.into()))
+                }
+                v4 => PeerKey::Address(v4),
+            },
+        }
     }
 
     /// The peer as log fields: uid and pid on the Unix socket, the address on TCP.
@@ -199,6 +215,23 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn peers_are_limited_by_uid_ipv4_address_or_ipv6_64() {
+        assert_eq!(unix(7, false).limit_key(), PeerKey::Uid(7));
+        let v4 = Peer::Tcp("192.0.2.7:5000".parse().unwrap());
+        assert_eq!(
+            v4.limit_key(),
+            PeerKey::Address("192.0.2.7".parse().unwrap())
+        );
+        let mapped = Peer::Tcp("[::ffff:192.0.2.7]:5000".parse().unwrap());
+        assert_eq!(mapped.limit_key(), v4.limit_key());
+        let a = Peer::Tcp("[2001:db8:1:2:aaaa::1]:1".parse().unwrap());
+        let b = Peer::Tcp("[2001:db8:1:2:bbbb::2]:1".parse().unwrap());
+        let c = Peer::Tcp("[2001:db8:1:3::1]:1".parse().unwrap());
+        assert_eq!(a.limit_key(), b.limit_key());
+        assert_ne!(a.limit_key(), c.limit_key());
     }
 
     #[test]

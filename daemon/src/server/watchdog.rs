@@ -1,17 +1,20 @@
-//! Closing connections that hold a slot without using it: slow clients and idle keep-alives.
+//! Closing connections that hold a slot without using it: slow clients, idle keep-alives, and
+//! clients that never read their answers.
 //!
 //! hyper's own `header_read_timeout` arms a timer for every request, which on a 2-core host cost
 //! ~15–20% of verify throughput. This watchdog keeps the same guarantees with one timer per
-//! connection that ticks a few times per timeout: the connection's reads and the service record
-//! activity in atomics, and on each tick the watchdog closes the connection when a request has been
-//! arriving for longer than `header_read_timeout` without its headers completing (slowloris), or
-//! when no request has started for `idle_timeout`. A request being served is never interrupted.
-//! The same record tells the connection limit ([`super::connections`]) which connections sit idle
-//! between requests and may be closed to admit a new client.
+//! connection that ticks a few times per timeout: the connection's reads, writes and the service
+//! record activity in atomics, and on each tick the watchdog closes the connection when a request
+//! has been arriving for longer than `header_read_timeout` without its headers completing
+//! (slowloris), when no request has started for `idle_timeout`, or when an answer has made no
+//! write progress for `write_timeout` (a peer that pipelines requests and never reads: its answers
+//! fill the socket buffers). A request being handled is never interrupted by the first two. The
+//! same record tells the connection limit ([`super::connections`]) which connections may be closed
+//! to admit a new client: those idle between requests, and those blocked on writing.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,8 +33,9 @@ pub struct Activity {
     /// When the connection last started or finished a request (or was opened).
     last_activity: AtomicU64,
     in_flight: AtomicU32,
-    /// The last write to the peer could not complete (an answer is still on its way out).
-    write_blocked: AtomicBool,
+    /// Since when a write to the peer has been unable to make progress (an answer is still on its
+    /// way out); 0 while writes go through.
+    write_blocked_since: AtomicU64,
 }
 
 /// Why the watchdog closed a connection.
@@ -39,6 +43,18 @@ pub struct Activity {
 pub enum Verdict {
     SlowHeaders,
     Idle,
+    WriteStalled,
+}
+
+/// The connection's timeouts; `None` disables one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request's headers must arrive within this.
+    pub header_read: Option<Duration>,
+    /// A connection with no request for this long is closed.
+    pub idle: Option<Duration>,
+    /// An answer that makes no write progress for this long closes the connection.
+    pub write: Option<Duration>,
 }
 
 impl Activity {
@@ -70,7 +86,21 @@ impl Activity {
     pub fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
             && self.partial_since.load(Ordering::Relaxed) == 0
-            && !self.write_blocked.load(Ordering::Relaxed)
+            && self.write_blocked_since.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether the connection may be closed to make room, and since when it has been so (smaller
+    /// is longer ago): idle between requests (since its last request), or blocked on writing an
+    /// answer its peer does not read (since the block began). Never while a request is handled.
+    pub fn evictable_since(&self) -> Option<u64> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != 0 {
+            return Some(blocked);
+        }
+        self.is_idle().then(|| self.last_activity())
     }
 
     /// When the connection last started or finished a request (or was opened), in the
@@ -79,29 +109,36 @@ impl Activity {
         self.last_activity.load(Ordering::Relaxed)
     }
 
-    fn wrote<T>(&self, result: &Poll<std::io::Result<T>>) {
-        let blocked = result.is_pending();
-        if self.write_blocked.load(Ordering::Relaxed) != blocked {
-            self.write_blocked.store(blocked, Ordering::Relaxed);
+    /// Records a write's outcome: a write that cannot proceed starts (or continues) a block; one
+    /// that went through ends it. Only a block costs a clock read.
+    pub(super) fn wrote<T>(&self, result: &Poll<std::io::Result<T>>) {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        match (result.is_pending(), since) {
+            (true, 0) => self.write_blocked_since.store(now_ms(), Ordering::Relaxed),
+            (false, since) if since != 0 => self.write_blocked_since.store(0, Ordering::Relaxed),
+            _ => {}
         }
     }
 
     /// Whether the connection should be closed now.
-    pub fn check(
-        &self,
-        header_timeout: Option<Duration>,
-        idle_timeout: Option<Duration>,
-    ) -> Option<Verdict> {
+    pub fn check(&self, timeouts: Timeouts) -> Option<Verdict> {
+        let now = now_ms();
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != 0
+            && let Some(limit) = timeouts.write
+            && now.saturating_sub(blocked) >= limit.as_millis() as u64
+        {
+            return Some(Verdict::WriteStalled);
+        }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let now = now_ms();
         let partial = self.partial_since.load(Ordering::Relaxed);
         if partial != 0 {
-            let limit = header_timeout?.as_millis() as u64;
+            let limit = timeouts.header_read?.as_millis() as u64;
             return (now.saturating_sub(partial) >= limit).then_some(Verdict::SlowHeaders);
         }
-        let limit = idle_timeout?.as_millis() as u64;
+        let limit = timeouts.idle?.as_millis() as u64;
         let idle_for = now.saturating_sub(self.last_activity.load(Ordering::Relaxed));
         (idle_for >= limit).then_some(Verdict::Idle)
     }
@@ -117,13 +154,12 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// How often the watchdog looks: a quarter of the shorter timeout, at least 50 ms.
-pub fn tick(header_timeout: Option<Duration>, idle_timeout: Option<Duration>) -> Option<Duration> {
-    let shortest = match (header_timeout, idle_timeout) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return None,
-    };
+/// How often the watchdog looks: a quarter of the shortest timeout, at least 50 ms.
+pub fn tick(timeouts: Timeouts) -> Option<Duration> {
+    let shortest = [timeouts.header_read, timeouts.idle, timeouts.write]
+        .into_iter()
+        .flatten()
+        .min()?;
     Some((shortest / 4).max(Duration::from_millis(50)))
 }
 
@@ -194,22 +230,58 @@ mod tests {
     fn slow_headers_idle_and_in_flight() {
         let activity = Activity::new();
         let zero = Some(Duration::ZERO);
-        assert_eq!(activity.check(None, zero), Some(Verdict::Idle));
-        assert_eq!(activity.check(None, Some(Duration::from_secs(60))), None);
+        let minute = Some(Duration::from_secs(60));
+        let timeouts = |header_read, idle| Timeouts {
+            header_read,
+            idle,
+            write: None,
+        };
+        assert_eq!(activity.check(timeouts(None, zero)), Some(Verdict::Idle));
+        assert_eq!(activity.check(timeouts(None, minute)), None);
         activity.bytes_arrived();
-        assert_eq!(activity.check(zero, None), Some(Verdict::SlowHeaders));
-        let guard = activity.request_started();
-        assert_eq!(activity.check(zero, zero), None, "never while serving");
-        drop(guard);
         assert_eq!(
-            activity.check(Some(Duration::from_secs(60)), Some(Duration::from_secs(60))),
-            None
+            activity.check(timeouts(zero, None)),
+            Some(Verdict::SlowHeaders)
         );
+        let guard = activity.request_started();
         assert_eq!(
-            tick(Some(Duration::from_secs(10)), Some(Duration::from_secs(60))),
+            activity.check(timeouts(zero, zero)),
+            None,
+            "never while serving"
+        );
+        drop(guard);
+        assert_eq!(activity.check(timeouts(minute, minute)), None);
+        let tick_of = |header_read, idle, write| {
+            tick(Timeouts {
+                header_read,
+                idle,
+                write,
+            })
+        };
+        assert_eq!(
+            tick_of(Some(Duration::from_secs(10)), minute, None),
             Some(Duration::from_millis(2500))
         );
-        assert_eq!(tick(None, None), None);
+        assert_eq!(
+            tick_of(None, minute, Some(Duration::from_secs(2))),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(tick_of(None, None, None), None);
+    }
+
+    #[test]
+    fn a_write_blocked_too_long_is_stalled_even_mid_request() {
+        let activity = Activity::new();
+        let stall = Timeouts {
+            write: Some(Duration::ZERO),
+            ..Timeouts::default()
+        };
+        assert_eq!(activity.check(stall), None, "nothing written yet");
+        let _serving = activity.request_started();
+        activity.wrote::<usize>(&Poll::Pending);
+        assert_eq!(activity.check(stall), Some(Verdict::WriteStalled));
+        activity.wrote(&Poll::Ready(Ok(1usize)));
+        assert_eq!(activity.check(stall), None, "progress ends the block");
     }
 
     #[test]
@@ -218,12 +290,25 @@ mod tests {
         assert!(activity.is_idle(), "opened, nothing sent yet");
         activity.bytes_arrived();
         assert!(!activity.is_idle(), "a request is arriving");
+        assert_eq!(activity.evictable_since(), None, "a request is being read");
         let guard = activity.request_started();
         assert!(!activity.is_idle(), "a request is being served");
+        assert_eq!(activity.evictable_since(), None);
         drop(guard);
         assert!(activity.is_idle());
+        assert!(activity.evictable_since().is_some());
         activity.wrote::<usize>(&Poll::Pending);
         assert!(!activity.is_idle(), "the answer is still being written");
+        let blocked = activity
+            .evictable_since()
+            .expect("blocked on writing: evictable");
+        std::thread::sleep(Duration::from_millis(5));
+        activity.wrote::<usize>(&Poll::Pending);
+        assert_eq!(
+            activity.evictable_since(),
+            Some(blocked),
+            "blocked since the first"
+        );
         activity.wrote(&Poll::Ready(Ok(10usize)));
         assert!(activity.is_idle());
     }
