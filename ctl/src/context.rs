@@ -33,20 +33,42 @@ pub struct Context {
     pub store: Box<dyn KeyStore>,
 }
 
+/// The daemon's command line with ctl's `--config`, `--store` and `--socket`, parsed by clap so
+/// that the environment variables the daemon reads for its flags (`S3_BUCKET`, `S3_KEY`,
+/// `S3_REGION`) mean the same to ctl.
+fn daemon_cli(
+    config: Option<PathBuf>,
+    store: Option<String>,
+    socket: Option<PathBuf>,
+) -> Result<DaemonCli, CtlError> {
+    let mut args: Vec<std::ffi::OsString> = vec!["heare-authctl".into()];
+    if let Some(config) = config {
+        args.extend(["--config".into(), config.into_os_string()]);
+    }
+    if let Some(store) = store {
+        args.extend(["--store".into(), store.into()]);
+    }
+    if let Some(socket) = socket {
+        args.extend(["--socket".into(), socket.into_os_string()]);
+    }
+    use clap::Parser;
+    DaemonCli::try_parse_from(args).map_err(|e| CtlError::Usage(e.to_string()))
+}
+
 impl Context {
     pub async fn open(
         config: Option<PathBuf>,
         store_url: Option<String>,
         socket: Option<PathBuf>,
     ) -> Result<Context, CtlError> {
-        let cli = DaemonCli {
-            config,
-            store: store_url,
-            socket,
-            ..DaemonCli::default()
-        };
+        let cli = daemon_cli(config, store_url, socket)?;
         let config = Config::load(&cli).map_err(|e| CtlError::Usage(e.to_string()))?;
-        let store = store::open(&config.store, &config.s3, config.max_store_bytes).await;
+        let store = store::open(
+            &config.store.url,
+            &config.store.s3,
+            config.store.max_store_bytes,
+        )
+        .await;
         Ok(Context { config, store })
     }
 
@@ -59,7 +81,7 @@ impl Context {
         &self,
         reading: Reading,
     ) -> Result<(StoredDocument, WriteCondition), CtlError> {
-        let secret = self.config.storage_secret.as_ref();
+        let secret = self.config.store.storage_secret.as_ref();
         match self.store.fetch(None).await? {
             Fetched::Body { body, version } => {
                 let stored = match reading {
@@ -102,7 +124,7 @@ impl Context {
         for attempt in 1..=ATTEMPTS {
             let (mut stored, condition) = self.read_as(reading).await?;
             let outcome = change(&mut stored.document)?;
-            let body = stored.encode(self.config.storage_secret.as_ref())?;
+            let body = stored.encode(self.config.store.storage_secret.as_ref())?;
             match self.store.put(body, condition).await {
                 Ok(_) => return Ok(outcome),
                 Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {
@@ -121,6 +143,6 @@ impl Context {
     }
 
     pub fn socket(&self) -> &std::path::Path {
-        &self.config.socket
+        &self.config.listen.socket
     }
 }

@@ -1,5 +1,8 @@
 //! The `heare-authd` command line. Every flag overrides the same setting of the configuration
-//! file and of the environment (precedence: flags > environment > file > defaults).
+//! file and of the environment (precedence: flags > environment > file > defaults). The Python
+//! service's environment variables (`S3_BUCKET`, `S3_KEY`, `S3_REGION`) are read by clap for their
+//! flags; the storage secret has no flag (a command line is visible to every local user) and is
+//! read by `config`.
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -47,9 +50,47 @@ pub struct Cli {
     /// Use path-style S3 addressing (endpoint/bucket/key).
     #[arg(long)]
     pub s3_path_style: bool,
-    /// S3 region.
-    #[arg(long, value_name = "REGION")]
+    /// S3 region (or S3_REGION, as for the Python service).
+    #[arg(long, value_name = "REGION", env = "S3_REGION", hide_env_values = true)]
     pub s3_region: Option<String>,
+    /// The Python service's bucket: with --s3-key (default keys.json), the store
+    /// s3://BUCKET/KEY when --store is not given.
+    #[arg(long, value_name = "BUCKET", env = "S3_BUCKET", hide_env_values = true)]
+    pub s3_bucket: Option<String>,
+    /// The Python service's object key in --s3-bucket (default keys.json).
+    #[arg(long, value_name = "KEY", env = "S3_KEY", hide_env_values = true)]
+    pub s3_key: Option<String>,
+    /// Bound on one S3 call, retries included (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub s3_timeout: Option<String>,
+    /// Allow admin calls (/refresh, /status) on TCP from loopback peers.
+    #[arg(long)]
+    pub tcp_admin_from_loopback: bool,
+    /// Concurrent connections (default 1024, capped to the descriptor limit).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections one uid may hold on the Unix socket (default a quarter of max_connections).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_uid: Option<usize>,
+    /// Connections one TCP address (IPv6: one /64) may hold (default a quarter of max_connections).
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// Threads serving requests (default one per CPU).
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
+    /// A request's headers must arrive within this (default 10s; 0 disables).
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// A connection with no new request for this long is closed (default 60s; 0 disables).
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// A connection whose answer makes no write progress for this long is closed (default 10s;
+    /// 0 disables).
+    #[arg(long, value_name = "DURATION")]
+    pub write_timeout: Option<String>,
+    /// Larger key files are refused (bytes, default 1073741824).
+    #[arg(long, value_name = "BYTES")]
+    pub max_store_bytes: Option<u64>,
     /// Log format: json (default), text, or journald (structured entries to the journal's socket).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,

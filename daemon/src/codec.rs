@@ -18,7 +18,7 @@ use std::fmt;
 pub const ENCRYPTED_HEADER: &[u8] = b"HEARE_ENCRYPTED_V1:";
 
 /// Why a stored body could not be turned into key-file JSON.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error(
         "the key file is encrypted (HEARE_ENCRYPTED_V1) but no STORAGE_SECRET is configured: set STORAGE_SECRET or storage_secret_file"

@@ -7,152 +7,100 @@
 //! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), the socket
 //! file this daemon made is removed, and the process exits 0.
 
-use crate::config::Config;
+use crate::config::{Config, ConnectionSettings, ListenSettings, StoreSettings};
 use crate::logging::LogGuard;
 use crate::notify;
-use crate::reload::{ReloadRequest, Reloader, Trigger, status_line};
+use crate::reload::{Reloader, status_line};
+use crate::reload_request::{ReloadRequest, Trigger};
 use crate::server::connections::{ConnectionTable, Limits};
 use crate::server::listeners::{self, SocketFile};
 use crate::server::watchdog::Timeouts;
-use crate::server::{self, ConnectionPolicy, fd_limit};
+use crate::server::{self, ConnectionPolicy, UnixAcceptor, fd_limit};
 use crate::state::{AdminPolicy, Shared};
 use crate::store::{self, StoreUrl};
 use anyhow::Context;
 use std::sync::Arc;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+/// The signals the daemon acts on, installed before anything else.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot install the {name} handler"))
+        };
+        Ok(Signals {
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// Resolves at SIGTERM or SIGINT.
+    async fn stop_requested(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+}
+
+/// The sockets to serve on, and the socket file this daemon made (removed when dropped).
+struct Listeners {
+    unix: Vec<std::os::unix::net::UnixListener>,
+    tcp: Vec<std::net::TcpListener>,
+    socket_file: Option<SocketFile>,
+    socket_activated: bool,
+}
 
 /// Runs the daemon until SIGTERM or SIGINT. `admin_gid` is the admin group's gid, resolved by
 /// the caller ([`Config::admin_gid`]) before anything starts.
 pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> anyhow::Result<()> {
-    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-
-    let activated = listeners::activated()?;
-    let socket_activated = !activated.unix.is_empty();
-    let mut socket_file: Option<SocketFile> = None;
-    let unix = if socket_activated {
-        activated.unix
-    } else {
-        let (listener, file) = listeners::bind_unix(
-            &config.socket,
-            config.socket_mode,
-            config.socket_group.as_deref(),
-        )?;
-        socket_file = Some(file);
-        vec![listener]
-    };
-    let mut tcp = activated.tcp;
-    if tcp.is_empty()
-        && let Some(address) = config.listen_tcp
-    {
-        tcp.push(listeners::bind_tcp(address)?);
-    }
-
-    if let StoreUrl::File { path } = &config.store {
-        // Encrypted when a storage secret is configured: a plain file would then be refused.
-        let empty = match &config.storage_secret {
-            Some(secret) => crate::codec::encode_encrypted(store::file::EMPTY_KEY_FILE, secret),
-            None => store::file::EMPTY_KEY_FILE.to_vec(),
-        };
-        match store::file::create_if_missing(path, &empty) {
-            Ok(true) => tracing::info!(store = %config.store, "created_empty_key_file"),
-            Ok(false) => {}
-            Err(error) => tracing::warn!(store = %config.store, %error, "cannot_create_key_file"),
-        }
-    }
-    let store = store::open(&config.store, &config.s3, config.max_store_bytes).await;
-    let store_name = store.describe();
-    let reloader = Reloader {
-        store,
-        storage_secret: config.storage_secret.clone(),
-        cache_path: config.cache_path.clone(),
-        max_stale: config.max_stale,
-        refresh_interval: config.refresh_interval,
-    };
+    let mut signals = Signals::install()?;
+    let listeners = bind_listeners(&config.listen)?;
+    let reloader = reloader(&config.store).await;
     let initial = tokio::select! {
         initial = reloader.initial_load() => initial?,
-        _ = terminate.recv() => return Ok(()),
-        _ = interrupt.recv() => return Ok(()),
+        _ = signals.stop_requested() => return Ok(()),
     };
-
     let (reload_requests, reload_inbox) = mpsc::channel(64);
     let admin = AdminPolicy {
         own_uid: nix::unistd::geteuid().as_raw(),
-        tcp_from_loopback: config.tcp_admin_from_loopback,
+        tcp_from_loopback: config.listen.tcp_admin_from_loopback,
     };
     let shared = Arc::new(Shared::new(
         initial.keys,
         initial.status,
         reload_requests,
         admin,
-        store_name,
+        reloader.store.describe(),
         logs.counter(),
     ));
     shared.set_serve_until(initial.serve_until);
 
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
-    let policy = ConnectionPolicy {
-        connections: Arc::new(ConnectionTable::new(connection_limits(&config))),
-        timeouts: Timeouts {
-            header_read: config.header_read_timeout,
-            idle: config.idle_timeout,
-            write: config.write_timeout,
-        },
-    };
-    let mut servers = JoinSet::new();
-    for listener in unix {
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .context("cannot register the Unix socket")?;
-        let listener = server::UnixAcceptor {
-            listener,
-            admin_gid,
-        };
-        servers.spawn(server::serve(
-            listener,
-            shared.clone(),
-            policy.clone(),
-            stopped.clone(),
-        ));
-    }
-    for listener in tcp {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .context("cannot register the TCP socket")?;
-        servers.spawn(server::serve(
-            listener,
-            shared.clone(),
-            policy.clone(),
-            stopped.clone(),
-        ));
-    }
-
+    let policy = connection_policy(&config.connections);
+    let socket_activated = listeners.socket_activated;
+    let (mut servers, socket_file) =
+        start_servers(listeners, &shared, &policy, admin_gid, &stopped)?;
     notify::ready(&status_line(&shared));
     notify::spawn_watchdog();
     tracing::info!(
         keys_loaded = shared.keys().len(),
-        socket = %config.socket.display(),
+        socket = %config.listen.socket.display(),
         socket_activated,
         "ready"
     );
 
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                tracing::info!("sighup_received");
-                let request = ReloadRequest { trigger: Trigger::Signal, reply: None };
-                // A full inbox means reloads are already queued; this one coalesces with them.
-                let _ = shared.reload_requests.try_send(request);
-            }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-        }
-    }
-
+    serve_until_stopped(&mut signals, &shared).await;
     notify::stopping();
     tracing::info!("shutdown_started");
     let _ = stop.send(true);
@@ -163,9 +111,122 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     Ok(())
 }
 
+/// The sockets systemd passed, else the configured socket bound here (and the TCP listener).
+/// Bound before the first load, so a second daemon on the same socket fails at once.
+fn bind_listeners(config: &ListenSettings) -> anyhow::Result<Listeners> {
+    let activated = listeners::activated()?;
+    let socket_activated = !activated.unix.is_empty();
+    let (unix, socket_file) = if socket_activated {
+        (activated.unix, None)
+    } else {
+        let (listener, file) = listeners::bind_unix(
+            &config.socket,
+            config.socket_mode,
+            config.socket_group.as_deref(),
+        )?;
+        (vec![listener], Some(file))
+    };
+    let mut tcp = activated.tcp;
+    if tcp.is_empty()
+        && let Some(address) = config.listen_tcp
+    {
+        tcp.push(listeners::bind_tcp(address)?);
+    }
+    Ok(Listeners {
+        unix,
+        tcp,
+        socket_file,
+        socket_activated,
+    })
+}
+
+/// The reloader over the configured store; a missing local key file is created empty first.
+async fn reloader(config: &StoreSettings) -> Reloader {
+    if let StoreUrl::File { path } = &config.url {
+        create_key_file(path, config);
+    }
+    let store = store::open(&config.url, &config.s3, config.max_store_bytes).await;
+    Reloader {
+        store,
+        storage_secret: config.storage_secret.clone(),
+        cache_path: config.cache_path.clone(),
+        max_stale: config.max_stale,
+        refresh_interval: config.refresh_interval,
+    }
+}
+
+/// Creates an empty key file at `path` if nothing is there, encrypted when a storage secret is
+/// configured (a plain file would then be refused).
+fn create_key_file(path: &std::path::Path, config: &StoreSettings) {
+    let empty = match &config.storage_secret {
+        Some(secret) => crate::codec::encode_encrypted(store::file::EMPTY_KEY_FILE, secret),
+        None => store::file::EMPTY_KEY_FILE.to_vec(),
+    };
+    match store::file::create_if_missing(path, &empty) {
+        Ok(true) => tracing::info!(store = %config.url, "created_empty_key_file"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(store = %config.url, %error, "cannot_create_key_file"),
+    }
+}
+
+fn connection_policy(config: &ConnectionSettings) -> ConnectionPolicy {
+    ConnectionPolicy {
+        connections: Arc::new(ConnectionTable::new(connection_limits(config))),
+        timeouts: Timeouts {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+            write: config.write_timeout,
+        },
+    }
+}
+
+/// One accept loop per listener, all sharing `policy`'s connection table.
+fn start_servers(
+    listeners: Listeners,
+    shared: &Arc<Shared>,
+    policy: &ConnectionPolicy,
+    admin_gid: Option<u32>,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<(JoinSet<()>, Option<SocketFile>)> {
+    let mut servers = JoinSet::new();
+    for listener in listeners.unix {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .context("cannot register the Unix socket")?;
+        let acceptor = UnixAcceptor {
+            listener,
+            admin_gid,
+        };
+        let serve = server::serve(acceptor, shared.clone(), policy.clone(), stopped.clone());
+        servers.spawn(serve);
+    }
+    for listener in listeners.tcp {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("cannot register the TCP socket")?;
+        let serve = server::serve(listener, shared.clone(), policy.clone(), stopped.clone());
+        servers.spawn(serve);
+    }
+    Ok((servers, listeners.socket_file))
+}
+
+/// Asks for a reload at every SIGHUP until SIGTERM or SIGINT.
+async fn serve_until_stopped(signals: &mut Signals, shared: &Shared) {
+    loop {
+        tokio::select! {
+            _ = signals.hangup.recv() => {
+                tracing::info!("sighup_received");
+                let request = ReloadRequest { trigger: Trigger::Signal, reply: None };
+                // A full inbox means reloads are already queued; this one coalesces with them.
+                let _ = shared.reload_requests.try_send(request);
+            }
+            _ = signals.terminate.recv() => return,
+            _ = signals.interrupt.recv() => return,
+        }
+    }
+}
+
 /// The connection limits: `max_connections` capped to the descriptors there are, and the
 /// per-peer shares, by default a quarter of that (at least 1).
-fn connection_limits(config: &Config) -> Limits {
+fn connection_limits(config: &ConnectionSettings) -> Limits {
     let total = connection_capacity(config.max_connections);
     let share = (total / 4).max(1);
     Limits {

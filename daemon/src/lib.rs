@@ -19,6 +19,7 @@ pub mod logging;
 mod minify;
 pub mod notify;
 pub mod reload;
+pub mod reload_request;
 pub mod safe_file;
 pub mod server;
 pub mod state;

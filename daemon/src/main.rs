@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let logs = match logging::init(config.log_format, &config.log_level) {
+    let logs = match logging::init(config.log.format, &config.log.level) {
         Ok(logs) => logs,
         Err(error) => {
             eprintln!("heare-authd: {error}");
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         }
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.worker_threads {
+    if let Some(threads) = config.connections.worker_threads {
         runtime.worker_threads(threads);
     }
     let runtime = match runtime.enable_all().build() {

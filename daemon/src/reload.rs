@@ -13,42 +13,14 @@ use crate::cache;
 use crate::codec::{self, StorageSecret};
 use crate::keyset::{KeySet, SkippedKey};
 use crate::notify;
+use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
 use crate::state::{LoadStatus, Shared, Source};
 use crate::store::{Fetched, KeyStore};
 use crate::timestamp::{self, UnixMillis};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
-
-/// Why a reload was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Signal,
-    Http,
-    Poll,
-    Retry,
-}
-
-impl Trigger {
-    fn name(self) -> &'static str {
-        match self {
-            Trigger::Signal => "sighup",
-            Trigger::Http => "http",
-            Trigger::Poll => "poll",
-            Trigger::Retry => "retry",
-        }
-    }
-}
-
-/// The result of a reload: keys now served, or why the load failed.
-pub type ReloadOutcome = Result<usize, String>;
-
-/// A request to reload, with an optional channel for the outcome.
-pub struct ReloadRequest {
-    pub trigger: Trigger,
-    pub reply: Option<oneshot::Sender<ReloadOutcome>>,
-}
+use tokio::sync::{mpsc, watch};
 
 /// The first key set, before serving starts.
 pub struct Initial {
@@ -58,16 +30,21 @@ pub struct Initial {
     pub serve_until: UnixMillis,
 }
 
+/// A key set built from a fetched body, with what the record and the log need.
+struct Built {
+    keys: KeySet,
+    skipped: Vec<SkippedKey>,
+    /// The store's version of the body; `None` when the store held no object.
+    version: Option<String>,
+    /// The body as stored, for the cache; `None` when the store held no object.
+    body: Option<Vec<u8>>,
+    timing: Timing,
+}
+
 /// What a fetch-and-build produced.
 enum Loaded {
     Unchanged,
-    Fresh {
-        keys: KeySet,
-        skipped: Vec<SkippedKey>,
-        version: Option<String>,
-        body: Option<Vec<u8>>,
-        timing: Timing,
-    },
+    Fresh(Built),
 }
 
 /// How long the two halves of a load took, for the log.
@@ -92,34 +69,8 @@ impl Reloader {
     pub async fn initial_load(&self) -> anyhow::Result<Initial> {
         let now = timestamp::now();
         let store_error = match self.fetch_and_build(None).await {
-            Ok(Loaded::Fresh {
-                keys,
-                skipped,
-                version,
-                body,
-                timing,
-            }) => {
-                let cache_error = self.write_cache(body).await.and_then(Result::err);
-                log_skipped(&skipped);
-                tracing::info!(
-                    keys_loaded = keys.len(),
-                    store = %self.store.describe(),
-                    fetch_ms = timing.fetch_ms,
-                    build_ms = timing.build_ms,
-                    "startup"
-                );
-                return Ok(Initial {
-                    keys,
-                    status: LoadStatus {
-                        cache_error,
-                        ..LoadStatus::fresh(version, now, &skipped)
-                    },
-                    serve_until: UnixMillis::MAX,
-                });
-            }
-            Ok(Loaded::Unchanged) => {
-                "the store answered 'not modified' to an unconditional read".to_string()
-            }
+            Ok(Loaded::Fresh(built)) => return Ok(self.started_from_store(built, now).await),
+            Ok(Loaded::Unchanged) => ReloadError::NotModifiedUnasked,
             Err(error) => error,
         };
         tracing::error!(error = %store_error, store = %self.store.describe(), "startup_load_failed");
@@ -129,25 +80,56 @@ impl Reloader {
                 self.store.describe()
             );
         };
-        let (keys, skipped, written) = self.load_cache(cache_path).await.map_err(|cache_error| {
-            anyhow::anyhow!(
-                "cannot load keys from {}: {store_error}; and the last-known-good cache {} is unusable: {cache_error}",
+        match self.load_cache(cache_path).await {
+            Ok(loaded) => Ok(self.started_from_cache(loaded, cache_path, store_error, now)),
+            Err(cache_error) => anyhow::bail!(
+                "cannot load keys from {}: {store_error}; and {cache_error}",
                 self.store.describe(),
-                cache_path.display()
-            )
-        })?;
+            ),
+        }
+    }
+
+    /// The first set came from the store: cache it, log `startup`.
+    async fn started_from_store(&self, built: Built, now: UnixMillis) -> Initial {
+        let cache_error = self.write_cache(built.body).await.and_then(Result::err);
+        log_skipped(&built.skipped);
+        tracing::info!(
+            keys_loaded = built.keys.len(),
+            store = %self.store.describe(),
+            fetch_ms = built.timing.fetch_ms,
+            build_ms = built.timing.build_ms,
+            "startup"
+        );
+        Initial {
+            status: LoadStatus {
+                cache_error,
+                ..LoadStatus::fresh(built.version, now, &built.skipped)
+            },
+            keys: built.keys,
+            serve_until: UnixMillis::MAX,
+        }
+    }
+
+    /// The first set came from the cache because the store failed: stale from the start.
+    fn started_from_cache(
+        &self,
+        (keys, skipped, written): (KeySet, Vec<SkippedKey>, UnixMillis),
+        cache_path: &Path,
+        store_error: ReloadError,
+        now: UnixMillis,
+    ) -> Initial {
         tracing::warn!(
             keys_loaded = keys.len(),
             cache = %cache_path.display(),
             cache_written_at = %timestamp::format(written),
             "serving_stale_cache"
         );
-        Ok(Initial {
+        Initial {
             status: LoadStatus {
                 version: None,
                 last_load_at: None,
                 last_attempt_at: Some(now),
-                last_error: Some(store_error),
+                last_error: Some(store_error.to_string()),
                 stale: true,
                 source: Source::Cache,
                 warnings: skipped.iter().map(ToString::to_string).collect(),
@@ -155,7 +137,7 @@ impl Reloader {
             },
             serve_until: self.deadline_from(written),
             keys,
-        })
+        }
     }
 
     /// Answers reload requests, polls and retries until `shutdown` turns true.
@@ -182,31 +164,43 @@ impl Reloader {
                 _ = sleep_or_never(retry_in) => ReloadRequest { trigger: Trigger::Retry, reply: None },
                 _ = shutdown.changed() => return,
             };
-            let mut batch = vec![first];
-            while let Ok(more) = requests.try_recv() {
-                batch.push(more);
-            }
-            let explicit = batch
-                .iter()
-                .find(|r| matches!(r.trigger, Trigger::Signal | Trigger::Http))
-                .map(|r| r.trigger);
-            if explicit.is_some() {
-                notify::reloading();
-            }
-            let trigger = explicit.unwrap_or(batch[0].trigger);
-            let outcome = self.reload(&shared, trigger).await;
+            let outcome = self.answer(&shared, first, &mut requests).await;
             failures = if outcome.is_ok() {
                 0
             } else {
                 failures.saturating_add(1)
             };
-            for request in batch {
-                if let Some(reply) = request.reply {
-                    let _ = reply.send(outcome.clone());
-                }
-            }
-            notify::ready(&status_line(&shared));
         }
+    }
+
+    /// One load for `first` and every request already waiting behind it; each gets the outcome.
+    async fn answer(
+        &self,
+        shared: &Shared,
+        first: ReloadRequest,
+        requests: &mut mpsc::Receiver<ReloadRequest>,
+    ) -> ReloadOutcome {
+        let mut batch = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            batch.push(more);
+        }
+        // Someone asking (SIGHUP, /refresh) wins over a timer: the whole object is fetched.
+        let explicit = batch
+            .iter()
+            .map(|r| r.trigger)
+            .find(|t| !t.is_conditional());
+        if explicit.is_some() {
+            notify::reloading();
+        }
+        let trigger = explicit.unwrap_or(batch[0].trigger);
+        let outcome = self.reload(shared, trigger).await;
+        for request in batch {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+        notify::ready(&status_line(shared));
+        outcome
     }
 
     async fn reload(&self, shared: &Shared, trigger: Trigger) -> ReloadOutcome {
@@ -214,101 +208,102 @@ impl Reloader {
         let since = {
             let mut status = shared.status();
             status.last_attempt_at = Some(now);
-            let conditional = matches!(trigger, Trigger::Poll | Trigger::Retry);
-            if conditional {
-                status.version.clone()
-            } else {
-                None
-            }
+            trigger
+                .is_conditional()
+                .then(|| status.version.clone())
+                .flatten()
         };
         match self.fetch_and_build(since.as_deref()).await {
-            Ok(Loaded::Unchanged) => {
-                let mut status = shared.status();
-                status.last_load_at = Some(now);
-                status.last_error = None;
-                status.stale = false;
-                shared.set_serve_until(UnixMillis::MAX);
-                tracing::debug!(trigger = trigger.name(), "refresh_unchanged");
-                Ok(shared.keys().len())
-            }
-            Ok(Loaded::Fresh {
-                keys,
-                skipped,
-                version,
-                body,
-                timing,
-            }) => {
-                let count = keys.len();
-                shared.publish(keys);
-                shared.set_serve_until(UnixMillis::MAX);
-                {
-                    // The cache's state is the last write's until this load's write is done.
-                    let mut status = shared.status();
-                    let cache_error = status.cache_error.take();
-                    *status = LoadStatus {
-                        cache_error,
-                        ..LoadStatus::fresh(version, now, &skipped)
-                    };
-                }
-                log_skipped(&skipped);
-                tracing::info!(
-                    keys_loaded = count,
-                    trigger = trigger.name(),
-                    fetch_ms = timing.fetch_ms,
-                    build_ms = timing.build_ms,
-                    "refresh_success"
-                );
-                if let Some(written) = self.write_cache(body).await {
-                    shared.status().cache_error = written.err();
-                }
-                Ok(count)
-            }
-            Err(error) => {
-                let mut status = shared.status();
-                if !status.stale
-                    && let Some(confirmed) = status.last_load_at
-                {
-                    shared.set_serve_until(self.deadline_from(confirmed));
-                }
-                status.last_error = Some(error.clone());
-                status.stale = true;
-                tracing::error!(
-                    error = %error,
-                    trigger = trigger.name(),
-                    keys_served = shared.keys().len(),
-                    "refresh_failed"
-                );
-                Err(error)
-            }
+            Ok(Loaded::Unchanged) => Ok(confirmed_unchanged(shared, trigger, now)),
+            Ok(Loaded::Fresh(built)) => Ok(self.publish(shared, built, trigger, now).await),
+            Err(error) => Err(self.failed(shared, error, trigger)),
         }
     }
 
+    /// The store confirmed the set in force: fresh again.
+    async fn publish(
+        &self,
+        shared: &Shared,
+        built: Built,
+        trigger: Trigger,
+        now: UnixMillis,
+    ) -> usize {
+        let count = built.keys.len();
+        shared.publish(built.keys);
+        shared.set_serve_until(UnixMillis::MAX);
+        {
+            // The cache's state is the last write's until this load's write is done.
+            let mut status = shared.status();
+            let cache_error = status.cache_error.take();
+            *status = LoadStatus {
+                cache_error,
+                ..LoadStatus::fresh(built.version, now, &built.skipped)
+            };
+        }
+        log_skipped(&built.skipped);
+        tracing::info!(
+            keys_loaded = count,
+            trigger = trigger.name(),
+            fetch_ms = built.timing.fetch_ms,
+            build_ms = built.timing.build_ms,
+            "refresh_success"
+        );
+        if let Some(written) = self.write_cache(built.body).await {
+            shared.status().cache_error = written.err();
+        }
+        count
+    }
+
+    /// A failed load: the set in force stays, marked stale; max_stale starts counting from the
+    /// last time the store confirmed it.
+    fn failed(&self, shared: &Shared, error: ReloadError, trigger: Trigger) -> ReloadError {
+        let mut status = shared.status();
+        if !status.stale
+            && let Some(confirmed) = status.last_load_at
+        {
+            shared.set_serve_until(self.deadline_from(confirmed));
+        }
+        status.last_error = Some(error.to_string());
+        status.stale = true;
+        tracing::error!(
+            error = %error,
+            trigger = trigger.name(),
+            keys_served = shared.keys().len(),
+            "refresh_failed"
+        );
+        error
+    }
+
     /// Fetches from the store and builds a set off the async threads.
-    async fn fetch_and_build(&self, since: Option<&str>) -> Result<Loaded, String> {
+    async fn fetch_and_build(&self, since: Option<&str>) -> Result<Loaded, ReloadError> {
         let started = std::time::Instant::now();
-        let fetched = self.store.fetch(since).await.map_err(|e| e.to_string())?;
+        let fetched = self
+            .store
+            .fetch(since)
+            .await
+            .map_err(|e| ReloadError::Store(Arc::new(e)))?;
         let fetch_ms = started.elapsed().as_millis() as u64;
         let (body, version) = match fetched {
             Fetched::NotModified => return Ok(Loaded::Unchanged),
             Fetched::Missing => {
                 tracing::warn!(store = %self.store.describe(), "store_object_missing_serving_no_keys");
-                return Ok(Loaded::Fresh {
+                return Ok(Loaded::Fresh(Built {
                     keys: KeySet::empty(),
                     skipped: Vec::new(),
                     version: None,
                     body: None,
                     timing: Timing::default(),
-                });
+                }));
             }
             Fetched::Body { body, version } => (body, version),
         };
         let built = std::time::Instant::now();
-        // Name the object and its version: "which upload is bad" is the operator's next question.
-        let (keys, skipped, body) = self
-            .build(body)
-            .await
-            .map_err(|error| format!("{} version {version}: {error}", self.store.describe()))?;
-        Ok(Loaded::Fresh {
+        let (keys, skipped, body) = self.build(body).await?.map_err(|cause| ReloadError::Body {
+            store: self.store.describe(),
+            version: version.clone(),
+            cause,
+        })?;
+        Ok(Loaded::Fresh(Built {
             keys,
             skipped,
             version: Some(version),
@@ -317,14 +312,18 @@ impl Reloader {
                 fetch_ms,
                 build_ms: built.elapsed().as_millis() as u64,
             },
-        })
+        }))
     }
 
-    async fn build(&self, body: Vec<u8>) -> Result<(KeySet, Vec<SkippedKey>, Vec<u8>), String> {
+    /// Decodes and indexes a body on a blocking thread; the outer error is a cancelled build.
+    async fn build(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<Result<(KeySet, Vec<SkippedKey>, Vec<u8>), BodyError>, ReloadError> {
         let secret = self.storage_secret.clone();
         tokio::task::spawn_blocking(move || {
-            let json = codec::decode(&body, secret.as_ref()).map_err(|e| e.to_string())?;
-            let built = KeySet::from_json(&json).map_err(|e| e.to_string());
+            let json = codec::decode(&body, secret.as_ref())?;
+            let built = KeySet::from_json(&json).map_err(|e| BodyError::Keys(Arc::new(e)));
             // A decrypted body holds every plaintext secret: zeroed as soon as it is parsed.
             if let std::borrow::Cow::Owned(plain) = json {
                 drop(zeroize::Zeroizing::new(plain));
@@ -333,22 +332,27 @@ impl Reloader {
             Ok((keys, skipped, body))
         })
         .await
-        .map_err(|e| format!("the key set build was cancelled: {e}"))?
+        .map_err(|e| ReloadError::Cancelled(e.to_string()))
     }
 
+    /// The set in the last-known-good cache, and when the cache was written.
     async fn load_cache(
         &self,
-        path: &std::path::Path,
-    ) -> Result<(KeySet, Vec<SkippedKey>, UnixMillis), String> {
-        let path = path.to_path_buf();
-        let (body, written) = tokio::task::spawn_blocking(move || cache::read(&path))
+        path: &Path,
+    ) -> Result<(KeySet, Vec<SkippedKey>, UnixMillis), ReloadError> {
+        let unusable = |cause| ReloadError::Cache {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let owned = path.to_path_buf();
+        let (body, written) = tokio::task::spawn_blocking(move || cache::read(&owned))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ReloadError::Cancelled(e.to_string()))?
+            .map_err(|e| unusable(BodyError::File(Arc::new(e))))?;
         let written = written
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as UnixMillis);
-        let (keys, skipped, _) = self.build(body).await?;
+        let (keys, skipped, _) = self.build(body).await?.map_err(unusable)?;
         Ok((keys, skipped, written))
     }
 
@@ -378,20 +382,15 @@ impl Reloader {
     }
 }
 
-impl LoadStatus {
-    /// The record of a successful load from the store at `now`.
-    fn fresh(version: Option<String>, now: UnixMillis, skipped: &[SkippedKey]) -> Self {
-        LoadStatus {
-            version,
-            last_load_at: Some(now),
-            last_attempt_at: Some(now),
-            last_error: None,
-            stale: false,
-            source: Source::Store,
-            warnings: skipped.iter().map(ToString::to_string).collect(),
-            cache_error: None,
-        }
-    }
+/// The store answered "not modified": the set in force is confirmed, fresh again.
+fn confirmed_unchanged(shared: &Shared, trigger: Trigger, now: UnixMillis) -> usize {
+    let mut status = shared.status();
+    status.last_load_at = Some(now);
+    status.last_error = None;
+    status.stale = false;
+    shared.set_serve_until(UnixMillis::MAX);
+    tracing::debug!(trigger = trigger.name(), "refresh_unchanged");
+    shared.keys().len()
 }
 
 /// systemd's STATUS= line: what is served and whether it is fresh.

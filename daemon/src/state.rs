@@ -6,8 +6,9 @@
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
 
 use crate::keyset::KeySet;
+use crate::keyset::SkippedKey;
 use crate::log_writer::DropCounter;
-use crate::reload::ReloadRequest;
+use crate::reload_request::ReloadRequest;
 use crate::timestamp::UnixMillis;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -34,6 +35,22 @@ pub struct LoadStatus {
     pub warnings: Vec<String>,
     /// Why the cache could not be written after the last load that tried; `None` once one did.
     pub cache_error: Option<String>,
+}
+
+impl LoadStatus {
+    /// The record of a successful load from the store at `now`.
+    pub fn fresh(version: Option<String>, now: UnixMillis, skipped: &[SkippedKey]) -> Self {
+        LoadStatus {
+            version,
+            last_load_at: Some(now),
+            last_attempt_at: Some(now),
+            last_error: None,
+            stale: false,
+            source: Source::Store,
+            warnings: skipped.iter().map(ToString::to_string).collect(),
+            cache_error: None,
+        }
+    }
 }
 
 /// Who may call the admin endpoints.

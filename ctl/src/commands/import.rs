@@ -38,7 +38,7 @@ pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(
         .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", file.display())))?;
     let incoming = heare_authd::keyfile::StoredDocument::decode_accepting_plaintext(
         &body,
-        context.config.storage_secret.as_ref(),
+        context.config.store.storage_secret.as_ref(),
     )?
     .document;
     let mut new_keys = Vec::new();
@@ -116,7 +116,7 @@ pub async fn migrate(
     encrypt: bool,
     no_reload: bool,
 ) -> Result<(), CtlError> {
-    if encrypt && context.config.storage_secret.is_none() {
+    if encrypt && context.config.store.storage_secret.is_none() {
         return Err(CtlError::Usage(
             "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
         ));

@@ -301,7 +301,8 @@ impl ConnectionTable {
         }
     }
 
-    /// One try: a slot if the peer is under its limit and a permit is free; else ask for room.
+    /// One try: a slot if the peer is under its limit and a permit is free; else ask for room
+    /// among the peer's own connections (at its limit) or among all (the table is full).
     fn attempt(self: &Arc<Self>, activity: &Arc<Activity>, peer: PeerKey) -> Attempt {
         let Ok(mut slots) = self.slots.lock() else {
             // A poisoned table (a panic while holding it, which its code cannot do): refuse
@@ -309,19 +310,24 @@ impl ConnectionTable {
             return Attempt::Refused(PeerAtLimit { limit: 0 });
         };
         let limit = self.limits.of(peer);
-        if slots.count(peer) >= limit {
-            return match self.request_eviction(&slots, Scope::Peer(peer)) {
-                Eviction::NoneEvictable => Attempt::Refused(PeerAtLimit { limit }),
-                Eviction::Requested | Eviction::Pending => Attempt::Wait,
-            };
-        }
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        let at_peer_limit = slots.count(peer) >= limit;
+        if !at_peer_limit && let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Attempt::Admitted(self.register(&mut slots, activity, peer, permit));
         }
-        if self.request_eviction(&slots, Scope::All) == Eviction::Requested {
+        let scope = if at_peer_limit {
+            Scope::Peer(peer)
+        } else {
+            Scope::All
+        };
+        let eviction = self.request_eviction(&slots, scope);
+        let table_full = self.permits.available_permits() == 0;
+        if eviction == Eviction::Requested && table_full {
             self.warn_limit_reached();
         }
-        Attempt::Wait
+        match eviction {
+            Eviction::NoneEvictable if at_peer_limit => Attempt::Refused(PeerAtLimit { limit }),
+            _ => Attempt::Wait,
+        }
     }
 
     fn register(

@@ -1,7 +1,7 @@
 //! `POST /refresh` (admin only): asks the reloader for a full reload and waits for its outcome.
 //! 200 with the new key count, or 500 with the reason while the previous set keeps serving.
 
-use crate::reload::{ReloadRequest, Trigger};
+use crate::reload_request::{ReloadRequest, Trigger};
 use crate::server::peer::{Peer, check_admin};
 use crate::server::response::{self, Body};
 use crate::state::Shared;
@@ -55,7 +55,7 @@ pub async fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
                 success: false,
                 keys_loaded: shared.keys().len(),
                 timestamp,
-                error: Some(error),
+                error: Some(error.to_string()),
             },
         ),
     }

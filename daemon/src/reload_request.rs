@@ -1,0 +1,81 @@
+//! Asking the reloader: why a reload was asked for ([`Trigger`]), the request
+//! ([`ReloadRequest`]) that SIGHUP, `POST /refresh` and the reloader's own timers send, and what
+//! comes back ([`ReloadOutcome`], [`ReloadError`]). Kept apart from the reloader so that the
+//! state every connection shares can hold the request channel without depending on the reloader.
+
+use crate::codec::CodecError;
+use crate::keyset::LoadError;
+use crate::safe_file::SafeFileError;
+use crate::store::StoreError;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Signal,
+    Http,
+    Poll,
+    Retry,
+}
+
+impl Trigger {
+    /// The name logged with the reload.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Signal => "sighup",
+            Trigger::Http => "http",
+            Trigger::Poll => "poll",
+            Trigger::Retry => "retry",
+        }
+    }
+
+    /// Whether the reload fetches only if the stored version changed (the timers), rather than
+    /// the whole object (someone asked).
+    pub fn is_conditional(self) -> bool {
+        matches!(self, Trigger::Poll | Trigger::Retry)
+    }
+}
+
+/// The result of a reload: keys now served, or why the load failed.
+pub type ReloadOutcome = Result<usize, ReloadError>;
+
+/// A request to reload, with an optional channel for the outcome.
+pub struct ReloadRequest {
+    pub trigger: Trigger,
+    pub reply: Option<oneshot::Sender<ReloadOutcome>>,
+}
+
+/// Why a key set could not be loaded. Cloned to every request a load answers; the texts never
+/// hold a secret (see each source's own error type).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The stored body was read but is not a usable key file: the object and its version are
+    /// named, since "which upload is bad" is the operator's next question.
+    #[error("{store} version {version}: {cause}")]
+    Body {
+        store: String,
+        version: String,
+        cause: BodyError,
+    },
+    #[error("the store answered 'not modified' to an unconditional read")]
+    NotModifiedUnasked,
+    #[error("the last-known-good cache {path} is unusable: {cause}")]
+    Cache { path: PathBuf, cause: BodyError },
+    #[error("the key set build was cancelled: {0}")]
+    Cancelled(String),
+}
+
+/// Why a body (from the store or the cache) did not become a key set.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Keys(Arc<LoadError>),
+    #[error(transparent)]
+    File(Arc<SafeFileError>),
+}
