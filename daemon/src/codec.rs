@@ -54,6 +54,17 @@ impl StorageSecret {
     }
 }
 
+impl StorageSecret {
+    /// Bytes below which a secret is weak: it is hashed once into the Fernet key, with no key
+    /// stretching, so a short one can be guessed offline from any encrypted body.
+    pub const RECOMMENDED_BYTES: usize = 16;
+
+    /// Whether the secret is shorter than [`StorageSecret::RECOMMENDED_BYTES`].
+    pub fn is_short(&self) -> bool {
+        self.0.len() < Self::RECOMMENDED_BYTES
+    }
+}
+
 impl fmt::Debug for StorageSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StorageSecret(<redacted>)")

@@ -145,6 +145,12 @@ async fn reloader(config: &StoreSettings) -> Reloader {
     if let StoreUrl::File { path } = &config.url {
         create_key_file(path, config);
     }
+    if config.storage_secret.as_ref().is_some_and(|s| s.is_short()) {
+        tracing::warn!(
+            recommended_bytes = crate::codec::StorageSecret::RECOMMENDED_BYTES,
+            "storage_secret_short"
+        );
+    }
     let store = store::open(&config.url, &config.s3, config.max_store_bytes).await;
     Reloader {
         store,

@@ -201,3 +201,52 @@ fn no_other_process_of_the_daemons_user_can_read_its_memory_or_environment() {
         assert!(!String::from_utf8_lossy(&output.stdout).contains(storage_secret));
     }
 }
+
+#[test]
+fn a_blank_storage_secret_is_refused_since_its_key_is_public() {
+    let dir = tempfile::tempdir().unwrap();
+    // Anyone can encrypt under sha256(""): a forged key file an empty secret would accept.
+    let store = dir.path().join("keys.json");
+    let forged = heare_authd::codec::encode_encrypted(
+        &key_file(&[TestKey::new("key_forged", SECRET)]),
+        &heare_authd::codec::StorageSecret::new(""),
+    );
+    std::fs::write(&store, forged).unwrap();
+    let blank_file = dir.path().join("blank-secret");
+    std::fs::write(&blank_file, " \t\n").unwrap();
+    let config = dir.path().join("heare-authd.toml");
+    let cases: [(&str, Option<&str>); 4] = [
+        ("storage_secret = \"\"\n", None),
+        ("storage_secret = \"   \"\n", None),
+        ("", Some("")),
+        (
+            &format!("storage_secret_file = {:?}\n", blank_file.display().to_string()),
+            None,
+        ),
+    ];
+    for (text, env) in cases {
+        std::fs::write(&config, text).unwrap();
+        for check in [true, false] {
+            let mut command = Command::new(binary("heare-authd"));
+            command
+                .arg("--config")
+                .arg(&config)
+                .arg("--store")
+                .arg(format!("file://{}", store.display()))
+                .arg("--socket")
+                .arg(dir.path().join("d.sock"))
+                .env_remove("STORAGE_SECRET");
+            if check {
+                command.arg("--check-config");
+            }
+            if let Some(value) = env {
+                command.env("STORAGE_SECRET", value);
+            }
+            let output = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{text:?} {env:?}: {stderr}");
+            assert!(stderr.contains("empty or blank"), "{stderr}");
+            assert!(!dir.path().join("d.sock").exists(), "the forged file was served");
+        }
+    }
+}

@@ -107,18 +107,31 @@ fn storage_secret(
     env: &dyn Fn(&str) -> Option<String>,
     file: &FileConfig,
 ) -> Result<Option<StorageSecret>, ConfigError> {
-    if let Some(secret) = env("STORAGE_SECRET").filter(|s| !s.is_empty()) {
-        return Ok(Some(StorageSecret::new(secret)));
+    if let Some(secret) = env("STORAGE_SECRET") {
+        return non_blank("STORAGE_SECRET", secret).map(Some);
     }
     match (&file.storage_secret, &file.storage_secret_file) {
         (Some(_), Some(_)) => Err(ConfigError::Invalid {
             setting: "storage_secret",
             why: "set storage_secret or storage_secret_file, not both".into(),
         }),
-        (Some(secret), None) => Ok(Some(StorageSecret::new(secret.clone()))),
+        (Some(secret), None) => non_blank("storage_secret", secret.clone()).map(Some),
         (None, Some(path)) => read_secret_file(path).map(Some),
         (None, None) => credential_secret(env),
     }
+}
+
+/// A storage secret that is empty or blank would make the encryption key public
+/// (`sha256("")`): whoever can write the store could then forge an "encrypted" file. An empty
+/// `STORAGE_SECRET=` is refused too rather than taken as "no secret": the operator meant one.
+fn non_blank(setting: &'static str, secret: String) -> Result<StorageSecret, ConfigError> {
+    if secret.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            setting,
+            why: "is empty or blank; set a secret of at least 16 random characters, or remove the setting".into(),
+        });
+    }
+    Ok(StorageSecret::new(secret))
 }
 
 fn read_secret_file(path: &Path) -> Result<StorageSecret, ConfigError> {
@@ -127,10 +140,10 @@ fn read_secret_file(path: &Path) -> Result<StorageSecret, ConfigError> {
         source,
     })?;
     let secret = text.trim_end_matches(['\n', '\r']);
-    if secret.is_empty() {
+    if secret.trim().is_empty() {
         return Err(ConfigError::Invalid {
             setting: "storage_secret_file",
-            why: format!("{} is empty", path.display()),
+            why: format!("{} is empty or blank", path.display()),
         });
     }
     Ok(StorageSecret::new(secret))
