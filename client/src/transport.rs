@@ -328,15 +328,36 @@ fn io_error(error: io::Error, timeout: Duration) -> TransportError {
     }
 }
 
+/// The longest status or header line read, and the most header lines, in an answer.
+const MAX_LINE: u64 = 8192;
+const MAX_HEADERS: usize = 100;
+
+/// Reads one line of at most [`MAX_LINE`] bytes: a server that never ends a line cannot make
+/// the client allocate without bound (only the deadline would stop it).
+fn read_line_bounded(
+    reader: &mut BufReader<impl Read>,
+    line: &mut String,
+    timeout: Duration,
+) -> Result<usize, TransportError> {
+    line.clear();
+    let read = reader
+        .by_ref()
+        .take(MAX_LINE + 1)
+        .read_line(line)
+        .map_err(|e| io_error(e, timeout))?;
+    if read as u64 > MAX_LINE {
+        return Err(TransportError::Protocol);
+    }
+    Ok(read)
+}
+
 /// Reads one answer: status line, headers, `Content-Length` bytes of body.
 fn read_answer(
     reader: &mut BufReader<impl Read>,
     timeout: Duration,
 ) -> Result<Answer, TransportError> {
     let mut line = String::new();
-    let read = reader
-        .read_line(&mut line)
-        .map_err(|e| io_error(e, timeout))?;
+    let read = read_line_bounded(reader, &mut line, timeout)?;
     if read == 0 {
         return Err(TransportError::Io(io::ErrorKind::UnexpectedEof.into()));
     }
@@ -349,20 +370,13 @@ fn read_answer(
         .and_then(|s| s.trim().parse().ok())
         .ok_or(TransportError::Protocol)?;
     let mut length: Option<usize> = None;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .map_err(|e| io_error(e, timeout))?;
-        if read == 0 {
+    for headers in 0.. {
+        if headers > MAX_HEADERS || read_line_bounded(reader, &mut line, timeout)? == 0 {
             return Err(TransportError::Protocol);
         }
         let header = line.trim_end();
         if header.is_empty() {
             break;
-        }
-        if line.len() > 8192 {
-            return Err(TransportError::Protocol);
         }
         if let Some((name, value)) = header.split_once(':')
             && name.eq_ignore_ascii_case("content-length")
@@ -444,6 +458,26 @@ mod tests {
         );
         drop((listener, queued));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endless_lines_and_headers_are_refused_not_buffered() {
+        let timeout = Duration::from_secs(1);
+        let endless = [b"HTTP/1.1 200 OK".as_slice(), &[b'x'; 100_000]].concat();
+        let mut reader = BufReader::new(endless.as_slice());
+        assert!(matches!(
+            read_answer(&mut reader, timeout),
+            Err(TransportError::Protocol)
+        ));
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "x-a: b\r\n".repeat(1000));
+        let mut reader = BufReader::new(many.as_bytes());
+        assert!(matches!(
+            read_answer(&mut reader, timeout),
+            Err(TransportError::Protocol)
+        ));
+        let fine = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        let mut reader = BufReader::new(fine.as_bytes());
+        assert_eq!(read_answer(&mut reader, timeout).unwrap().body, b"{}");
     }
 
     #[test]

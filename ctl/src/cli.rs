@@ -111,6 +111,9 @@ pub enum Command {
         /// could write the store may have added keys.
         #[arg(long, group = "migration")]
         encrypt: bool,
+        /// With --encrypt: do not ask for confirmation of the keys listed.
+        #[arg(long, short)]
+        yes: bool,
         #[command(flatten)]
         write: WriteArgs,
     },

@@ -77,7 +77,7 @@ impl Context {
         self.read_as(Reading::AsStored).await
     }
 
-    async fn read_as(
+    pub async fn read_as(
         &self,
         reading: Reading,
     ) -> Result<(StoredDocument, WriteCondition), CtlError> {
@@ -140,6 +140,25 @@ impl Context {
             }
         }
         Err(CtlError::Other("unreachable: the retry loop ended".into()))
+    }
+
+    /// Writes `stored` once, only if the store still holds the version it was read at; a
+    /// conflict is exit code 4 with `changed` as the reason (no retry: what was shown to the
+    /// operator is what is written).
+    pub async fn write_once(
+        &self,
+        stored: &StoredDocument,
+        condition: WriteCondition,
+        changed: &str,
+    ) -> Result<(), CtlError> {
+        let body = stored.encode(self.config.store.storage_secret.as_ref())?;
+        match self.store.put(body, condition).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
+                "{store} {changed}; nothing was written, run again"
+            ))),
+            Err(error) => Err(error.into()),
+        }
     }
 
     pub fn socket(&self) -> &std::path::Path {

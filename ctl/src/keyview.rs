@@ -39,11 +39,24 @@ pub fn public(key: &Map<String, Value>, now: i64) -> Value {
     })
 }
 
-/// A column value as text.
+/// A column value as text. Control characters are escaped (`\u{1b}`): whoever can write the
+/// store must not be able to move the cursor or rewrite rows on the operator's terminal.
 pub fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_string(),
+    let text = match value {
+        Value::Null => return "-".to_string(),
         Value::String(text) => text.clone(),
         other => other.to_string(),
+    };
+    if !text.chars().any(char::is_control) {
+        return text;
     }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

@@ -88,8 +88,16 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Migrate {
             hash_secrets,
             encrypt,
+            yes,
             write,
-        } => import::migrate(&context, hash_secrets, encrypt, write.no_reload).await,
+        } => {
+            let migration = import::Migration {
+                hash_secrets,
+                encrypt,
+                yes,
+            };
+            import::migrate(&context, migration, write.no_reload).await
+        }
         Command::Reload { signal, pid } => remote::reload(context.socket(), signal, pid),
         Command::Status { json } => remote::status(context.socket(), json),
         Command::GenCompletions { .. } | Command::GenMan => Ok(()),

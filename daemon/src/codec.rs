@@ -31,7 +31,7 @@ pub enum CodecError {
     #[error("the key file's encrypted token is not ASCII; the object is corrupt")]
     TokenNotAscii,
     #[error(
-        "the key file is not encrypted (no HEARE_ENCRYPTED_V1 header), but a storage secret is configured: refused, since whoever can write the store could add keys without the secret; if the plaintext file is yours, encrypt it with `heare-authctl migrate --encrypt`"
+        "the key file is not encrypted (no HEARE_ENCRYPTED_V1 header), but a storage secret is configured: refused, since whoever can write the store could add keys without the secret; `heare-authctl migrate --encrypt` lists its keys and encrypts them once you have checked every one"
     )]
     NotEncrypted,
 }

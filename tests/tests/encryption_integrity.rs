@@ -133,7 +133,20 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
         "a refused command changed the store"
     );
 
-    let out = ctl.ok(&["migrate", "--encrypt", "--no-reload"]);
+    // Not reviewed (no terminal, no --yes): nothing written; the keys to review are listed.
+    let output = ctl.run(&["migrate", "--encrypt", "--no-reload"]);
+    assert_eq!(output.status.code(), Some(2));
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listing.contains("key_injected") && listing.contains("key_owner"),
+        "{listing}"
+    );
+    assert_eq!(
+        s3.get_object(BUCKET, OBJECT).unwrap().unwrap(),
+        forged_plaintext(),
+        "encrypted without review"
+    );
+    let out = ctl.ok(&["migrate", "--encrypt", "--yes", "--no-reload"]);
     assert!(out.contains("encrypted"), "{out}");
     let stored = s3.get_object(BUCKET, OBJECT).unwrap().unwrap();
     assert!(is_encrypted(&stored), "migrate --encrypt wrote plaintext");
@@ -147,7 +160,7 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
     let plain = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
         .config_text("[s3]\npath_style = true\n")
         .env(s3.env_for_client());
-    let output = plain.run(&["migrate", "--encrypt", "--no-reload"]);
+    let output = plain.run(&["migrate", "--encrypt", "--yes", "--no-reload"]);
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(s3.get_object(BUCKET, OBJECT).unwrap().unwrap(), stored);
 }

@@ -220,7 +220,10 @@ fn a_blank_storage_secret_is_refused_since_its_key_is_public() {
         ("storage_secret = \"   \"\n", None),
         ("", Some("")),
         (
-            &format!("storage_secret_file = {:?}\n", blank_file.display().to_string()),
+            &format!(
+                "storage_secret_file = {:?}\n",
+                blank_file.display().to_string()
+            ),
             None,
         ),
     ];
@@ -246,7 +249,38 @@ fn a_blank_storage_secret_is_refused_since_its_key_is_public() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{text:?} {env:?}: {stderr}");
             assert!(stderr.contains("empty or blank"), "{stderr}");
-            assert!(!dir.path().join("d.sock").exists(), "the forged file was served");
+            assert!(
+                !dir.path().join("d.sock").exists(),
+                "the forged file was served"
+            );
         }
+    }
+}
+
+#[test]
+fn key_names_cannot_drive_the_operators_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("keys.json");
+    let file = json!({"keys": [
+        {"id": "key_escape", "secret": SECRET, "name": "\u{1b}[2J\u{1b}[Hall fine\rkey_fake",
+         "metadata": {"note": "\u{1b}]0;owned\u{7}"}},
+    ]});
+    std::fs::write(&store, file.to_string()).unwrap();
+    let ctl = Ctl::new(
+        dir.path(),
+        &format!("file://{}", store.display()),
+        &dir.path().join("none.sock"),
+    );
+    for args in [
+        vec!["list"],
+        vec!["list", "--detailed"],
+        vec!["show", "key_escape"],
+    ] {
+        let out = ctl.ok(&args);
+        assert!(
+            !out.bytes().any(|b| b == 0x1b || b == b'\r' || b == 0x07),
+            "{args:?} printed a control character: {out:?}"
+        );
+        assert!(out.contains("key_escape"), "{out}");
     }
 }

@@ -308,7 +308,7 @@ fn heare_auth_socket_in_the_environment_is_never_read() {
     let fake = FakeDaemon::start(dir.path(), "evil", &valid_for("root"));
     pam_service(
         dir.path(),
-        "auth required MODULE user_field=unix_user timeout=2000\n",
+        "auth required MODULE user_field=unix_user allow_root timeout=2000\n",
     );
     let out = pamtester(
         dir.path(),
@@ -330,10 +330,31 @@ fn heare_auth_socket_in_the_environment_is_never_read() {
 
     // Named with socket=, the same fake (run by root, so trusted) is believed: the check above
     // is what stopped the attack.
-    service(dir.path(), &fake.socket, "user_field=unix_user");
+    service(dir.path(), &fake.socket, "user_field=unix_user allow_root");
     let out = run(dir.path(), "root", &format!("{ANYTHING}\n"));
     assert!(out.ok, "{}", out.output);
     assert_eq!(fake.connections(), 1);
+}
+
+#[test]
+fn a_uid_0_user_logs_in_with_a_key_only_with_allow_root() {
+    // Whoever can add keys (the store's writers, the daemon's own user) mints one for root; the
+    // daemon (here the fake, run by root, so trusted) vouches for it.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDaemon::start(dir.path(), "minted", &valid_for("root"));
+    service(dir.path(), &fake.socket, "user_field=unix_user");
+    let out = run(dir.path(), "root", &format!("{ANYTHING}\n"));
+    assert!(
+        !out.ok && out.output.contains(AUTH_FAILURE),
+        "{}",
+        out.output
+    );
+    assert_eq!(fake.connections(), 0, "refused before any question");
+    assert!(logged(&out, "allow_root"), "{:?}", out.syslog);
+
+    service(dir.path(), &fake.socket, "user_field=unix_user allow_root");
+    let out = run(dir.path(), "root", &format!("{ANYTHING}\n"));
+    assert!(out.ok, "{}", out.output);
 }
 
 #[test]

@@ -13,6 +13,9 @@
 //! shaped like a secret ([`heare_auth_client::token::is_secret_shaped`]) is refused locally and
 //! never sent, so a Unix password typed at the wrong prompt never leaves the process.
 //!
+//! A uid-0 user is refused before any prompt unless the service file says `allow_root`: whoever
+//! can add keys (the store's writers, the daemon's own user) would otherwise hold root.
+//!
 //! Results: PAM_SUCCESS for a valid key bound to the user, PAM_AUTH_ERR for anything else a user
 //! typed, PAM_AUTHINFO_UNAVAIL when the daemon cannot be asked (or is not trusted, or does not
 //! answer within `timeout=`, connecting included), PAM_USER_UNKNOWN without a user name,
@@ -82,6 +85,30 @@ fn decide(result: Result<Verified, Error>, user: &str, binding: &UserBinding) ->
         &format!("user {user}: key {} accepted", key.key_id),
     );
     PamResultCode::PAM_SUCCESS
+}
+
+/// Refuses a uid-0 user (root, or any alias of uid 0) before any prompt unless `allow_root` is
+/// set; `None` lets the check go on. A user database that cannot be asked fails closed.
+fn refuse_root(user: &str) -> Option<PamResultCode> {
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(found)) if found.uid.is_root() => {
+            log(
+                libc::LOG_NOTICE,
+                &format!(
+                    "user {user}: refused: uid 0 logs in with an API key only with allow_root"
+                ),
+            );
+            Some(PamResultCode::PAM_AUTH_ERR)
+        }
+        Ok(_) => None,
+        Err(errno) => {
+            log(
+                libc::LOG_ERR,
+                &format!("user {user}: cannot look up the user ({errno}); refused"),
+            );
+            Some(PamResultCode::PAM_AUTHINFO_UNAVAIL)
+        }
+    }
 }
 
 /// The uids trusted to serve the socket: root, and `server_user` when it exists.
@@ -215,6 +242,11 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
         Ok(user) if !user.is_empty() => user,
         _ => return PamResultCode::PAM_USER_UNKNOWN,
     };
+    if !options.allow_root
+        && let Some(refusal) = refuse_root(&user)
+    {
+        return refusal;
+    }
     let checker = Checker::new(&options, &user);
     check_by_source(pamh, &checker, options.token_source)
 }

@@ -46,6 +46,9 @@ pub struct Options {
     pub timeout: Duration,
     pub server_user: String,
     pub token_source: TokenSource,
+    /// `allow_root`: a key may log in as a uid-0 user (off by default: whoever can add keys —
+    /// the store's writers, the daemon's user — would otherwise hold root).
+    pub allow_root: bool,
 }
 
 /// Why the options cannot be used; the text names the option, for the syslog line.
@@ -75,6 +78,7 @@ struct Draft {
     server_user: Option<String>,
     use_first_pass: bool,
     try_first_pass: bool,
+    allow_root: bool,
 }
 
 /// Parses the module's arguments.
@@ -128,7 +132,8 @@ impl Draft {
             ("any_user", None) => self.any_user = true,
             ("use_first_pass", None) => self.use_first_pass = true,
             ("try_first_pass", None) => self.try_first_pass = true,
-            ("any_user" | "use_first_pass" | "try_first_pass", Some(_)) => {
+            ("allow_root", None) => self.allow_root = true,
+            ("any_user" | "use_first_pass" | "try_first_pass" | "allow_root", Some(_)) => {
                 return Err(malformed(text, "takes no value"));
             }
             _ => return Err(OptionError::Unknown(text.to_string())),
@@ -159,6 +164,7 @@ impl Draft {
                 .server_user
                 .unwrap_or_else(|| DEFAULT_SERVER_USER.to_string()),
             token_source,
+            allow_root: self.allow_root,
         })
     }
 }

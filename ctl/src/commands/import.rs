@@ -7,6 +7,7 @@
 use crate::context::{Context, Reading};
 use crate::daemon_link;
 use crate::error::CtlError;
+use crate::keyview;
 use heare_authd::keyfile::Document;
 use heare_authd::keyset::SecretDigest;
 use serde_json::{Map, Value, json};
@@ -110,43 +111,95 @@ fn check_unique(document: &Document, new_keys: &[Map<String, Value>]) -> Result<
     Ok(())
 }
 
+/// What `migrate` does.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Replace plaintext secrets by their hashes.
+    pub hash_secrets: bool,
+    /// Encrypt a plain file under the storage secret (after showing its keys).
+    pub encrypt: bool,
+    /// Do not ask before encrypting.
+    pub yes: bool,
+}
+
 pub async fn migrate(
     context: &Context,
-    hash_secrets: bool,
-    encrypt: bool,
+    migration: Migration,
     no_reload: bool,
 ) -> Result<(), CtlError> {
-    if encrypt && context.config.store.storage_secret.is_none() {
+    if migration.encrypt {
+        encrypt(context, migration, no_reload).await
+    } else {
+        hash_secrets(context, no_reload).await
+    }
+}
+
+async fn hash_secrets(context: &Context, no_reload: bool) -> Result<(), CtlError> {
+    let (total, hashed) = context.edit(|document| Ok(hash_all(document))).await?;
+    println!("{hashed} of {total} keys had a plaintext secret; the store now holds only hashes");
+    daemon_link::reload_after_write(context.socket(), no_reload);
+    Ok(())
+}
+
+/// Replaces every plaintext secret by its hash; (keys, of which hashed).
+fn hash_all(document: &mut Document) -> (usize, usize) {
+    let mut hashed = 0;
+    let mut total = 0;
+    for key in document.keys_mut() {
+        total += 1;
+        if hash_secret(key) {
+            hashed += 1;
+        }
+    }
+    (total, hashed)
+}
+
+/// `migrate --encrypt`: a plain file is read once, its keys shown, and after confirmation
+/// written back encrypted — only if the store still holds what was shown. Whoever could write a
+/// plain file may have added keys: the operator vouches for what is encrypted.
+async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Result<(), CtlError> {
+    if context.config.store.storage_secret.is_none() {
         return Err(CtlError::Usage(
             "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
         ));
     }
-    let reading = if encrypt {
-        Reading::Encrypting
+    let (mut stored, condition) = context.read_as(Reading::Encrypting).await?;
+    let now = heare_authd::timestamp::now();
+    let keys: Vec<_> = stored.document.keys().collect();
+    println!("The store holds {} keys:", keys.len());
+    for key in &keys {
+        let view = keyview::public(key, now);
+        println!(
+            "  {}  {}  {}",
+            keyview::text(&view["id"]),
+            keyview::text(&view["name"]),
+            keyview::text(&view["metadata"])
+        );
+    }
+    super::confirm(
+        migration.yes,
+        "Encrypt exactly these keys? Anyone who could write the store may have added or changed some.",
+        "refusing to encrypt keys nobody has reviewed",
+        "not encrypted",
+    )?;
+    let (total, hashed) = if migration.hash_secrets {
+        hash_all(&mut stored.document)
     } else {
-        Reading::AsStored
+        (keys.len(), 0)
     };
-    let (total, hashed) = context
-        .edit_as(reading, |document| {
-            let mut hashed = 0;
-            let mut total = 0;
-            for key in document.keys_mut() {
-                total += 1;
-                if hash_secrets && hash_secret(key) {
-                    hashed += 1;
-                }
-            }
-            Ok((total, hashed))
-        })
+    context
+        .write_once(
+            &stored,
+            condition,
+            "changed while its keys were being reviewed",
+        )
         .await?;
-    if hash_secrets {
+    if migration.hash_secrets {
         println!(
             "{hashed} of {total} keys had a plaintext secret; the store now holds only hashes"
         );
     }
-    if encrypt {
-        println!("the store is encrypted (HEARE_ENCRYPTED_V1), {total} keys");
-    }
+    println!("the store is encrypted (HEARE_ENCRYPTED_V1), {total} keys");
     daemon_link::reload_after_write(context.socket(), no_reload);
     Ok(())
 }

@@ -12,6 +12,29 @@ pub mod rotate;
 use crate::error::CtlError;
 use heare_authd::keyfile::Document;
 use serde_json::{Map, Value};
+use std::io::{BufRead, IsTerminal, Write};
+
+/// Goes on only with `--yes` or a "y" typed on a terminal; otherwise a usage error saying
+/// `refusal` (stdin is not a terminal) or `declined` (the answer was not yes).
+pub fn confirm(yes: bool, question: &str, refusal: &str, declined: &str) -> Result<(), CtlError> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CtlError::Usage(format!(
+            "{refusal}: stdin is not a terminal; pass --yes"
+        )));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CtlError::Usage(declined.into()))
+    }
+}
 
 /// The key `id` of `document`, or exit code 3.
 pub fn key_mut<'d>(

@@ -189,6 +189,15 @@ fn check_directories(dir: &Path) -> Result<(), ListenError> {
         base.ancestors().enumerate().map(|(n, path)| (n == 0, path))
     });
     for (own, path) in every {
+        // A link on the way is as good as whoever owns it: in a sticky directory (/tmp) its owner
+        // can re-point it at a directory of their own after the check.
+        let link = std::fs::symlink_metadata(path).map_err(|e| unsafe_dir(path, e.to_string()))?;
+        if link.file_type().is_symlink() && link.uid() != 0 && link.uid() != me {
+            return Err(unsafe_dir(
+                path,
+                format!("it is a link owned by uid {}", link.uid()),
+            ));
+        }
         let metadata = std::fs::metadata(path).map_err(|e| unsafe_dir(path, e.to_string()))?;
         if let Some(why) = unsafe_because(&metadata, me, own) {
             return Err(unsafe_dir(path, why));
@@ -275,6 +284,25 @@ mod tests {
             );
             assert!(!open.join("d.sock").exists());
         }
+        // A link owned by another user on the way is refused, even into a safe directory.
+        let safe = dir.path().join("safe");
+        std::fs::create_dir(&safe).unwrap();
+        let link = open.join("link");
+        std::os::unix::fs::symlink(&safe, &link).unwrap();
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &link,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            None,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let error = bind_unix(&link.join("d.sock"), 0o660, None).err();
+        assert!(
+            matches!(&error, Some(ListenError::UnsafeDirectory { why, .. }) if why.contains("link")),
+            "{error:?}"
+        );
         // World-writable and sticky above the socket's own directory is fine (as /tmp).
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let (_listener, _file) = bind_unix(&open.join("run/d.sock"), 0o660, None).unwrap();
