@@ -124,7 +124,7 @@ impl Context {
         for attempt in 1..=ATTEMPTS {
             let (mut stored, condition) = self.read_as(reading).await?;
             let outcome = change(&mut stored.document)?;
-            let body = stored.encode(self.config.store.storage_secret.as_ref())?;
+            let body = self.encode(&mut stored)?;
             match self.store.put(body, condition).await {
                 Ok(_) => return Ok(outcome),
                 Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {
@@ -151,7 +151,8 @@ impl Context {
         condition: WriteCondition,
         changed: &str,
     ) -> Result<(), CtlError> {
-        let body = stored.encode(self.config.store.storage_secret.as_ref())?;
+        let mut stored = stored.clone();
+        let body = self.encode(&mut stored)?;
         match self.store.put(body, condition).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
@@ -159,6 +160,14 @@ impl Context {
             ))),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// The body to store: the document one generation newer, encrypted as it was read (or
+    /// as a new file is, with a storage secret configured).
+    fn encode(&self, stored: &mut StoredDocument) -> Result<Vec<u8>, CtlError> {
+        let now = u64::try_from(heare_authd::timestamp::now()).unwrap_or(0);
+        stored.document.advance_generation(now);
+        Ok(stored.encode(self.config.store.storage_secret.as_ref())?)
     }
 
     pub fn socket(&self) -> &std::path::Path {

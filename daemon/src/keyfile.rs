@@ -22,6 +22,13 @@ pub enum KeyFileError {
     SecretNeeded,
 }
 
+/// The top-level field in which heare-authctl counts its writes: every write stores
+/// `max(previous + 1, now in Unix milliseconds)`, so the number only grows, whatever the writers'
+/// clocks say, and a rewrite of an old backup is newer than anything before it. Inside an
+/// encrypted file it cannot be forged, so a daemon refuses an encrypted body older than the
+/// newest it has served (an old copy written back by someone who can write the store).
+pub const GENERATION_FIELD: &str = "generation";
+
 /// Every key of a key file, and whatever else the file holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
@@ -56,6 +63,20 @@ impl Document {
         let mut json = serde_json::to_vec_pretty(&self.root).unwrap_or_default();
         json.push(b'\n');
         json
+    }
+
+    /// The write count ([`GENERATION_FIELD`]); `None` for a file no heare-authctl has written.
+    pub fn generation(&self) -> Option<u64> {
+        self.root.get(GENERATION_FIELD).and_then(Value::as_u64)
+    }
+
+    /// Marks the document as one write newer than it was, at `now_ms`.
+    pub fn advance_generation(&mut self, now_ms: u64) {
+        let next = match self.generation() {
+            Some(previous) => previous.saturating_add(1).max(now_ms),
+            None => now_ms,
+        };
+        self.root.insert(GENERATION_FIELD.into(), Value::from(next));
     }
 
     /// The keys, each a JSON object.
@@ -165,6 +186,24 @@ impl StoredDocument {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generation_only_grows_whatever_the_clock_says() {
+        let mut document = Document::empty();
+        assert_eq!(document.generation(), None);
+        document.advance_generation(1_000);
+        assert_eq!(document.generation(), Some(1_000));
+        document.advance_generation(500);
+        assert_eq!(
+            document.generation(),
+            Some(1_001),
+            "a clock behind the last writer's"
+        );
+        document.advance_generation(5_000);
+        assert_eq!(document.generation(), Some(5_000));
+        let text = String::from_utf8(document.to_json()).unwrap();
+        assert!(text.contains("\"generation\": 5000"), "{text}");
+    }
 
     const FILE: &str = r#"{
   "version": 7,
