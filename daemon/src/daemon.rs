@@ -8,6 +8,7 @@
 //! file this daemon made is removed, and the process exits 0.
 
 use crate::config::{Config, ConnectionSettings, ListenSettings, StoreSettings};
+use crate::generation::Newest;
 use crate::logging::LogGuard;
 use crate::notify;
 use crate::reload::{Reloader, status_line};
@@ -158,6 +159,7 @@ async fn reloader(config: &StoreSettings) -> Reloader {
         cache_path: config.cache_path.clone(),
         max_stale: config.max_stale,
         refresh_interval: config.refresh_interval,
+        newest: Arc::new(Newest::open(config.cache_path.as_deref())),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod generation;
 pub mod keyfile;
 pub mod keyset;
 pub mod log_writer;

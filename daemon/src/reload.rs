@@ -11,6 +11,7 @@
 
 use crate::cache;
 use crate::codec::{self, StorageSecret};
+use crate::generation::{self, Newest};
 use crate::keyset::{KeySet, SkippedKey};
 use crate::notify;
 use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
@@ -34,6 +35,8 @@ pub struct Initial {
 struct Built {
     keys: KeySet,
     skipped: Vec<SkippedKey>,
+    /// The generation of an encrypted body (see [`crate::generation`]).
+    generation: Option<u64>,
     /// The store's version of the body; `None` when the store held no object.
     version: Option<String>,
     /// The body as stored, for the cache; `None` when the store held no object.
@@ -45,6 +48,17 @@ struct Built {
 enum Loaded {
     Unchanged,
     Fresh(Built),
+}
+
+/// A body decoded and indexed.
+struct Parsed {
+    keys: KeySet,
+    skipped: Vec<SkippedKey>,
+    /// The body as stored, for the cache.
+    body: Vec<u8>,
+    /// Whether the body was encrypted, and then its generation.
+    encrypted: bool,
+    generation: Option<u64>,
 }
 
 /// How long the two halves of a load took, for the log.
@@ -61,6 +75,8 @@ pub struct Reloader {
     pub cache_path: Option<PathBuf>,
     pub max_stale: Option<Duration>,
     pub refresh_interval: Option<Duration>,
+    /// The highest generation served (refuses older encrypted bodies written back).
+    pub newest: Arc<Newest>,
 }
 
 impl Reloader {
@@ -91,6 +107,7 @@ impl Reloader {
 
     /// The first set came from the store: cache it, log `startup`.
     async fn started_from_store(&self, built: Built, now: UnixMillis) -> Initial {
+        self.record_generation(built.generation).await;
         let cache_error = self.write_cache(built.body).await.and_then(Result::err);
         log_skipped(&built.skipped);
         tracing::info!(
@@ -230,6 +247,7 @@ impl Reloader {
     ) -> usize {
         let count = built.keys.len();
         shared.publish(built.keys);
+        self.record_generation(built.generation).await;
         shared.set_serve_until(UnixMillis::MAX);
         {
             // The cache's state is the last write's until this load's write is done.
@@ -286,10 +304,19 @@ impl Reloader {
         let (body, version) = match fetched {
             Fetched::NotModified => return Ok(Loaded::Unchanged),
             Fetched::Missing => {
+                if self.storage_secret.is_some() {
+                    self.newest
+                        .check_missing()
+                        .map_err(|cause| ReloadError::Emptied {
+                            store: self.store.describe(),
+                            cause,
+                        })?;
+                }
                 tracing::warn!(store = %self.store.describe(), "store_object_missing_serving_no_keys");
                 return Ok(Loaded::Fresh(Built {
                     keys: KeySet::empty(),
                     skipped: Vec::new(),
+                    generation: None,
                     version: None,
                     body: None,
                     timing: Timing::default(),
@@ -298,16 +325,23 @@ impl Reloader {
             Fetched::Body { body, version } => (body, version),
         };
         let built = std::time::Instant::now();
-        let (keys, skipped, body) = self.build(body).await?.map_err(|cause| ReloadError::Body {
+        let bad_body = |cause| ReloadError::Body {
             store: self.store.describe(),
             version: version.clone(),
             cause,
-        })?;
+        };
+        let parsed = self.build(body).await?.map_err(bad_body)?;
+        if parsed.encrypted {
+            self.newest
+                .check(parsed.generation)
+                .map_err(|cause| bad_body(BodyError::Rollback(cause)))?;
+        }
         Ok(Loaded::Fresh(Built {
-            keys,
-            skipped,
+            keys: parsed.keys,
+            skipped: parsed.skipped,
+            generation: parsed.generation,
             version: Some(version),
-            body: Some(body),
+            body: Some(parsed.body),
             timing: Timing {
                 fetch_ms,
                 build_ms: built.elapsed().as_millis() as u64,
@@ -316,23 +350,36 @@ impl Reloader {
     }
 
     /// Decodes and indexes a body on a blocking thread; the outer error is a cancelled build.
-    async fn build(
-        &self,
-        body: Vec<u8>,
-    ) -> Result<Result<(KeySet, Vec<SkippedKey>, Vec<u8>), BodyError>, ReloadError> {
+    async fn build(&self, body: Vec<u8>) -> Result<Result<Parsed, BodyError>, ReloadError> {
         let secret = self.storage_secret.clone();
         tokio::task::spawn_blocking(move || {
             let json = codec::decode(&body, secret.as_ref())?;
             let built = KeySet::from_json(&json).map_err(|e| BodyError::Keys(Arc::new(e)));
+            let encrypted = codec::is_encrypted(&body);
+            let generation = encrypted.then(|| generation::of_json(&json)).flatten();
             // A decrypted body holds every plaintext secret: zeroed as soon as it is parsed.
             if let std::borrow::Cow::Owned(plain) = json {
                 drop(zeroize::Zeroizing::new(plain));
             }
             let (keys, skipped) = built?;
-            Ok((keys, skipped, body))
+            Ok(Parsed {
+                keys,
+                skipped,
+                body,
+                encrypted,
+                generation,
+            })
         })
         .await
         .map_err(|e| ReloadError::Cancelled(e.to_string()))
+    }
+
+    /// Remembers (and records on disk) the generation of an encrypted body now served.
+    async fn record_generation(&self, generation: Option<u64>) {
+        if let Some(generation) = generation {
+            let newest = self.newest.clone();
+            let _ = tokio::task::spawn_blocking(move || newest.served(generation)).await;
+        }
     }
 
     /// The set in the last-known-good cache, and when the cache was written.
@@ -352,8 +399,8 @@ impl Reloader {
         let written = written
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as UnixMillis);
-        let (keys, skipped, _) = self.build(body).await?.map_err(unusable)?;
-        Ok((keys, skipped, written))
+        let parsed = self.build(body).await?.map_err(unusable)?;
+        Ok((parsed.keys, parsed.skipped, written))
     }
 
     /// Writes `body` to the cache, if one is configured and there is a body (a missing store

@@ -4,6 +4,7 @@
 //! state every connection shares can hold the request channel without depending on the reloader.
 
 use crate::codec::CodecError;
+use crate::generation::RollbackError;
 use crate::keyset::LoadError;
 use crate::safe_file::SafeFileError;
 use crate::store::StoreError;
@@ -63,6 +64,9 @@ pub enum ReloadError {
     },
     #[error("the store answered 'not modified' to an unconditional read")]
     NotModifiedUnasked,
+    /// The store holds no object where a generation had been served.
+    #[error("{store}: {cause}")]
+    Emptied { store: String, cause: RollbackError },
     #[error("the last-known-good cache {path} is unusable: {cause}")]
     Cache { path: PathBuf, cause: BodyError },
     #[error("the key set build was cancelled: {0}")]
@@ -78,4 +82,6 @@ pub enum BodyError {
     Keys(Arc<LoadError>),
     #[error(transparent)]
     File(Arc<SafeFileError>),
+    #[error(transparent)]
+    Rollback(RollbackError),
 }

@@ -164,3 +164,58 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(s3.get_object(BUCKET, OBJECT).unwrap().unwrap(), stored);
 }
+
+#[test]
+fn an_older_encrypted_file_written_back_is_refused() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let mut env = s3.env_for_client();
+    env.push(("STORAGE_SECRET".into(), STORAGE_SECRET.into()));
+    let ctl = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
+        .config_text("[s3]\npath_style = true\n")
+        .env(env);
+    let (revoked, secret) = ctl.create(&["--name", "soon revoked", "--no-reload"]);
+    let old_copy = s3.get_object(BUCKET, OBJECT).unwrap().unwrap();
+    ctl.ok(&["delete", &revoked, "--yes", "--no-reload"]);
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut daemon = daemon_on(&s3, &state).start().unwrap();
+    assert_eq!(daemon.verify(&secret).status, 403, "deleted");
+
+    // The bucket's writer puts the old (validly encrypted) copy back.
+    s3.put_object(BUCKET, OBJECT, &old_copy).unwrap();
+    let refresh = daemon.refresh();
+    assert_eq!(refresh.status, 500, "{}", refresh.body);
+    assert_eq!(
+        daemon.verify(&secret).status,
+        403,
+        "the revoked key came back"
+    );
+    let error = daemon.status()["last_error"].as_str().unwrap().to_string();
+    assert!(error.contains("older than generation"), "{error}");
+
+    // Across a restart: the old copy is still refused (the cache is served, stale).
+    daemon.stop();
+    let mut daemon = daemon_on(&s3, &state).start().unwrap();
+    assert_eq!(
+        daemon.verify(&secret).status,
+        403,
+        "the revoked key came back"
+    );
+    assert_eq!(daemon.status()["source"], "cache");
+
+    // Deleting the object does not empty the served set either.
+    s3.delete_object(BUCKET, OBJECT).unwrap();
+    assert_eq!(daemon.refresh().status, 500);
+    let error = daemon.status()["last_error"].as_str().unwrap().to_string();
+    assert!(error.contains("holds no key file"), "{error}");
+    daemon.stop();
+
+    // Any heare-authctl write makes a newer file, which loads.
+    let (fresh, fresh_secret) = ctl.create(&["--name", "after", "--no-reload"]);
+    let daemon = daemon_on(&s3, &state).start().unwrap();
+    assert_eq!(daemon.status()["source"], "store");
+    assert_eq!(daemon.verify(&fresh_secret).status, 200, "{fresh}");
+}
