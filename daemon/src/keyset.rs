@@ -575,6 +575,7 @@ mod parallel_tests {
         Plan {
             threads,
             min_parallel_bytes: 0,
+            fast_path: true,
         }
     }
 

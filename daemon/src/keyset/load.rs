@@ -22,6 +22,9 @@ pub struct Plan {
     pub threads: usize,
     /// Files smaller than this are parsed on one thread (threads cost more than they save).
     pub min_parallel_bytes: usize,
+    /// Whether plain key objects take the hand-written parser ([`fast`]); `false` parses every
+    /// key with serde_json (for measurements and tests; the result is the same).
+    pub fast_path: bool,
 }
 
 impl Plan {
@@ -32,6 +35,7 @@ impl Plan {
                 .map_or(1, std::num::NonZeroUsize::get)
                 .clamp(1, 8),
             min_parallel_bytes: 1 << 20,
+            fast_path: true,
         }
     }
 }
@@ -74,7 +78,7 @@ fn keys_array(
             .map(|(n, &start)| {
                 let stop = guesses.get(n + 1).copied();
                 let (cancel, id_hasher) = (&cancel, id_hasher.clone());
-                scope.spawn(move || run(json, start, stop, Some(cancel), id_hasher))
+                scope.spawn(move || run(json, start, stop, Some(cancel), plan, id_hasher))
             })
             .collect::<Vec<_>>()
             .into_iter();
@@ -83,6 +87,7 @@ fn keys_array(
             first,
             guesses.first().copied(),
             None,
+            plan,
             id_hasher.clone(),
         );
         loop {
@@ -110,14 +115,15 @@ fn keys_array(
             };
             // The next guess was wrong: finish on this thread; later runs are discarded.
             cancel.store(true, Ordering::Relaxed);
-            (chunk, result) = run(json, resume_at, None, None, id_hasher.clone());
+            (chunk, result) = run(json, resume_at, None, None, plan, id_hasher.clone());
         }
     })
 }
 
-/// One key object: by the fast path when it is in the plain form, else by serde_json.
-fn parse_key(json: &[u8], pos: usize) -> Result<(FileKey<'_>, usize), Fail> {
-    match fast::key(json, pos) {
+/// One key object: by the fast path when the plan allows it and the key is in the plain form,
+/// else by serde_json.
+fn parse_key(json: &[u8], pos: usize, fast_path: bool) -> Result<(FileKey<'_>, usize), Fail> {
+    match fast_path.then(|| fast::key(json, pos)).flatten() {
         Some(parsed) => Ok(parsed),
         None => scan::parse_one(json, pos),
     }
@@ -129,6 +135,7 @@ fn run(
     start: usize,
     stop: Option<usize>,
     cancel: Option<&AtomicBool>,
+    plan: Plan,
     id_hasher: RandomState,
 ) -> (Chunk, Result<Stopped, Fail>) {
     let range = json
@@ -138,6 +145,7 @@ fn run(
     // a denser file grow the vectors (large ones grow by remapping, not copying).
     let estimate = range.len() / 256 + 16;
     let mut chunk = Chunk::new(estimate, id_hasher);
-    let result = scan::elements(json, start, stop, cancel, parse_key, |key| chunk.add(key));
+    let parse = |json, pos| parse_key(json, pos, plan.fast_path);
+    let result = scan::elements(json, start, stop, cancel, parse, |key| chunk.add(key));
     (chunk, result)
 }
