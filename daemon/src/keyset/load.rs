@@ -14,6 +14,7 @@ use super::scan::{self, Fail, Stopped};
 use super::{KeySet, LoadError, SkippedKey, fast, index};
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ScopedJoinHandle;
 
 /// How a load may use threads.
 #[derive(Debug, Clone, Copy)]
@@ -42,10 +43,13 @@ impl Plan {
 
 pub(super) fn load(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>), LoadError> {
     let id_hasher = RandomState::new();
+    let runner = Runner {
+        json,
+        plan,
+        id_hasher: &id_hasher,
+    };
     let mut chunks = Vec::new();
-    let walked = scan::walk_file(json, |pos| {
-        keys_array(json, pos, plan, &id_hasher, &mut chunks)
-    });
+    let walked = scan::walk_file(json, |pos| keys_array(runner, pos, &mut chunks));
     // A duplicate among the keys read before a syntax error is reported first, as a sequential
     // load meets it first.
     let built = index::assemble(chunks, plan.threads)?;
@@ -53,71 +57,105 @@ pub(super) fn load(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>),
     Ok(built)
 }
 
-/// Parses the array at `pos` into `chunks`; returns the position after it.
-fn keys_array(
-    json: &[u8],
-    pos: usize,
+/// What every run of one load shares.
+#[derive(Clone, Copy)]
+struct Runner<'j> {
+    json: &'j [u8],
     plan: Plan,
-    id_hasher: &RandomState,
-    chunks: &mut Vec<Chunk>,
-) -> Result<usize, Fail> {
-    let first = match scan::open_array(json, pos)? {
+    /// The same for every chunk of a load, so that their id hashes compare.
+    id_hasher: &'j RandomState,
+}
+
+/// A run's chunk, and how the run ended.
+type Ran = (Chunk, Result<Stopped, Fail>);
+
+/// Parses the array at `pos` into `chunks`; returns the position after it.
+fn keys_array(runner: Runner<'_>, pos: usize, chunks: &mut Vec<Chunk>) -> Result<usize, Fail> {
+    let first = match scan::open_array(runner.json, pos)? {
         Ok(first) => first,
         Err(end) => return Ok(end),
     };
-    let guesses = if plan.threads > 1 && json.len() - first >= plan.min_parallel_bytes {
-        scan::split_points(json, first, plan.threads - 1)
-    } else {
-        Vec::new()
-    };
+    let guesses = split_guesses(runner, first);
     let cancel = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let mut speculative = guesses
+        let speculative: Vec<_> = guesses
             .iter()
             .enumerate()
             .map(|(n, &start)| {
                 let stop = guesses.get(n + 1).copied();
-                let (cancel, id_hasher) = (&cancel, id_hasher.clone());
-                scope.spawn(move || run(json, start, stop, Some(cancel), plan, id_hasher))
+                let cancel = &cancel;
+                scope.spawn(move || runner.run(start, stop, Some(cancel)))
             })
-            .collect::<Vec<_>>()
-            .into_iter();
-        let (mut chunk, mut result) = run(
-            json,
-            first,
-            guesses.first().copied(),
-            None,
-            plan,
-            id_hasher.clone(),
-        );
-        loop {
-            chunks.push(chunk);
-            let resume_at = match result {
-                Ok(Stopped::End(end)) => {
-                    cancel.store(true, Ordering::Relaxed);
-                    return Ok(end);
-                }
-                Err(fail) => {
-                    cancel.store(true, Ordering::Relaxed);
-                    return Err(fail);
-                }
-                Ok(Stopped::AtStop(at)) => match speculative.next() {
-                    // The guess is an element boundary: the run from it is the file's own.
-                    Some(next) => {
-                        (chunk, result) = next
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                        continue;
-                    }
-                    None => at,
-                },
-                Ok(Stopped::Before(at)) => at,
-            };
-            // The next guess was wrong: finish on this thread; later runs are discarded.
-            cancel.store(true, Ordering::Relaxed);
-            (chunk, result) = run(json, resume_at, None, None, plan, id_hasher.clone());
-        }
+            .collect();
+        let first_run = runner.run(first, guesses.first().copied(), None);
+        let result = join_runs(runner, first_run, speculative, &cancel, chunks);
+        cancel.store(true, Ordering::Relaxed);
+        result
     })
+}
+
+/// Where runs other than the first start: none for one thread or a small file.
+fn split_guesses(runner: Runner<'_>, first: usize) -> Vec<usize> {
+    let Plan {
+        threads,
+        min_parallel_bytes,
+        ..
+    } = runner.plan;
+    if threads > 1 && runner.json.len() - first >= min_parallel_bytes {
+        scan::split_points(runner.json, first, threads - 1)
+    } else {
+        Vec::new()
+    }
+}
+
+/// Takes the runs into `chunks` in file order: the first run, then each speculative run whose
+/// start the run before it stopped exactly on (the guess is an element boundary, so the run is
+/// the file's own). After a wrong guess the rest of the array is parsed on this thread and the
+/// later speculative runs are cancelled and discarded. Returns the position after the array.
+fn join_runs(
+    runner: Runner<'_>,
+    first_run: Ran,
+    speculative: Vec<ScopedJoinHandle<'_, Ran>>,
+    cancel: &AtomicBool,
+    chunks: &mut Vec<Chunk>,
+) -> Result<usize, Fail> {
+    let mut speculative = speculative.into_iter();
+    let (mut chunk, mut result) = first_run;
+    loop {
+        chunks.push(chunk);
+        let resume_at = match result? {
+            Stopped::End(end) => return Ok(end),
+            Stopped::AtStop(at) => match speculative.next() {
+                Some(next) => {
+                    (chunk, result) = next
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    continue;
+                }
+                None => at,
+            },
+            Stopped::Before(at) => at,
+        };
+        cancel.store(true, Ordering::Relaxed);
+        (chunk, result) = runner.run(resume_at, None, None);
+    }
+}
+
+impl Runner<'_> {
+    /// Parses the elements from `start` (up to `stop`) into a new chunk.
+    fn run(self, start: usize, stop: Option<usize>, cancel: Option<&AtomicBool>) -> Ran {
+        let json = self.json;
+        let range = json
+            .get(start..stop.unwrap_or(json.len()))
+            .unwrap_or_default();
+        // A pretty-printed key takes ~370 bytes, a minified one ~200: reserve for the former and
+        // let a denser file grow the vectors (large ones grow by remapping, not copying).
+        let estimate = range.len() / 256 + 16;
+        let mut chunk = Chunk::new(estimate, self.id_hasher.clone());
+        let parse = |json, pos| parse_key(json, pos, self.plan.fast_path);
+        let result = scan::elements(json, start, stop, cancel, parse, |key| chunk.add(key));
+        (chunk, result)
+    }
 }
 
 /// One key object: by the fast path when the plan allows it and the key is in the plain form,
@@ -127,25 +165,4 @@ fn parse_key(json: &[u8], pos: usize, fast_path: bool) -> Result<(FileKey<'_>, u
         Some(parsed) => Ok(parsed),
         None => scan::parse_one(json, pos),
     }
-}
-
-/// Parses the elements from `start` (up to `stop`) into a new chunk.
-fn run(
-    json: &[u8],
-    start: usize,
-    stop: Option<usize>,
-    cancel: Option<&AtomicBool>,
-    plan: Plan,
-    id_hasher: RandomState,
-) -> (Chunk, Result<Stopped, Fail>) {
-    let range = json
-        .get(start..stop.unwrap_or(json.len()))
-        .unwrap_or_default();
-    // A pretty-printed key takes ~370 bytes, a minified one ~200: reserve for the former and let
-    // a denser file grow the vectors (large ones grow by remapping, not copying).
-    let estimate = range.len() / 256 + 16;
-    let mut chunk = Chunk::new(estimate, id_hasher);
-    let parse = |json, pos| parse_key(json, pos, plan.fast_path);
-    let result = scan::elements(json, start, stop, cancel, parse, |key| chunk.add(key));
-    (chunk, result)
 }
