@@ -8,10 +8,21 @@
 //! and the loader then carries on from where the previous run stopped, on one thread. The result
 //! (keys, skipped keys, or the first error in file order) is therefore the same as one sequential
 //! pass for every input; only the time differs.
+//!
+//! Measured (2026-12-01, 2-core VM with about one core's worth of other work on it; 1,000,000
+//! Python-format keys, 367 MB, from `heare-auth-bench --write-keys`; `load_keyset FILE THREADS`,
+//! runs interleaved, median of 5, parse+index time):
+//! - The split is kept: 2 threads take 1,212 ms (1,128–1,270) against 1,915 ms (1,806–2,212) on
+//!   one, 37% less.
+//! - Every key object is parsed by serde_json (borrowed strings, `RawValue` for the metadata).
+//!   A hand-written parser for plain key objects was removed: it saved 16% and 19% in two series
+//!   (2 threads: 964 vs 1,150 ms and 988 vs 1,218 ms; 1 thread: 11%, 1,933 vs 2,184 ms), under
+//!   the 25% that would have paid for keeping it (callgrind, 100,000 keys on one thread: 5.5%
+//!   fewer instructions).
 
 use super::chunk::{Chunk, FileKey};
 use super::scan::{self, Fail, Stopped};
-use super::{KeySet, LoadError, SkippedKey, fast, index};
+use super::{KeySet, LoadError, SkippedKey, index};
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
@@ -23,9 +34,6 @@ pub struct Plan {
     pub threads: usize,
     /// Files smaller than this are parsed on one thread (threads cost more than they save).
     pub min_parallel_bytes: usize,
-    /// Whether plain key objects take the hand-written parser ([`fast`]); `false` parses every
-    /// key with serde_json (for measurements and tests; the result is the same).
-    pub fast_path: bool,
 }
 
 impl Plan {
@@ -36,7 +44,6 @@ impl Plan {
                 .map_or(1, std::num::NonZeroUsize::get)
                 .clamp(1, 8),
             min_parallel_bytes: 1 << 20,
-            fast_path: true,
         }
     }
 }
@@ -152,17 +159,14 @@ impl Runner<'_> {
         // let a denser file grow the vectors (large ones grow by remapping, not copying).
         let estimate = range.len() / 256 + 16;
         let mut chunk = Chunk::new(estimate, self.id_hasher.clone());
-        let parse = |json, pos| parse_key(json, pos, self.plan.fast_path);
-        let result = scan::elements(json, start, stop, cancel, parse, |key| chunk.add(key));
+        let result = scan::elements(
+            json,
+            start,
+            stop,
+            cancel,
+            scan::parse_one,
+            |key: FileKey| chunk.add(key),
+        );
         (chunk, result)
-    }
-}
-
-/// One key object: by the fast path when the plan allows it and the key is in the plain form,
-/// else by serde_json.
-fn parse_key(json: &[u8], pos: usize, fast_path: bool) -> Result<(FileKey<'_>, usize), Fail> {
-    match fast_path.then(|| fast::key(json, pos)).flatten() {
-        Some(parsed) => Ok(parsed),
-        None => scan::parse_one(json, pos),
     }
 }
