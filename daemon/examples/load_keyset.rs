@@ -1,21 +1,17 @@
 //! Times loading a key file the way the daemon does: `cargo run --release -p heare-authd --example
-//! load_keyset -- FILE [THREADS]` (the file as `heare-auth-bench` writes it). Reads it through the
-//! file store, then builds the key set with THREADS threads (default: one per CPU), and prints the
-//! two times apart, so load-time regressions can be found without starting the daemon.
+//! load_keyset -- FILE [THREADS]` (the file as `heare-auth-bench --write-keys FILE N` writes it).
+//! Reads it through the file store, then builds the key set with THREADS threads (default: one
+//! per CPU), and prints the two times apart, so load-time regressions can be found without
+//! starting the daemon. The figures measured with it are in `daemon/src/keyset/load.rs`.
 
 use heare_authd::keyset::{KeySet, Plan};
 use heare_authd::store::{Fetched, FileStore, KeyStore};
 use std::time::Instant;
 
+const USAGE: &str = "usage: load_keyset FILE [THREADS]";
+
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: load_keyset FILE [THREADS]"))?;
-    let mut plan = Plan::for_this_host();
-    if let Some(threads) = args.next() {
-        plan.threads = threads.parse()?;
-    }
+    let (path, plan) = arguments()?;
     let store = FileStore::new(std::path::absolute(&path)?, 4 << 30);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -39,4 +35,18 @@ fn main() -> anyhow::Result<()> {
         keys.heap_bytes() / keys.len().max(1)
     );
     Ok(())
+}
+
+/// The file and the plan the command line asks for.
+fn arguments() -> anyhow::Result<(String, Plan)> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().ok_or_else(|| anyhow::anyhow!(USAGE))?;
+    let mut plan = Plan::for_this_host();
+    if let Some(threads) = args.next() {
+        plan.threads = threads.parse()?;
+    }
+    if args.next().is_some() {
+        anyhow::bail!(USAGE);
+    }
+    Ok((path, plan))
 }

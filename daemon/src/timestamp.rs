@@ -7,6 +7,7 @@
 //! of the daemon compares, with `now` always passed in so that expiry needs no sleeping to test.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use std::time::SystemTime;
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = i64;
@@ -60,6 +61,12 @@ pub fn format_seconds(at: UnixMillis) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// Formats a clock reading as RFC 3339 in UTC with microseconds (`2025-01-20T10:30:00.123456Z`),
+/// the form of the `timestamp` of the Python service's log lines.
+pub fn format_micros(at: SystemTime) -> String {
+    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +103,28 @@ mod tests {
     fn formats_in_utc_with_z() {
         assert_eq!(format(JAN_20_2024_1030 + 5), "2024-01-20T10:30:00.005Z");
         assert_eq!(format_seconds(JAN_20_2024_1030), "2024-01-20T10:30:00Z");
+    }
+
+    #[test]
+    fn log_timestamps_match_chrono() {
+        for seconds in [
+            0u64,
+            951_782_400,
+            1_700_000_000,
+            1_709_164_800,
+            4_102_444_799,
+        ] {
+            for micros in [0u32, 1, 999_999] {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(seconds)
+                    + std::time::Duration::from_micros(micros.into());
+                let theirs = chrono::DateTime::<chrono::Utc>::from(at)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                assert_eq!(format_micros(at), theirs);
+            }
+        }
+        let leap_day =
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(951_782_400_000_001);
+        assert_eq!(format_micros(leap_day), "2000-02-29T00:00:00.000001Z");
     }
 }

@@ -98,68 +98,40 @@ impl Chunk {
         }
     }
 
+    /// Checks the key's fields, in the order their errors are reported, then stores it.
     fn try_add(&mut self, key: &FileKey<'_>) -> Result<(), &'static str> {
-        let digest = match (&key.secret, &key.secret_hash) {
-            (Some(secret), None) => SecretDigest::of_secret(secret),
-            (None, Some(hash)) => SecretDigest::parse_field(hash)
-                .ok_or("secret_hash is not sha256:<64 hex digits>")?,
-            (Some(secret), Some(hash)) => {
-                let digest = SecretDigest::of_secret(secret);
-                if SecretDigest::parse_field(hash) != Some(digest) {
-                    return Err("secret and secret_hash are both set and disagree");
-                }
-                digest
-            }
-            (None, None) => return Err("it has neither secret nor secret_hash"),
-        };
-        if digest.is_of_empty_secret() {
-            return Err("its secret is empty");
-        }
-        let expires_at = match key.expires_at.as_deref().map(str::trim) {
-            None | Some("") => UnixMillis::MAX,
-            Some(text) => {
-                timestamp::parse(text).map_err(|_| "expires_at is not an ISO 8601 timestamp")?
-            }
-        };
-        let first_grace = self.grace.len();
-        for previous in key.grace_secrets.iter().flatten() {
-            match (
-                SecretDigest::parse_field(&previous.secret_hash),
-                timestamp::parse(&previous.expires_at),
-            ) {
-                (Some(digest), Ok(until)) if !digest.is_of_empty_secret() => {
-                    self.grace.push((digest, 0, until))
-                }
-                _ => {
-                    self.grace.truncate(first_grace);
-                    return Err(
-                        "a grace_secrets entry needs secret_hash sha256:<hex> of a non-empty secret and an ISO 8601 expires_at",
-                    );
-                }
-            }
-        }
-        let metadata = match key.metadata.map(RawValue::get) {
-            None | Some("null") => "{}",
-            Some(raw) if raw.trim_start().starts_with('{') => raw,
-            Some(_) => {
-                self.grace.truncate(first_grace);
-                return Err("metadata is not a JSON object");
-            }
-        };
+        let digest = current_digest(key)?;
+        let expires_at = expiry(key)?;
+        let grace = grace_secrets(key)?;
+        let metadata = metadata_text(key)?;
         let expires_at = if key.disabled == Some(true) {
             DISABLED
         } else {
             expires_at
         };
+        self.push_key(key, digest, expires_at, &grace, metadata);
+        Ok(())
+    }
 
+    /// Stores a checked key: its strings into the arena, its record, digest, id hash and grace
+    /// secrets. A key past the `u32` positions marks the chunk too large instead.
+    fn push_key(
+        &mut self,
+        key: &FileKey<'_>,
+        digest: SecretDigest,
+        expires_at: UnixMillis,
+        grace: &[(SecretDigest, UnixMillis)],
+        metadata: &str,
+    ) {
         let Ok(position) = u32::try_from(self.records.len()) else {
             self.too_large = true;
-            self.grace.truncate(first_grace);
-            return Ok(());
+            return;
         };
-        for entry in &mut self.grace[first_grace..] {
-            entry.1 = position;
-        }
+        self.grace.extend(
+            grace
+                .iter()
+                .map(|&(previous, until)| (previous, position, until)),
+        );
         let id = self.push_text(&key.id, false);
         let name = self.push_text(key.name.as_deref().unwrap_or(""), false);
         let metadata = self.push_text(metadata, true);
@@ -172,7 +144,6 @@ impl Chunk {
         self.digests.push(digest);
         self.id_hashes
             .push(self.id_hasher.hash_one(key.id.as_ref()));
-        Ok(())
     }
 
     fn push_text(&mut self, text: &str, minify: bool) -> Span {
@@ -201,5 +172,63 @@ impl Chunk {
         } else {
             Ok(())
         }
+    }
+}
+
+/// The digest of the key's current secret, from `secret` or `secret_hash` (both: they must agree).
+fn current_digest(key: &FileKey<'_>) -> Result<SecretDigest, &'static str> {
+    let digest = match (&key.secret, &key.secret_hash) {
+        (Some(secret), None) => SecretDigest::of_secret(secret),
+        (None, Some(hash)) => {
+            SecretDigest::parse_field(hash).ok_or("secret_hash is not sha256:<64 hex digits>")?
+        }
+        (Some(secret), Some(hash)) => {
+            let digest = SecretDigest::of_secret(secret);
+            if SecretDigest::parse_field(hash) != Some(digest) {
+                return Err("secret and secret_hash are both set and disagree");
+            }
+            digest
+        }
+        (None, None) => return Err("it has neither secret nor secret_hash"),
+    };
+    if digest.is_of_empty_secret() {
+        return Err("its secret is empty");
+    }
+    Ok(digest)
+}
+
+/// When the key stops verifying: its `expires_at`, or never when it has none (or an empty one).
+fn expiry(key: &FileKey<'_>) -> Result<UnixMillis, &'static str> {
+    match key.expires_at.as_deref().map(str::trim) {
+        None | Some("") => Ok(UnixMillis::MAX),
+        Some(text) => timestamp::parse(text).map_err(|_| "expires_at is not an ISO 8601 timestamp"),
+    }
+}
+
+/// The key's previous secrets and the end of each one's grace; every entry must be usable.
+fn grace_secrets(key: &FileKey<'_>) -> Result<Vec<(SecretDigest, UnixMillis)>, &'static str> {
+    key.grace_secrets
+        .iter()
+        .flatten()
+        .map(|previous| {
+            match (
+                SecretDigest::parse_field(&previous.secret_hash),
+                timestamp::parse(&previous.expires_at),
+            ) {
+                (Some(digest), Ok(until)) if !digest.is_of_empty_secret() => Ok((digest, until)),
+                _ => Err(
+                    "a grace_secrets entry needs secret_hash sha256:<hex> of a non-empty secret and an ISO 8601 expires_at",
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The key's metadata as JSON text: an object, or `{}` when it has none.
+fn metadata_text<'a>(key: &FileKey<'a>) -> Result<&'a str, &'static str> {
+    match key.metadata.map(RawValue::get) {
+        None | Some("null") => Ok("{}"),
+        Some(raw) if raw.trim_start().starts_with('{') => Ok(raw),
+        Some(_) => Err("metadata is not a JSON object"),
     }
 }

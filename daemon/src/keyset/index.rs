@@ -98,30 +98,63 @@ pub(super) fn assemble(
     chunks: Vec<Chunk>,
     threads: usize,
 ) -> Result<(KeySet, Vec<SkippedKey>), LoadError> {
-    let mut offsets = Vec::with_capacity(chunks.len());
-    let mut total = 0usize;
-    let mut arena_bytes = 0usize;
-    for chunk in &chunks {
-        chunk.check_size()?;
-        offsets.push(u32::try_from(total).map_err(|_| LoadError::TooLarge)?);
-        total += chunk.records.len();
-        arena_bytes += chunk.arena.len();
+    let layout = Layout::of(&chunks)?;
+    let shards = build_shards(&layout, shard_count(layout.total, threads));
+    if let Some(found) = earliest_duplicate(&shards) {
+        return Err(found.into_error(&layout));
     }
-    u32::try_from(total).map_err(|_| LoadError::TooLarge)?;
-    u32::try_from(arena_bytes).map_err(|_| LoadError::TooLarge)?;
-    let shards = if total < MIN_SHARDED_KEYS || threads < 2 {
+    let total = layout.total;
+    drop(layout);
+    let (arena, records, skipped) = concatenate(chunks, total);
+    let (by_digest, grace): (Vec<_>, Vec<_>) = shards
+        .into_iter()
+        .map(|shard| (shard.by_digest, shard.grace))
+        .unzip();
+    let set = KeySet {
+        arena,
+        records,
+        by_digest: by_digest.into_boxed_slice(),
+        grace: grace.into_boxed_slice(),
+    };
+    Ok((set, skipped))
+}
+
+impl<'a> Layout<'a> {
+    /// The global positions of `chunks`' records; fails when the set would not fit the `u32`
+    /// spans and positions of the layout.
+    fn of(chunks: &'a [Chunk]) -> Result<Self, LoadError> {
+        let mut offsets = Vec::with_capacity(chunks.len());
+        let mut total = 0usize;
+        let mut arena_bytes = 0usize;
+        for chunk in chunks {
+            chunk.check_size()?;
+            offsets.push(u32::try_from(total).map_err(|_| LoadError::TooLarge)?);
+            total += chunk.records.len();
+            arena_bytes += chunk.arena.len();
+        }
+        u32::try_from(total).map_err(|_| LoadError::TooLarge)?;
+        u32::try_from(arena_bytes).map_err(|_| LoadError::TooLarge)?;
+        Ok(Layout {
+            chunks,
+            offsets,
+            total,
+        })
+    }
+}
+
+/// How many index shards a set of `total` keys gets with `threads` threads: one for a small set,
+/// else a power of two (so that a digest picks its shard with a mask).
+fn shard_count(total: usize, threads: usize) -> usize {
+    if total < MIN_SHARDED_KEYS || threads < 2 {
         1
     } else {
-        // A power of two, so that a digest picks its shard with a mask.
         1 << threads.min(16).ilog2()
-    };
-    let layout = Layout {
-        chunks: &chunks,
-        offsets,
-        total,
-    };
-    let built: Vec<Shard> = std::thread::scope(|scope| {
-        let layout = &layout;
+    }
+}
+
+/// Builds the `shards` index shards, one thread each (shard 0 on the calling thread).
+fn build_shards(layout: &Layout<'_>, shards: usize) -> Vec<Shard> {
+    std::thread::scope(|scope| {
         let others: Vec<_> = (1..shards)
             .map(|shard| scope.spawn(move || index_shard(layout, shard, shards)))
             .collect();
@@ -134,18 +167,22 @@ pub(super) fn assemble(
             );
         }
         built
-    });
-    let mut earliest = Earliest::default();
-    for shard in &built {
-        if let Some(found) = shard.duplicate.0 {
-            earliest.note(found);
-        }
-    }
-    if let Some(found) = earliest.0 {
-        return Err(found.into_error(&layout));
-    }
-    drop(layout);
+    })
+}
 
+/// Of the duplicates the shards found, the one a sequential pass meets first.
+fn earliest_duplicate(shards: &[Shard]) -> Option<Duplicate> {
+    let mut earliest = Earliest::default();
+    for found in shards.iter().filter_map(|shard| shard.duplicate.0) {
+        earliest.note(found);
+    }
+    earliest.0
+}
+
+/// The chunks' arenas as one arena, their records (spans shifted into it) as one list, and their
+/// skipped keys, in file order. The caller checked that the arena fits `u32` spans.
+fn concatenate(chunks: Vec<Chunk>, total: usize) -> (String, Vec<Record>, Vec<SkippedKey>) {
+    let arena_bytes = chunks.iter().map(|chunk| chunk.arena.len()).sum::<usize>();
     let mut chunks = chunks.into_iter();
     let (mut arena, mut records, mut skipped) = match chunks.next() {
         Some(first) => (first.arena, first.records, first.skipped),
@@ -154,7 +191,7 @@ pub(super) fn assemble(
     arena.reserve_exact(arena_bytes - arena.len());
     records.reserve_exact(total - records.len());
     for chunk in chunks {
-        // Fits: the whole arena was checked against u32 above.
+        // Fits: the whole arena was checked against u32 by `Layout::of`.
         let base = arena.len() as u32;
         arena.push_str(&chunk.arena);
         let shift = |span: Span| Span {
@@ -171,24 +208,29 @@ pub(super) fn assemble(
     }
     arena.shrink_to_fit();
     records.shrink_to_fit();
-    let (by_digest, grace): (Vec<_>, Vec<_>) = built
-        .into_iter()
-        .map(|shard| (shard.by_digest, shard.grace))
-        .unzip();
-    Ok((
-        KeySet {
-            arena,
-            records,
-            by_digest: by_digest.into_boxed_slice(),
-            grace: grace.into_boxed_slice(),
-        },
-        skipped,
-    ))
+    (arena, records, skipped)
 }
 
 /// Indexes the digests of shard `shard` of `shards`, and checks the ids of that shard.
 fn index_shard(layout: &Layout<'_>, shard: usize, shards: usize) -> Shard {
     let mut duplicate = Earliest::default();
+    let by_digest = index_digests(layout, shard, shards, &mut duplicate);
+    let grace = index_grace(layout, shard, shards, &by_digest, &mut duplicate);
+    check_ids(layout, shard, shards, &mut duplicate);
+    Shard {
+        by_digest,
+        grace,
+        duplicate,
+    }
+}
+
+/// The shard's current secrets: digest → record position; a digest seen twice is a duplicate.
+fn index_digests(
+    layout: &Layout<'_>,
+    shard: usize,
+    shards: usize,
+    duplicate: &mut Earliest,
+) -> DigestIndex {
     let mut by_digest = DigestIndex::default();
     by_digest.reserve(layout.total / shards + layout.total / shards / 32 + 8);
     for (chunk, &offset) in layout.chunks.iter().zip(&layout.offsets) {
@@ -205,6 +247,19 @@ fn index_shard(layout: &Layout<'_>, shard: usize, shards: usize) -> Shard {
             }
         }
     }
+    by_digest.shrink_to_fit();
+    by_digest
+}
+
+/// The shard's grace secrets: digest → (record position, end of grace); a digest that is also a
+/// current secret, or the grace secret of two keys, is a duplicate.
+fn index_grace(
+    layout: &Layout<'_>,
+    shard: usize,
+    shards: usize,
+    by_digest: &DigestIndex,
+    duplicate: &mut Earliest,
+) -> GraceIndex {
     let mut grace = GraceIndex::default();
     for (chunk, &offset) in layout.chunks.iter().zip(&layout.offsets) {
         for &(digest, local, until) in &chunk.grace {
@@ -225,9 +280,13 @@ fn index_shard(layout: &Layout<'_>, shard: usize, shards: usize) -> Shard {
             }
         }
     }
-    by_digest.shrink_to_fit();
     grace.shrink_to_fit();
+    grace
+}
 
+/// Finds ids used by two keys among the ids whose hash falls in the shard: sorted by hash, only
+/// ids of equal hash are compared.
+fn check_ids(layout: &Layout<'_>, shard: usize, shards: usize, duplicate: &mut Earliest) {
     let mut ids: Vec<(u64, u32)> = Vec::with_capacity(layout.total / shards + 8);
     for (chunk, &offset) in layout.chunks.iter().zip(&layout.offsets) {
         for (local, &hash) in chunk.id_hashes.iter().enumerate() {
@@ -252,10 +311,5 @@ fn index_shard(layout: &Layout<'_>, shard: usize, shards: usize) -> Shard {
                 break;
             }
         }
-    }
-    Shard {
-        by_digest,
-        grace,
-        duplicate,
     }
 }

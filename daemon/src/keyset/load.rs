@@ -8,12 +8,26 @@
 //! and the loader then carries on from where the previous run stopped, on one thread. The result
 //! (keys, skipped keys, or the first error in file order) is therefore the same as one sequential
 //! pass for every input; only the time differs.
+//!
+//! Measured (2026-12-01, 2-core VM with about one core's worth of other work on it; 1,000,000
+//! Python-format keys, 367 MB, from `heare-auth-bench --write-keys`; `load_keyset FILE THREADS`,
+//! runs interleaved, median of 5, parse+index time):
+//! - The split is kept: 2 threads take 1,212 ms (1,128–1,270) against 1,915 ms (1,806–2,212) on
+//!   one, 37% less.
+//! - Every key object is parsed by serde_json (borrowed strings, `RawValue` for the metadata).
+//!   A hand-written parser for plain key objects was removed: it saved 16% and 19% in two series
+//!   (2 threads: 964 vs 1,150 ms and 988 vs 1,218 ms; 1 thread: 11%, 1,933 vs 2,184 ms), under
+//!   the 25% that would have paid for keeping it (callgrind, 100,000 keys on one thread: 5.5%
+//!   fewer instructions). Through the daemon (`heare-auth-bench 1000000 --only load`, 3 runs
+//!   each, interleaved) it was 5%: start 1,406 ms (1,231–1,421) without it, 1,333 ms
+//!   (1,299–1,356) with it.
 
 use super::chunk::{Chunk, FileKey};
 use super::scan::{self, Fail, Stopped};
-use super::{KeySet, LoadError, SkippedKey, fast, index};
+use super::{KeySet, LoadError, SkippedKey, index};
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ScopedJoinHandle;
 
 /// How a load may use threads.
 #[derive(Debug, Clone, Copy)]
@@ -38,10 +52,13 @@ impl Plan {
 
 pub(super) fn load(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>), LoadError> {
     let id_hasher = RandomState::new();
+    let runner = Runner {
+        json,
+        plan,
+        id_hasher: &id_hasher,
+    };
     let mut chunks = Vec::new();
-    let walked = scan::walk_file(json, |pos| {
-        keys_array(json, pos, plan, &id_hasher, &mut chunks)
-    });
+    let walked = scan::walk_file(json, |pos| keys_array(runner, pos, &mut chunks));
     // A duplicate among the keys read before a syntax error is reported first, as a sequential
     // load meets it first.
     let built = index::assemble(chunks, plan.threads)?;
@@ -49,95 +66,109 @@ pub(super) fn load(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>),
     Ok(built)
 }
 
-/// Parses the array at `pos` into `chunks`; returns the position after it.
-fn keys_array(
-    json: &[u8],
-    pos: usize,
+/// What every run of one load shares.
+#[derive(Clone, Copy)]
+struct Runner<'j> {
+    json: &'j [u8],
     plan: Plan,
-    id_hasher: &RandomState,
-    chunks: &mut Vec<Chunk>,
-) -> Result<usize, Fail> {
-    let first = match scan::open_array(json, pos)? {
+    /// The same for every chunk of a load, so that their id hashes compare.
+    id_hasher: &'j RandomState,
+}
+
+/// A run's chunk, and how the run ended.
+type Ran = (Chunk, Result<Stopped, Fail>);
+
+/// Parses the array at `pos` into `chunks`; returns the position after it.
+fn keys_array(runner: Runner<'_>, pos: usize, chunks: &mut Vec<Chunk>) -> Result<usize, Fail> {
+    let first = match scan::open_array(runner.json, pos)? {
         Ok(first) => first,
         Err(end) => return Ok(end),
     };
-    let guesses = if plan.threads > 1 && json.len() - first >= plan.min_parallel_bytes {
-        scan::split_points(json, first, plan.threads - 1)
-    } else {
-        Vec::new()
-    };
+    let guesses = split_guesses(runner, first);
     let cancel = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let mut speculative = guesses
+        let speculative: Vec<_> = guesses
             .iter()
             .enumerate()
             .map(|(n, &start)| {
                 let stop = guesses.get(n + 1).copied();
-                let (cancel, id_hasher) = (&cancel, id_hasher.clone());
-                scope.spawn(move || run(json, start, stop, Some(cancel), id_hasher))
+                let cancel = &cancel;
+                scope.spawn(move || runner.run(start, stop, Some(cancel)))
             })
-            .collect::<Vec<_>>()
-            .into_iter();
-        let (mut chunk, mut result) = run(
-            json,
-            first,
-            guesses.first().copied(),
-            None,
-            id_hasher.clone(),
-        );
-        loop {
-            chunks.push(chunk);
-            let resume_at = match result {
-                Ok(Stopped::End(end)) => {
-                    cancel.store(true, Ordering::Relaxed);
-                    return Ok(end);
-                }
-                Err(fail) => {
-                    cancel.store(true, Ordering::Relaxed);
-                    return Err(fail);
-                }
-                Ok(Stopped::AtStop(at)) => match speculative.next() {
-                    // The guess is an element boundary: the run from it is the file's own.
-                    Some(next) => {
-                        (chunk, result) = next
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                        continue;
-                    }
-                    None => at,
-                },
-                Ok(Stopped::Before(at)) => at,
-            };
-            // The next guess was wrong: finish on this thread; later runs are discarded.
-            cancel.store(true, Ordering::Relaxed);
-            (chunk, result) = run(json, resume_at, None, None, id_hasher.clone());
-        }
+            .collect();
+        let first_run = runner.run(first, guesses.first().copied(), None);
+        let result = join_runs(runner, first_run, speculative, &cancel, chunks);
+        cancel.store(true, Ordering::Relaxed);
+        result
     })
 }
 
-/// One key object: by the fast path when it is in the plain form, else by serde_json.
-fn parse_key(json: &[u8], pos: usize) -> Result<(FileKey<'_>, usize), Fail> {
-    match fast::key(json, pos) {
-        Some(parsed) => Ok(parsed),
-        None => scan::parse_one(json, pos),
+/// Where runs other than the first start: none for one thread or a small file.
+fn split_guesses(runner: Runner<'_>, first: usize) -> Vec<usize> {
+    let Plan {
+        threads,
+        min_parallel_bytes,
+        ..
+    } = runner.plan;
+    if threads > 1 && runner.json.len() - first >= min_parallel_bytes {
+        scan::split_points(runner.json, first, threads - 1)
+    } else {
+        Vec::new()
     }
 }
 
-/// Parses the elements from `start` (up to `stop`) into a new chunk.
-fn run(
-    json: &[u8],
-    start: usize,
-    stop: Option<usize>,
-    cancel: Option<&AtomicBool>,
-    id_hasher: RandomState,
-) -> (Chunk, Result<Stopped, Fail>) {
-    let range = json
-        .get(start..stop.unwrap_or(json.len()))
-        .unwrap_or_default();
-    // A pretty-printed key takes ~370 bytes, a minified one ~200: reserve for the former and let
-    // a denser file grow the vectors (large ones grow by remapping, not copying).
-    let estimate = range.len() / 256 + 16;
-    let mut chunk = Chunk::new(estimate, id_hasher);
-    let result = scan::elements(json, start, stop, cancel, parse_key, |key| chunk.add(key));
-    (chunk, result)
+/// Takes the runs into `chunks` in file order: the first run, then each speculative run whose
+/// start the run before it stopped exactly on (the guess is an element boundary, so the run is
+/// the file's own). After a wrong guess the rest of the array is parsed on this thread and the
+/// later speculative runs are cancelled and discarded. Returns the position after the array.
+fn join_runs(
+    runner: Runner<'_>,
+    first_run: Ran,
+    speculative: Vec<ScopedJoinHandle<'_, Ran>>,
+    cancel: &AtomicBool,
+    chunks: &mut Vec<Chunk>,
+) -> Result<usize, Fail> {
+    let mut speculative = speculative.into_iter();
+    let (mut chunk, mut result) = first_run;
+    loop {
+        chunks.push(chunk);
+        let resume_at = match result? {
+            Stopped::End(end) => return Ok(end),
+            Stopped::AtStop(at) => match speculative.next() {
+                Some(next) => {
+                    (chunk, result) = next
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    continue;
+                }
+                None => at,
+            },
+            Stopped::Before(at) => at,
+        };
+        cancel.store(true, Ordering::Relaxed);
+        (chunk, result) = runner.run(resume_at, None, None);
+    }
+}
+
+impl Runner<'_> {
+    /// Parses the elements from `start` (up to `stop`) into a new chunk.
+    fn run(self, start: usize, stop: Option<usize>, cancel: Option<&AtomicBool>) -> Ran {
+        let json = self.json;
+        let range = json
+            .get(start..stop.unwrap_or(json.len()))
+            .unwrap_or_default();
+        // A pretty-printed key takes ~370 bytes, a minified one ~200: reserve for the former and
+        // let a denser file grow the vectors (large ones grow by remapping, not copying).
+        let estimate = range.len() / 256 + 16;
+        let mut chunk = Chunk::new(estimate, self.id_hasher.clone());
+        let result = scan::elements(
+            json,
+            start,
+            stop,
+            cancel,
+            scan::parse_one,
+            |key: FileKey| chunk.add(key),
+        );
+        (chunk, result)
+    }
 }
