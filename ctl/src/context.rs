@@ -7,10 +7,10 @@
 //! the same change, up to [`ATTEMPTS`] times with random jitter, then gives up with exit code 4.
 
 use crate::error::CtlError;
+use heare_auth_store::keyfile::{Document, StoredDocument};
+use heare_auth_store::{Fetched, KeyStore, StoreError, WriteCondition};
 use heare_authd::cli::Cli as DaemonCli;
 use heare_authd::config::Config;
-use heare_authd::keyfile::{Document, StoredDocument};
-use heare_authd::store::{self, Fetched, KeyStore, StoreError, WriteCondition};
 use rand::Rng;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,7 +63,7 @@ impl Context {
     ) -> Result<Context, CtlError> {
         let cli = daemon_cli(config, store_url, socket)?;
         let config = Config::load(&cli).map_err(|e| CtlError::Usage(e.to_string()))?;
-        let store = store::open(
+        let store = heare_auth_store::open(
             &config.store.url,
             &config.store.s3,
             config.store.max_store_bytes,
@@ -165,7 +165,7 @@ impl Context {
     /// The body to store: the document one generation newer, encrypted as it was read (or
     /// as a new file is, with a storage secret configured).
     fn encode(&self, stored: &mut StoredDocument) -> Result<Vec<u8>, CtlError> {
-        let now = u64::try_from(heare_authd::timestamp::now()).unwrap_or(0);
+        let now = u64::try_from(heare_auth_store::timestamp::now()).unwrap_or(0);
         stored.document.advance_generation(now);
         Ok(stored.encode(self.config.store.storage_secret.as_ref())?)
     }

@@ -1,8 +1,8 @@
 //! heare-authctl's errors and the exit code each maps to (0 ok, 1 error, 2 usage, 3 not found,
 //! 4 conflict after retries). Messages are one line and say what to do.
 
-use heare_authd::keyfile::KeyFileError;
-use heare_authd::store::StoreError;
+use heare_auth_store::StoreError;
+use heare_auth_store::keyfile::KeyFileError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {

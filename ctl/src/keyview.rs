@@ -1,7 +1,7 @@
 //! How a key is shown: the JSON object of `list --json`/`show --json` and the table rows. Never a
 //! secret or a hash.
 
-use heare_authd::timestamp;
+use heare_auth_store::timestamp;
 use serde_json::{Map, Value, json};
 
 /// A key's state at `now`: active, expired or disabled.

@@ -2,7 +2,7 @@
 //! nothing and says why in one line (exit code 2).
 
 use crate::error::CtlError;
-use heare_authd::{duration, timestamp};
+use heare_auth_store::{duration, timestamp};
 use serde_json::{Map, Value};
 
 pub const MAX_NAME_CHARS: usize = 200;

@@ -4,8 +4,8 @@
 //! per CPU), and prints the two times apart, so load-time regressions can be found without
 //! starting the daemon. The figures measured with it are in `daemon/src/keyset/load.rs`.
 
+use heare_auth_store::{Fetched, FileStore, KeyStore};
 use heare_authd::keyset::{KeySet, Plan};
-use heare_authd::store::{Fetched, FileStore, KeyStore};
 use std::time::Instant;
 
 const USAGE: &str = "usage: load_keyset FILE [THREADS]";

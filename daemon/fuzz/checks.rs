@@ -16,8 +16,8 @@
 //! The first input byte selects a mode where a target has several, so one fuzz corpus covers all.
 
 use heare_auth_client::token::{self, CHECKSUM_LEN, SECRET_LEN, SecretShape};
-use heare_authd::codec::{self, CodecError, StorageSecret};
-use heare_authd::keyfile::{Document, StoredDocument};
+use heare_auth_store::codec::{self, CodecError, StorageSecret};
+use heare_auth_store::keyfile::{Document, StoredDocument};
 use heare_authd::keyset::{KeySet, LoadError, SecretDigest, SkippedKey, Verdict};
 use heare_authd::verify_input::{BadVerifyBody, bearer_token, presented_secret};
 use serde_json::Value;

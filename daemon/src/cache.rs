@@ -3,10 +3,10 @@
 //! After every successful load the fetched body (still encrypted, if the store's was) is written
 //! atomically — temporary file, fsync, rename, fsync of the directory — with mode 0600, so a crash
 //! mid-write leaves the previous cache intact and no other user can read it. Both directions go
-//! through [`crate::safe_file`]: a link or a non-regular file at the cache's name is refused,
+//! through [`heare_auth_store::safe_file`]: a link or a non-regular file at the cache's name is refused,
 //! never followed.
 
-use crate::safe_file::{Dir, Ownership, SafeFileError};
+use heare_auth_store::safe_file::{Dir, Ownership, SafeFileError};
 use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;

@@ -18,8 +18,8 @@ use crate::server::listeners::{self, SocketFile};
 use crate::server::watchdog::Timeouts;
 use crate::server::{self, ConnectionPolicy, UnixAcceptor, fd_limit};
 use crate::state::{AdminPolicy, Shared};
-use crate::store::{self, StoreUrl};
 use anyhow::Context;
+use heare_auth_store::StoreUrl;
 use std::sync::Arc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -148,11 +148,11 @@ async fn reloader(config: &StoreSettings) -> Reloader {
     }
     if config.storage_secret.as_ref().is_some_and(|s| s.is_short()) {
         tracing::warn!(
-            recommended_bytes = crate::codec::StorageSecret::RECOMMENDED_BYTES,
+            recommended_bytes = heare_auth_store::codec::StorageSecret::RECOMMENDED_BYTES,
             "storage_secret_short"
         );
     }
-    let store = store::open(&config.url, &config.s3, config.max_store_bytes).await;
+    let store = heare_auth_store::open(&config.url, &config.s3, config.max_store_bytes).await;
     Reloader {
         store,
         storage_secret: config.storage_secret.clone(),
@@ -167,10 +167,13 @@ async fn reloader(config: &StoreSettings) -> Reloader {
 /// configured (a plain file would then be refused).
 fn create_key_file(path: &std::path::Path, config: &StoreSettings) {
     let empty = match &config.storage_secret {
-        Some(secret) => crate::codec::encode_encrypted(store::file::EMPTY_KEY_FILE, secret),
-        None => store::file::EMPTY_KEY_FILE.to_vec(),
+        Some(secret) => heare_auth_store::codec::encode_encrypted(
+            heare_auth_store::file::EMPTY_KEY_FILE,
+            secret,
+        ),
+        None => heare_auth_store::file::EMPTY_KEY_FILE.to_vec(),
     };
-    match store::file::create_if_missing(path, &empty) {
+    match heare_auth_store::file::create_if_missing(path, &empty) {
         Ok(true) => tracing::info!(store = %config.url, "created_empty_key_file"),
         Ok(false) => {}
         Err(error) => tracing::warn!(store = %config.url, %error, "cannot_create_key_file"),

@@ -3,16 +3,16 @@
 //! version, a backup) and so revive deleted, disabled or rotated-out keys.
 //!
 //! heare-authctl counts its writes in the document's `generation` field
-//! ([`crate::keyfile::GENERATION_FIELD`]); inside an encrypted body it cannot be changed without
+//! ([`heare_auth_store::keyfile::GENERATION_FIELD`]); inside an encrypted body it cannot be changed without
 //! the secret. [`Newest`] remembers the highest generation served — in memory, and in a small file
 //! beside the last-known-good cache (`<cache>.generation`, 0600, written through
-//! [`crate::safe_file`]) so that it survives restarts — and refuses an encrypted body with a lower
+//! [`heare_auth_store::safe_file`]) so that it survives restarts — and refuses an encrypted body with a lower
 //! one, without one once one has been served, or a store emptied after one has been served. Plain
 //! bodies are not checked: whoever can write a plain store can write anything into it anyway.
 //! A file no heare-authctl has written (the Python service's) carries no generation and is never
 //! refused on that ground until one has been served.
 
-use crate::safe_file::{Dir, Ownership, SafeFileError};
+use heare_auth_store::safe_file::{Dir, Ownership, SafeFileError};
 use serde::Deserialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};

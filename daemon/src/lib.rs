@@ -1,29 +1,24 @@
 //! heare-authd: the local API-key verification daemon, as a library.
 //!
-//! The binary (`main.rs`) only parses the command line and calls [`daemon::run`]. Everything else
-//! lives here so that `heare-authctl`, the end-to-end tests and the benchmark share one key model
-//! and one store: `codec` (encryption at rest), `keyset` (the in-memory index verify reads),
-//! `store` (S3 and file backends), `config`, and the serving side (`server`, `reload`, `notify`,
-//! `logging`).
+//! The binary (`main.rs`) parses the command line ([`cli`]), resolves the configuration
+//! ([`config`]), sets up [`logging`] and calls [`daemon::run`]. Those are public because the binary
+//! and heare-authctl (which reads the daemon's configuration) use them; [`keyset`] and
+//! [`verify_input`] are public for the fuzz targets, the property tests and the load example.
+//! Everything else is the daemon's own. The key file and its stores live in the
+//! `heare-auth-store` crate, shared with heare-authctl.
 
-pub mod cache;
+mod cache;
 pub mod cli;
-pub mod codec;
 pub mod config;
 pub mod daemon;
-pub mod duration;
-pub mod generation;
-pub mod keyfile;
+mod generation;
 pub mod keyset;
-pub mod log_writer;
+mod log_writer;
 pub mod logging;
 mod minify;
-pub mod notify;
-pub mod reload;
-pub mod reload_request;
-pub mod safe_file;
-pub mod server;
-pub mod state;
-pub mod store;
-pub mod timestamp;
+mod notify;
+mod reload;
+mod reload_request;
+mod server;
+mod state;
 pub mod verify_input;

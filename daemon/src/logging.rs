@@ -26,7 +26,7 @@
 
 use crate::config::LogFormat;
 use crate::log_writer::{BUFFER_LIMIT, BatchWriter, DropCounter, FlushGuard};
-use crate::timestamp;
+use heare_auth_store::timestamp;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer as _};
 use std::fmt;
@@ -45,7 +45,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub struct LogGuard {
     _worker: Option<FlushGuard>,
     dropped: Option<DropCounter>,
-    pub format: LogFormat,
 }
 
 impl LogGuard {
@@ -82,7 +81,6 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
         return Ok(LogGuard {
             _worker: None,
             dropped: None,
-            format,
         });
     }
     let (writer, worker) =
@@ -104,7 +102,6 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
     Ok(LogGuard {
         _worker: Some(worker),
         dropped,
-        format,
     })
 }
 

@@ -25,11 +25,6 @@ pub fn reloading() {
     }
 }
 
-/// `STATUS=` alone, e.g. while serving a stale set.
-pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
-}
-
 /// `STOPPING=1` when shutdown begins.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

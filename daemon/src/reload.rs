@@ -10,14 +10,14 @@
 //! "only if changed", so an unchanged object costs one 304.
 
 use crate::cache;
-use crate::codec::{self, StorageSecret};
 use crate::generation::{self, Newest};
 use crate::keyset::{KeySet, SkippedKey};
 use crate::notify;
 use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
 use crate::state::{LoadStatus, Shared, Source};
-use crate::store::{Fetched, KeyStore};
-use crate::timestamp::{self, UnixMillis};
+use heare_auth_store::codec::{self, StorageSecret};
+use heare_auth_store::timestamp::{self, UnixMillis};
+use heare_auth_store::{Fetched, KeyStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

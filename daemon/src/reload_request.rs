@@ -3,11 +3,11 @@
 //! comes back ([`ReloadOutcome`], [`ReloadError`]). Kept apart from the reloader so that the
 //! state every connection shares can hold the request channel without depending on the reloader.
 
-use crate::codec::CodecError;
 use crate::generation::RollbackError;
 use crate::keyset::LoadError;
-use crate::safe_file::SafeFileError;
-use crate::store::StoreError;
+use heare_auth_store::StoreError;
+use heare_auth_store::codec::CodecError;
+use heare_auth_store::safe_file::SafeFileError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::oneshot;

@@ -2,12 +2,12 @@
 //! ctl reloads after each write), concurrency without lost updates on S3 and on a file, and the
 //! command-line contract (JSON output, exit codes, refusals that change nothing).
 
+use heare_auth_store::codec::{StorageSecret, decode, encode_encrypted, is_encrypted};
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::S3Server;
 use heare_auth_tests::wait_until;
-use heare_authd::codec::{StorageSecret, decode, encode_encrypted, is_encrypted};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;

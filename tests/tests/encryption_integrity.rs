@@ -5,11 +5,11 @@
 //! key never verifies; heare-authctl refuses to rewrite it in plaintext and names
 //! `migrate --encrypt`, which then makes it loadable.
 
+use heare_auth_store::codec::{StorageSecret, encode_encrypted, is_encrypted};
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::DaemonBuilder;
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::S3Server;
-use heare_authd::codec::{StorageSecret, encode_encrypted, is_encrypted};
 use std::path::Path;
 use std::time::Duration;
 

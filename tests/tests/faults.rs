@@ -4,12 +4,12 @@
 //! that is full or read-only. After each fault the daemon keeps verifying with the previous set,
 //! `/status` names what failed, and the next good load recovers.
 
+use heare_auth_store::codec::{StorageSecret, encode_encrypted};
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::fault_proxy::{Fault, FaultProxy};
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::S3Server;
 use heare_auth_tests::wait_until;
-use heare_authd::codec::{StorageSecret, encode_encrypted};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -207,9 +207,9 @@ fn a_blank_storage_secret_is_refused_since_its_key_is_public() {
     let dir = tempfile::tempdir().unwrap();
     // Anyone can encrypt under sha256(""): a forged key file an empty secret would accept.
     let store = dir.path().join("keys.json");
-    let forged = heare_authd::codec::encode_encrypted(
+    let forged = heare_auth_store::codec::encode_encrypted(
         &key_file(&[TestKey::new("key_forged", SECRET)]),
-        &heare_authd::codec::StorageSecret::new(""),
+        &heare_auth_store::codec::StorageSecret::new(""),
     );
     std::fs::write(&store, forged).unwrap();
     let blank_file = dir.path().join("blank-secret");

@@ -2,11 +2,11 @@
 //! reloading on refresh, SIGHUP and polling, and keeping the last good set through every way the
 //! store can fail — stopped, corrupt, wrongly encrypted — then recovering.
 
+use heare_auth_store::codec::{StorageSecret, encode_encrypted};
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::S3Server;
 use heare_auth_tests::wait_until;
-use heare_authd::codec::{StorageSecret, encode_encrypted};
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::time::Duration;

@@ -8,13 +8,13 @@
 //! occurrence is the new secret printed once by `create` / `rotate`.
 //! (`verify_over_socket.rs` checks the verify log lines alone; this covers everything else.)
 
+use heare_auth_store::codec::{StorageSecret, encode_encrypted};
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder, binary};
 use heare_auth_tests::http::Request;
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::{S3Server, SECRET_KEY};
 use heare_auth_tests::wait_until;
-use heare_authd::codec::{StorageSecret, encode_encrypted};
 use nix::sys::signal::Signal;
 use std::process::{Command, Output};
 use std::time::Duration;

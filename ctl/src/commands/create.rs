@@ -6,8 +6,8 @@ use crate::context::Context;
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::{secrets, validate};
-use heare_authd::keyset::SecretDigest;
-use heare_authd::timestamp;
+use heare_auth_store::secret_hash::SecretDigest;
+use heare_auth_store::timestamp;
 use serde_json::{Map, Value, json};
 
 pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {

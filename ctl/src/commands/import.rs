@@ -8,8 +8,8 @@ use crate::context::{Context, Reading};
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::keyview;
-use heare_authd::keyfile::Document;
-use heare_authd::keyset::SecretDigest;
+use heare_auth_store::keyfile::Document;
+use heare_auth_store::secret_hash::SecretDigest;
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::path::Path;
@@ -37,7 +37,7 @@ fn digest_of(key: &Map<String, Value>) -> Option<String> {
 pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(), CtlError> {
     let body = std::fs::read(file)
         .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", file.display())))?;
-    let incoming = heare_authd::keyfile::StoredDocument::decode_accepting_plaintext(
+    let incoming = heare_auth_store::keyfile::StoredDocument::decode_accepting_plaintext(
         &body,
         context.config.store.storage_secret.as_ref(),
     )?
@@ -164,7 +164,7 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
         ));
     }
     let (mut stored, condition) = context.read_as(Reading::Encrypting).await?;
-    let now = heare_authd::timestamp::now();
+    let now = heare_auth_store::timestamp::now();
     let keys: Vec<_> = stored.document.keys().collect();
     println!("The store holds {} keys:", keys.len());
     for key in &keys {

@@ -4,7 +4,7 @@ use crate::context::Context;
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::validate;
-use heare_authd::timestamp;
+use heare_auth_store::timestamp;
 use serde_json::{Value, json};
 
 pub async fn expire(

@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::error::CtlError;
 use crate::keyview;
-use heare_authd::timestamp;
+use heare_auth_store::timestamp;
 use serde_json::Value;
 
 pub async fn list(context: &Context, detailed: bool, json: bool) -> Result<(), CtlError> {

@@ -10,7 +10,7 @@ pub mod remote;
 pub mod rotate;
 
 use crate::error::CtlError;
-use heare_authd::keyfile::Document;
+use heare_auth_store::keyfile::Document;
 use serde_json::{Map, Value};
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -50,6 +50,6 @@ pub fn key_mut<'d>(
 pub fn touch(key: &mut Map<String, Value>, now: i64) {
     key.insert(
         "updated_at".into(),
-        Value::String(heare_authd::timestamp::format_seconds(now)),
+        Value::String(heare_auth_store::timestamp::format_seconds(now)),
     );
 }

@@ -7,8 +7,8 @@ use crate::context::Context;
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::secrets;
-use heare_authd::keyset::SecretDigest;
-use heare_authd::{duration, timestamp};
+use heare_auth_store::secret_hash::SecretDigest;
+use heare_auth_store::{duration, timestamp};
 use serde_json::{Value, json};
 
 pub async fn run(

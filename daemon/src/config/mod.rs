@@ -11,8 +11,8 @@ mod file;
 mod resolve;
 
 use crate::cli::Cli;
-use crate::codec::StorageSecret;
-use crate::store::{S3Options, StoreUrl};
+use heare_auth_store::codec::StorageSecret;
+use heare_auth_store::{S3Options, StoreUrl};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -511,7 +511,7 @@ mod tests {
         let file = format!("storage_secret_file = {:?}\n", path.display().to_string());
         let config = resolve(Cli::default(), &[], &file).unwrap();
         let secret = config.store.storage_secret.unwrap();
-        let body = crate::codec::encode_encrypted(b"{}", &StorageSecret::new("abc"));
-        assert!(crate::codec::decode(&body, Some(&secret)).is_ok());
+        let body = heare_auth_store::codec::encode_encrypted(b"{}", &StorageSecret::new("abc"));
+        assert!(heare_auth_store::codec::decode(&body, Some(&secret)).is_ok());
     }
 }

@@ -12,9 +12,9 @@ use super::{
     LogSettings, StoreSettings,
 };
 use crate::cli::Cli;
-use crate::codec::StorageSecret;
-use crate::duration;
-use crate::store::{S3Options, StoreUrl};
+use heare_auth_store::codec::StorageSecret;
+use heare_auth_store::duration;
+use heare_auth_store::{S3Options, StoreUrl};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ fn store_url(cli: &Cli, file: &FileConfig) -> Result<StoreUrl, ConfigError> {
         .or(file.store.clone())
         .unwrap_or_else(|| DEFAULT_STORE.to_string());
     text.parse()
-        .map_err(|e: crate::store::StoreUrlError| ConfigError::Invalid {
+        .map_err(|e: heare_auth_store::StoreUrlError| ConfigError::Invalid {
             setting: "store",
             why: e.to_string(),
         })

@@ -9,7 +9,7 @@
 
 use super::{DISABLED, LoadError, Record, SecretDigest, SkippedKey, Span};
 use crate::minify::minify_json_into;
-use crate::timestamp::{self, UnixMillis};
+use heare_auth_store::timestamp::{self, UnixMillis};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

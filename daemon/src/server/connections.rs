@@ -263,17 +263,13 @@ impl ConnectionTable {
         }
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Connections closed so far to admit others.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.limits.total - self.permits.available_permits()
     }

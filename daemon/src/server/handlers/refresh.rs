@@ -5,8 +5,8 @@ use crate::reload_request::{ReloadRequest, Trigger};
 use crate::server::peer::{Peer, check_admin};
 use crate::server::response::{self, Body};
 use crate::state::Shared;
-use crate::timestamp;
 use heare_auth_client::wire::RefreshResponse;
+use heare_auth_store::timestamp;
 use hyper::{Response, StatusCode};
 use tokio::sync::oneshot;
 

@@ -3,8 +3,8 @@
 use crate::server::peer::{Peer, check_admin};
 use crate::server::response::{self, Body};
 use crate::state::{Shared, Source};
-use crate::timestamp;
 use heare_auth_client::wire::StatusResponse;
+use heare_auth_store::timestamp;
 use hyper::{Response, StatusCode};
 
 pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {

@@ -4,8 +4,8 @@
 //! taken from the opened file itself, so a replacement by rename (as heare-authctl writes) always
 //! shows as a change. A missing file means "no keys yet".
 
-use super::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
 use crate::safe_file::{Dir, Ownership, SafeFileError};
+use crate::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::FileStat;
 use std::ffi::OsStr;

@@ -1,16 +1,34 @@
-//! Where the key file lives: one object in S3, or one local file, behind one small trait.
+//! heare-auth-store: the key file and where it is kept — what heare-authd and heare-authctl
+//! share. The key file's document ([`keyfile`]), the `secret_hash` form ([`secret_hash`]), its
+//! encryption at rest ([`codec`]), its timestamps and durations ([`timestamp`], [`duration`]), the
+//! stores that hold it ([`FileStore`], and [`S3Store`] with the default feature `s3`) behind the
+//! [`KeyStore`] trait, named by a [`StoreUrl`], and safe file handling in a directory another user
+//! may write ([`safe_file`]).
 //!
 //! A store hands back the stored body as bytes (still encrypted, if it is) plus a version token —
 //! the S3 ETag, or the file's identity (inode, size, mtime) — and can be asked for the body "only
 //! if changed" since a version, so that polling an unchanged object costs one 304 and no parsing.
-//! The store knows nothing about keys; `codec` and `keyset` turn the bytes into keys.
+//! A store knows nothing about keys: the daemon's key set turns the bytes into keys.
+//!
+//! Without the `s3` feature (the fuzz targets, tools that need no S3) the AWS SDK is not built;
+//! `s3://` URLs still parse, and opening one gives a store that says it is not supported.
 
+pub mod codec;
+pub mod duration;
 pub mod file;
+pub mod keyfile;
+#[cfg(feature = "s3")]
 mod s3;
+mod s3_options;
+pub mod safe_file;
+pub mod secret_hash;
+pub mod timestamp;
 mod url;
 
 pub use file::FileStore;
-pub use s3::{S3Options, S3Store};
+#[cfg(feature = "s3")]
+pub use s3::S3Store;
+pub use s3_options::S3Options;
 pub use url::{StoreUrl, StoreUrlError};
 
 use std::future::Future;
@@ -81,8 +99,50 @@ pub trait KeyStore: Send + Sync {
 pub async fn open(url: &StoreUrl, s3: &S3Options, max_body_bytes: u64) -> Box<dyn KeyStore> {
     match url {
         StoreUrl::File { path } => Box::new(FileStore::new(path.clone(), max_body_bytes)),
+        #[cfg(feature = "s3")]
         StoreUrl::S3 { bucket, key } => {
             Box::new(S3Store::connect(bucket.clone(), key.clone(), s3, max_body_bytes).await)
+        }
+        #[cfg(not(feature = "s3"))]
+        StoreUrl::S3 { .. } => {
+            let _ = s3;
+            Box::new(Unsupported(url.to_string()))
+        }
+    }
+}
+
+/// An `s3://` store in a build without the `s3` feature: every call says so.
+#[cfg(not(feature = "s3"))]
+struct Unsupported(String);
+
+#[cfg(not(feature = "s3"))]
+impl KeyStore for Unsupported {
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        _if_changed_from: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Fetched, StoreError>> {
+        Box::pin(async move { Err(self.unsupported()) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        _body: Vec<u8>,
+        _condition: WriteCondition,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(async move { Err(self.unsupported()) })
+    }
+}
+
+#[cfg(not(feature = "s3"))]
+impl Unsupported {
+    fn unsupported(&self) -> StoreError {
+        StoreError::Unavailable {
+            store: self.0.clone(),
+            message: "this build has no S3 support (the s3 feature of heare-auth-store)".into(),
         }
     }
 }

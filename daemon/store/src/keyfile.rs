@@ -1,6 +1,6 @@
 //! The key file as a document that heare-authctl edits and writes back.
 //!
-//! Unlike the daemon's [`crate::keyset::KeySet`], which keeps only what verification needs, a
+//! Unlike the daemon's key set, which keeps only what verification needs, a
 //! [`Document`] keeps everything: every field of every key (known or not), every top-level field,
 //! in their original order (serde_json's `preserve_order`), so a rewrite changes only what the
 //! command meant to change. [`StoredDocument`] remembers whether the body was encrypted, so it is

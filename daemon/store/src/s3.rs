@@ -10,37 +10,13 @@
 //! line — "S3 answered HTTP 503 SlowDown: …", "no answer within the S3 timeout of 2s", "cannot
 //! reach S3: …" — because that line is what `/status` and the log show an operator.
 
-use super::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
+use crate::{BoxFuture, Fetched, KeyStore, S3Options, StoreError, WriteCondition};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::time::Duration;
-
-/// How to reach S3 (beyond what the AWS environment already says).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Options {
-    /// Region; when unset, the AWS chain's, else `us-east-1` (the Python service's default).
-    pub region: Option<String>,
-    /// Endpoint override (`http://127.0.0.1:9000` for MinIO); `AWS_ENDPOINT_URL` also works.
-    pub endpoint: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
-    pub path_style: bool,
-    /// Bound on one whole S3 call, retries included.
-    pub timeout: Duration,
-}
-
-impl Default for S3Options {
-    fn default() -> Self {
-        S3Options {
-            region: None,
-            endpoint: None,
-            path_style: false,
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// One S3 object holding the key file.
 pub struct S3Store {
