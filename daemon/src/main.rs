@@ -9,6 +9,9 @@ use heare_authd::config::Config;
 use heare_authd::{daemon, logging};
 use std::process::ExitCode;
 
+/// Why the process stops before serving, and with which exit code.
+struct Exit(u8, String);
+
 fn main() -> ExitCode {
     // Before the configuration (which may hold the storage secret) is read: no core dump, and no
     // other process of the daemon's user may read this one's memory or environment
@@ -18,60 +21,53 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    let config = match Config::load(&cli) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("heare-authd: {error}");
-            return ExitCode::from(2);
+    match configure(&cli).and_then(|(config, admin_gid)| {
+        if cli.check_config {
+            check(&config)
+        } else {
+            serve(config, admin_gid)
         }
-    };
-    let admin_gid = match config.admin_gid() {
-        Ok(gid) => gid,
-        Err(error) => {
-            eprintln!("heare-authd: {error}");
-            return ExitCode::from(2);
+    }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code, message)) => {
+            eprintln!("heare-authd: {message}");
+            ExitCode::from(code)
         }
-    };
-    if cli.check_config {
-        return match config.check_system() {
-            Ok(()) => {
-                print!("{}", config.describe());
-                println!("configuration OK");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("heare-authd: {error}");
-                ExitCode::from(2)
-            }
-        };
     }
-    let logs = match logging::init(config.log.format, &config.log.level) {
-        Ok(logs) => logs,
-        Err(error) => {
-            eprintln!("heare-authd: {error}");
-            return ExitCode::from(2);
-        }
-    };
+}
+
+/// The configuration and the admin group's gid; exit 2 when either is unusable.
+fn configure(cli: &Cli) -> Result<(Config, Option<u32>), Exit> {
+    let config = Config::load(cli).map_err(|e| Exit(2, e.to_string()))?;
+    let admin_gid = config.admin_gid().map_err(|e| Exit(2, e.to_string()))?;
+    Ok((config, admin_gid))
+}
+
+/// `--check-config`: what the system lacks is exit 2, else the settings are printed.
+fn check(config: &Config) -> Result<(), Exit> {
+    config.check_system().map_err(|e| Exit(2, e.to_string()))?;
+    print!("{}", config.describe());
+    println!("configuration OK");
+    Ok(())
+}
+
+/// Logging, the runtime, and the daemon until it stops.
+fn serve(config: Config, admin_gid: Option<u32>) -> Result<(), Exit> {
+    let logs =
+        logging::init(config.log.format, &config.log.level).map_err(|e| Exit(2, e.to_string()))?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.connections.worker_threads {
         runtime.worker_threads(threads);
     }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("heare-authd: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .map_err(|e| Exit(1, format!("cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(daemon::run(config, admin_gid, &logs));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "startup_failed");
-            drop(logs);
-            eprintln!("heare-authd: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.map_err(|error| {
+        tracing::error!(error = format!("{error:#}"), "startup_failed");
+        drop(logs);
+        Exit(1, format!("{error:#}"))
+    })
 }

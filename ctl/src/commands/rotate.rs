@@ -9,7 +9,7 @@ use crate::error::CtlError;
 use crate::secrets;
 use heare_auth_store::secret_hash::SecretDigest;
 use heare_auth_store::{duration, timestamp};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub async fn run(
     context: &Context,
@@ -24,35 +24,9 @@ pub async fn run(
     let grace_until = context
         .edit(|document| {
             let key = super::key_mut(document, id)?;
-            let key_expiry = key
-                .get("expires_at")
-                .and_then(Value::as_str)
-                .and_then(|t| timestamp::parse(t).ok());
-            let until = now
-                .saturating_add(grace.as_millis() as i64)
-                .min(key_expiry.unwrap_or(i64::MAX));
-            let old_hash = match (key.get("secret_hash"), key.get("secret")) {
-                (Some(Value::String(hash)), _) => Some(hash.clone()),
-                (_, Some(Value::String(plain))) => Some(SecretDigest::of_secret(plain).to_field()),
-                _ => None,
-            };
-            let mut kept: Vec<Value> = key
-                .get("grace_secrets")
-                .and_then(Value::as_array)
-                .map(|entries| {
-                    entries
-                        .iter()
-                        .filter(|e| {
-                            e.get("expires_at")
-                                .and_then(Value::as_str)
-                                .and_then(|t| timestamp::parse(t).ok())
-                                .is_some_and(|end| end > now)
-                        })
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(old_hash) = old_hash
+            let until = grace_end(key, now, grace);
+            let mut kept = current_grace(key, now);
+            if let Some(old_hash) = current_hash(key)
                 && until > now
             {
                 kept.push(json!({"secret_hash": old_hash, "expires_at": timestamp::format(until)}));
@@ -71,7 +45,49 @@ pub async fn run(
             Ok(until)
         })
         .await?;
-    let grace_end = timestamp::format(grace_until);
+    print_rotated(id, &secret, &timestamp::format(grace_until), as_json);
+    daemon_link::reload_after_write(context.socket(), no_reload);
+    Ok(())
+}
+
+/// When the old secret stops working: now + grace, never past the key's own expiry.
+fn grace_end(key: &Map<String, Value>, now: i64, grace: std::time::Duration) -> i64 {
+    let key_expiry = key
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|t| timestamp::parse(t).ok());
+    now.saturating_add(grace.as_millis() as i64)
+        .min(key_expiry.unwrap_or(i64::MAX))
+}
+
+/// The `secret_hash` of the key's current secret, whichever form it is stored in.
+fn current_hash(key: &Map<String, Value>) -> Option<String> {
+    match (key.get("secret_hash"), key.get("secret")) {
+        (Some(Value::String(hash)), _) => Some(hash.clone()),
+        (_, Some(Value::String(plain))) => Some(SecretDigest::of_secret(plain).to_field()),
+        _ => None,
+    }
+}
+
+/// The key's grace entries that have not ended by `now`.
+fn current_grace(key: &Map<String, Value>, now: i64) -> Vec<Value> {
+    let Some(entries) = key.get("grace_secrets").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|entry| {
+            entry
+                .get("expires_at")
+                .and_then(Value::as_str)
+                .and_then(|t| timestamp::parse(t).ok())
+                .is_some_and(|end| end > now)
+        })
+        .cloned()
+        .collect()
+}
+
+fn print_rotated(id: &str, secret: &str, grace_end: &str, as_json: bool) {
     if as_json {
         println!(
             "{}",
@@ -83,6 +99,4 @@ pub async fn run(
         println!("  Old secret valid until {grace_end}");
     }
     eprintln!("Save the secret now: it is not stored and will not be shown again.");
-    daemon_link::reload_after_write(context.socket(), no_reload);
-    Ok(())
 }
