@@ -117,6 +117,11 @@ pub struct StatusResponse {
     /// no cache is configured. Absent from the answers of daemons older than this field.
     #[serde(default)]
     pub cache_error: Option<String>,
+    /// The highest `generation` of an encrypted key file the daemon has served (its guard
+    /// against an older copy written back; heare-authctl refuses to edit an older file). `None`
+    /// before any, and from daemons older than this field.
+    #[serde(default)]
+    pub generation_served: Option<u64>,
     /// Log lines dropped because the log sink was slower than the daemon.
     pub log_lines_dropped: u64,
     /// Seconds since the daemon started.

@@ -19,6 +19,11 @@ pub struct Cli {
     /// The daemon's Unix socket (to reload it and read its status).
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Write even when the store holds an older key file than the local heare-authd serves (or
+    /// one with a generation in the future): for a backup restored on purpose. Without it such a
+    /// write is refused, since it would make an old copy written back by someone else current.
+    #[arg(long, global = true)]
+    pub accept_older: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -6,6 +6,7 @@
 //! file store's lock-and-compare). When someone else wrote in between, it re-reads and re-applies
 //! the same change, up to [`ATTEMPTS`] times with random jitter, then gives up with exit code 4.
 
+use crate::daemon_link;
 use crate::error::CtlError;
 use heare_auth_store::keyfile::{Document, StoredDocument};
 use heare_auth_store::{Fetched, KeyStore, StoreError, WriteCondition};
@@ -14,6 +15,14 @@ use heare_authd::config::Config;
 use rand::Rng;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Now, in Unix milliseconds (the unit of generations).
+fn now_ms() -> u64 {
+    u64::try_from(heare_auth_store::timestamp::now()).unwrap_or(0)
+}
+
+/// How far ahead of this clock a key file's generation may be.
+const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// Tries of one write before exit code 4.
 pub const ATTEMPTS: u32 = 8;
@@ -31,6 +40,8 @@ pub enum Reading {
 pub struct Context {
     pub config: Config,
     pub store: Box<dyn KeyStore>,
+    /// `--accept-older`: write over an older (or future-dated) key file.
+    accept_older: bool,
 }
 
 /// The daemon's command line with ctl's `--config`, `--store` and `--socket`, parsed by clap so
@@ -60,6 +71,7 @@ impl Context {
         config: Option<PathBuf>,
         store_url: Option<String>,
         socket: Option<PathBuf>,
+        accept_older: bool,
     ) -> Result<Context, CtlError> {
         let cli = daemon_cli(config, store_url, socket)?;
         let config = Config::load(&cli).map_err(|e| CtlError::Usage(e.to_string()))?;
@@ -69,7 +81,11 @@ impl Context {
             config.store.max_store_bytes,
         )
         .await;
-        Ok(Context { config, store })
+        Ok(Context {
+            config,
+            store,
+            accept_older,
+        })
     }
 
     /// Reads the document (an empty one when the store holds none yet).
@@ -123,8 +139,9 @@ impl Context {
     ) -> Result<T, CtlError> {
         for attempt in 1..=ATTEMPTS {
             let (mut stored, condition) = self.read_as(reading).await?;
+            let served = self.check_generation(&stored.document)?;
             let outcome = change(&mut stored.document)?;
-            let body = self.encode(&mut stored)?;
+            let body = self.encode(&mut stored, served)?;
             match self.store.put(body, condition).await {
                 Ok(_) => return Ok(outcome),
                 Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {
@@ -151,8 +168,9 @@ impl Context {
         condition: WriteCondition,
         changed: &str,
     ) -> Result<(), CtlError> {
+        let served = self.check_generation(&stored.document)?;
         let mut stored = stored.clone();
-        let body = self.encode(&mut stored)?;
+        let body = self.encode(&mut stored, served)?;
         match self.store.put(body, condition).await {
             Ok(_) => Ok(()),
             Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
@@ -162,10 +180,49 @@ impl Context {
         }
     }
 
-    /// The body to store: the document one generation newer, encrypted as it was read (or
-    /// as a new file is, with a storage secret configured).
-    fn encode(&self, stored: &mut StoredDocument) -> Result<Vec<u8>, CtlError> {
-        let now = u64::try_from(heare_auth_store::timestamp::now()).unwrap_or(0);
+    /// Refuses to write over a key file older than what the local daemon serves (or without a
+    /// generation once one was served, or none at all then), or one dated more than a day ahead:
+    /// the write would make an old copy written back by someone else current. Returns the
+    /// daemon's served generation, when it could be asked.
+    fn check_generation(&self, document: &Document) -> Result<Option<u64>, CtlError> {
+        let served = daemon_link::generation_served(self.socket());
+        if self.accept_older {
+            return Ok(served);
+        }
+        if let Some(found) = document.generation()
+            && found > now_ms().saturating_add(MAX_AHEAD_MS)
+        {
+            return Err(CtlError::Other(format!(
+                "the store's key file has generation {found}, more than a day in the future: tampered with, or written by a clock far ahead; nothing was written (--accept-older rewrites it with a current generation)"
+            )));
+        }
+        match (served, document.generation()) {
+            (Some(served), found) if found.is_none_or(|found| found < served) => {
+                let found =
+                    found.map_or("no generation".to_string(), |g| format!("generation {g}"));
+                Err(CtlError::Other(format!(
+                    "the store holds an older key file ({found}) than heare-authd serves (generation {served}): someone may have written back an old copy, which this write would make current; nothing was written (restore the newest key file, or pass --accept-older to write this one anew)"
+                )))
+            }
+            _ => Ok(served),
+        }
+    }
+
+    /// The body to store: the document one generation newer (with `--accept-older`, also newer
+    /// than what the daemon serves and no longer future-dated), encrypted as it was read (or as a
+    /// new file is, with a storage secret configured).
+    fn encode(
+        &self,
+        stored: &mut StoredDocument,
+        served: Option<u64>,
+    ) -> Result<Vec<u8>, CtlError> {
+        let now = now_ms();
+        if self.accept_older {
+            let floor = served
+                .filter(|s| *s <= now.saturating_add(MAX_AHEAD_MS))
+                .unwrap_or(0);
+            stored.document.reset_generation(floor);
+        }
         stored.document.advance_generation(now);
         Ok(stored.encode(self.config.store.storage_secret.as_ref())?)
     }

@@ -65,6 +65,18 @@ pub fn status(socket: &Path) -> Result<StatusResponse, CtlError> {
     })
 }
 
+/// The highest key-file generation the local daemon has served, when it can be asked within a
+/// few seconds (not running, not reachable, too old to say: `None`).
+pub fn generation_served(socket: &Path) -> Option<u64> {
+    let answer = transport::call(socket, "GET", "/status", b"", Duration::from_secs(3)).ok()?;
+    if answer.status != 200 {
+        return None;
+    }
+    serde_json::from_slice::<StatusResponse>(&answer.body)
+        .ok()?
+        .generation_served
+}
+
 /// SIGHUP to the daemon: `pid`, or systemd's MainPID of heare-authd.service.
 pub fn signal(pid: Option<i32>) -> Result<i32, CtlError> {
     let pid = match pid {

@@ -47,7 +47,13 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::GenMan => return generate::man().map_err(|e| CtlError::Other(e.to_string())),
         _ => {}
     }
-    let context = Context::open(cli.config.clone(), cli.store.clone(), cli.socket.clone()).await?;
+    let context = Context::open(
+        cli.config.clone(),
+        cli.store.clone(),
+        cli.socket.clone(),
+        cli.accept_older,
+    )
+    .await?;
     match cli.command {
         Command::Create(args) => create::run(&context, &args).await,
         Command::List { detailed, json } => list::list(&context, detailed, json).await,

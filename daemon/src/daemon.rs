@@ -83,6 +83,7 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
         admin,
         reloader.store.describe(),
         logs.counter(),
+        reloader.newest.clone(),
     ));
     shared.set_serve_until(initial.serve_until);
 
@@ -159,8 +160,21 @@ async fn reloader(config: &StoreSettings) -> Reloader {
         cache_path: config.cache_path.clone(),
         max_stale: config.max_stale,
         refresh_interval: config.refresh_interval,
-        newest: Arc::new(Newest::open(config.cache_path.as_deref())),
+        newest: Arc::new(Newest::open(generation_record(config).as_deref())),
     }
+}
+
+/// Where the rollback guard keeps the highest generation served: beside the last-known-good
+/// cache, else beside a local key file; an S3 store without a cache keeps it in memory only.
+fn generation_record(config: &StoreSettings) -> Option<std::path::PathBuf> {
+    let beside = match (&config.cache_path, &config.url) {
+        (Some(cache), _) => cache.clone(),
+        (None, StoreUrl::File { path }) => path.clone(),
+        (None, StoreUrl::S3 { .. }) => return None,
+    };
+    let mut name = beside.into_os_string();
+    name.push(".generation");
+    Some(name.into())
 }
 
 /// Creates an empty key file at `path` if nothing is there, encrypted when a storage secret is

@@ -22,18 +22,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RollbackError {
     #[error(
-        "its generation {found} is older than generation {newest}, already served: an old copy of the key file was written back (refused; any heare-authctl write makes a newer one)"
+        "its generation {found} is older than generation {newest}, already served: an old copy of the key file was written back (refused; restore the newest key file, or rewrite this one deliberately with heare-authctl --accept-older)"
     )]
     Older { found: u64, newest: u64 },
     #[error(
-        "it has no generation, but generation {newest} was already served: an old copy, or a file written by a tool that does not keep the generation (refused; write it with heare-authctl)"
+        "it has no generation, but generation {newest} was already served: an old copy, or a file written by a tool that does not keep the generation (refused; restore the newest key file, or rewrite this one deliberately with heare-authctl --accept-older)"
     )]
     NoGeneration { newest: u64 },
     #[error(
-        "the store holds no key file, but generation {newest} was already served: refusing to serve no keys (any heare-authctl write makes a new file)"
+        "the store holds no key file, but generation {newest} was already served: refusing to serve no keys (restore the newest key file; heare-authctl refuses to write an older one unless told --accept-older)"
     )]
     Deleted { newest: u64 },
+    #[error(
+        "its generation {found} lies more than a day in the future: tampered with, or written by a clock far ahead (refused; rewrite it with heare-authctl --accept-older)"
+    )]
+    Future { found: u64 },
 }
+
+/// How far ahead of the daemon's clock a generation may be (writers' clocks differ).
+pub const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
 /// The generation of key-file JSON, `None` when it has none (or the JSON is not an object).
 /// serde skips the keys without allocating; only encrypted bodies are asked.
@@ -57,15 +64,10 @@ pub struct Newest {
 }
 
 impl Newest {
-    /// The record kept beside `cache` (none without a cache: then only in memory). A record that
-    /// cannot be read is logged and treated as none, which only weakens the check, never blocks
-    /// a load.
-    pub fn open(cache: Option<&Path>) -> Newest {
-        let file = cache.map(|cache| {
-            let mut name = cache.as_os_str().to_os_string();
-            name.push(".generation");
-            PathBuf::from(name)
-        });
+    /// The record kept in the file `record` (none: only in memory). A record that cannot be
+    /// read is logged and treated as none, which only weakens the check, never blocks a load.
+    pub fn open(record: Option<&Path>) -> Newest {
+        let file = record.map(Path::to_path_buf);
         let served = match file.as_deref().map(read) {
             Some(Ok(served)) => served,
             Some(Err(error)) => {
@@ -80,12 +82,20 @@ impl Newest {
         }
     }
 
-    fn newest(&self) -> Option<u64> {
+    /// The highest generation served, if any.
+    pub fn newest(&self) -> Option<u64> {
         Some(self.served.load(Ordering::Relaxed)).filter(|served| *served > 0)
     }
 
-    /// Whether an encrypted body of generation `found` may be served.
-    pub fn check(&self, found: Option<u64>) -> Result<(), RollbackError> {
+    /// Whether an encrypted body of generation `found` may be served at `now_ms`. A generation
+    /// more than a day ahead of the clock is refused too: accepted, it would make every later
+    /// (honest) write look older.
+    pub fn check(&self, found: Option<u64>, now_ms: u64) -> Result<(), RollbackError> {
+        if let Some(found) = found
+            && found > now_ms.saturating_add(MAX_AHEAD_MS)
+        {
+            return Err(RollbackError::Future { found });
+        }
         match (self.newest(), found) {
             (None, _) => Ok(()),
             (Some(newest), None) => Err(RollbackError::NoGeneration { newest }),
@@ -163,25 +173,40 @@ mod tests {
         assert_eq!(of_json(b"[1]"), None);
     }
 
+    /// A clock far past the generations below.
+    const NOW: u64 = 1_000_000;
+
+    #[test]
+    fn a_generation_far_in_the_future_is_refused() {
+        let newest = Newest::open(None);
+        let ahead = NOW + MAX_AHEAD_MS + 1;
+        assert_eq!(
+            newest.check(Some(ahead), NOW),
+            Err(RollbackError::Future { found: ahead })
+        );
+        assert!(newest.check(Some(u64::MAX), NOW).is_err());
+        assert_eq!(newest.check(Some(NOW + MAX_AHEAD_MS), NOW), Ok(()));
+    }
+
     #[test]
     fn older_missing_and_deleted_are_refused_once_one_was_served() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("keys.cache");
-        let newest = Newest::open(Some(&cache));
-        assert_eq!(newest.check(None), Ok(()), "nothing served yet");
+        let record = dir.path().join("keys.cache.generation");
+        let newest = Newest::open(Some(&record));
+        assert_eq!(newest.check(None, NOW), Ok(()), "nothing served yet");
         assert_eq!(newest.check_missing(), Ok(()));
         newest.served(100);
-        assert_eq!(newest.check(Some(100)), Ok(()));
-        assert_eq!(newest.check(Some(101)), Ok(()));
+        assert_eq!(newest.check(Some(100), NOW), Ok(()));
+        assert_eq!(newest.check(Some(101), NOW), Ok(()));
         assert_eq!(
-            newest.check(Some(99)),
+            newest.check(Some(99), NOW),
             Err(RollbackError::Older {
                 found: 99,
                 newest: 100
             })
         );
         assert_eq!(
-            newest.check(None),
+            newest.check(None, NOW),
             Err(RollbackError::NoGeneration { newest: 100 })
         );
         assert_eq!(
@@ -189,11 +214,11 @@ mod tests {
             Err(RollbackError::Deleted { newest: 100 })
         );
         newest.served(50);
-        assert!(newest.check(Some(99)).is_err(), "never lowered");
+        assert!(newest.check(Some(99), NOW).is_err(), "never lowered");
 
         // Across a restart.
-        let again = Newest::open(Some(&cache));
-        assert!(again.check(Some(99)).is_err());
-        assert_eq!(again.check(Some(100)), Ok(()));
+        let again = Newest::open(Some(&record));
+        assert!(again.check(Some(99), NOW).is_err());
+        assert_eq!(again.check(Some(100), NOW), Ok(()));
     }
 }

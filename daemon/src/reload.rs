@@ -332,8 +332,9 @@ impl Reloader {
         };
         let parsed = self.build(body).await?.map_err(bad_body)?;
         if parsed.encrypted {
+            let now = u64::try_from(timestamp::now()).unwrap_or(0);
             self.newest
-                .check(parsed.generation)
+                .check(parsed.generation, now)
                 .map_err(|cause| bad_body(BodyError::Rollback(cause)))?;
         }
         Ok(Loaded::Fresh(Built {
@@ -400,6 +401,8 @@ impl Reloader {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as UnixMillis);
         let parsed = self.build(body).await?.map_err(unusable)?;
+        // The cache held what was served last: its generation is served again.
+        self.record_generation(parsed.generation).await;
         Ok((parsed.keys, parsed.skipped, written))
     }
 

@@ -5,6 +5,7 @@
 //! deadline as an atomic, also read without a lock. Only the bookkeeping that `/status` shows sits
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
 
+use crate::generation::Newest;
 use crate::keyset::KeySet;
 use crate::keyset::SkippedKey;
 use crate::log_writer::DropCounter;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub store: String,
     pub started_at: Instant,
     pub log_drops: Option<DropCounter>,
+    /// The rollback guard's record, for `/status`.
+    pub newest: Arc<Newest>,
 }
 
 impl Shared {
@@ -82,6 +85,7 @@ impl Shared {
         admin: AdminPolicy,
         store: String,
         log_drops: Option<DropCounter>,
+        newest: Arc<Newest>,
     ) -> Self {
         Shared {
             keys: ArcSwap::from_pointee(keys),
@@ -92,6 +96,7 @@ impl Shared {
             store,
             started_at: Instant::now(),
             log_drops,
+            newest,
         }
     }
 

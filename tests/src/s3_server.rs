@@ -34,6 +34,8 @@
 //! server (and the S3 client used by the helper methods) runs on its own tokio
 //! runtime, on background threads.
 
+use crate::ctl::Ctl;
+use crate::daemon::DaemonBuilder;
 use std::ffi::OsString;
 use std::future::Future;
 use std::io::Read as _;
@@ -193,6 +195,37 @@ impl S3Server {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
+    }
+
+    /// The real daemon on `s3://BUCKET/OBJECT` of this server (path-style), its last-known-good
+    /// cache in `dir`, with a 2 s S3 timeout.
+    pub fn daemon(&self, dir: &std::path::Path, bucket: &str, object: &str) -> DaemonBuilder {
+        DaemonBuilder::new(dir)
+            .args([
+                "--store",
+                &format!("s3://{bucket}/{object}"),
+                "--s3-path-style",
+            ])
+            .arg("--cache")
+            .arg(dir.join("keys.cache").display().to_string())
+            .config("[s3]\ntimeout = \"2s\"\n")
+            .envs(self.env_for_client())
+    }
+
+    /// The real heare-authctl on `s3://BUCKET/OBJECT` of this server (path-style), with `env`
+    /// added to the server's credentials; `socket` is the daemon it reloads.
+    pub fn ctl(
+        &self,
+        dir: &std::path::Path,
+        (bucket, object): (&str, &str),
+        socket: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Ctl {
+        let mut vars = self.env_for_client();
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Ctl::new(dir, &format!("s3://{bucket}/{object}"), socket)
+            .config_text("[s3]\npath_style = true\n")
+            .env(vars)
     }
 
     /// Creates `bucket` (via a real `CreateBucket` request).

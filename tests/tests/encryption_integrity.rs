@@ -20,17 +20,18 @@ const OWNER: &str = "sec_0LegitimateKeyOfTheOwnerAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
 const INJECTED: &str = "sec_0InjectedByTheBucketWriterXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX";
 
 fn daemon_on(s3: &S3Server, dir: &Path) -> DaemonBuilder {
-    DaemonBuilder::new(dir)
-        .args([
-            "--store",
-            &format!("s3://{BUCKET}/{OBJECT}"),
-            "--s3-path-style",
-        ])
-        .arg("--cache")
-        .arg(dir.join("keys.cache").display().to_string())
-        .config("[s3]\ntimeout = \"2s\"\n")
-        .envs(s3.env_for_client())
+    s3.daemon(dir, BUCKET, OBJECT)
         .env("STORAGE_SECRET", STORAGE_SECRET)
+}
+
+/// heare-authctl on the test object, with the storage secret.
+fn ctl_on(s3: &S3Server, dir: &Path) -> Ctl {
+    s3.ctl(
+        dir,
+        (BUCKET, OBJECT),
+        &dir.join("none.sock"),
+        &[("STORAGE_SECRET", STORAGE_SECRET)],
+    )
 }
 
 /// What the attacker uploads: the owner's key plus one of their own, in plain JSON.
@@ -112,11 +113,7 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
     s3.put_object(BUCKET, OBJECT, &forged_plaintext()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("none.sock");
-    let mut env = s3.env_for_client();
-    env.push(("STORAGE_SECRET".into(), STORAGE_SECRET.into()));
-    let ctl = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
-        .config_text("[s3]\npath_style = true\n")
-        .env(env);
+    let ctl = ctl_on(&s3, dir.path());
 
     for args in [vec!["create", "--name", "x", "--no-reload"], vec!["list"]] {
         let output = ctl.run(&args);
@@ -133,6 +130,15 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
         "a refused command changed the store"
     );
 
+    // The writer also slipped a grace secret of their own into the owner's key: the review
+    // listing shows every field (hashes as fingerprints), grace entries included.
+    let mut tampered: serde_json::Value = serde_json::from_slice(&forged_plaintext()).unwrap();
+    let attacker_hash = heare_auth_tests::keys::secret_hash("sec_0AttackersGraceSecret");
+    tampered["keys"][0]["grace_secrets"] =
+        serde_json::json!([{"secret_hash": attacker_hash, "expires_at": "2999-01-01T00:00:00Z"}]);
+    let tampered = serde_json::to_vec(&tampered).unwrap();
+    s3.put_object(BUCKET, OBJECT, &tampered).unwrap();
+
     // Not reviewed (no terminal, no --yes): nothing written; the keys to review are listed.
     let output = ctl.run(&["migrate", "--encrypt", "--no-reload"]);
     assert_eq!(output.status.code(), Some(2));
@@ -141,9 +147,17 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
         listing.contains("key_injected") && listing.contains("key_owner"),
         "{listing}"
     );
+    assert!(
+        listing.contains("grace_secrets") && listing.contains(&attacker_hash[..19]),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(OWNER) && !listing.contains(&attacker_hash),
+        "{listing}"
+    );
     assert_eq!(
         s3.get_object(BUCKET, OBJECT).unwrap().unwrap(),
-        forged_plaintext(),
+        tampered,
         "encrypted without review"
     );
     let out = ctl.ok(&["migrate", "--encrypt", "--yes", "--no-reload"]);
@@ -157,9 +171,7 @@ fn heare_authctl_refuses_to_rewrite_plaintext_until_migrate_encrypt() {
     assert_eq!(daemon.verify(OWNER).status, 200);
 
     // Without a storage secret, migrate --encrypt is a usage error and changes nothing.
-    let plain = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
-        .config_text("[s3]\npath_style = true\n")
-        .env(s3.env_for_client());
+    let plain = s3.ctl(dir.path(), (BUCKET, OBJECT), &socket, &[]);
     let output = plain.run(&["migrate", "--encrypt", "--yes", "--no-reload"]);
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(s3.get_object(BUCKET, OBJECT).unwrap().unwrap(), stored);
@@ -170,12 +182,7 @@ fn an_older_encrypted_file_written_back_is_refused() {
     let s3 = S3Server::start().unwrap();
     s3.create_bucket(BUCKET).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("none.sock");
-    let mut env = s3.env_for_client();
-    env.push(("STORAGE_SECRET".into(), STORAGE_SECRET.into()));
-    let ctl = Ctl::new(dir.path(), &format!("s3://{BUCKET}/{OBJECT}"), &socket)
-        .config_text("[s3]\npath_style = true\n")
-        .env(env);
+    let ctl = ctl_on(&s3, dir.path());
     let (revoked, secret) = ctl.create(&["--name", "soon revoked", "--no-reload"]);
     let old_copy = s3.get_object(BUCKET, OBJECT).unwrap().unwrap();
     ctl.ok(&["delete", &revoked, "--yes", "--no-reload"]);
@@ -206,16 +213,69 @@ fn an_older_encrypted_file_written_back_is_refused() {
     );
     assert_eq!(daemon.status()["source"], "cache");
 
+    // The operator's next heare-authctl write would make the old copy current: refused, as long
+    // as the daemon can tell ctl what it serves; nothing is written.
+    let local = s3.ctl(
+        dir.path(),
+        (BUCKET, OBJECT),
+        &daemon.socket,
+        &[("STORAGE_SECRET", STORAGE_SECRET)],
+    );
+    let output = local.run(&["create", "--name", "unrelated", "--no-reload"]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("older key file") && error.contains("--accept-older"),
+        "{error}"
+    );
+    assert_eq!(s3.get_object(BUCKET, OBJECT).unwrap().unwrap(), old_copy);
+
     // Deleting the object does not empty the served set either.
     s3.delete_object(BUCKET, OBJECT).unwrap();
     assert_eq!(daemon.refresh().status, 500);
     let error = daemon.status()["last_error"].as_str().unwrap().to_string();
     assert!(error.contains("holds no key file"), "{error}");
-    daemon.stop();
 
-    // Any heare-authctl write makes a newer file, which loads.
-    let (fresh, fresh_secret) = ctl.create(&["--name", "after", "--no-reload"]);
+    // Writing anew on purpose (a backup restored, here: a new file) needs --accept-older, and
+    // then loads.
+    let output = local.run(&["create", "--name", "after", "--no-reload"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the emptied store is refused too"
+    );
+    let (fresh, fresh_secret) = local.create(&["--name", "after", "--no-reload", "--accept-older"]);
+    assert_eq!(daemon.refresh().status, 200);
+    assert_eq!(daemon.verify(&fresh_secret).status, 200, "{fresh}");
+    daemon.stop();
     let daemon = daemon_on(&s3, &state).start().unwrap();
     assert_eq!(daemon.status()["source"], "store");
     assert_eq!(daemon.verify(&fresh_secret).status, 200, "{fresh}");
+}
+
+#[test]
+fn a_generation_in_the_future_is_refused_by_daemon_and_ctl() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let secret = StorageSecret::new(STORAGE_SECRET);
+    // What a plain-file writer plants before the operator encrypts it: a generation no honest
+    // write could pass (u64::MAX would switch the guard off for good).
+    let far = format!(
+        "{{\"generation\": 18446744073709551615, \"keys\": [{{\"id\": \"key_owner\", \"secret\": \"{OWNER}\"}}]}}"
+    );
+    s3.put_object(BUCKET, OBJECT, &encode_encrypted(far.as_bytes(), &secret))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = daemon_on(&s3, dir.path()).spawn();
+    let exit = daemon.wait_exit(Duration::from_secs(30)).expect("exits");
+    assert_eq!(exit.code(), Some(1));
+    assert!(daemon.log().contains("in the future"), "{}", daemon.log());
+
+    let ctl = ctl_on(&s3, dir.path());
+    let output = ctl.run(&["create", "--name", "x", "--no-reload"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("in the future"));
+    ctl.create(&["--name", "x", "--no-reload", "--accept-older"]);
+    let daemon = daemon_on(&s3, dir.path()).start().unwrap();
+    assert_eq!(daemon.verify(OWNER).status, 200);
 }

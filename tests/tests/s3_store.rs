@@ -25,16 +25,7 @@ fn s3_with(keys: &[TestKey]) -> S3Server {
 }
 
 fn daemon_on(s3: &S3Server, dir: &Path) -> DaemonBuilder {
-    DaemonBuilder::new(dir)
-        .args([
-            "--store",
-            &format!("s3://{BUCKET}/{OBJECT}"),
-            "--s3-path-style",
-        ])
-        .arg("--cache")
-        .arg(dir.join("keys.cache").display().to_string())
-        .config("[s3]\ntimeout = \"2s\"\n")
-        .envs(s3.env_for_client())
+    s3.daemon(dir, BUCKET, OBJECT)
 }
 
 fn first_key() -> Vec<TestKey> {

@@ -154,6 +154,35 @@ fn hash_all(document: &mut Document) -> (usize, usize) {
     (total, hashed)
 }
 
+/// A key as the operator must review it before vouching for it: every field, a plaintext secret
+/// as a fingerprint of its hash, each `secret_hash` (also in `grace_secrets`, which would let
+/// another secret in) as its first 12 hex digits.
+fn reviewed(key: &Map<String, Value>) -> Value {
+    let fingerprint = |hash: &str| {
+        let short: String = hash.chars().take(SHOWN_HASH).collect();
+        Value::String(format!("{short}…"))
+    };
+    let mut shown = key.clone();
+    if let Some(Value::String(secret)) = shown.remove("secret") {
+        let hash = SecretDigest::of_secret(&secret).to_field();
+        shown.insert("secret (plaintext, hash)".into(), fingerprint(&hash));
+    }
+    if let Some(Value::String(hash)) = shown.get("secret_hash").cloned() {
+        shown.insert("secret_hash".into(), fingerprint(&hash));
+    }
+    if let Some(Value::Array(entries)) = shown.get_mut("grace_secrets") {
+        for entry in entries.iter_mut() {
+            if let Some(Value::String(hash)) = entry.get("secret_hash").cloned() {
+                entry["secret_hash"] = fingerprint(&hash);
+            }
+        }
+    }
+    Value::Object(shown)
+}
+
+/// Characters of a `secret_hash` shown for review: `sha256:` and 12 hex digits.
+const SHOWN_HASH: usize = 19;
+
 /// `migrate --encrypt`: a plain file is read once, its keys shown, and after confirmation
 /// written back encrypted — only if the store still holds what was shown. Whoever could write a
 /// plain file may have added keys: the operator vouches for what is encrypted.
@@ -166,15 +195,19 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
     let (mut stored, condition) = context.read_as(Reading::Encrypting).await?;
     let now = heare_auth_store::timestamp::now();
     let keys: Vec<_> = stored.document.keys().collect();
-    println!("The store holds {} keys:", keys.len());
+    println!(
+        "The store holds {} keys; every field of each, as it would be encrypted:",
+        keys.len()
+    );
     for key in &keys {
-        let view = keyview::public(key, now);
         println!(
-            "  {}  {}  {}",
-            keyview::text(&view["id"]),
-            keyview::text(&view["name"]),
-            keyview::text(&view["metadata"])
+            "  {} ({})",
+            keyview::text(&reviewed(key)),
+            keyview::state(key, now)
         );
+    }
+    for (name, value) in stored.document.other_fields() {
+        println!("  top-level {name}: {}", keyview::text(value));
     }
     super::confirm(
         migration.yes,

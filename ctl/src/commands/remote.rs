@@ -2,6 +2,7 @@
 
 use crate::daemon_link;
 use crate::error::CtlError;
+use crate::keyview;
 use std::path::Path;
 
 pub fn reload(socket: &Path, signal: bool, pid: Option<i32>) -> Result<(), CtlError> {
@@ -21,7 +22,9 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
         println!("{}", serde_json::to_string(&status).unwrap_or_default());
         return Ok(());
     }
-    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    // Errors and warnings quote key ids from the store: escaped like every table cell.
+    let shown = |text: &str| keyview::text(&serde_json::Value::String(text.to_string()));
+    let or_dash = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), shown);
     println!("heare-authd {}", status.daemon_version);
     println!("  keys loaded:   {}", status.keys_loaded);
     println!("  store:         {}", status.store);
@@ -35,11 +38,14 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
     println!("  last attempt:  {}", or_dash(&status.last_attempt_at));
     println!("  last error:    {}", or_dash(&status.last_error));
     if let Some(error) = &status.cache_error {
-        println!("  cache error:   {error}");
+        println!("  cache error:   {}", shown(error));
+    }
+    if let Some(generation) = status.generation_served {
+        println!("  generation:    {generation}");
     }
     println!("  uptime:        {} s", status.uptime_seconds);
     for warning in &status.load_warnings {
-        println!("  warning:       {warning}");
+        println!("  warning:       {}", shown(warning));
     }
     Ok(())
 }

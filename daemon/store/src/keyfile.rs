@@ -70,6 +70,13 @@ impl Document {
         self.root.get(GENERATION_FIELD).and_then(Value::as_u64)
     }
 
+    /// Sets the write count to `generation` (the next write is newer than it): for a file
+    /// rewritten on purpose over an older or future-dated one.
+    pub fn reset_generation(&mut self, generation: u64) {
+        self.root
+            .insert(GENERATION_FIELD.into(), Value::from(generation));
+    }
+
     /// Marks the document as one write newer than it was, at `now_ms`.
     pub fn advance_generation(&mut self, now_ms: u64) {
         let next = match self.generation() {
@@ -77,6 +84,11 @@ impl Document {
             None => now_ms,
         };
         self.root.insert(GENERATION_FIELD.into(), Value::from(next));
+    }
+
+    /// The top-level fields other than `keys`.
+    pub fn other_fields(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.root.iter().filter(|(name, _)| *name != "keys")
     }
 
     /// The keys, each a JSON object.

@@ -1,7 +1,7 @@
 //! heare-auth-store: the key file and where it is kept — what heare-authd and heare-authctl
 //! share. The key file's document ([`keyfile`]), the `secret_hash` form ([`secret_hash`]), its
 //! encryption at rest ([`codec`]), its timestamps and durations ([`timestamp`], [`duration`]), the
-//! stores that hold it ([`FileStore`], and [`S3Store`] with the default feature `s3`) behind the
+//! stores that hold it ([`FileStore`], and `S3Store` with the default feature `s3`) behind the
 //! [`KeyStore`] trait, named by a [`StoreUrl`], and safe file handling in a directory another user
 //! may write ([`safe_file`]).
 //!
@@ -27,7 +27,7 @@ mod url;
 
 pub use file::FileStore;
 #[cfg(feature = "s3")]
-pub use s3::S3Store;
+use s3::S3Store;
 pub use s3_options::S3Options;
 pub use url::{StoreUrl, StoreUrlError};
 

@@ -74,10 +74,6 @@ impl S3Store {
         }
     }
 
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
-    }
-
     fn unavailable(&self, message: String) -> StoreError {
         StoreError::Unavailable {
             store: self.describe(),

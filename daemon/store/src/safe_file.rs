@@ -115,7 +115,7 @@ impl Dir {
     }
 
     /// Opens (creating it 0600 if needed) the lock file `name`.
-    pub fn open_lock(&self, name: &OsStr) -> Result<File, SafeFileError> {
+    pub(crate) fn open_lock(&self, name: &OsStr) -> Result<File, SafeFileError> {
         let flags = OFlag::O_RDWR
             | OFlag::O_CREAT
             | OFlag::O_NOFOLLOW
@@ -128,7 +128,11 @@ impl Dir {
     }
 
     /// Creates `name` with `mode` if nothing is there (not even a link); `None` when something is.
-    pub fn create_new(&self, name: &OsStr, mode: u32) -> Result<Option<File>, SafeFileError> {
+    pub(crate) fn create_new(
+        &self,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<Option<File>, SafeFileError> {
         match self.create_exclusive(name, mode) {
             Ok(file) => Ok(Some(file)),
             Err(Errno::EEXIST) => Ok(None),

@@ -7,7 +7,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 /// Prefix of the `secret_hash` field: `sha256:` followed by 64 hex digits.
-pub const SECRET_HASH_PREFIX: &str = "sha256:";
+const SECRET_HASH_PREFIX: &str = "sha256:";
 
 /// SHA-256 of a secret: the only form in which the key set knows a secret.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,7 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
             .to_string(),
             load_warnings: status.warnings,
             cache_error: status.cache_error,
+            generation_served: shared.newest.newest(),
             log_lines_dropped: shared.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
             uptime_seconds: shared.started_at.elapsed().as_secs(),
         },
