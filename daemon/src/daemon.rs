@@ -249,8 +249,8 @@ async fn serve_until_stopped(signals: &mut Signals, shared: &Shared) {
     }
 }
 
-/// The connection limits: `max_connections` capped to the descriptors there are, and the
-/// per-peer shares, by default a quarter of that (at least 1).
+/// The connection limits: `max_connections` capped to the descriptors there are, the per-peer
+/// shares, by default a quarter of that (at least 1), and half of it for all of TCP together.
 fn connection_limits(config: &ConnectionSettings) -> Limits {
     let total = connection_capacity(config.max_connections);
     let share = (total / 4).max(1);
@@ -258,6 +258,7 @@ fn connection_limits(config: &ConnectionSettings) -> Limits {
         total,
         per_uid: config.max_connections_per_uid.unwrap_or(share),
         per_address: config.max_connections_per_address.unwrap_or(share),
+        tcp: (total / 2).max(1),
     }
 }
 

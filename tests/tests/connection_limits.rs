@@ -483,3 +483,67 @@ fn one_uid_cannot_take_every_slot() {
     assert_eq!(warning[0]["peer_uid"], 0, "{}", warning[0]);
     assert_eq!(warning[0]["limit"], 4);
 }
+
+/// A TCP connection from `source` (any 127.0.0.0/8 address a local user can bind) to `target`.
+fn tcp_from(source: std::net::Ipv4Addr, target: std::net::SocketAddr) -> std::net::TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let std::net::SocketAddr::V4(target) = target else {
+        panic!("IPv4 only")
+    };
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+    )
+    .unwrap();
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(target),
+    )
+    .unwrap();
+    std::net::TcpStream::from(fd)
+}
+
+#[test]
+fn many_loopback_addresses_cannot_take_the_unix_sockets_slots() {
+    let _serial = LIMITS.lock().unwrap_or_else(|e| e.into_inner());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = builder(dir.path(), "max_connections = 8\n")
+        .args(["--listen-tcp", &target.to_string()])
+        .start()
+        .unwrap();
+    // Two connections from each of 127.0.0.2 … 127.0.0.9, each holding a request whose body
+    // never comes (held "mid-request" as long as the daemon lets it).
+    let head = b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+    let mut held = Vec::new();
+    for n in 2..10u8 {
+        for _ in 0..2 {
+            let mut stream = tcp_from(std::net::Ipv4Addr::new(127, 0, 0, n), target);
+            let _ = stream.write_all(head);
+            held.push(stream);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        times.push(fresh_verify(&daemon.socket));
+    }
+    println!("16 mid-request TCP connections from 8 loopback addresses; Unix verifies: {times:?}");
+    assert!(
+        times.iter().all(|t| *t < Duration::from_secs(3)),
+        "verifiers on the Unix socket were locked out: {times:?}"
+    );
+    drop(held);
+}

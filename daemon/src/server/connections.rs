@@ -51,6 +51,20 @@ pub enum PeerKey {
     Uid(u32),
     /// An address on TCP.
     Address(IpAddr),
+    /// Every TCP connection together (a class, counted besides the address).
+    AnyTcp,
+}
+
+impl PeerKey {
+    /// The class this peer's connections also count against: TCP peers together hold at most
+    /// [`Limits::tcp`], so that TCP peers — any local user can bind many loopback addresses —
+    /// cannot take the slots the Unix socket's clients need.
+    fn class(self) -> Option<PeerKey> {
+        match self {
+            PeerKey::Address(_) => Some(PeerKey::AnyTcp),
+            PeerKey::Uid(_) | PeerKey::AnyTcp => None,
+        }
+    }
 }
 
 /// The limits in force.
@@ -62,6 +76,8 @@ pub struct Limits {
     pub per_uid: usize,
     /// Connections of one address on TCP.
     pub per_address: usize,
+    /// Connections on TCP, all addresses together.
+    pub tcp: usize,
 }
 
 impl Limits {
@@ -69,6 +85,7 @@ impl Limits {
         match peer {
             PeerKey::Uid(_) => self.per_uid,
             PeerKey::Address(_) => self.per_address,
+            PeerKey::AnyTcp => self.tcp,
         }
     }
 }
@@ -124,6 +141,7 @@ struct Slots {
 pub struct Tracked {
     activity: Arc<Activity>,
     peer: PeerKey,
+    class: Option<PeerKey>,
     close: Notify,
     closing: AtomicBool,
 }
@@ -135,10 +153,12 @@ impl Tracked {
         self.close.notified().await;
     }
 
-    /// Whether the connection may (still) be closed now; if not (a request arrived meanwhile),
-    /// the request is withdrawn and the table picks another connection.
+    /// Whether the connection may (still) be closed now — idle, blocked on writing, or a slow
+    /// client's; if not (a request arrived meanwhile), the request is withdrawn and the table
+    /// picks another connection.
     pub fn agree_to_close(&self) -> bool {
-        let evictable = self.activity.evictable_since().is_some();
+        let evictable =
+            self.activity.evictable_since().is_some() || self.activity.slow_since().is_some();
         if !evictable {
             self.closing.store(false, Ordering::Release);
         }
@@ -175,6 +195,9 @@ impl Drop for Admitted {
                 slots.free.push(self.index);
             }
             slots.release(self.tracked.peer);
+            if let Some(class) = self.tracked.class {
+                slots.release(class);
+            }
         }
         drop(self.permit.take());
         self.table.freed.notify_waiters();
@@ -197,6 +220,9 @@ impl Slots {
 
     fn insert(&mut self, tracked: Arc<Tracked>) -> usize {
         *self.per_peer.entry(tracked.peer).or_insert(0) += 1;
+        if let Some(class) = tracked.class {
+            *self.per_peer.entry(class).or_insert(0) += 1;
+        }
         match self.free.pop() {
             Some(index) => {
                 self.entries[index] = Some(tracked);
@@ -232,7 +258,7 @@ impl Scope {
     fn covers(self, tracked: &Tracked) -> bool {
         match self {
             Scope::All => true,
-            Scope::Peer(peer) => tracked.peer == peer,
+            Scope::Peer(peer) => tracked.peer == peer || tracked.class == Some(peer),
         }
     }
 }
@@ -253,6 +279,7 @@ impl ConnectionTable {
                 total,
                 per_uid: limits.per_uid.clamp(1, total),
                 per_address: limits.per_address.clamp(1, total),
+                tcp: limits.tcp.clamp(1, total),
             },
             permits: Arc::new(Semaphore::new(total)),
             slots: Mutex::new(Slots::default()),
@@ -305,20 +332,23 @@ impl ConnectionTable {
             // rather than admit without accounting.
             return Attempt::Refused(PeerAtLimit { limit: 0 });
         };
-        let limit = self.limits.of(peer);
-        let at_peer_limit = slots.count(peer) >= limit;
-        if !at_peer_limit && let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        // The peer's own limit first, then its class's (all of TCP).
+        let full = [Some(peer), peer.class()]
+            .into_iter()
+            .flatten()
+            .find(|key| slots.count(*key) >= self.limits.of(*key));
+        if full.is_none()
+            && let Ok(permit) = self.permits.clone().try_acquire_owned()
+        {
             return Attempt::Admitted(self.register(&mut slots, activity, peer, permit));
         }
-        let scope = if at_peer_limit {
-            Scope::Peer(peer)
-        } else {
-            Scope::All
-        };
+        let at_peer_limit = full.is_some();
+        let limit = full.map_or(self.limits.total, |key| self.limits.of(key));
+        let scope = full.map_or(Scope::All, Scope::Peer);
         let eviction = self.request_eviction(&slots, scope);
         let table_full = self.permits.available_permits() == 0;
-        if eviction == Eviction::Requested && table_full {
-            self.warn_limit_reached();
+        if eviction != Eviction::Pending && table_full {
+            self.warn_limit_reached(eviction == Eviction::NoneEvictable);
         }
         match eviction {
             Eviction::NoneEvictable if at_peer_limit => Attempt::Refused(PeerAtLimit { limit }),
@@ -336,6 +366,7 @@ impl ConnectionTable {
         let tracked = Arc::new(Tracked {
             activity: activity.clone(),
             peer,
+            class: peer.class(),
             close: Notify::new(),
             closing: AtomicBool::new(false),
         });
@@ -349,16 +380,22 @@ impl ConnectionTable {
     }
 
     /// Asks the connections in `scope` that have been evictable longest (a batch: [`batch`]) to
-    /// close, unless earlier requests are still pending.
+    /// close — idle or blocked ones, else slow clients' — unless earlier requests are pending.
     fn request_eviction(&self, slots: &Slots, scope: Scope) -> Eviction {
         let mut candidates = Vec::new();
+        let mut slow = Vec::new();
         for tracked in slots.entries.iter().flatten().filter(|t| scope.covers(t)) {
             if tracked.closing.load(Ordering::Acquire) {
                 return Eviction::Pending;
             }
             if let Some(since) = tracked.activity.evictable_since() {
                 candidates.push((since, tracked));
+            } else if let Some(since) = tracked.activity.slow_since() {
+                slow.push((since, tracked));
             }
+        }
+        if candidates.is_empty() {
+            candidates = slow;
         }
         let limit = match scope {
             Scope::All => self.limits.total,
@@ -379,11 +416,14 @@ impl ConnectionTable {
         Eviction::Requested
     }
 
-    fn warn_limit_reached(&self) {
+    /// `connection_limit_reached`, at most every 10 s; `all_busy` when no connection could be
+    /// closed (newcomers wait in the kernel's backlog).
+    fn warn_limit_reached(&self, all_busy: bool) {
         if self.limit_warning.due() {
             tracing::warn!(
                 max_connections = self.limits.total,
                 closed_idle_total = self.evicted(),
+                all_busy,
                 "connection_limit_reached"
             );
         }
@@ -393,6 +433,7 @@ impl ConnectionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::watchdog::SLOW;
     use std::task::Poll;
 
     const ROOT: PeerKey = PeerKey::Uid(0);
@@ -402,6 +443,7 @@ mod tests {
             total,
             per_uid: per_peer,
             per_address: per_peer,
+            tcp: total,
         }
     }
 
@@ -540,6 +582,63 @@ mod tests {
         let refused = table.admit(Arc::new(Activity::new()), alice).await;
         assert_eq!(refused.err(), Some(PeerAtLimit { limit: 2 }));
         assert_eq!(table.open(), 3);
+    }
+
+    #[tokio::test]
+    async fn tcp_peers_together_leave_room_for_the_unix_socket() {
+        let table = Arc::new(ConnectionTable::new(Limits {
+            total: 4,
+            per_uid: 4,
+            per_address: 4,
+            tcp: 2,
+        }));
+        let address = |n: u8| PeerKey::Address(IpAddr::from([192, 0, 2, n]));
+        let busy = |table: &Arc<ConnectionTable>, peer| {
+            let table = table.clone();
+            async move {
+                let activity = Arc::new(Activity::new());
+                let admitted = table.admit(activity.clone(), peer).await;
+                std::mem::forget(activity.request_started());
+                admitted
+            }
+        };
+        let _a = busy(&table, address(1)).await.unwrap();
+        let _b = busy(&table, address(2)).await.unwrap();
+        let refused = table.admit(Arc::new(Activity::new()), address(3)).await;
+        assert_eq!(
+            refused.err(),
+            Some(PeerAtLimit { limit: 2 }),
+            "TCP's share is full"
+        );
+        let unix = table
+            .admit(Arc::new(Activity::new()), PeerKey::Uid(1000))
+            .await;
+        assert!(unix.is_ok(), "the Unix socket still has room");
+    }
+
+    #[tokio::test]
+    async fn at_a_full_table_a_slow_clients_connection_makes_room() {
+        let table = Arc::new(ConnectionTable::new(limits(1, 1)));
+        let slow = Arc::new(Activity::new());
+        let a = table.admit(slow.clone(), PeerKey::Uid(1)).await.unwrap();
+        // Its request (a body that trickles) has been in service for over a second.
+        let _serving = slow.request_started();
+        tokio::time::sleep(SLOW + Duration::from_millis(100)).await;
+        let newcomer = tokio::spawn({
+            let table = table.clone();
+            async move {
+                table
+                    .admit(Arc::new(Activity::new()), PeerKey::Uid(2))
+                    .await
+            }
+        });
+        a.tracked().close_requested().await;
+        assert!(
+            a.tracked().agree_to_close(),
+            "a slow client's connection may close"
+        );
+        drop(a);
+        assert!(newcomer.await.unwrap().is_ok());
     }
 
     #[test]

@@ -50,10 +50,14 @@ impl Peer {
     }
 
     /// Who this peer counts against for the per-peer connection limits: its uid on the Unix
-    /// socket; on TCP its IPv4 address, or its IPv6 /64 (one host usually holds a whole /64).
+    /// socket; on TCP its IPv4 address, or its IPv6 /64 (one host usually holds a whole /64),
+    /// and every loopback address as one (any local user can bind 127.0.0.2, .3, …).
     pub fn limit_key(self) -> PeerKey {
         match self {
             Peer::Unix { uid, .. } => PeerKey::Uid(uid),
+            Peer::Tcp(address) if address.ip().to_canonical().is_loopback() => {
+                PeerKey::Address(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+            }
             Peer::Tcp(address) => match address.ip().to_canonical() {
                 IpAddr::V6(v6) => {
                     let prefix = u128::from(v6) & !((1u128 << 64) - 1);
@@ -232,6 +236,9 @@ mod tests {
         let c = Peer::Tcp("[2001:db8:1:3::1]:1".parse().unwrap());
         assert_eq!(a.limit_key(), b.limit_key());
         assert_ne!(a.limit_key(), c.limit_key());
+        let loopback = |text: &str| Peer::Tcp(text.parse().unwrap()).limit_key();
+        assert_eq!(loopback("127.0.0.2:1"), loopback("127.0.0.1:2"));
+        assert_eq!(loopback("127.255.0.9:1"), loopback("[::1]:2"));
     }
 
     #[test]

@@ -33,10 +33,16 @@ pub struct Activity {
     /// When the connection last started or finished a request (or was opened).
     last_activity: AtomicU64,
     in_flight: AtomicU32,
+    /// When the request being served started.
+    in_flight_since: AtomicU64,
     /// Since when a write to the peer has been unable to make progress (an answer is still on its
     /// way out); 0 while writes go through.
     write_blocked_since: AtomicU64,
 }
+
+/// How long a request may be arriving or in service before, at a full table, its connection
+/// counts as a slow client's.
+pub const SLOW: Duration = Duration::from_secs(1);
 
 /// Why the watchdog closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +80,9 @@ impl Activity {
 
     /// A request's headers are complete and it is being served; drop the guard when answered.
     pub fn request_started(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.in_flight_since.store(now_ms(), Ordering::Relaxed);
+        }
         self.partial_since.store(0, Ordering::Relaxed);
         self.last_activity.store(now_ms(), Ordering::Relaxed);
         InFlight(self)
@@ -101,6 +109,18 @@ impl Activity {
             return Some(blocked);
         }
         self.is_idle().then(|| self.last_activity())
+    }
+
+    /// Since when the connection's request has been arriving or in service, when that is longer
+    /// than [`SLOW`] ago: a slow client (verify answers take microseconds), which the connection
+    /// limit may close to admit a newcomer once no idle or blocked connection is left.
+    pub fn slow_since(&self) -> Option<u64> {
+        let since = if self.in_flight.load(Ordering::Relaxed) > 0 {
+            self.in_flight_since.load(Ordering::Relaxed)
+        } else {
+            self.partial_since.load(Ordering::Relaxed)
+        };
+        (since != 0 && now_ms().saturating_sub(since) >= SLOW.as_millis() as u64).then_some(since)
     }
 
     /// When the connection last started or finished a request (or was opened), in the
