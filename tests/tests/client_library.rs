@@ -309,16 +309,7 @@ fn server_uids_refuse_a_server_of_another_uid_before_sending_anything() {
         .build()
         .verify(SECRET)
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::UntrustedServer {
-                uid: Some(NOBODY),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_untrusted_nobody(&error);
     assert!(error.to_string().contains("uid 65534"), "{error}");
     assert_no_secret(&error, SECRET);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -332,16 +323,7 @@ fn server_uids_refuse_a_server_of_another_uid_before_sending_anything() {
                 .verify(SECRET),
         )
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::UntrustedServer {
-                uid: Some(NOBODY),
-                ..
-            }
-        ),
-        "{error:?}"
-    );
+    assert_untrusted_nobody(&error);
     for n in 1..=2 {
         let lines = fake.connection_lines(n);
         assert!(
@@ -381,4 +363,18 @@ fn server_uids_refuse_a_server_of_another_uid_before_sending_anything() {
         tcp.verify(SECRET),
         Err(Error::UntrustedServer { uid: None, .. })
     ));
+}
+
+/// The error of a client that refused a server run by uid 65534.
+fn assert_untrusted_nobody(error: &Error) {
+    assert!(
+        matches!(
+            error,
+            Error::UntrustedServer {
+                uid: Some(NOBODY),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
 }

@@ -244,17 +244,20 @@ fn the_daemon_refuses_a_key_file_that_is_a_link_and_keeps_its_set() {
 
     // A fresh start on the link refuses to serve it (exit 1, the path named).
     let other = tempfile::tempdir().unwrap();
-    let mut refused = DaemonBuilder::new(other.path())
+    let refused = DaemonBuilder::new(other.path())
         .arg("--store")
-        .arg(format!("file://{}", store.display()))
-        .spawn();
-    let exit = refused.wait_exit(Duration::from_secs(20)).expect("exits");
+        .arg(format!("file://{}", store.display()));
+    assert_start_refuses_link(refused, "keys.json");
+}
+
+/// Starts a daemon that must refuse a link at `name`: exit 1, the name and "symbolic link" in
+/// its log, nothing of the link's (root-only) target.
+fn assert_start_refuses_link(daemon: DaemonBuilder, name: &str) {
+    let mut refused = daemon.spawn();
+    let exit = refused.wait_exit(Duration::from_secs(30)).expect("exits");
     assert_eq!(exit.code(), Some(1));
     let log = refused.log();
-    assert!(
-        log.contains("keys.json") && log.contains("symbolic link"),
-        "{log}"
-    );
+    assert!(log.contains(name) && log.contains("symbolic link"), "{log}");
     assert!(
         !log.contains("root-only"),
         "the target's content leaked: {log}"
@@ -309,18 +312,7 @@ fn a_cache_that_is_a_link_is_neither_written_through_nor_read() {
     // S3 down: the link is not read as a cache either.
     s3.stop();
     let other = tempfile::tempdir().unwrap();
-    let mut refused = daemon_on(other.path()).spawn();
-    let exit = refused.wait_exit(Duration::from_secs(30)).expect("exits");
-    assert_eq!(exit.code(), Some(1));
-    let log = refused.log();
-    assert!(
-        log.contains("keys.cache") && log.contains("symbolic link"),
-        "{log}"
-    );
-    assert!(
-        !log.contains("root-only"),
-        "the target's content leaked: {log}"
-    );
+    assert_start_refuses_link(daemon_on(other.path()), "keys.cache");
     assert_eq!(victims.snapshot(), before);
 }
 
