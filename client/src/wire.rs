@@ -124,6 +124,11 @@ pub struct StatusResponse {
     pub generation_served: Option<u64>,
     /// Log lines dropped because the log sink was slower than the daemon.
     pub log_lines_dropped: u64,
+    /// Verify requests since the daemon started, by result (`valid`, `unknown`, `expired`,
+    /// `disabled`, `rotated`, `bad_checksum`, `malformed`, `stale`), in that order. Empty from
+    /// daemons older than this field.
+    #[serde(default)]
+    pub verify_results: Vec<(String, u64)>,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// heare-authd: verifies API keys for local processes over a Unix socket.
 ///
 /// Loads every key from one JSON object in S3 (or a local file), keeps them in memory and answers
-/// POST /verify, POST /refresh, GET /health and GET /status over HTTP/1.1. Reloads on SIGHUP.
+/// POST /verify, POST /refresh, GET /health, GET /status and GET /metrics over HTTP/1.1. Reloads on SIGHUP.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(name = "heare-authd", version)]
 pub struct Cli {
@@ -35,6 +35,10 @@ pub struct Cli {
     /// Also listen on TCP (e.g. 127.0.0.1:8080), for HTTP clients of the Python service.
     #[arg(long, value_name = "ADDR")]
     pub listen_tcp: Option<String>,
+    /// A TCP listener (e.g. 127.0.0.1:9464) that serves only GET /metrics, to anyone who can
+    /// connect, and GET /health: for Prometheus, which cannot scrape a Unix socket. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Last-known-good cache file, or "none".
     #[arg(long, value_name = "PATH")]
     pub cache: Option<String>,

@@ -17,7 +17,7 @@ use crate::server::connections::{ConnectionTable, Limits};
 use crate::server::listeners::{self, SocketFile};
 use crate::server::watchdog::Timeouts;
 use crate::server::{self, ConnectionPolicy, UnixAcceptor, fd_limit};
-use crate::state::{AdminPolicy, Shared};
+use crate::state::{AdminPolicy, Shared, Wiring};
 use anyhow::Context;
 use heare_auth_store::StoreUrl;
 use std::sync::Arc;
@@ -57,6 +57,8 @@ impl Signals {
 struct Listeners {
     unix: Vec<std::os::unix::net::UnixListener>,
     tcp: Vec<std::net::TcpListener>,
+    /// `metrics_listen`, serving only `/metrics` and `/health`.
+    metrics: Option<std::net::TcpListener>,
     socket_file: Option<SocketFile>,
     socket_activated: bool,
 }
@@ -76,20 +78,21 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
         own_uid: nix::unistd::geteuid().as_raw(),
         tcp_from_loopback: config.listen.tcp_admin_from_loopback,
     };
-    let shared = Arc::new(Shared::new(
-        initial.keys,
-        initial.status,
+    let policy = connection_policy(&config.connections);
+    let wiring = Wiring {
         reload_requests,
         admin,
-        reloader.store.describe(),
-        logs.counter(),
-        reloader.newest.clone(),
-    ));
+        store: reloader.store.describe(),
+        log_drops: logs.counter(),
+        newest: reloader.newest.clone(),
+        connections: policy.connections.clone(),
+    };
+    let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
     shared.set_serve_until(initial.serve_until);
+    initial.recorded.record(&shared.metrics);
 
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
-    let policy = connection_policy(&config.connections);
     let socket_activated = listeners.socket_activated;
     let (mut servers, socket_file) =
         start_servers(listeners, &shared, &policy, admin_gid, &stopped)?;
@@ -134,9 +137,11 @@ fn bind_listeners(config: &ListenSettings) -> anyhow::Result<Listeners> {
     {
         tcp.push(listeners::bind_tcp(address)?);
     }
+    let metrics = config.metrics_listen.map(listeners::bind_tcp).transpose()?;
     Ok(Listeners {
         unix,
         tcp,
+        metrics,
         socket_file,
         socket_activated,
     })
@@ -227,6 +232,13 @@ fn start_servers(
     for listener in listeners.tcp {
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("cannot register the TCP socket")?;
+        let serve = server::serve(listener, shared.clone(), policy.clone(), stopped.clone());
+        servers.spawn(serve);
+    }
+    if let Some(listener) = listeners.metrics {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("cannot register the metrics listener")?;
+        let listener = server::MetricsListener(listener);
         let serve = server::serve(listener, shared.clone(), policy.clone(), stopped.clone());
         servers.spawn(serve);
     }

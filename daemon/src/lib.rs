@@ -15,6 +15,7 @@ mod generation;
 pub mod keyset;
 mod log_writer;
 pub mod logging;
+mod metrics;
 mod minify;
 mod notify;
 mod reload;

@@ -12,6 +12,7 @@
 use crate::cache;
 use crate::generation::{self, Newest};
 use crate::keyset::{KeySet, SkippedKey};
+use crate::metrics::{Metrics, ReloadResult, ReloadTrigger};
 use crate::notify;
 use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
 use crate::state::{LoadStatus, Shared, Source};
@@ -29,6 +30,23 @@ pub struct Initial {
     pub status: LoadStatus,
     /// The max_stale deadline when the set came from the cache.
     pub serve_until: UnixMillis,
+    /// The first load, for the metrics (counted once they exist).
+    pub recorded: LoadRecord,
+}
+
+/// One load as the metrics count it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadRecord {
+    pub trigger: ReloadTrigger,
+    pub result: ReloadResult,
+    pub elapsed: Duration,
+    pub at: UnixMillis,
+}
+
+impl LoadRecord {
+    pub fn record(&self, metrics: &Metrics) {
+        metrics.record_reload(self.trigger, self.result, self.elapsed, self.at);
+    }
 }
 
 /// A key set built from a fetched body, with what the record and the log need.
@@ -84,8 +102,13 @@ impl Reloader {
     /// message saying what to fix.
     pub async fn initial_load(&self) -> anyhow::Result<Initial> {
         let now = timestamp::now();
+        let started = std::time::Instant::now();
         let store_error = match self.fetch_and_build(None).await {
-            Ok(Loaded::Fresh(built)) => return Ok(self.started_from_store(built, now).await),
+            Ok(Loaded::Fresh(built)) => {
+                let mut initial = self.started_from_store(built, now).await;
+                initial.recorded.elapsed = started.elapsed();
+                return Ok(initial);
+            }
             Ok(Loaded::Unchanged) => ReloadError::NotModifiedUnasked,
             Err(error) => error,
         };
@@ -97,7 +120,11 @@ impl Reloader {
             );
         };
         match self.load_cache(cache_path).await {
-            Ok(loaded) => Ok(self.started_from_cache(loaded, cache_path, store_error, now)),
+            Ok(loaded) => {
+                let mut initial = self.started_from_cache(loaded, cache_path, store_error, now);
+                initial.recorded.elapsed = started.elapsed();
+                Ok(initial)
+            }
             Err(cache_error) => anyhow::bail!(
                 "cannot load keys from {}: {store_error}; and {cache_error}",
                 self.store.describe(),
@@ -124,6 +151,7 @@ impl Reloader {
             },
             keys: built.keys,
             serve_until: UnixMillis::MAX,
+            recorded: first_load(ReloadResult::Success, now),
         }
     }
 
@@ -154,6 +182,7 @@ impl Reloader {
             },
             serve_until: self.deadline_from(written),
             keys,
+            recorded: first_load(ReloadResult::Failure, now),
         }
     }
 
@@ -220,7 +249,25 @@ impl Reloader {
         outcome
     }
 
+    /// One load for `trigger`, counted in the metrics.
     async fn reload(&self, shared: &Shared, trigger: Trigger) -> ReloadOutcome {
+        let started = std::time::Instant::now();
+        let (outcome, result) = self.load_and_publish(shared, trigger).await;
+        let record = LoadRecord {
+            trigger: trigger.metric(),
+            result,
+            elapsed: started.elapsed(),
+            at: timestamp::now(),
+        };
+        record.record(&shared.metrics);
+        outcome
+    }
+
+    async fn load_and_publish(
+        &self,
+        shared: &Shared,
+        trigger: Trigger,
+    ) -> (ReloadOutcome, ReloadResult) {
         let now = timestamp::now();
         let since = {
             let mut status = shared.status();
@@ -231,9 +278,18 @@ impl Reloader {
                 .flatten()
         };
         match self.fetch_and_build(since.as_deref()).await {
-            Ok(Loaded::Unchanged) => Ok(confirmed_unchanged(shared, trigger, now)),
-            Ok(Loaded::Fresh(built)) => Ok(self.publish(shared, built, trigger, now).await),
-            Err(error) => Err(self.failed(shared, error, trigger)),
+            Ok(Loaded::Unchanged) => (
+                Ok(confirmed_unchanged(shared, trigger, now)),
+                ReloadResult::Unchanged,
+            ),
+            Ok(Loaded::Fresh(built)) => (
+                Ok(self.publish(shared, built, trigger, now).await),
+                ReloadResult::Success,
+            ),
+            Err(error) => (
+                Err(self.failed(shared, error, trigger)),
+                ReloadResult::Failure,
+            ),
         }
     }
 
@@ -480,6 +536,16 @@ async fn sleep_or_never(delay: Option<Duration>) {
     match delay {
         Some(delay) => tokio::time::sleep(delay).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The first load's record; its time is filled in by [`Reloader::initial_load`].
+fn first_load(result: ReloadResult, at: UnixMillis) -> LoadRecord {
+    LoadRecord {
+        trigger: ReloadTrigger::Start,
+        result,
+        elapsed: Duration::ZERO,
+        at,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::generation::RollbackError;
 use crate::keyset::LoadError;
+use crate::metrics::ReloadTrigger;
 use heare_auth_store::StoreError;
 use heare_auth_store::codec::CodecError;
 use heare_auth_store::safe_file::SafeFileError;
@@ -29,6 +30,16 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Poll => "poll",
             Trigger::Retry => "retry",
+        }
+    }
+
+    /// The trigger as `heare_auth_reloads_total` labels it.
+    pub fn metric(self) -> ReloadTrigger {
+        match self {
+            Trigger::Signal => ReloadTrigger::Signal,
+            Trigger::Http => ReloadTrigger::Http,
+            Trigger::Poll => ReloadTrigger::Poll,
+            Trigger::Retry => ReloadTrigger::Retry,
         }
     }
 

@@ -9,7 +9,10 @@ use crate::generation::Newest;
 use crate::keyset::KeySet;
 use crate::keyset::SkippedKey;
 use crate::log_writer::DropCounter;
+use crate::metrics::Metrics;
+use crate::metrics::exposition::Gauges;
 use crate::reload_request::ReloadRequest;
+use crate::server::connections::ConnectionTable;
 use arc_swap::ArcSwap;
 use heare_auth_store::timestamp::UnixMillis;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -63,6 +66,16 @@ pub struct AdminPolicy {
     pub tcp_from_loopback: bool,
 }
 
+/// What the daemon wires into [`Shared`] besides the first set and its record.
+pub struct Wiring {
+    pub reload_requests: mpsc::Sender<ReloadRequest>,
+    pub admin: AdminPolicy,
+    pub store: String,
+    pub log_drops: Option<DropCounter>,
+    pub newest: Arc<Newest>,
+    pub connections: Arc<ConnectionTable>,
+}
+
 /// State shared by every connection and the reloader.
 pub struct Shared {
     keys: ArcSwap<KeySet>,
@@ -75,28 +88,37 @@ pub struct Shared {
     pub log_drops: Option<DropCounter>,
     /// The rollback guard's record, for `/status`.
     pub newest: Arc<Newest>,
+    /// Every listener's connections, for `/metrics`.
+    pub connections: Arc<ConnectionTable>,
+    /// What the daemon counts about itself.
+    pub metrics: Metrics,
 }
 
 impl Shared {
-    pub fn new(
-        keys: KeySet,
-        status: LoadStatus,
-        reload_requests: mpsc::Sender<ReloadRequest>,
-        admin: AdminPolicy,
-        store: String,
-        log_drops: Option<DropCounter>,
-        newest: Arc<Newest>,
-    ) -> Self {
+    pub fn new(keys: KeySet, status: LoadStatus, wiring: Wiring) -> Self {
         Shared {
             keys: ArcSwap::from_pointee(keys),
             serve_until: AtomicI64::new(UnixMillis::MAX),
             status: Mutex::new(status),
-            reload_requests,
-            admin,
-            store,
+            reload_requests: wiring.reload_requests,
+            admin: wiring.admin,
+            store: wiring.store,
             started_at: Instant::now(),
-            log_drops,
-            newest,
+            log_drops: wiring.log_drops,
+            newest: wiring.newest,
+            connections: wiring.connections,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The gauges `/metrics` reads from other parts of the daemon.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            keys: self.keys().len(),
+            stale: self.status().stale,
+            connections_open: self.connections.open(),
+            connections_evicted: self.connections.evicted(),
+            log_lines_dropped: self.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
         }
     }
 

@@ -44,6 +44,20 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
         println!("  generation:    {generation}");
     }
     println!("  uptime:        {} s", status.uptime_seconds);
+    if !status.verify_results.is_empty() {
+        let total: u64 = status.verify_results.iter().map(|(_, n)| n).sum();
+        let by_result: Vec<String> = status
+            .verify_results
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(result, n)| format!("{} {n}", shown(result)))
+            .collect();
+        let detail = match by_result.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", by_result.join(", ")),
+        };
+        println!("  verifies:      {total} since start{detail}");
+    }
     for warning in &status.load_warnings {
         println!("  warning:       {}", shown(warning));
     }

@@ -49,6 +49,7 @@ pub(super) struct FileConfig {
     pub socket_group: Option<String>,
     pub admin_group: Option<String>,
     pub listen_tcp: Option<String>,
+    pub metrics_listen: Option<String>,
     pub tcp_admin_from_loopback: Option<bool>,
     pub cache_path: Option<String>,
     pub refresh_interval: Option<DurationSetting>,

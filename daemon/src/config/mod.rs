@@ -94,6 +94,8 @@ pub struct ListenSettings {
     /// Processes holding this group may call /refresh and /status on the socket.
     pub admin_group: Option<String>,
     pub listen_tcp: Option<SocketAddr>,
+    /// A TCP listener serving only `/metrics` (to anyone who can connect) and `/health`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Whether admin calls are allowed on TCP from loopback peers (off by default).
     pub tcp_admin_from_loopback: bool,
 }
@@ -259,6 +261,10 @@ impl ListenSettings {
             format!(
                 "listen_tcp = {}",
                 or_none(self.listen_tcp.map(|a| a.to_string()))
+            ),
+            format!(
+                "metrics_listen = {}",
+                or_none(self.metrics_listen.map(|a| a.to_string()))
             ),
             format!("tcp_admin_from_loopback = {}", self.tcp_admin_from_loopback),
         ]

@@ -171,14 +171,16 @@ pub(super) fn listen(cli: &Cli, file: &FileConfig) -> Result<ListenSettings, Con
         (None, Some(ModeSetting::Number(mode))) => check_mode(*mode)?,
         (None, None) => 0o660,
     };
-    let listen_tcp = match cli.listen_tcp.clone().or(file.listen_tcp.clone()) {
-        None => None,
-        Some(text) if text.is_empty() => None,
-        Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
-            setting: "listen_tcp",
-            why: format!("{text:?} is not an address like 127.0.0.1:8080"),
-        })?),
-    };
+    let listen_tcp = address(
+        "listen_tcp",
+        cli.listen_tcp.clone().or(file.listen_tcp.clone()),
+        "127.0.0.1:8080",
+    )?;
+    let metrics_listen = address(
+        "metrics_listen",
+        cli.metrics_listen.clone().or(file.metrics_listen.clone()),
+        "127.0.0.1:9464",
+    )?;
     Ok(ListenSettings {
         socket: cli
             .socket
@@ -189,9 +191,26 @@ pub(super) fn listen(cli: &Cli, file: &FileConfig) -> Result<ListenSettings, Con
         socket_group: cli.socket_group.clone().or(file.socket_group.clone()),
         admin_group: cli.admin_group.clone().or(file.admin_group.clone()),
         listen_tcp,
+        metrics_listen,
         tcp_admin_from_loopback: cli.tcp_admin_from_loopback
             || file.tcp_admin_from_loopback.unwrap_or(false),
     })
+}
+
+/// A socket address setting; empty is none.
+fn address(
+    setting: &'static str,
+    text: Option<String>,
+    example: &str,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    match text {
+        None => Ok(None),
+        Some(text) if text.is_empty() => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            setting,
+            why: format!("{text:?} is not an address like {example}"),
+        }),
+    }
 }
 
 /// How many connections, served by how many threads, closed when.

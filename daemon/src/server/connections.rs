@@ -296,7 +296,6 @@ impl ConnectionTable {
     }
 
     /// Connections open now.
-    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.limits.total - self.permits.available_permits()
     }

@@ -51,10 +51,22 @@ struct RequestContext {
     shared: Arc<Shared>,
     activity: Arc<Activity>,
     peer: Peer,
+    role: Role,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every endpoint, admin ones by the peer's rights.
+    Full,
+    /// `metrics_listen`: `/metrics` and `/health` only.
+    MetricsOnly,
 }
 
 /// A listener that yields connections with their peer.
 pub trait Accept: Send + 'static {
+    /// What the listener serves.
+    const ROLE: Role = Role::Full;
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Peer)>> + Send;
     fn describe(&self) -> String;
@@ -113,6 +125,23 @@ impl Accept for tokio::net::TcpListener {
     }
 }
 
+/// The `metrics_listen` TCP listener: serves only `/metrics` and `/health`.
+pub struct MetricsListener(pub tokio::net::TcpListener);
+
+impl Accept for MetricsListener {
+    const ROLE: Role = Role::MetricsOnly;
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> io::Result<(Self::Io, Peer)> {
+        Accept::accept(&self.0).await
+    }
+    fn describe(&self) -> String {
+        format!("metrics:{}", Accept::describe(&self.0))
+    }
+    fn refuse(io: Self::Io) {
+        <tokio::net::TcpListener as Accept>::refuse(io);
+    }
+}
+
 /// Accepts and serves connections on `listener` until `shutdown` turns true, then drains.
 pub async fn serve<L: Accept>(
     listener: L,
@@ -148,6 +177,7 @@ pub async fn serve<L: Accept>(
                     shared: shared.clone(),
                     activity,
                     peer,
+                    role: L::ROLE,
                 };
                 tokio::spawn(serve_connection(
                     io,
@@ -192,7 +222,7 @@ fn serve_connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let context = context.clone();
         async move {
             let _in_flight = context.activity.request_started();
-            router::route(request, &context.shared, context.peer).await
+            router::route(request, &context.shared, context.peer, context.role).await
         }
     });
     let connection = http1::Builder::new()

@@ -1,4 +1,5 @@
-//! Building HTTP answers: every answer, error or not, is a JSON body with its content type.
+//! Building HTTP answers: every answer, error or not, is a JSON body with its content type —
+//! except `/metrics`, Prometheus text ([`text`]).
 
 use bytes::Bytes;
 use heare_auth_client::wire::ErrorResponse;
@@ -30,6 +31,15 @@ pub fn json_bytes(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> 
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A 200 answer of `body` with `content_type`.
+pub fn text(content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -1,6 +1,7 @@
 //! One module per endpoint; each turns a request into a JSON answer.
 
 pub mod health;
+pub mod metrics;
 pub mod refresh;
 pub mod status;
 pub mod verify;

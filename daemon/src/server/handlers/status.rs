@@ -1,5 +1,6 @@
 //! `GET /status` (admin only): what is served, from where, how fresh, and what last went wrong.
 
+use crate::metrics::VerifyResult;
 use crate::server::peer::{Peer, check_admin};
 use crate::server::response::{self, Body};
 use crate::state::{Shared, Source};
@@ -34,6 +35,16 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
             generation_served: shared.newest.newest(),
             log_lines_dropped: shared.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
             uptime_seconds: shared.started_at.elapsed().as_secs(),
+            verify_results: verify_results(shared),
         },
     )
+}
+
+/// Verify requests since start, by result.
+fn verify_results(shared: &Shared) -> Vec<(String, u64)> {
+    let totals = shared.metrics.verify.read();
+    VerifyResult::ALL
+        .iter()
+        .map(|&result| (result.name().to_string(), totals.get(result)))
+        .collect()
 }

@@ -9,6 +9,7 @@
 //! typed at the wrong prompt) is logged as `key_shaped: false` and nothing of it.
 
 use crate::keyset::{KeyView, Verdict};
+use crate::metrics::VerifyResult;
 use crate::server::body::{BodyError, read_limited};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
@@ -22,33 +23,59 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, USER_AGENT};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 const BAD_BODY: &str = "the body must be a JSON object {\"api_key\": \"sec_...\"} (or send Authorization: Bearer sec_...)";
 const STALE: &str = "the key set is older than max_stale allows and the store cannot be read";
 
+/// Answers a verify and counts it by result, timed from the complete request to the answer.
 pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> Response<Body> {
     let (parts, body) = match read_limited(request).await {
         Ok(read) => read,
-        Err(BodyError::TooLarge) => {
-            return response::error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB");
-        }
-        Err(BodyError::Read) => {
-            return response::error(StatusCode::BAD_REQUEST, "the body could not be read");
-        }
-        Err(BodyError::TimedOut) => {
-            return response::error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time",
-            );
+        Err(error) => {
+            shared
+                .metrics
+                .verify
+                .record(VerifyResult::Malformed, Duration::ZERO);
+            return body_error(error);
         }
     };
-    let authorization = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
-    let secret = match presented_secret(authorization, &body) {
-        Ok(secret) => secret,
-        Err(_) => return response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY),
-    };
-    let user_agent = user_agent(&parts.headers);
+    let started = Instant::now();
+    let (response, result) = answer(&parts.headers, &body, shared, peer);
+    shared.metrics.verify.record(result, started.elapsed());
+    response
+}
 
+/// The answer to a request whose body could not be read.
+fn body_error(error: BodyError) -> Response<Body> {
+    match error {
+        BodyError::TooLarge => {
+            response::error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over 64 KiB")
+        }
+        BodyError::Read => response::error(StatusCode::BAD_REQUEST, "the body could not be read"),
+        BodyError::TimedOut => response::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        ),
+    }
+}
+
+/// The answer to a complete request, and its result for the metrics.
+fn answer(
+    headers: &HeaderMap,
+    body: &[u8],
+    shared: &Shared,
+    peer: Peer,
+) -> (Response<Body>, VerifyResult) {
+    let authorization = headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+    let secret = match presented_secret(authorization, body) {
+        Ok(secret) => secret,
+        Err(_) => {
+            let refusal = response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY);
+            return (refusal, VerifyResult::Malformed);
+        }
+    };
+    let user_agent = user_agent(headers);
     let now = timestamp::now();
     let (uid, pid, address) = peer.log_fields();
     if shared.too_stale(now) {
@@ -57,14 +84,16 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
             peer_pid = pid,
             "verification_unavailable_stale"
         );
-        return response::json(
+        let refusal = response::json(
             StatusCode::SERVICE_UNAVAILABLE,
             &VerifyResponse::invalid(STALE),
         );
+        return (refusal, VerifyResult::Stale);
     }
     if secret_shape(&secret) == SecretShape::BadChecksum {
         // A generation-1 secret with a wrong checksum is a typo or a truncation: no lookup.
-        return refuse(Known::Prefix(&secret), "bad_checksum", &user_agent, peer);
+        let refusal = refuse(Known::Prefix(&secret), "bad_checksum", &user_agent, peer);
+        return (refusal, VerifyResult::BadChecksum);
     }
     let keys = shared.keys();
     match keys.verify(&secret, now) {
@@ -78,13 +107,38 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
                 peer_addr = address,
                 "verification_success"
             );
-            response::json_bytes(StatusCode::OK, valid_body(&key))
+            let body = response::json_bytes(StatusCode::OK, valid_body(&key));
+            (body, VerifyResult::Valid)
         }
-        Verdict::Expired { key_id } => refuse(Known::Key(key_id), "expired", &user_agent, peer),
-        Verdict::Disabled { key_id } => refuse(Known::Key(key_id), "disabled", &user_agent, peer),
-        Verdict::Rotated { key_id } => refuse(Known::Key(key_id), "rotated", &user_agent, peer),
-        Verdict::Unknown => refuse(Known::Prefix(&secret), "unknown", &user_agent, peer),
+        Verdict::Expired { key_id } => {
+            refused(Known::Key(key_id), VerifyResult::Expired, &user_agent, peer)
+        }
+        Verdict::Disabled { key_id } => refused(
+            Known::Key(key_id),
+            VerifyResult::Disabled,
+            &user_agent,
+            peer,
+        ),
+        Verdict::Rotated { key_id } => {
+            refused(Known::Key(key_id), VerifyResult::Rotated, &user_agent, peer)
+        }
+        Verdict::Unknown => refused(
+            Known::Prefix(&secret),
+            VerifyResult::Unknown,
+            &user_agent,
+            peer,
+        ),
     }
+}
+
+/// [`refuse`] for `result`, with the result.
+fn refused(
+    known: Known<'_>,
+    result: VerifyResult,
+    user_agent: &str,
+    peer: Peer,
+) -> (Response<Body>, VerifyResult) {
+    (refuse(known, result.name(), user_agent, peer), result)
 }
 
 /// The 200 body, `{"valid":true,"key_id":…,"name":…,"metadata":…,"error":null}`, byte for byte

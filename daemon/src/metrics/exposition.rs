@@ -1,0 +1,244 @@
+//! `GET /metrics`: every count as Prometheus text exposition format 0.0.4.
+//!
+//! The families are built at scrape time from the daemon's own counters (see [`super`]) and the
+//! `prometheus` crate writes them, together with its standard `process_*` collector (CPU seconds,
+//! resident memory, open descriptors, start time, read from /proc). That crate was chosen over
+//! `prometheus-client` and `metrics`: it writes format 0.0.4 (prometheus-client writes
+//! OpenMetrics), it ships the process collector (neither of the others does), and it takes
+//! families built by hand, so sharded counters and histograms are summed only when scraped
+//! (`metrics` records every histogram sample into one shared queue). No label carries a key or a
+//! peer: the number of series is fixed.
+
+use super::histogram::HistogramTotals;
+use super::{Metrics, ReloadResult, ReloadTrigger, VerifyResult};
+use prometheus::core::Collector;
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+use std::sync::LazyLock;
+
+/// The content type of format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What `/metrics` shows besides [`Metrics`]: gauges other parts of the daemon keep.
+pub struct Gauges {
+    pub keys: usize,
+    pub stale: bool,
+    pub connections_open: usize,
+    pub connections_evicted: u64,
+    pub log_lines_dropped: u64,
+}
+
+/// The exposition text of `metrics` and `gauges`, with the process metrics.
+pub fn render(metrics: &Metrics, gauges: &Gauges) -> Vec<u8> {
+    static PROCESS: LazyLock<prometheus::process_collector::ProcessCollector> =
+        LazyLock::new(prometheus::process_collector::ProcessCollector::for_self);
+    let mut families = daemon_families(metrics, gauges);
+    families.extend(PROCESS.collect());
+    let mut text = Vec::with_capacity(8 * 1024);
+    if let Err(error) = TextEncoder::new().encode(&families, &mut text) {
+        tracing::error!(%error, "metrics_encoding_failed");
+    }
+    text
+}
+
+fn daemon_families(metrics: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
+    let verify = metrics.verify.read();
+    let results = VerifyResult::ALL.map(|r| (vec![("result", r.name())], verify.get(r) as f64));
+    let last_success = metrics.last_reload_success_ms().unwrap_or(0) as f64 / 1000.0;
+    vec![
+        counter(
+            "heare_auth_verify_requests_total",
+            "Verify requests by result.",
+            &results,
+        ),
+        histogram(
+            "heare_auth_verify_duration_seconds",
+            "Time from a complete verify request to its answer.",
+            &verify.duration,
+        ),
+        counter(
+            "heare_auth_reloads_total",
+            "Key set loads by trigger and result.",
+            &reload_counts(metrics),
+        ),
+        histogram(
+            "heare_auth_reload_duration_seconds",
+            "Time to fetch and build a key set.",
+            &metrics.reload_duration(),
+        ),
+        gauge(
+            "heare_auth_keys",
+            "Keys in the set served.",
+            gauges.keys as f64,
+        ),
+        gauge(
+            "heare_auth_last_reload_success_timestamp_seconds",
+            "When the store last confirmed the set served (Unix time; 0: never).",
+            last_success,
+        ),
+        gauge(
+            "heare_auth_key_set_stale",
+            "1 while the store cannot confirm the set served.",
+            f64::from(u8::from(gauges.stale)),
+        ),
+        gauge(
+            "heare_auth_connections_open",
+            "Connections open on every listener.",
+            gauges.connections_open as f64,
+        ),
+        counter(
+            "heare_auth_connections_evicted_total",
+            "Connections closed to make room at the connection limit.",
+            &[(vec![], gauges.connections_evicted as f64)],
+        ),
+        counter(
+            "heare_auth_log_lines_dropped_total",
+            "Log lines dropped because the log output could not keep up.",
+            &[(vec![], gauges.log_lines_dropped as f64)],
+        ),
+        gauge_with(
+            "heare_auth_build_info",
+            "The daemon's version, as a label; always 1.",
+            vec![("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        ),
+    ]
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+fn reload_counts(metrics: &Metrics) -> Vec<(Labels, f64)> {
+    let mut samples = Vec::new();
+    for trigger in ReloadTrigger::ALL {
+        for result in ReloadResult::ALL {
+            let labels = vec![("trigger", trigger.name()), ("result", result.name())];
+            samples.push((labels, metrics.reloads(trigger, result) as f64));
+        }
+    }
+    samples
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_string());
+    family.set_help(help.to_string());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+fn labelled(labels: &[(&str, &str)]) -> proto::Metric {
+    let mut metric = proto::Metric::default();
+    let pairs = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = proto::LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect();
+    metric.set_label(pairs);
+    metric
+}
+
+fn counter(name: &str, help: &str, samples: &[(Labels, f64)]) -> MetricFamily {
+    let metrics = samples
+        .iter()
+        .map(|(labels, value)| {
+            let mut metric = labelled(labels);
+            let mut counter = proto::Counter::default();
+            counter.set_value(*value);
+            metric.set_counter(counter);
+            metric
+        })
+        .collect();
+    family(name, help, MetricType::COUNTER, metrics)
+}
+
+fn gauge(name: &str, help: &str, value: f64) -> MetricFamily {
+    gauge_with(name, help, vec![], value)
+}
+
+fn gauge_with(name: &str, help: &str, labels: Labels, value: f64) -> MetricFamily {
+    let mut metric = labelled(&labels);
+    let mut gauge = proto::Gauge::default();
+    gauge.set_value(value);
+    metric.set_gauge(gauge);
+    family(name, help, MetricType::GAUGE, vec![metric])
+}
+
+fn histogram(name: &str, help: &str, totals: &HistogramTotals) -> MetricFamily {
+    let buckets = totals
+        .cumulative()
+        .into_iter()
+        .map(|(bound, count)| {
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(bound);
+            bucket.set_cumulative_count(count);
+            bucket
+        })
+        .collect();
+    let mut histogram = proto::Histogram::default();
+    histogram.set_bucket(buckets);
+    histogram.set_sample_count(totals.count());
+    histogram.set_sample_sum(totals.sum_seconds());
+    let mut metric = proto::Metric::default();
+    metric.set_histogram(histogram);
+    family(name, help, MetricType::HISTOGRAM, vec![metric])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn counts_appear_under_their_contract_names() {
+        let metrics = Metrics::default();
+        metrics
+            .verify
+            .record(VerifyResult::Valid, Duration::from_micros(7));
+        metrics
+            .verify
+            .record(VerifyResult::BadChecksum, Duration::from_micros(2));
+        metrics.record_reload(
+            ReloadTrigger::Poll,
+            ReloadResult::Unchanged,
+            Duration::from_millis(3),
+            1_700_000_000_000,
+        );
+        let gauges = Gauges {
+            keys: 42,
+            stale: true,
+            connections_open: 3,
+            connections_evicted: 5,
+            log_lines_dropped: 6,
+        };
+        let text = String::from_utf8(render(&metrics, &gauges)).unwrap();
+        for line in [
+            "heare_auth_verify_requests_total{result=\"valid\"} 1",
+            "heare_auth_verify_requests_total{result=\"bad_checksum\"} 1",
+            "heare_auth_verify_requests_total{result=\"stale\"} 0",
+            "heare_auth_verify_duration_seconds_bucket{le=\"0.00001\"} 2",
+            "heare_auth_verify_duration_seconds_count 2",
+            "heare_auth_reloads_total{trigger=\"poll\",result=\"unchanged\"} 1",
+            "heare_auth_keys 42",
+            "heare_auth_key_set_stale 1",
+            "heare_auth_last_reload_success_timestamp_seconds 1700000000",
+            "heare_auth_connections_open 3",
+            "heare_auth_connections_evicted_total 5",
+            "heare_auth_log_lines_dropped_total 6",
+            "# TYPE heare_auth_verify_duration_seconds histogram",
+            "process_start_time_seconds ",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let build_info = format!(
+            "heare_auth_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build_info));
+    }
+}
