@@ -18,6 +18,7 @@ use crate::server::listeners::{self, SocketFile};
 use crate::server::watchdog::Timeouts;
 use crate::server::{self, ConnectionPolicy, UnixAcceptor, fd_limit};
 use crate::state::{AdminPolicy, Shared, Wiring};
+use crate::stats;
 use anyhow::Context;
 use heare_auth_store::StoreUrl;
 use std::sync::Arc;
@@ -69,9 +70,18 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     let mut signals = Signals::install()?;
     let listeners = bind_listeners(&config.listen)?;
     let reloader = reloader(&config.store).await;
+    let started = std::time::Instant::now();
     let initial = tokio::select! {
-        initial = reloader.initial_load() => initial?,
+        initial = reloader.initial_load() => initial,
         _ = signals.stop_requested() => return Ok(()),
+    };
+    let initial = match (initial, &config.stats) {
+        (Ok(initial), _) => initial,
+        (Err(error), Some(stats)) => {
+            stats::report_failed_start(stats, started.elapsed()).await;
+            return Err(error);
+        }
+        (Err(error), None) => return Err(error),
     };
     let (reload_requests, reload_inbox) = mpsc::channel(64);
     let admin = AdminPolicy {
@@ -93,6 +103,14 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
 
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
+    let stats_task = config.stats.clone().map(|settings| {
+        stats::spawn(
+            settings,
+            shared.clone(),
+            initial.recorded.elapsed,
+            stopped.clone(),
+        )
+    });
     let socket_activated = listeners.socket_activated;
     let (mut servers, socket_file) =
         start_servers(listeners, &shared, &policy, admin_gid, &stopped)?;
@@ -111,6 +129,9 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     let _ = stop.send(true);
     while servers.join_next().await.is_some() {}
     let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, reload_task).await;
+    if let Some(task) = stats_task {
+        let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, task).await;
+    }
     drop(socket_file);
     tracing::info!("shutdown_complete");
     Ok(())

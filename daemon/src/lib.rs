@@ -22,4 +22,5 @@ mod reload;
 mod reload_request;
 mod server;
 mod state;
+mod stats;
 pub mod verify_input;

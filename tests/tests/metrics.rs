@@ -211,7 +211,8 @@ fn prometheus_scrapes_the_verify_count() {
         };
         last = answer.body.clone();
         let json: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-        json["data"]["result"][0]["value"][1] == VERIFIES.to_string()
+        let value = json["data"]["result"][0]["value"][1].as_str();
+        value.and_then(|v| v.parse::<usize>().ok()) == Some(VERIFIES)
     });
     assert!(scraped, "Prometheus never answered {VERIFIES}: {last}");
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Settings whose values are secrets: no error ever quotes them.
-const SECRET_SETTINGS: [&str; 1] = ["storage_secret"];
+const SECRET_SETTINGS: [&str; 2] = ["storage_secret", "secret"];
 
 /// A duration written as `30s`/`5m` or as a number of seconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +37,19 @@ pub(super) struct S3Section {
     pub endpoint: Option<String>,
     pub path_style: Option<bool>,
     pub timeout: Option<DurationSetting>,
+}
+
+/// The `[stats]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatsSection {
+    pub protocol: Option<String>,
+    pub dest_host: Option<String>,
+    pub dest_port: Option<u16>,
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub prefix: Option<String>,
+    pub flush_interval: Option<DurationSetting>,
 }
 
 /// The configuration file as written.
@@ -67,6 +80,7 @@ pub(super) struct FileConfig {
     pub write_timeout: Option<DurationSetting>,
     pub max_store_bytes: Option<u64>,
     pub s3: Option<S3Section>,
+    pub stats: Option<StatsSection>,
 }
 
 /// Reads `explicit`, or the default path if it exists (a missing default file is no file).

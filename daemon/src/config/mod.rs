@@ -9,6 +9,9 @@
 
 mod file;
 mod resolve;
+mod stats;
+
+pub use stats::{StatsProtocol, StatsSecret, StatsSettings};
 
 use crate::cli::Cli;
 use heare_auth_store::codec::StorageSecret;
@@ -133,6 +136,8 @@ pub struct Config {
     pub listen: ListenSettings,
     pub connections: ConnectionSettings,
     pub log: LogSettings,
+    /// The stats push to a heare-stats collector; `None`: off.
+    pub stats: Option<StatsSettings>,
 }
 
 impl Config {
@@ -153,6 +158,7 @@ impl Config {
             listen: resolve::listen(cli, file)?,
             connections: resolve::connections(cli, file)?,
             log: resolve::log(cli, file)?,
+            stats: stats::resolve(env, file)?,
         })
     }
 
@@ -210,6 +216,7 @@ impl Config {
             self.listen.describe(),
             self.connections.describe(),
             self.log.describe(),
+            StatsSettings::describe(self.stats.as_ref()),
         ]
         .concat()
         .iter()

@@ -274,7 +274,7 @@ pub(super) fn log(cli: &Cli, file: &FileConfig) -> Result<LogSettings, ConfigErr
 }
 
 /// A duration from its flag (text) or its file setting; `None` when neither is set.
-fn duration_of(
+pub(super) fn duration_of(
     setting: &'static str,
     flag: Option<&str>,
     file: &Option<DurationSetting>,

@@ -15,6 +15,7 @@ use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 
 /// The content type of format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -95,6 +96,14 @@ fn daemon_families(metrics: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
             "heare_auth_log_lines_dropped_total",
             "Log lines dropped because the log output could not keep up.",
             &[(vec![], gauges.log_lines_dropped as f64)],
+        ),
+        counter(
+            "heare_auth_stats_flushes_failed_total",
+            "Stats pushes that did not reach the collector and were dropped.",
+            &[(
+                vec![],
+                metrics.stats_flushes_failed.load(Ordering::Relaxed) as f64,
+            )],
         ),
         gauge_with(
             "heare_auth_build_info",

@@ -1,5 +1,5 @@
 //! What the daemon counts about itself, read by `/metrics` ([`exposition`]) and by the stats push
-//! ([`crate::stats`]).
+//! (`crate::stats`).
 //!
 //! Counting happens where the decision is made and never takes a lock: verify results and
 //! handler times in per-thread shards ([`verify_counts`]), the rarer events (reloads, refreshes,
@@ -99,6 +99,8 @@ pub struct Metrics {
     pub refreshes: RefreshCounts,
     refresh_duration: Histogram<{ RELOAD_BOUNDS.len() }>,
     pub health_requests: AtomicU64,
+    /// Stats flushes that did not reach the collector (dropped).
+    pub stats_flushes_failed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -111,6 +113,7 @@ impl Default for Metrics {
             refreshes: RefreshCounts::default(),
             refresh_duration: Histogram::new(&RELOAD_BOUNDS),
             health_requests: AtomicU64::new(0),
+            stats_flushes_failed: AtomicU64::new(0),
         }
     }
 }

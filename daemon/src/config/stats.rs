@@ -1,0 +1,183 @@
+//! The `[stats]` table and the Python service's stats environment (`PROTOCOL`, `DEST_HOST`,
+//! `DEST_PORT`, `SECRET`), resolved to [`StatsSettings`]: environment > file > defaults, as for
+//! every setting. Without a destination host and port there is no push, as in the Python service.
+//! The secret is read here and never printed: `Debug` and `--check-config` show only whether it
+//! is set.
+
+use super::ConfigError;
+use super::file::{FileConfig, StatsSection};
+use super::resolve::duration_of;
+use std::path::Path;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// How the stats are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsProtocol {
+    /// StatsD lines over UDP (what `heare-stats-server` listens to).
+    Udp,
+    /// One JSON `POST /http` per flush, HTTP basic auth with the secret (https on port 443).
+    Http,
+}
+
+/// The collector's secret, never shown.
+#[derive(Clone)]
+pub struct StatsSecret(Zeroizing<String>);
+
+impl StatsSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StatsSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatsSecret(..)")
+    }
+}
+
+/// Where and how often the daemon pushes its stats.
+#[derive(Debug, Clone)]
+pub struct StatsSettings {
+    pub protocol: StatsProtocol,
+    pub dest_host: String,
+    pub dest_port: u16,
+    pub secret: Option<StatsSecret>,
+    /// Joined to every name with a `.` (default `heare-auth`).
+    pub prefix: String,
+    pub flush_interval: Duration,
+}
+
+impl StatsSettings {
+    pub(super) fn describe(settings: Option<&StatsSettings>) -> Vec<String> {
+        let Some(stats) = settings else {
+            return vec!["stats = (none)".to_string()];
+        };
+        let secret = if stats.secret.is_some() {
+            "(set)"
+        } else {
+            "(none)"
+        };
+        vec![
+            format!("stats.protocol = {:?}", stats.protocol).to_lowercase(),
+            format!("stats.dest_host = {}", stats.dest_host),
+            format!("stats.dest_port = {}", stats.dest_port),
+            format!("stats.secret = {secret}"),
+            format!("stats.prefix = {}", stats.prefix),
+            format!(
+                "stats.flush_interval = {}s",
+                stats.flush_interval.as_secs_f64()
+            ),
+        ]
+    }
+}
+
+/// The stats push, if a destination is configured.
+pub(super) fn resolve(
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+) -> Result<Option<StatsSettings>, ConfigError> {
+    let empty = StatsSection::default();
+    let section = file.stats.as_ref().unwrap_or(&empty);
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    let host = set("DEST_HOST").or(section.dest_host.clone());
+    let port = match set("DEST_PORT") {
+        Some(text) => Some(parse_port(&text)?),
+        None => section.dest_port,
+    };
+    let (dest_host, dest_port) = match (host, port) {
+        (None, None) => return Ok(None),
+        (Some(host), Some(port)) if !host.trim().is_empty() && port != 0 => (host, port),
+        _ => {
+            return Err(invalid(
+                "stats.dest_host",
+                "set both dest_host and dest_port (DEST_HOST and DEST_PORT), or neither".into(),
+            ));
+        }
+    };
+    let protocol = protocol(set("PROTOCOL").or(section.protocol.clone()).as_deref())?;
+    Ok(Some(StatsSettings {
+        protocol,
+        dest_host,
+        dest_port,
+        secret: secret(set("SECRET"), section)?,
+        prefix: section
+            .prefix
+            .clone()
+            .unwrap_or_else(|| "heare-auth".to_string()),
+        flush_interval: flush_interval(section)?,
+    }))
+}
+
+fn invalid(setting: &'static str, why: String) -> ConfigError {
+    ConfigError::Invalid { setting, why }
+}
+
+fn parse_port(text: &str) -> Result<u16, ConfigError> {
+    text.trim().parse().map_err(|_| {
+        invalid(
+            "stats.dest_port",
+            format!("DEST_PORT {text:?} is not a port number"),
+        )
+    })
+}
+
+fn protocol(text: Option<&str>) -> Result<StatsProtocol, ConfigError> {
+    match text.unwrap_or("http") {
+        "udp" => Ok(StatsProtocol::Udp),
+        "http" => Ok(StatsProtocol::Http),
+        other => Err(invalid(
+            "stats.protocol",
+            format!("{other:?} is not supported: use \"udp\" (heare-stats-server) or \"http\""),
+        )),
+    }
+}
+
+/// `SECRET`, else the table's `secret` or `secret_file` (not both).
+fn secret(
+    from_env: Option<String>,
+    section: &StatsSection,
+) -> Result<Option<StatsSecret>, ConfigError> {
+    if let Some(secret) = from_env {
+        return Ok(Some(StatsSecret(Zeroizing::new(secret))));
+    }
+    match (&section.secret, &section.secret_file) {
+        (Some(_), Some(_)) => Err(invalid(
+            "stats.secret",
+            "set secret or secret_file, not both".into(),
+        )),
+        (Some(secret), None) => Ok(Some(StatsSecret(Zeroizing::new(secret.clone())))),
+        (None, Some(path)) => read_secret_file(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<StatsSecret, ConfigError> {
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(invalid(
+            "stats.secret_file",
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(StatsSecret(Zeroizing::new(secret.to_string())))
+}
+
+fn flush_interval(section: &StatsSection) -> Result<Duration, ConfigError> {
+    let interval = duration_of("stats.flush_interval", None, &section.flush_interval)?
+        .unwrap_or(Duration::from_secs(10));
+    if interval < Duration::from_millis(100) {
+        return Err(invalid(
+            "stats.flush_interval",
+            "must be at least 100ms".into(),
+        ));
+    }
+    Ok(interval)
+}

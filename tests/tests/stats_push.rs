@@ -1,0 +1,274 @@
+//! The stats push against real parts: the real `heare-stats-server` (PyPI `heare-stats-client`,
+//! installed by tests/run) receives the daemon's StatsD stream over UDP and forwards its batches
+//! over HTTP to a test collector, whose counters must say exactly the verifies made; the HTTP
+//! protocol (plain, and https on port 443) is checked for path, basic auth, body shape and names;
+//! a collector that is down, refuses or never answers costs verification nothing and is counted.
+//! The daemon reads the Python deployment's environment (`PROTOCOL`, `DEST_HOST`, `DEST_PORT`,
+//! `SECRET`) or the `[stats]` table.
+
+use base64::Engine;
+use heare_auth_tests::collector::Collector;
+use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
+use heare_auth_tests::http::Request;
+use heare_auth_tests::keys::{TestKey, key_file};
+use heare_auth_tests::{free_port, wait_until};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VALID: &str = "sec_0StatsPushValidSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const COLLECTOR_SECRET: &str = "collector-secret-Zq8vW3";
+
+fn daemon(dir: &Path, env: &[(&str, String)], config: &str) -> Daemon {
+    let store = dir.join("keys.json");
+    let keys = [
+        TestKey::new("key_stats_valid", VALID),
+        TestKey::new("key_stats_other", &format!("sec_0{}", "O".repeat(59))),
+    ];
+    std::fs::write(&store, key_file(&keys)).unwrap();
+    let mut builder = DaemonBuilder::new(dir)
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .config(config);
+    for (name, value) in env {
+        builder = builder.env(*name, value.clone());
+    }
+    builder.start().unwrap()
+}
+
+fn python_env(protocol: &str, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("PROTOCOL", protocol.to_string()),
+        ("DEST_HOST", "127.0.0.1".to_string()),
+        ("DEST_PORT", port.to_string()),
+        ("SECRET", COLLECTOR_SECRET.to_string()),
+    ]
+}
+
+const FAST_FLUSH: &str = "[stats]\nflush_interval = \"200ms\"\n";
+
+fn verify_times(daemon: &Daemon, valid: usize, unknown: usize) {
+    for _ in 0..valid {
+        assert_eq!(daemon.verify(VALID).status, 200);
+    }
+    for _ in 0..unknown {
+        assert_eq!(
+            daemon.verify(&format!("sec_0{}", "U".repeat(59))).status,
+            403
+        );
+    }
+}
+
+/// heare-stats-server, listening for StatsD on UDP `port`, forwarding to `collector` every 0.5 s.
+struct StatsServer(Child);
+
+impl StatsServer {
+    fn start(port: u16, collector: &Collector) -> StatsServer {
+        let child = Command::new("heare-stats-server")
+            .arg("--listen_host=127.0.0.1")
+            .arg(format!("--listen_port={port}"))
+            .arg("--remote_host=127.0.0.1")
+            .arg(format!("--remote_port={}", collector.port))
+            .arg(format!("--secret={COLLECTOR_SECRET}"))
+            .arg("--flush_interval=0.5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("heare-stats-server (pip heare-stats-client; tests/run installs it)");
+        StatsServer(child)
+    }
+}
+
+impl Drop for StatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn heare_stats_server_forwards_exactly_the_verifies_made_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let statsd_port = free_port();
+    let _server = StatsServer::start(statsd_port, &collector);
+    // The server binds its UDP socket a moment after it starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let daemon = daemon(dir.path(), &python_env("udp", statsd_port), FAST_FLUSH);
+    verify_times(&daemon, 25, 4);
+    let health = daemon.request(&Request::new("GET", "/health")).unwrap();
+    assert_eq!(health.status, 200);
+
+    let total = |name: &str| collector.counter_total(name);
+    let arrived = wait_until(Duration::from_secs(20), || {
+        total("heare-auth.verify.requests") >= 29.0 && total("heare-auth.health.requests") >= 1.0
+    });
+    assert!(arrived, "forwarded: {:?}", collector.received());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(total("heare-auth.verify.requests"), 29.0);
+    assert_eq!(total("heare-auth.verify.success"), 25.0);
+    assert_eq!(total("heare-auth.verify.failed"), 4.0);
+    assert_eq!(total("heare-auth.startup.success"), 1.0);
+    let received = collector.received();
+    assert!(
+        received
+            .iter()
+            .any(|r| r.body["gauges"]["heare-auth.keys.count"] == 2.0)
+    );
+    let timers: usize = received
+        .iter()
+        .filter_map(|r| r.body["timers"]["heare-auth.verify.duration"].as_array())
+        .map(Vec::len)
+        .sum();
+    assert!((1..=29).contains(&timers), "{timers} timer values");
+}
+
+#[test]
+fn the_http_protocol_posts_the_python_body_with_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let mut daemon = daemon(dir.path(), &python_env("http", collector.port), FAST_FLUSH);
+    verify_times(&daemon, 6, 1);
+    let total = |name: &str| collector.counter_total(name);
+    assert!(wait_until(Duration::from_secs(10), || total(
+        "heare-auth.verify.requests"
+    ) >= 7.0));
+    let first = &collector.received()[0];
+    assert_eq!(first.method, "POST");
+    assert_eq!(first.path, "/http");
+    assert_eq!(first.header("content-type"), Some("application/json"));
+    let expected = base64::engine::general_purpose::STANDARD.encode(format!("{COLLECTOR_SECRET}:"));
+    assert_eq!(
+        first.header("authorization"),
+        Some(format!("Basic {expected}").as_str())
+    );
+    let groups: Vec<&String> = first.body.as_object().unwrap().keys().collect();
+    assert!(
+        groups
+            .iter()
+            .all(|g| ["counters", "gauges", "timers"].contains(&g.as_str())),
+        "{groups:?}"
+    );
+    assert_eq!(first.body["counters"]["heare-auth.startup.success"], 1);
+    assert!(first.body["timers"]["heare-auth.startup.duration"][0].is_number());
+    assert_eq!(total("heare-auth.verify.success"), 6.0);
+    assert_eq!(total("heare-auth.refresh.requests"), 0.0);
+
+    assert_eq!(daemon.refresh().status, 200);
+    assert!(wait_until(Duration::from_secs(10), || total(
+        "heare-auth.refresh.success"
+    ) >= 1.0));
+    assert_eq!(total("heare-auth.refresh.requests"), 1.0);
+    assert!(
+        collector
+            .received()
+            .iter()
+            .any(|r| r.body["timers"]["heare-auth.refresh.duration"].is_array())
+    );
+
+    daemon.stop();
+    assert_eq!(total("heare-auth.shutdown"), 1.0, "a last flush at SIGTERM");
+    assert!(
+        !daemon.log().contains(COLLECTOR_SECRET),
+        "the secret was logged"
+    );
+}
+
+#[test]
+fn https_on_port_443_with_the_table_and_a_prefix() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "binds port 443: run as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, cert) = Collector::start_tls(443);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert).unwrap();
+    let config = format!(
+        "[stats]\nprotocol = \"http\"\ndest_host = \"localhost\"\ndest_port = 443\nsecret = \"{COLLECTOR_SECRET}\"\nprefix = \"edge\"\nflush_interval = \"200ms\"\n"
+    );
+    let daemon = daemon(
+        dir.path(),
+        &[("SSL_CERT_FILE", ca.display().to_string())],
+        &config,
+    );
+    verify_times(&daemon, 3, 0);
+    let arrived = wait_until(Duration::from_secs(10), || {
+        collector.counter_total("edge.verify.success") >= 3.0
+    });
+    assert!(arrived, "{:?}\n{}", collector.received(), daemon.log());
+    assert_eq!(collector.received()[0].path, "/http");
+}
+
+/// A collector that refuses, one that is not there, and one that never answers: verifies stay
+/// fast, the failures are counted in /metrics and logged once, without the secret.
+#[test]
+fn a_collector_that_is_down_or_slow_never_slows_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let config = "[stats]\nflush_interval = \"100ms\"\n";
+    let stalled = daemon(dir.path(), &python_env("http", silent_port), config);
+    // Connections queue in the backlog and are never answered: every flush times out.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(2) {
+        let one = Instant::now();
+        assert_eq!(stalled.verify(VALID).status, 200);
+        slowest = slowest.max(one.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a verify took {slowest:?}"
+    );
+    let failed = || {
+        let text = stalled
+            .request(&Request::new("GET", "/metrics"))
+            .unwrap()
+            .body;
+        text.lines()
+            .find_map(|l| l.strip_prefix("heare_auth_stats_flushes_failed_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || failed() >= 3.0),
+        "{}",
+        failed()
+    );
+    assert_eq!(
+        stalled.wait_events("stats_push_failed").len(),
+        1,
+        "logged once, not per flush"
+    );
+    drop(silent);
+
+    let refusing = Collector::start();
+    refusing.answer_with(500);
+    let dir = tempfile::tempdir().unwrap();
+    let refused = daemon(dir.path(), &python_env("http", refusing.port), FAST_FLUSH);
+    verify_times(&refused, 2, 0);
+    assert!(!refused.wait_events("stats_push_failed").is_empty());
+    assert!(!refused.log().contains(COLLECTOR_SECRET));
+}
+
+#[test]
+fn half_a_destination_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = DaemonBuilder::new(dir.path())
+        .env("DEST_HOST", "127.0.0.1")
+        .spawn();
+    let status = daemon.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(!status.success());
+    assert!(daemon.log().contains("dest_port"), "{}", daemon.log());
+    let mut daemon = DaemonBuilder::new(dir.path())
+        .config("[stats]\ndest_host = \"h\"\ndest_port = 1\nprotocol = \"ws\"\n")
+        .spawn();
+    assert!(
+        !daemon
+            .wait_exit(Duration::from_secs(10))
+            .expect("exits")
+            .success()
+    );
+    assert!(daemon.log().contains("not supported"), "{}", daemon.log());
+}
