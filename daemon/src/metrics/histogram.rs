@@ -24,6 +24,8 @@ pub struct Histogram<const N: usize> {
     buckets: [AtomicU64; N],
     over: AtomicU64,
     sum_nanos: AtomicU64,
+    /// The part of the sum above every bound (rare: kept so a summary can value those exactly).
+    over_sum_nanos: AtomicU64,
 }
 
 impl<const N: usize> Histogram<N> {
@@ -33,17 +35,21 @@ impl<const N: usize> Histogram<N> {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             over: AtomicU64::new(0),
             sum_nanos: AtomicU64::new(0),
+            over_sum_nanos: AtomicU64::new(0),
         }
     }
 
     pub fn record(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let slot = self.bounds.iter().position(|&bound| seconds <= bound);
         match slot.and_then(|i| self.buckets.get(i)) {
             Some(bucket) => bucket.fetch_add(1, Ordering::Relaxed),
-            None => self.over.fetch_add(1, Ordering::Relaxed),
+            None => {
+                self.over_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+                self.over.fetch_add(1, Ordering::Relaxed)
+            }
         };
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
@@ -62,6 +68,8 @@ pub struct HistogramTotals {
     /// Per bucket (not cumulative); the last entry counts durations above every bound.
     pub counts: Vec<u64>,
     pub sum_nanos: u64,
+    /// The part of `sum_nanos` above every bound.
+    pub over_sum_nanos: u64,
 }
 
 impl HistogramTotals {
@@ -70,6 +78,7 @@ impl HistogramTotals {
             bounds,
             counts: vec![0; bounds.len() + 1],
             sum_nanos: 0,
+            over_sum_nanos: 0,
         }
     }
 
@@ -81,6 +90,8 @@ impl HistogramTotals {
         }
         let sum = histogram.sum_nanos.load(Ordering::Relaxed);
         self.sum_nanos = self.sum_nanos.wrapping_add(sum);
+        let over = histogram.over_sum_nanos.load(Ordering::Relaxed);
+        self.over_sum_nanos = self.over_sum_nanos.wrapping_add(over);
     }
 
     /// What was recorded after `earlier` (a reading of the same histograms).
@@ -94,6 +105,7 @@ impl HistogramTotals {
                 .map(|(now, then)| now.wrapping_sub(*then))
                 .collect(),
             sum_nanos: self.sum_nanos.wrapping_sub(earlier.sum_nanos),
+            over_sum_nanos: self.over_sum_nanos.wrapping_sub(earlier.over_sum_nanos),
         }
     }
 

@@ -5,7 +5,7 @@
 //! `/metrics`) is read at each flush, and the change since the last one becomes at most
 //! [`MAX_TIMER_VALUES`] values, each bucket contributing in proportion to its share of requests
 //! (at least one value for a bucket that saw any), valued at the bucket's midpoint — above the
-//! last bound, at the mean of what is left of the sum. StatsD lines carry the sample rate
+//! last bound, at the exact mean of the durations there. StatsD lines carry the sample rate
 //! (`|@0.001`) so a standard StatsD server scales its counts back; the HTTP body lists the values.
 //! A flush is then a few dozen values whatever the request rate.
 
@@ -124,7 +124,7 @@ pub fn summarise(delta: &HistogramTotals) -> Vec<TimerValue> {
 }
 
 /// The value in milliseconds each bucket stands for: its midpoint, and above the last bound the
-/// mean of what the midpoints leave of the sum (at least the last bound).
+/// mean of the durations there (kept exactly).
 fn bucket_values_ms(delta: &HistogramTotals) -> Vec<f64> {
     let mut lower = 0.0;
     let mut values: Vec<f64> = delta
@@ -136,20 +136,8 @@ fn bucket_values_ms(delta: &HistogramTotals) -> Vec<f64> {
             mid
         })
         .collect();
-    let accounted: f64 = values
-        .iter()
-        .zip(&delta.counts)
-        .map(|(ms, &n)| ms * n as f64)
-        .sum();
-    let over = delta.counts.last().copied().unwrap_or(0);
-    let last_ms = lower * 1000.0;
-    let rest_ms = delta.sum_seconds() * 1000.0 - accounted;
-    let over_ms = if over > 0 {
-        rest_ms / over as f64
-    } else {
-        last_ms
-    };
-    values.push(over_ms.max(last_ms));
+    let over = delta.counts.last().copied().unwrap_or(0).max(1);
+    values.push(delta.over_sum_nanos as f64 / over as f64 / 1e6);
     values
 }
 
