@@ -133,6 +133,35 @@ pub struct StatusResponse {
     pub uptime_seconds: u64,
 }
 
+/// One key's usage, as `GET /usage` lists it and the usage files and fleet reports hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    /// The key's id.
+    pub key_id: String,
+    /// Verifications since the key was first seen by this daemon (kept across reloads and
+    /// restarts).
+    pub verifications: u64,
+    /// The last verification (RFC 3339, UTC); `None` when there has been none.
+    pub last_verified_at: Option<String>,
+    /// Whether the last verification used a previous secret of a rotated key, still in its grace
+    /// period: a client has not switched to the new secret yet.
+    #[serde(default)]
+    pub last_used_previous_secret: bool,
+}
+
+/// A daemon's usage as written to its state directory and to a fleet report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The host that wrote it (`/etc/machine-id`, or `host_id` in its configuration); empty in
+    /// the local state file.
+    #[serde(default)]
+    pub host_id: String,
+    /// When it was written (RFC 3339, UTC).
+    pub written_at: String,
+    /// Keys with at least one verification.
+    pub keys: Vec<KeyUsage>,
+}
+
 /// Body of every error answer that is not a verification result (404, 405, 413, 422, 403 on
 /// admin routes, 500, 503).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -136,6 +136,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keys with their verifications and last use, on this host (the daemon's GET /usage) or
+    /// over the fleet (--fleet: every host's report under usage_report).
+    Usage {
+        /// Only keys not verified for this long (or never), and created before that.
+        #[arg(long, value_name = "DURATION")]
+        unused_for: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Read and merge every host's report under usage_report (s3://BUCKET/PREFIX/).
+        #[arg(long)]
+        fleet: bool,
+        /// With --fleet: each host's figures too.
+        #[arg(long)]
+        detailed: bool,
+    },
     /// Print shell completions.
     GenCompletions { shell: clap_complete::Shell },
     /// Print the man page (roff).

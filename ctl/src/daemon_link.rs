@@ -117,7 +117,7 @@ fn main_pid() -> Result<i32, CtlError> {
     }
 }
 
-fn describe_refusal(status: u16, body: &[u8]) -> String {
+pub fn describe_refusal(status: u16, body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorResponse>(body) {
         Ok(error) => format!("heare-authd answered {status}: {}", error.error),
         Err(_) => format!("heare-authd answered {status}"),

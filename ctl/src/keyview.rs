@@ -60,3 +60,31 @@ pub fn text(value: &Value) -> String {
         })
         .collect()
 }
+
+/// Prints `rows` under `columns`, each column as wide as its widest cell, two spaces apart.
+pub fn print_table(columns: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |cell| cell.chars().count()))
+                .chain([columns[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let header: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    println!("{}", line(&header));
+    for row in rows {
+        println!("{}", line(row));
+    }
+}

@@ -8,11 +8,12 @@ mod daemon_link;
 mod error;
 mod keyview;
 mod secrets;
+mod usage_source;
 mod validate;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{create, delete, generate, import, lifecycle, list, remote, rotate};
+use commands::{create, delete, generate, import, lifecycle, list, remote, rotate, usage};
 use context::Context;
 use error::CtlError;
 use std::process::ExitCode;
@@ -106,6 +107,20 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Reload { signal, pid } => remote::reload(context.socket(), signal, pid),
         Command::Status { json } => remote::status(context.socket(), json),
+        Command::Usage {
+            unused_for,
+            json,
+            fleet,
+            detailed,
+        } => {
+            let args = usage::UsageArgs {
+                unused_for,
+                json,
+                fleet,
+                detailed,
+            };
+            usage::run(&context, &args).await
+        }
         Command::GenCompletions { .. } | Command::GenMan => Ok(()),
     }
 }

@@ -42,6 +42,10 @@ pub struct Cli {
     /// Last-known-good cache file, or "none".
     #[arg(long, value_name = "PATH")]
     pub cache: Option<String>,
+    /// Per-key usage state file, or "none" (default usage.json beside the cache, else beside a
+    /// local key file).
+    #[arg(long, value_name = "PATH")]
+    pub usage_path: Option<String>,
     /// Poll the store for changes this often (seconds, or 30s/5m/1h); 0 turns polling off.
     #[arg(long, value_name = "SECS")]
     pub refresh_interval: Option<String>,

@@ -7,11 +7,11 @@
 //! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), the socket
 //! file this daemon made is removed, and the process exits 0.
 
-use crate::config::{Config, ConnectionSettings, ListenSettings, StoreSettings};
+use crate::config::{Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings};
 use crate::generation::Newest;
 use crate::logging::LogGuard;
 use crate::notify;
-use crate::reload::{Reloader, status_line};
+use crate::reload::{Initial, Reloader, status_line};
 use crate::reload_request::{ReloadRequest, Trigger};
 use crate::server::connections::{ConnectionTable, Limits};
 use crate::server::listeners::{self, SocketFile};
@@ -19,6 +19,7 @@ use crate::server::watchdog::Timeouts;
 use crate::server::{self, ConnectionPolicy, UnixAcceptor, fd_limit};
 use crate::state::{AdminPolicy, Shared, Wiring};
 use crate::stats;
+use crate::usage::{self, fleet};
 use anyhow::Context;
 use heare_auth_store::StoreUrl;
 use std::sync::Arc;
@@ -69,48 +70,28 @@ struct Listeners {
 pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let listeners = bind_listeners(&config.listen)?;
+    let host_id = config
+        .usage
+        .report
+        .as_ref()
+        .map(|_| fleet::host_id(&config.usage))
+        .transpose()?;
     let reloader = reloader(&config.store).await;
-    let started = std::time::Instant::now();
-    let initial = tokio::select! {
-        initial = reloader.initial_load() => initial,
-        _ = signals.stop_requested() => return Ok(()),
+    let Some(initial) = first_load(&reloader, &mut signals, config.stats.as_ref()).await? else {
+        return Ok(());
     };
-    let initial = match (initial, &config.stats) {
-        (Ok(initial), _) => initial,
-        (Err(error), Some(stats)) => {
-            stats::report_failed_start(stats, started.elapsed()).await;
-            return Err(error);
-        }
-        (Err(error), None) => return Err(error),
-    };
-    let (reload_requests, reload_inbox) = mpsc::channel(64);
-    let admin = AdminPolicy {
-        own_uid: nix::unistd::geteuid().as_raw(),
-        tcp_from_loopback: config.listen.tcp_admin_from_loopback,
-    };
+    if let Some(path) = &config.usage.path {
+        usage::file::restore(path, &initial.keys);
+    }
+    let startup = initial.recorded.elapsed;
     let policy = connection_policy(&config.connections);
-    let wiring = Wiring {
-        reload_requests,
-        admin,
-        store: reloader.store.describe(),
-        log_drops: logs.counter(),
-        newest: reloader.newest.clone(),
-        connections: policy.connections.clone(),
-    };
-    let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
-    shared.set_serve_until(initial.serve_until);
-    initial.recorded.record(&shared.metrics);
+    let (shared, reload_inbox) = share(&config, &reloader, logs, &policy, initial);
 
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
-    let stats_task = config.stats.clone().map(|settings| {
-        stats::spawn(
-            settings,
-            shared.clone(),
-            initial.recorded.elapsed,
-            stopped.clone(),
-        )
-    });
+    let (finish, finishing) = watch::channel(false);
+    let mut background = start_background(&config, &shared, startup, host_id, &finishing);
+    background.push(reload_task);
     let socket_activated = listeners.socket_activated;
     let (mut servers, socket_file) =
         start_servers(listeners, &shared, &policy, admin_gid, &stopped)?;
@@ -128,13 +109,100 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     tracing::info!("shutdown_started");
     let _ = stop.send(true);
     while servers.join_next().await.is_some() {}
-    let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, reload_task).await;
-    if let Some(task) = stats_task {
+    // Every request is answered: the last stats flush, usage file and report count them all.
+    let _ = finish.send(true);
+    for task in background {
         let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, task).await;
     }
     drop(socket_file);
     tracing::info!("shutdown_complete");
     Ok(())
+}
+
+/// The first key set; `None` when SIGTERM or SIGINT came first. A failed start is reported to
+/// the stats collector (when one is configured) before the error is returned.
+async fn first_load(
+    reloader: &Reloader,
+    signals: &mut Signals,
+    stats: Option<&StatsSettings>,
+) -> anyhow::Result<Option<Initial>> {
+    let started = std::time::Instant::now();
+    let initial = tokio::select! {
+        initial = reloader.initial_load() => initial,
+        _ = signals.stop_requested() => return Ok(None),
+    };
+    match (initial, stats) {
+        (Ok(initial), _) => Ok(Some(initial)),
+        (Err(error), Some(stats)) => {
+            stats::report_failed_start(stats, started.elapsed()).await;
+            Err(error)
+        }
+        (Err(error), None) => Err(error),
+    }
+}
+
+/// The state every connection and task shares, holding the first set, and the reloader's inbox.
+fn share(
+    config: &Config,
+    reloader: &Reloader,
+    logs: &LogGuard,
+    policy: &ConnectionPolicy,
+    initial: Initial,
+) -> (Arc<Shared>, mpsc::Receiver<ReloadRequest>) {
+    let (reload_requests, reload_inbox) = mpsc::channel(64);
+    let wiring = Wiring {
+        reload_requests,
+        admin: AdminPolicy {
+            own_uid: nix::unistd::geteuid().as_raw(),
+            tcp_from_loopback: config.listen.tcp_admin_from_loopback,
+        },
+        store: reloader.store.describe(),
+        log_drops: logs.counter(),
+        newest: reloader.newest.clone(),
+        connections: policy.connections.clone(),
+    };
+    let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
+    shared.set_serve_until(initial.serve_until);
+    initial.recorded.record(&shared.metrics);
+    (shared, reload_inbox)
+}
+
+/// The tasks that report on the daemon (stats push, usage file, fleet report); each does its
+/// last work when `finishing` turns true.
+fn start_background(
+    config: &Config,
+    shared: &Arc<Shared>,
+    startup: std::time::Duration,
+    host_id: Option<String>,
+    finishing: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(settings) = config.stats.clone() {
+        tasks.push(stats::spawn(
+            settings,
+            shared.clone(),
+            startup,
+            finishing.clone(),
+        ));
+    }
+    if let Some(path) = config.usage.path.clone() {
+        tasks.push(usage::file::spawn_saver(
+            path,
+            shared.clone(),
+            finishing.clone(),
+        ));
+    }
+    if let (Some(prefix), Some(host_id)) = (config.usage.report.clone(), host_id) {
+        tasks.push(fleet::spawn_reporter(
+            prefix,
+            config.store.s3.clone(),
+            host_id,
+            config.usage.report_interval,
+            shared.clone(),
+            finishing.clone(),
+        ));
+    }
+    tasks
 }
 
 /// The sockets systemd passed, else the configured socket bound here (and the TCP listener).

@@ -22,6 +22,10 @@ mod chunk;
 mod index;
 mod load;
 mod scan;
+mod usage;
+
+use usage::KeyUsage;
+pub use usage::UsageReading;
 
 pub use load::Plan;
 
@@ -94,6 +98,10 @@ pub enum Verdict<'a> {
 /// A verified key, borrowed from the set.
 #[derive(Debug, PartialEq, Eq)]
 pub struct KeyView<'a> {
+    /// The key's position in the set, for [`KeySet::record_use`].
+    pub position: u32,
+    /// Whether the secret presented is a previous one of a rotated key (in its grace period).
+    pub previous_secret: bool,
     pub id: &'a str,
     pub name: &'a str,
     /// The key's metadata as compact JSON text (an object).
@@ -144,6 +152,8 @@ pub struct KeySet {
     by_digest: Box<[DigestIndex]>,
     /// Previous secrets of rotated keys: digest → (record, end of grace), sharded alike.
     grace: Box<[GraceIndex]>,
+    /// Per record: verifications and the last one's time ([`usage`]).
+    usage: Box<[KeyUsage]>,
 }
 
 impl KeySet {
@@ -154,6 +164,7 @@ impl KeySet {
             records: Vec::new(),
             by_digest: Box::new([DigestIndex::default()]),
             grace: Box::new([GraceIndex::default()]),
+            usage: Box::new([]),
         }
     }
 
@@ -206,10 +217,50 @@ impl KeySet {
             return Verdict::Rotated { key_id: id };
         }
         Verdict::Valid(KeyView {
+            position,
+            previous_secret: grace_until != UnixMillis::MAX,
             id,
             name: self.text(record.name),
             metadata_json: self.text(record.metadata),
         })
+    }
+
+    /// Counts a verification of `key` (a view of this set) at `now`.
+    pub fn record_use(&self, key: &KeyView<'_>, now: UnixMillis) {
+        if let Some(usage) = self.usage.get(key.position as usize) {
+            usage.record(now, key.previous_secret);
+        }
+    }
+
+    /// Every key's id with its usage, in the set's order.
+    pub fn usage(&self) -> impl Iterator<Item = (&str, UsageReading)> {
+        self.records
+            .iter()
+            .zip(self.usage.iter())
+            .map(|(record, usage)| (self.text(record.id), usage.read()))
+    }
+
+    /// Adds usage read elsewhere (an older set, a saved file) to the keys of this set with the
+    /// same ids; ids this set does not have are ignored.
+    pub fn absorb_usage<'a>(&self, earlier: impl IntoIterator<Item = (&'a str, UsageReading)>) {
+        let mut earlier = earlier
+            .into_iter()
+            .filter(|(_, reading)| reading.verifications > 0)
+            .peekable();
+        if earlier.peek().is_none() {
+            return;
+        }
+        let positions: HashMap<&str, usize> = self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(position, record)| (self.text(record.id), position))
+            .collect();
+        for (id, reading) in earlier {
+            if let Some(usage) = positions.get(id).and_then(|&p| self.usage.get(p)) {
+                usage.absorb(reading);
+            }
+        }
     }
 
     /// Bytes the set holds on the heap (arena, records and index), for the benchmark's report.
@@ -217,6 +268,7 @@ impl KeySet {
         let index_entry = std::mem::size_of::<(SecretDigest, u32)>() + 1;
         self.arena.capacity()
             + self.records.capacity() * std::mem::size_of::<Record>()
+            + self.usage.len() * std::mem::size_of::<KeyUsage>()
             + self
                 .by_digest
                 .iter()
@@ -263,6 +315,8 @@ mod tests {
         assert_eq!(
             set.verify("sec_plain", NOW),
             Verdict::Valid(KeyView {
+                position: 0,
+                previous_secret: false,
                 id: "key_a",
                 name: "A",
                 metadata_json: r#"{"env":"prod"}"#
@@ -569,6 +623,8 @@ mod parallel_tests {
             assert_eq!(
                 set.verify(&format!("sec_{n}"), NOW),
                 Verdict::Valid(KeyView {
+                    position: n,
+                    previous_secret: false,
                     id: &format!("key_{n}"),
                     name: &format!("n{n}"),
                     metadata_json: &format!("{{\"n\":{n}}}"),

@@ -23,4 +23,5 @@ mod reload_request;
 mod server;
 mod state;
 mod stats;
+mod usage;
 pub mod verify_input;

@@ -16,6 +16,7 @@ use crate::metrics::{Metrics, ReloadResult, ReloadTrigger};
 use crate::notify;
 use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
 use crate::state::{LoadStatus, Shared, Source};
+use crate::usage;
 use heare_auth_store::codec::{self, StorageSecret};
 use heare_auth_store::timestamp::{self, UnixMillis};
 use heare_auth_store::{Fetched, KeyStore};
@@ -302,7 +303,8 @@ impl Reloader {
         now: UnixMillis,
     ) -> usize {
         let count = built.keys.len();
-        shared.publish(built.keys);
+        let old = shared.publish(built.keys);
+        usage::carry(old, shared).await;
         self.record_generation(built.generation).await;
         shared.set_serve_until(UnixMillis::MAX);
         {

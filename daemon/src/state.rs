@@ -127,9 +127,15 @@ impl Shared {
         self.keys.load()
     }
 
-    /// Publishes a new set; requests already holding the old one finish with it.
-    pub fn publish(&self, keys: KeySet) {
-        self.keys.store(Arc::new(keys));
+    /// The set being served, as an `Arc` of its own (for work off the request path).
+    pub fn keys_full(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// Publishes a new set and returns the old one; requests already holding the old one finish
+    /// with it.
+    pub fn publish(&self, keys: KeySet) -> Arc<KeySet> {
+        self.keys.swap(Arc::new(keys))
     }
 
     /// Whether a set that is stale past max_stale must no longer be trusted at `now`.

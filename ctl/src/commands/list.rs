@@ -28,29 +28,7 @@ pub async fn list(context: &Context, detailed: bool, json: bool) -> Result<(), C
         .iter()
         .map(|key| fields.iter().map(|f| keyview::text(&key[*f])).collect())
         .collect();
-    let widths: Vec<usize> = (0..columns.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([columns[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", line(columns.iter().map(|c| c.to_string()).collect()));
-    for row in rows {
-        println!("{}", line(row));
-    }
+    keyview::print_table(&columns, &rows);
     Ok(())
 }
 

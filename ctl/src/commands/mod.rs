@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod list;
 pub mod remote;
 pub mod rotate;
+pub mod usage;
 
 use crate::error::CtlError;
 use heare_auth_store::keyfile::Document;

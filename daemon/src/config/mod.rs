@@ -10,8 +10,10 @@
 mod file;
 mod resolve;
 mod stats;
+mod usage;
 
 pub use stats::{StatsProtocol, StatsSecret, StatsSettings};
+pub use usage::{ReportPrefix, UsageSettings};
 
 use crate::cli::Cli;
 use heare_auth_store::codec::StorageSecret;
@@ -138,6 +140,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The stats push to a heare-stats collector; `None`: off.
     pub stats: Option<StatsSettings>,
+    /// Per-key usage: the state file and the fleet report.
+    pub usage: UsageSettings,
 }
 
 impl Config {
@@ -153,8 +157,11 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         file: &file::FileConfig,
     ) -> Result<Config, ConfigError> {
+        let store = resolve::store(cli, env, file)?;
+        let usage = usage::resolve(cli, file, &store.url, store.cache_path.as_deref())?;
         Ok(Config {
-            store: resolve::store(cli, env, file)?,
+            store,
+            usage,
             listen: resolve::listen(cli, file)?,
             connections: resolve::connections(cli, file)?,
             log: resolve::log(cli, file)?,
@@ -217,6 +224,7 @@ impl Config {
             self.connections.describe(),
             self.log.describe(),
             StatsSettings::describe(self.stats.as_ref()),
+            self.usage.describe(),
         ]
         .concat()
         .iter()

@@ -111,6 +111,7 @@ pub(super) fn assemble(
         .map(|shard| (shard.by_digest, shard.grace))
         .unzip();
     let set = KeySet {
+        usage: super::usage::slots(records.len()),
         arena,
         records,
         by_digest: by_digest.into_boxed_slice(),

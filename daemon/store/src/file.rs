@@ -144,7 +144,7 @@ impl FileStore {
         let _lock = self.lock(&dir, &name)?;
         let current = dir.stat(&name).map_err(failed)?;
         let holds = match (condition, &current) {
-            (WriteCondition::IfAbsent, None) => true,
+            (WriteCondition::Always, _) | (WriteCondition::IfAbsent, None) => true,
             (WriteCondition::IfVersion(version), Some(stat)) => *version == version_of(stat),
             _ => false,
         };

@@ -28,6 +28,8 @@ mod url;
 pub use file::FileStore;
 #[cfg(feature = "s3")]
 use s3::S3Store;
+#[cfg(feature = "s3")]
+pub use s3::list_objects;
 pub use s3_options::S3Options;
 pub use url::{StoreUrl, StoreUrlError};
 
@@ -72,6 +74,8 @@ pub enum WriteCondition {
     IfVersion(String),
     /// Only if nothing is stored yet (S3 `If-None-Match: *`).
     IfAbsent,
+    /// Whatever is stored (for objects with one writer, such as a host's usage report).
+    Always,
 }
 
 /// A place that holds the key file.

@@ -175,6 +175,7 @@ impl S3Store {
         request = match condition {
             WriteCondition::IfVersion(etag) => request.if_match(etag),
             WriteCondition::IfAbsent => request.if_none_match("*"),
+            WriteCondition::Always => request,
         };
         match request.send().await {
             Ok(output) => Ok(output.e_tag().unwrap_or_default().to_string()),
@@ -193,6 +194,33 @@ impl S3Store {
             }
         }
     }
+}
+
+/// The keys of every object under `prefix` in `bucket` (all pages), for reading a fleet's usage
+/// reports.
+pub async fn list_objects(
+    bucket: &str,
+    prefix: &str,
+    options: &S3Options,
+) -> Result<Vec<String>, StoreError> {
+    let store = S3Store::connect(bucket.to_string(), prefix.to_string(), options, 0).await;
+    let mut keys = Vec::new();
+    let mut pages = store
+        .client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|error| store.unavailable(explain(&error, store.timeout)))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    Ok(keys)
 }
 
 /// One line saying what went wrong with an S3 call, without the SDK's debug dump (which repeats

@@ -43,6 +43,13 @@ pub enum SafeFileError {
     },
 }
 
+impl SafeFileError {
+    /// Whether the file (or its directory) simply does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SafeFileError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 /// Who owns a file that [`Dir::replace`] writes, and its mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ownership {

@@ -4,4 +4,5 @@ pub mod health;
 pub mod metrics;
 pub mod refresh;
 pub mod status;
+pub mod usage;
 pub mod verify;

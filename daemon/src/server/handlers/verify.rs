@@ -107,6 +107,7 @@ fn answer(
                 peer_addr = address,
                 "verification_success"
             );
+            keys.record_use(&key, now);
             let body = response::json_bytes(StatusCode::OK, valid_body(&key));
             (body, VerifyResult::Valid)
         }
@@ -242,6 +243,8 @@ mod tests {
             ),
         ] {
             let key = KeyView {
+                position: 0,
+                previous_secret: false,
                 id,
                 name,
                 metadata_json: metadata,

@@ -1,0 +1,201 @@
+//! `usage`: every key of the store with its verifications and last use — on this host (the
+//! local daemon's `GET /usage`) or over the fleet (`--fleet`: every host's report under
+//! `usage_report`) — so an operator sees keys nobody uses (`--unused-for 30d`) and keys whose
+//! clients still present the previous secret after a rotation (`PREVIOUS SECRET`). Keys that
+//! have usage but are no longer in the store are listed too, as `not in store`.
+
+use crate::context::Context;
+use crate::error::CtlError;
+use crate::keyview;
+use crate::usage_source::{self, Merged, UsageByKey};
+use heare_auth_store::duration;
+use heare_auth_store::timestamp::{self, UnixMillis};
+use serde_json::{Map, Value, json};
+
+/// What `usage` was asked.
+pub struct UsageArgs {
+    pub unused_for: Option<String>,
+    pub json: bool,
+    pub fleet: bool,
+    pub detailed: bool,
+}
+
+pub async fn run(context: &Context, args: &UsageArgs) -> Result<(), CtlError> {
+    let now = timestamp::now();
+    let unused_since = match &args.unused_for {
+        Some(text) => {
+            let span =
+                duration::parse(text).map_err(|e| CtlError::Usage(format!("--unused-for: {e}")))?;
+            Some(now.saturating_sub(span.as_millis() as i64))
+        }
+        None => None,
+    };
+    let usage = gather(context, args.fleet).await?;
+    let (stored, _) = context.read().await?;
+    let mut rows = joined(stored.document.keys(), &usage, now);
+    if let Some(since) = unused_since {
+        rows.retain(|row| unused(row, since));
+    }
+    if args.json {
+        let listed: Vec<Value> = rows.iter().map(|row| row.to_json(args.detailed)).collect();
+        println!("{}", Value::Array(listed));
+    } else {
+        print_rows(&rows, args.detailed);
+    }
+    Ok(())
+}
+
+async fn gather(context: &Context, fleet: bool) -> Result<UsageByKey, CtlError> {
+    if !fleet {
+        return usage_source::local(context.socket());
+    }
+    let Some(prefix) = &context.config.usage.report else {
+        return Err(CtlError::Usage(
+            "--fleet reads the reports under usage_report: set usage_report = \"s3://BUCKET/PREFIX/\" in the configuration".into(),
+        ));
+    };
+    let (merged, hosts) = usage_source::fleet(prefix, &context.config.store.s3).await?;
+    eprintln!("{hosts} host report(s) under {prefix}");
+    Ok(merged)
+}
+
+/// One key with its usage.
+struct Row {
+    id: String,
+    /// The key's public view; `None` for usage of a key no longer in the store.
+    key: Option<Value>,
+    usage: Merged,
+}
+
+impl Row {
+    fn field(&self, name: &str) -> Value {
+        self.key
+            .as_ref()
+            .map_or(Value::Null, |key| key[name].clone())
+    }
+
+    fn state(&self) -> Value {
+        match &self.key {
+            Some(key) => key["state"].clone(),
+            None => json!("not in store"),
+        }
+    }
+
+    fn to_json(&self, detailed: bool) -> Value {
+        let mut row = Map::new();
+        row.insert("key_id".into(), json!(self.id));
+        for field in ["name", "created_at", "expires_at"] {
+            row.insert(field.into(), self.field(field));
+        }
+        row.insert("state".into(), self.state());
+        row.insert("verifications".into(), json!(self.usage.verifications));
+        let last = self.usage.last_verified_at.map(timestamp::format);
+        row.insert("last_verified_at".into(), json!(last));
+        let previous = self.usage.last_used_previous_secret;
+        row.insert("last_used_previous_secret".into(), json!(previous));
+        if detailed {
+            let hosts: Vec<Value> = self
+                .usage
+                .hosts
+                .iter()
+                .map(|(host, usage)| {
+                    json!({"host_id": host, "verifications": usage.verifications,
+                           "last_verified_at": usage.last_verified_at})
+                })
+                .collect();
+            row.insert("hosts".into(), Value::Array(hosts));
+        }
+        Value::Object(row)
+    }
+}
+
+/// Every stored key with its usage, then usage of keys the store no longer has.
+fn joined<'a>(
+    keys: impl Iterator<Item = &'a Map<String, Value>>,
+    usage: &UsageByKey,
+    now: UnixMillis,
+) -> Vec<Row> {
+    let mut rows: Vec<Row> = keys
+        .map(|key| {
+            let id = key.get("id").and_then(Value::as_str).unwrap_or_default();
+            Row {
+                id: id.to_string(),
+                key: Some(keyview::public(key, now)),
+                usage: usage.get(id).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+    let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    for (id, merged) in usage {
+        if !stored.contains(id) && merged.verifications > 0 {
+            rows.push(Row {
+                id: id.clone(),
+                key: None,
+                usage: merged.clone(),
+            });
+        }
+    }
+    rows
+}
+
+/// Not used since `since` (or never), and created before it: a key made yesterday is not
+/// "unused for 30 days".
+fn unused(row: &Row, since: UnixMillis) -> bool {
+    let used_since = row.usage.last_verified_at.is_some_and(|at| at >= since);
+    let created = row.field("created_at");
+    let young = created
+        .as_str()
+        .and_then(|text| timestamp::parse(text).ok())
+        .is_some_and(|at| at >= since);
+    !used_since && !young
+}
+
+fn print_rows(rows: &[Row], detailed: bool) {
+    let columns = [
+        "ID",
+        "NAME",
+        "STATE",
+        "CREATED",
+        "EXPIRES",
+        "VERIFICATIONS",
+        "LAST VERIFIED",
+        "PREVIOUS SECRET",
+    ];
+    let mut table = Vec::new();
+    for row in rows {
+        table.push(vec![
+            keyview::text(&json!(row.id)),
+            keyview::text(&row.field("name")),
+            keyview::text(&row.state()),
+            keyview::text(&row.field("created_at")),
+            keyview::text(&row.field("expires_at")),
+            row.usage.verifications.to_string(),
+            row.usage
+                .last_verified_at
+                .map_or_else(|| "never".to_string(), timestamp::format),
+            if row.usage.last_used_previous_secret {
+                "still in use"
+            } else {
+                ""
+            }
+            .to_string(),
+        ]);
+        if detailed {
+            for (host, usage) in &row.usage.hosts {
+                let last = keyview::text(&json!(usage.last_verified_at));
+                let host = keyview::text(&json!(host));
+                table.push(vec![
+                    format!("  on {host}"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    usage.verifications.to_string(),
+                    last,
+                    String::new(),
+                ]);
+            }
+        }
+    }
+    keyview::print_table(&columns, &table);
+}

@@ -1,0 +1,81 @@
+//! The fleet usage report: every `usage_report_interval` (jittered) and at shutdown, this daemon
+//! writes its keys' usage to `s3://BUCKET/PREFIX/<host id>.json`, where `heare-authctl usage
+//! --fleet` reads and merges every host's. S3 is the only shared part; each host writes only its
+//! own object (unconditionally: it has one writer), and a failed write is logged and retried at
+//! the next interval.
+
+use super::used_entries;
+use crate::config::{ReportPrefix, UsageSettings};
+use crate::state::Shared;
+use heare_auth_client::wire::UsageReport;
+use heare_auth_store::timestamp;
+use heare_auth_store::{S3Options, StoreUrl, WriteCondition};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where the host's id comes from when `host_id` is not configured.
+const MACHINE_ID: &str = "/etc/machine-id";
+
+/// The report's name: `host_id`, else `/etc/machine-id`.
+pub fn host_id(settings: &UsageSettings) -> anyhow::Result<String> {
+    if let Some(id) = &settings.host_id {
+        return Ok(id.clone());
+    }
+    let text = std::fs::read_to_string(MACHINE_ID).map_err(|error| {
+        anyhow::anyhow!(
+            "usage_report needs a host id: cannot read {MACHINE_ID} ({error}); set host_id"
+        )
+    })?;
+    let id = text.trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        anyhow::bail!("usage_report needs a host id: {MACHINE_ID} is empty or odd; set host_id");
+    }
+    Ok(id.to_string())
+}
+
+/// Writes the report on its schedule until `stop` turns true, then once more.
+pub fn spawn_reporter(
+    prefix: ReportPrefix,
+    s3: S3Options,
+    host_id: String,
+    interval: Duration,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let url = StoreUrl::S3 {
+            bucket: prefix.bucket.clone(),
+            key: format!("{}{host_id}.json", prefix.prefix),
+        };
+        let store = heare_auth_store::open(&url, &s3, 0).await;
+        // The first report at a random point of the first interval, so hosts restarted together
+        // do not write together; then every interval, give or take a tenth.
+        let mut wait = interval.mul_f64(rand::rng().random_range(0.0..1.0));
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = stop.changed() => true,
+            };
+            let body = report_body(&host_id, &shared);
+            match store.put(body, WriteCondition::Always).await {
+                Ok(_) => tracing::debug!(report = %url, "usage_report_written"),
+                Err(error) => tracing::warn!(report = %url, %error, "usage_report_failed"),
+            }
+            if stopping {
+                return;
+            }
+            wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+        }
+    })
+}
+
+fn report_body(host_id: &str, shared: &Shared) -> Vec<u8> {
+    let report = UsageReport {
+        host_id: host_id.to_string(),
+        written_at: timestamp::format(timestamp::now()),
+        keys: used_entries(&shared.keys()),
+    };
+    serde_json::to_vec(&report).unwrap_or_default()
+}
