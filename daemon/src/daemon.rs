@@ -68,6 +68,7 @@ struct Listeners {
 /// Runs the daemon until SIGTERM or SIGINT. `admin_gid` is the admin group's gid, resolved by
 /// the caller ([`Config::admin_gid`]) before anything starts.
 pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> anyhow::Result<()> {
+    crate::metrics::exposition::note_start();
     let mut signals = Signals::install()?;
     let listeners = bind_listeners(&config.listen)?;
     let host_id = config

@@ -108,6 +108,13 @@ fn ctl_merges_every_hosts_report() {
     assert!(table.contains("  on host-b"), "{table}");
     let unused = ctl.ok(&["usage", "--fleet", "--unused-for", "1h", "--json"]);
     let unused: Vec<Value> = serde_json::from_str(&unused).unwrap();
-    let ids: Vec<&str> = unused.iter().map(|r| r["key_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["key_fleet_unused"], "used on some host within the hour: not listed");
+    let ids: Vec<&str> = unused
+        .iter()
+        .map(|r| r["key_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["key_fleet_unused"],
+        "used on some host within the hour: not listed"
+    );
 }

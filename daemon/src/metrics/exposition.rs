@@ -15,6 +15,7 @@ use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::atomic::Ordering;
 
 /// The content type of format 0.0.4.
@@ -29,12 +30,30 @@ pub struct Gauges {
     pub log_lines_dropped: u64,
 }
 
+/// When this process started, as noted by [`note_start`].
+static STARTED: LazyLock<SystemTime> = LazyLock::new(SystemTime::now);
+
+/// Notes the process's start (call first thing): the process collector computes
+/// `process_start_time_seconds` from the boot time in /proc/stat, which the packaged unit hides
+/// (`ProcSubset=pid`); the time noted here stands in then.
+pub fn note_start() {
+    LazyLock::force(&STARTED);
+}
+
 /// The exposition text of `metrics` and `gauges`, with the process metrics.
 pub fn render(metrics: &Metrics, gauges: &Gauges) -> Vec<u8> {
     static PROCESS: LazyLock<prometheus::process_collector::ProcessCollector> =
         LazyLock::new(prometheus::process_collector::ProcessCollector::for_self);
     let mut families = daemon_families(metrics, gauges);
     families.extend(PROCESS.collect());
+    if !families.iter().any(|f| f.name() == "process_start_time_seconds") {
+        let started = STARTED.duration_since(UNIX_EPOCH).unwrap_or_default();
+        families.push(gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            started.as_secs_f64(),
+        ));
+    }
     let mut text = Vec::with_capacity(8 * 1024);
     if let Err(error) = TextEncoder::new().encode(&families, &mut text) {
         tracing::error!(%error, "metrics_encoding_failed");

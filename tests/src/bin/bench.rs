@@ -17,7 +17,9 @@
 //! than on itself. `--bare` measures a bare hyper server (fixed 200 JSON answer, same runtime and
 //! HTTP settings as the daemon's defaults) with the same generator, for scale. After the table it
 //! lists the targets the daemon is held to (p99 at c=1, verifies/s at c=32, 1M-key load time,
-//! bytes per key), each with the value this run measured and whether it was met.
+//! bytes per key), each with the value this run measured and whether it was met. `--monitoring`
+//! compares throughput with the monitoring (metrics listener scraped, stats push, usage file) off
+//! and on, in interleaved runs of the same invocation.
 //!
 //! Run: `cargo build --release -p heare-auth-tests -p heare-authd &&
 //! target/release/heare-auth-bench [OPTIONS] [N,N,...]` (default 1000,100000,1000000); `--help`
@@ -41,6 +43,10 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --only LIST       what to measure, of load,latency,client,throughput (default all)
   --bare            measure a bare hyper server answering a fixed body instead of heare-authd
                     (only latency and throughput)
+  --monitoring      throughput at the first key count with the monitoring off and on, runs
+                    interleaved: off = no metrics listener, no stats push, no usage file; on =
+                    metrics_listen scraped every second, the UDP stats push every second to a
+                    local sink, the usage file (the per-verify counters are always on)
   --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
@@ -56,6 +62,7 @@ struct Options {
     latency_requests: usize,
     only: Vec<String>,
     bare: bool,
+    monitoring: bool,
 }
 
 impl Options {
@@ -73,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         latency_requests: 50_000,
         only: Vec::new(),
         bare: false,
+        monitoring: false,
     };
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
@@ -96,6 +104,7 @@ fn main() -> anyhow::Result<()> {
                     .collect();
             }
             "--bare" => options.bare = true,
+            "--monitoring" => options.monitoring = true,
             "--write-keys" => {
                 let file = PathBuf::from(value(&mut args, &arg)?);
                 let count = value(&mut args, &arg)?.parse()?;
@@ -122,6 +131,9 @@ fn main() -> anyhow::Result<()> {
     );
     if options.bare {
         return bench_bare(&options);
+    }
+    if options.monitoring {
+        return bench_monitoring(&options);
     }
     bench_daemon(&options)
 }
@@ -271,6 +283,95 @@ impl Targets {
     }
 }
 
+/// Throughput with the monitoring off and on, runs interleaved (off, on, off, on, …), each on a
+/// fresh daemon: the medians and their difference.
+fn bench_monitoring(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let count = options.counts.first().copied().unwrap_or(1_000);
+    let secrets = write_key_file(&dir.path().join("keys.json"), count)?;
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let sink_port = sink.local_addr()?.port();
+    let datagrams = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = datagrams.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 2048];
+        while sink.recv(&mut buffer).is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let off = "usage_path = \"none\"\n".to_string();
+    let on = format!(
+        "metrics_listen = \"127.0.0.1:{metrics_port}\"\nusage_path = \"{}\"\n[stats]\nprotocol = \"udp\"\ndest_host = \"127.0.0.1\"\ndest_port = {sink_port}\nflush_interval = \"1s\"\n",
+        dir.path().join("usage.json").display()
+    );
+    let (mut rates_off, mut rates_on, mut scrapes) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..options.runs {
+        for (config, rates) in [(&off, &mut rates_off), (&on, &mut rates_on)] {
+            let (mut daemon, _) = start_with(dir.path(), &secrets, config)?;
+            let scraper = (config == &on).then(|| scrape_every_second(metrics_port));
+            let (rate, _) = throughput(
+                &socket(dir.path()),
+                &secrets,
+                options.connections,
+                options.seconds,
+            )?;
+            if let Some((stop, thread)) = scraper {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                scrapes += thread.join().unwrap_or(0);
+            }
+            stop(&mut daemon);
+            rates.push(rate);
+        }
+    }
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (off_median, on_median) = (median(&mut rates_off), median(&mut rates_on));
+    println!(
+        "{count} keys, c={}, {} runs of {} s each way",
+        options.connections, options.runs, options.seconds
+    );
+    println!("monitoring off: {rates_off:.0?} verifies/s, median {off_median:.0}");
+    println!("monitoring on:  {rates_on:.0?} verifies/s, median {on_median:.0}");
+    println!(
+        "difference of the medians: {:+.1}% ({scrapes} scrapes answered, {} stats datagrams received)",
+        (on_median / off_median - 1.0) * 100.0,
+        datagrams.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Scrapes `GET /metrics` on 127.0.0.1:`port` every second until told to stop; returns how many
+/// scrapes were answered 200.
+fn scrape_every_second(
+    port: u16,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<usize>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut answered = 0;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                answered += usize::from(answer.starts_with("HTTP/1.1 200"));
+            }
+        }
+        answered
+    });
+    (stop, thread)
+}
+
 /// The same latency and throughput measurements against a bare hyper server.
 fn bench_bare(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -392,12 +493,19 @@ fn write_key_file(path: &Path, count: usize) -> anyhow::Result<Vec<String>> {
 }
 
 fn start(dir: &Path, secrets: &[String]) -> anyhow::Result<(Child, Duration)> {
+    let config = std::env::var("HEARE_BENCH_CONFIG").unwrap_or_default();
+    start_with(dir, secrets, &config)
+}
+
+/// [`start`] with the configuration file's text.
+fn start_with(
+    dir: &Path,
+    secrets: &[String],
+    config_text: &str,
+) -> anyhow::Result<(Child, Duration)> {
     let binary = std::env::current_exe()?.with_file_name("heare-authd");
     let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        std::env::var("HEARE_BENCH_CONFIG").unwrap_or_default(),
-    )?;
+    std::fs::write(&config, config_text)?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let started = Instant::now();
     // `HEARE_BENCH_WRAPPER="valgrind --tool=callgrind"` runs the daemon under a profiler.
