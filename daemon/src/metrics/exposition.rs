@@ -15,8 +15,8 @@ use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 use std::sync::LazyLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The content type of format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,7 +46,10 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> Vec<u8> {
         LazyLock::new(prometheus::process_collector::ProcessCollector::for_self);
     let mut families = daemon_families(metrics, gauges);
     families.extend(PROCESS.collect());
-    if !families.iter().any(|f| f.name() == "process_start_time_seconds") {
+    if !families
+        .iter()
+        .any(|f| f.name() == "process_start_time_seconds")
+    {
         let started = STARTED.duration_since(UNIX_EPOCH).unwrap_or_default();
         families.push(gauge(
             "process_start_time_seconds",
