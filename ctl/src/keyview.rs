@@ -39,26 +39,35 @@ pub fn public(key: &Map<String, Value>, now: i64) -> Value {
     })
 }
 
-/// A column value as text. Control characters are escaped (`\u{1b}`): whoever can write the
-/// store must not be able to move the cursor or rewrite rows on the operator's terminal.
+/// A column value as text. Control characters are escaped (`\u{1b}`), and so are the invisible
+/// ones that reorder or hide text (bidi controls, zero-width characters): whoever can write the
+/// store must not be able to move the cursor, rewrite rows or make two ids look alike on the
+/// operator's terminal.
 pub fn text(value: &Value) -> String {
     let text = match value {
         Value::Null => return "-".to_string(),
         Value::String(text) => text.clone(),
         other => other.to_string(),
     };
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unsafe_on_terminal) {
         return text;
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if unsafe_on_terminal(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// Control characters, bidi controls and zero-width characters (Unicode category Cf's that
+/// matter on a terminal).
+fn unsafe_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Prints `rows` under `columns`, each column as wide as its widest cell, two spaces apart.
@@ -86,5 +95,19 @@ pub fn print_table(columns: &[&str], rows: &[Vec<String>]) {
     println!("{}", line(&header));
     for row in rows {
         println!("{}", line(row));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invisible_and_control_characters_are_escaped() {
+        assert_eq!(text(&json!("plain-id")), "plain-id");
+        assert_eq!(text(&json!("a\rb")), "a\\rb");
+        assert_eq!(text(&json!("key\u{202E}gpj")), "key\\u{202e}gpj");
+        assert_eq!(text(&json!("k\u{200B}ey")), "k\\u{200b}ey");
+        assert_eq!(text(&json!("\u{1b}[2J")), "\\u{1b}[2J");
     }
 }

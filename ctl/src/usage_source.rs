@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Larger reports are skipped (a million keys' report is about 100 MB).
-const MAX_REPORT_BYTES: u64 = 512 << 20;
+/// Larger reports are skipped (a million used keys make a report of about 100 MB; 64 MiB holds
+/// about 600,000).
+const MAX_REPORT_BYTES: u64 = 64 << 20;
 
 /// One key's usage over the hosts that reported it.
 #[derive(Debug, Clone, Default)]
@@ -67,25 +68,48 @@ pub fn local(socket: &Path) -> Result<UsageByKey, CtlError> {
     Ok(merged)
 }
 
+/// Reports read at most: a fleet larger than this is a mistake in the prefix, or an attack.
+const MAX_REPORTS: usize = 10_000;
+
+/// A report's times may run this far ahead of this clock; later ones are ignored (a forged
+/// "used in 9999" would keep a key out of `--unused-for` for ever).
+const MAX_AHEAD_MS: i64 = 24 * 3600 * 1000;
+
 /// Every host's report under `prefix`, merged; unreadable reports are named on stderr and left
-/// out. Returns the merge and the number of hosts read.
+/// out. Returns the merge and the number of hosts read. Only `PREFIX/<host>.json` objects count
+/// (a host name of letters, digits, `-`, `_` and `.`), at most [`MAX_REPORTS`] of them; a host
+/// is named by its object, never by what the report says.
 pub async fn fleet(prefix: &ReportPrefix, s3: &S3Options) -> Result<(UsageByKey, usize), CtlError> {
-    let keys = heare_auth_store::list_objects(&prefix.bucket, &prefix.prefix, s3).await?;
+    let keys =
+        heare_auth_store::list_objects(&prefix.bucket, &prefix.prefix, s3, MAX_REPORTS + 1).await?;
+    if keys.len() > MAX_REPORTS {
+        return Err(CtlError::Other(format!(
+            "over {MAX_REPORTS} objects under {prefix}: is usage_report the prefix the daemons write?"
+        )));
+    }
+    let now = timestamp::now();
     let mut merged = UsageByKey::new();
     let mut hosts = 0;
-    for key in keys.into_iter().filter(|k| k.ends_with(".json")) {
-        match read_report(&prefix.bucket, &key, s3).await {
+    for key in &keys {
+        let Some(host) = host_of(&prefix.prefix, key) else {
+            continue;
+        };
+        match read_report(&prefix.bucket, key, s3).await {
             Ok(report) => {
                 hosts += 1;
+                warn_if_odd(&report, &host, now);
                 for usage in &report.keys {
-                    let host = host_name(&report, &key);
+                    let usage = believable(usage, now);
                     merged
                         .entry(usage.key_id.clone())
                         .or_default()
-                        .add(&host, usage);
+                        .add(&host, &usage);
                 }
             }
-            Err(why) => eprintln!("warning: skipping s3://{}/{key}: {why}", prefix.bucket),
+            Err(why) => eprintln!(
+                "warning: skipping {}: {why}",
+                shown(&format!("s3://{}/{key}", prefix.bucket))
+            ),
         }
     }
     Ok((merged, hosts))
@@ -109,13 +133,52 @@ async fn read_report(bucket: &str, key: &str, s3: &S3Options) -> Result<UsageRep
     }
 }
 
-/// The report's host id, else its object name without the prefix and `.json`.
-fn host_name(report: &UsageReport, key: &str) -> String {
-    if !report.host_id.is_empty() {
-        return report.host_id.clone();
+/// The host a report object stands for: `PREFIX/<host>.json` with a plain host name; `None` for
+/// any other object (nested, other suffix, odd characters).
+fn host_of(prefix: &str, key: &str) -> Option<String> {
+    let name = key.strip_prefix(prefix)?.strip_suffix(".json")?;
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    plain.then(|| name.to_string())
+}
+
+/// Warns (once per report) of a report that names another host, or is over a day old.
+fn warn_if_odd(report: &UsageReport, host: &str, now: UnixMillis) {
+    if !report.host_id.is_empty() && report.host_id != host {
+        eprintln!(
+            "warning: the report of {host} says it is {}; shown as {host}",
+            shown(&report.host_id)
+        );
     }
-    let name = key.rsplit('/').next().unwrap_or(key);
-    name.trim_end_matches(".json").to_string()
+    let written = timestamp::parse(&report.written_at).ok();
+    if written.is_none_or(|at| now - at > 24 * 3600 * 1000) {
+        eprintln!(
+            "warning: the report of {host} was written at {} (over a day ago: a retired host?)",
+            shown(&report.written_at)
+        );
+    }
+}
+
+/// `usage` with a last use more than a day in the future taken as unknown.
+fn believable(usage: &KeyUsage, now: UnixMillis) -> KeyUsage {
+    let future = usage
+        .last_verified_at
+        .as_deref()
+        .and_then(|text| timestamp::parse(text).ok())
+        .is_some_and(|at| at > now + MAX_AHEAD_MS);
+    let mut usage = usage.clone();
+    if future {
+        usage.last_verified_at = None;
+        usage.last_used_previous_secret = false;
+    }
+    usage
+}
+
+/// Text from S3 made safe for a terminal.
+fn shown(text: &str) -> String {
+    crate::keyview::text(&serde_json::Value::String(text.to_string()))
 }
 
 #[cfg(test)]
@@ -129,6 +192,26 @@ mod tests {
             last_verified_at: at.map(str::to_string),
             last_used_previous_secret: previous,
         }
+    }
+
+    #[test]
+    fn only_plain_report_names_count() {
+        assert_eq!(host_of("u/", "u/web-1.json"), Some("web-1".to_string()));
+        assert_eq!(host_of("u/", "u/a/b.json"), None);
+        assert_eq!(host_of("u/", "u/evil\rline.json"), None);
+        assert_eq!(host_of("u/", "u/.json"), None);
+        assert_eq!(host_of("u/", "u/x.txt"), None);
+    }
+
+    #[test]
+    fn a_use_in_the_far_future_is_not_believed() {
+        let now = timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        let forged = believable(&usage(1, Some("9999-12-31T00:00:00Z"), true), now);
+        assert_eq!(forged.last_verified_at, None);
+        assert!(!forged.last_used_previous_secret);
+        assert_eq!(forged.verifications, 1);
+        let fine = believable(&usage(1, Some("2026-01-01T00:00:00Z"), false), now);
+        assert!(fine.last_verified_at.is_some());
     }
 
     #[test]

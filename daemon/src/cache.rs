@@ -25,6 +25,11 @@ pub fn write(path: &Path, body: &[u8]) -> Result<(), SafeFileError> {
 
 /// Reads the cache: its body and when it was written.
 pub fn read(path: &Path) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
+    read_limited(path, u64::MAX)
+}
+
+/// [`read`] of a file that must not be larger than `limit` bytes (refused if it is).
+pub fn read_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
     let failed = |action, source| SafeFileError::Io {
         action,
         path: path.to_path_buf(),
@@ -36,8 +41,14 @@ pub fn read(path: &Path) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
         failed("read", absent)
     })?;
     let mut body = Vec::new();
-    file.read_to_end(&mut body)
+    file.by_ref()
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut body)
         .map_err(|source| failed("read", source))?;
+    if body.len() as u64 > limit {
+        let large = std::io::Error::new(std::io::ErrorKind::FileTooLarge, "it is too large");
+        return Err(failed("read", large));
+    }
     let written = file
         .metadata()
         .and_then(|metadata| metadata.modified())

@@ -27,6 +27,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+/// How long, after the last request, the reloader and the reporting tasks (the last stats flush,
+/// usage file and fleet report) have to finish, together.
+const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The signals the daemon acts on, installed before anything else.
 struct Signals {
     hangup: Signal,
@@ -77,6 +81,9 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
         .as_ref()
         .map(|_| fleet::host_id(&config.usage))
         .transpose()?;
+    if let Some(id) = &host_id {
+        fleet::check_not_the_store(&config.usage, &config.store.url, id)?;
+    }
     let reloader = reloader(&config.store).await;
     let Some(initial) = first_load(&reloader, &mut signals, config.stats.as_ref()).await? else {
         return Ok(());
@@ -112,8 +119,11 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     while servers.join_next().await.is_some() {}
     // Every request is answered: the last stats flush, usage file and report count them all.
     let _ = finish.send(true);
+    // One deadline for all of them together: the unit's stop timeout (20 s) must not be reached
+    // because a collector or S3 is slow (the servers' drain took at most SHUTDOWN_GRACE).
+    let deadline = tokio::time::Instant::now() + BACKGROUND_GRACE;
     for task in background {
-        let _ = tokio::time::timeout(server::SHUTDOWN_GRACE, task).await;
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
     drop(socket_file);
     tracing::info!("shutdown_complete");
@@ -300,6 +310,21 @@ fn connection_policy(config: &ConnectionSettings) -> ConnectionPolicy {
     }
 }
 
+/// The metrics listener's own small connection table: scrapers (perhaps remote, since Prometheus
+/// cannot reach the socket) never take the slots of verifying clients.
+fn metrics_policy(policy: &ConnectionPolicy) -> ConnectionPolicy {
+    let limits = Limits {
+        total: 8,
+        per_uid: 8,
+        per_address: 4,
+        tcp: 8,
+    };
+    ConnectionPolicy {
+        connections: Arc::new(ConnectionTable::new(limits)),
+        timeouts: policy.timeouts,
+    }
+}
+
 /// One accept loop per listener, all sharing `policy`'s connection table.
 fn start_servers(
     listeners: Listeners,
@@ -329,7 +354,12 @@ fn start_servers(
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("cannot register the metrics listener")?;
         let listener = server::MetricsListener(listener);
-        let serve = server::serve(listener, shared.clone(), policy.clone(), stopped.clone());
+        let serve = server::serve(
+            listener,
+            shared.clone(),
+            metrics_policy(policy),
+            stopped.clone(),
+        );
         servers.spawn(serve);
     }
     Ok((servers, listeners.socket_file))

@@ -304,9 +304,8 @@ impl Reloader {
     ) -> usize {
         let count = built.keys.len();
         let old = shared.publish(built.keys);
-        usage::carry(old, shared).await;
-        self.record_generation(built.generation).await;
         shared.set_serve_until(UnixMillis::MAX);
+        self.record_generation(built.generation).await;
         {
             // The cache's state is the last write's until this load's write is done.
             let mut status = shared.status();
@@ -317,6 +316,8 @@ impl Reloader {
             };
         }
         log_skipped(&built.skipped);
+        // After the set is fresh again (a stale daemon serves at once), before the next load.
+        usage::carry(old, shared).await;
         tracing::info!(
             keys_loaded = count,
             trigger = trigger.name(),

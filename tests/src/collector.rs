@@ -26,6 +26,9 @@ impl Received {
     }
 }
 
+/// The `status` that means "answer without end".
+const ENDLESS: u16 = 1;
+
 /// A running collector; serves until the test process ends.
 pub struct Collector {
     pub port: u16,
@@ -79,6 +82,12 @@ impl Collector {
     /// Every request so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Answer every later request with a 200 whose chunked body never ends (1 MiB chunks until the
+    /// client goes away): a hostile collector.
+    pub fn answer_endlessly(&self) {
+        self.status.store(ENDLESS, Ordering::Relaxed);
     }
 
     /// Answer every later request with `status`.
@@ -152,6 +161,16 @@ fn exchange<S: Read + Write>(
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     });
     let mut stream = reader.into_inner();
+    if status == ENDLESS {
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        )?;
+        let chunk = format!("100000\r\n{}\r\n", "x".repeat(0x100000));
+        loop {
+            stream.write_all(chunk.as_bytes())?;
+        }
+    }
     write!(
         stream,
         "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

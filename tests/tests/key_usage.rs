@@ -200,3 +200,63 @@ fn a_planted_link_or_garbage_at_the_usage_file_changes_nothing_else() {
         .values()
         .any(|u| u.0 == 1)));
 }
+
+/// The review's attack on the default: a local key file named `usage.json` (the default usage
+/// file's name) must not be written over; a usage_path naming the key file, or a fleet report
+/// that would land on the store's object, is refused at start.
+#[test]
+fn the_usage_file_never_replaces_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("usage.json").display());
+    let mut daemon = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .start()
+        .unwrap();
+    let tool = Ctl::new(dir.path(), &store, &daemon.socket);
+    let (id, secret) = tool.create(&["--name", "kept"]);
+    verify_n(&daemon, &secret, 2);
+    assert!(daemon.stop().is_some_and(|s| s.success()));
+    let key_file = std::fs::read_to_string(dir.path().join("usage.json")).unwrap();
+    assert!(
+        key_file.contains(&id) && key_file.contains("\"keys\""),
+        "{key_file}"
+    );
+    assert!(
+        !key_file.contains("written_at"),
+        "the key file was replaced: {key_file}"
+    );
+    let state = std::fs::read_to_string(dir.path().join("heare-authd-usage.json")).unwrap();
+    assert!(state.contains(&id), "{state}");
+
+    let mut refused = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .arg("--usage-path")
+        .arg(dir.path().join("usage.json").display().to_string())
+        .spawn();
+    assert_eq!(
+        refused
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(2)
+    );
+    assert!(refused.log().contains("usage_path"), "{}", refused.log());
+
+    let mut over_store = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg("s3://bucket/fleet/keys.json")
+        .config(
+            "usage_report = \"s3://bucket/fleet/\"\nhost_id = \"keys\"\ncache_path = \"none\"\n",
+        )
+        .spawn();
+    let status = over_store
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits");
+    assert!(!status.success());
+    assert!(
+        over_store.log().contains("would write over the key store"),
+        "{}",
+        over_store.log()
+    );
+}

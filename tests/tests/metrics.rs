@@ -188,6 +188,22 @@ fn the_metrics_listener_serves_only_metrics_and_health() {
     let by_bearer =
         Request::new("POST", "/verify").header("authorization", format!("Bearer {VALID}"));
     assert_eq!(send_tcp(&address, &by_bearer).unwrap().status, 404);
+
+    // Scrapers have a table of their own: twenty idle connections to the metrics listener take
+    // no slot of the verifying clients, and a scrape still gets through.
+    let idle: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let text = metrics_over_socket(&daemon);
+    assert_eq!(
+        sample(&text, "heare_auth_connections_open"),
+        Some(1.0),
+        "{text}"
+    );
+    let scraped = send_tcp(&address, &Request::new("GET", "/metrics")).unwrap();
+    assert_eq!(scraped.status, 200);
+    drop(idle);
 }
 
 /// A real Prometheus scrapes `metrics_listen` every second; its query API must return the number

@@ -252,6 +252,82 @@ fn a_collector_that_is_down_or_slow_never_slows_verification() {
     assert!(!refused.log().contains(COLLECTOR_SECRET));
 }
 
+/// The review's attack: a collector answering 200 with a body that never ends. The daemon reads
+/// only the head, so its memory stays where it was while flushes go on.
+#[test]
+fn a_collector_answering_without_end_costs_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    collector.answer_endlessly();
+    let daemon = daemon(dir.path(), &python_env("http", collector.port), FAST_FLUSH);
+    let rss = || {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().as_raw())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rss();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(daemon.verify(VALID).status, 200);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(collector.received().len() >= 5, "flushes went on");
+    let after = rss();
+    assert!(
+        after < before + 50_000,
+        "RSS grew from {before} to {after} KiB"
+    );
+}
+
+/// A secret to a collector elsewhere over plain http is refused at start (https only on 443,
+/// as the Python client): said clearly, the secret not shown.
+#[test]
+fn the_secret_is_never_sent_in_the_clear_off_this_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = python_env("http", 8080);
+    env[1].1 = "192.0.2.7".to_string();
+    let mut builder = DaemonBuilder::new(dir.path());
+    for (name, value) in &env {
+        builder = builder.env(*name, value.clone());
+    }
+    let mut refused = builder.spawn();
+    let status = refused.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(refused.log().contains("unencrypted"), "{}", refused.log());
+    assert!(!refused.log().contains(COLLECTOR_SECRET));
+}
+
+/// A collector that never answers holds neither the stop nor the last flush past their bound.
+#[test]
+fn a_silent_collector_does_not_hold_up_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut daemon = daemon(
+        dir.path(),
+        &python_env("http", port),
+        "[stats]\nflush_interval = \"1s\"\n",
+    );
+    verify_times(&daemon, 1, 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    assert!(daemon.stop().is_some_and(|s| s.success()));
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "stop took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn half_a_destination_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,7 @@ pub(super) struct StatsSection {
     pub secret_file: Option<PathBuf>,
     pub prefix: Option<String>,
     pub flush_interval: Option<DurationSetting>,
+    pub insecure_http: Option<bool>,
 }
 
 /// The configuration file as written.

@@ -96,17 +96,45 @@ pub(super) fn resolve(
         }
     };
     let protocol = protocol(set("PROTOCOL").or(section.protocol.clone()).as_deref())?;
+    let secret = secret(set("SECRET"), section)?;
+    if protocol == StatsProtocol::Http && secret.is_some() && dest_port != 443 {
+        refuse_secret_in_clear(&dest_host, dest_port, section.insecure_http)?;
+    }
     Ok(Some(StatsSettings {
         protocol,
         dest_host,
         dest_port,
-        secret: secret(set("SECRET"), section)?,
+        secret,
         prefix: section
             .prefix
             .clone()
             .unwrap_or_else(|| "heare-auth".to_string()),
         flush_interval: flush_interval(section)?,
     }))
+}
+
+/// The HTTP protocol uses https only on port 443 (as the Python client does): elsewhere the
+/// secret would cross the network in the clear. Allowed to a loopback collector, or with the
+/// explicit `insecure_http = true`.
+fn refuse_secret_in_clear(
+    host: &str,
+    port: u16,
+    insecure_http: Option<bool>,
+) -> Result<(), ConfigError> {
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || insecure_http == Some(true) {
+        return Ok(());
+    }
+    Err(invalid(
+        "stats.dest_port",
+        format!(
+            "the stats secret would be sent unencrypted to {host}:{port} (https is used only on port 443); use port 443, a collector on this host, or set insecure_http = true in [stats]"
+        ),
+    ))
 }
 
 fn invalid(setting: &'static str, why: String) -> ConfigError {

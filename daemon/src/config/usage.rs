@@ -84,10 +84,22 @@ pub(super) fn resolve(
     cache: Option<&Path>,
 ) -> Result<UsageSettings, ConfigError> {
     let invalid = |setting, why| ConfigError::Invalid { setting, why };
+    let taken = taken_paths(store, cache);
     let path = match cli.usage_path.clone().or(file.usage_path.clone()) {
         Some(text) if text.is_empty() || text == "none" => None,
+        Some(text) if taken.contains(&normal(Path::new(&text))) => {
+            return Err(invalid(
+                "usage_path",
+                format!(
+                    "{text} is the key file, the cache or one of their companions; choose another file"
+                ),
+            ));
+        }
         Some(text) => Some(PathBuf::from(text)),
-        None => default_path(store, cache),
+        None => default_path(store, cache).map(|path| match taken.contains(&normal(&path)) {
+            true => path.with_file_name("heare-authd-usage.json"),
+            false => path,
+        }),
     };
     let report = match &file.usage_report {
         Some(text) if !text.is_empty() => {
@@ -122,6 +134,30 @@ pub(super) fn resolve(
     })
 }
 
+/// The files the usage file must never be: the local key file, the cache, and their lock and
+/// generation records.
+fn taken_paths(store: &StoreUrl, cache: Option<&Path>) -> Vec<PathBuf> {
+    let key_file = match store {
+        StoreUrl::File { path } => Some(path.as_path()),
+        StoreUrl::S3 { .. } => None,
+    };
+    let mut taken = Vec::new();
+    for file in key_file.into_iter().chain(cache) {
+        taken.push(normal(file));
+        for suffix in [".generation", ".lock"] {
+            let mut name = file.as_os_str().to_owned();
+            name.push(suffix);
+            taken.push(normal(Path::new(&name)));
+        }
+    }
+    taken
+}
+
+/// `path` made absolute without touching the file system (the files may not exist yet).
+fn normal(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// `usage.json` beside the cache, else beside a local key file; an S3 store without a cache has
 /// no state directory.
 fn default_path(store: &StoreUrl, cache: Option<&Path>) -> Option<PathBuf> {
@@ -147,6 +183,20 @@ mod tests {
         assert_eq!(bare.prefix, "");
         assert!("s3:///x".parse::<ReportPrefix>().is_err());
         assert!("file:///x".parse::<ReportPrefix>().is_err());
+    }
+
+    #[test]
+    fn the_usage_file_is_never_the_key_file_or_the_cache() {
+        let store: StoreUrl = "file:///srv/usage.json".parse().unwrap();
+        let taken = taken_paths(&store, Some(Path::new("/srv/keys.cache")));
+        assert!(taken.contains(&PathBuf::from("/srv/usage.json")));
+        assert!(taken.contains(&PathBuf::from("/srv/usage.json.generation")));
+        assert!(taken.contains(&PathBuf::from("/srv/keys.cache")));
+        assert!(taken.contains(&PathBuf::from("/srv/usage.json.lock")));
+        assert_eq!(
+            normal(Path::new("/srv/./usage.json")),
+            PathBuf::from("/srv/usage.json")
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ fn daemon_families(metrics: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
         ),
         gauge(
             "heare_auth_connections_open",
-            "Connections open on every listener.",
+            "Connections open (every listener but metrics_listen, which has its own 8).",
             gauges.connections_open as f64,
         ),
         counter(

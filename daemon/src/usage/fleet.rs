@@ -6,6 +6,7 @@
 
 use super::used_entries;
 use crate::config::{ReportPrefix, UsageSettings};
+use crate::keyset::KeySet;
 use crate::state::Shared;
 use heare_auth_client::wire::UsageReport;
 use heare_auth_store::timestamp;
@@ -35,6 +36,30 @@ pub fn host_id(settings: &UsageSettings) -> anyhow::Result<String> {
     Ok(id.to_string())
 }
 
+/// Where this host's report goes.
+pub fn report_url(prefix: &ReportPrefix, host_id: &str) -> StoreUrl {
+    StoreUrl::S3 {
+        bucket: prefix.bucket.clone(),
+        key: format!("{}{host_id}.json", prefix.prefix),
+    }
+}
+
+/// Refuses a report that would be written over the key store's own object.
+pub fn check_not_the_store(
+    settings: &UsageSettings,
+    store: &StoreUrl,
+    host_id: &str,
+) -> anyhow::Result<()> {
+    if let Some(prefix) = &settings.report
+        && report_url(prefix, host_id) == *store
+    {
+        anyhow::bail!(
+            "usage_report with host id {host_id:?} would write over the key store {store}: choose another prefix"
+        );
+    }
+    Ok(())
+}
+
 /// Writes the report on its schedule until `stop` turns true, then once more.
 pub fn spawn_reporter(
     prefix: ReportPrefix,
@@ -45,10 +70,7 @@ pub fn spawn_reporter(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let url = StoreUrl::S3 {
-            bucket: prefix.bucket.clone(),
-            key: format!("{}{host_id}.json", prefix.prefix),
-        };
+        let url = report_url(&prefix, &host_id);
         let store = heare_auth_store::open(&url, &s3, 0).await;
         // The first report at a random point of the first interval, so hosts restarted together
         // do not write together; then every interval, give or take a tenth.
@@ -58,7 +80,10 @@ pub fn spawn_reporter(
                 _ = tokio::time::sleep(wait) => false,
                 _ = stop.changed() => true,
             };
-            let body = report_body(&host_id, &shared);
+            let (id, set) = (host_id.clone(), shared.keys_full());
+            let body = tokio::task::spawn_blocking(move || report_body(&id, &set))
+                .await
+                .unwrap_or_default();
             match store.put(body, WriteCondition::Always).await {
                 Ok(_) => tracing::debug!(report = %url, "usage_report_written"),
                 Err(error) => tracing::warn!(report = %url, %error, "usage_report_failed"),
@@ -71,11 +96,12 @@ pub fn spawn_reporter(
     })
 }
 
-fn report_body(host_id: &str, shared: &Shared) -> Vec<u8> {
+/// The report of `set`'s usage (built off the async threads: a million keys take a moment).
+fn report_body(host_id: &str, set: &KeySet) -> Vec<u8> {
     let report = UsageReport {
         host_id: host_id.to_string(),
         written_at: timestamp::format(timestamp::now()),
-        keys: used_entries(&shared.keys()),
+        keys: used_entries(set),
     };
     serde_json::to_vec(&report).unwrap_or_default()
 }

@@ -196,12 +196,13 @@ impl S3Store {
     }
 }
 
-/// The keys of every object under `prefix` in `bucket` (all pages), for reading a fleet's usage
-/// reports.
+/// The keys of the objects under `prefix` in `bucket`, at most `limit` of them (page by page),
+/// for reading a fleet's usage reports.
 pub async fn list_objects(
     bucket: &str,
     prefix: &str,
     options: &S3Options,
+    limit: usize,
 ) -> Result<Vec<String>, StoreError> {
     let store = S3Store::connect(bucket.to_string(), prefix.to_string(), options, 0).await;
     let mut keys = Vec::new();
@@ -212,7 +213,9 @@ pub async fn list_objects(
         .prefix(prefix)
         .into_paginator()
         .send();
-    while let Some(page) = pages.next().await {
+    while keys.len() < limit
+        && let Some(page) = pages.next().await
+    {
         let page = page.map_err(|error| store.unavailable(explain(&error, store.timeout)))?;
         keys.extend(
             page.contents()
@@ -220,6 +223,7 @@ pub async fn list_objects(
                 .filter_map(|o| o.key().map(str::to_string)),
         );
     }
+    keys.truncate(limit);
     Ok(keys)
 }
 
