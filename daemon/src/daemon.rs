@@ -4,8 +4,10 @@
 //! first load cannot kill the process (SIGHUP's default action). The socket is bound before the
 //! first load, so a second daemon on the same socket fails at once, and clients that connect early
 //! wait in the backlog instead of failing. READY=1 is sent only once a key set is in memory. On
-//! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), the socket
-//! file this daemon made is removed, and the process exits 0.
+//! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), then the
+//! reporting tasks (stats push, usage file, fleet report) do their last work with every request
+//! counted (bounded together), the socket file this daemon made is removed, and the process exits
+//! 0.
 
 use crate::config::{Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings};
 use crate::generation::Newest;

@@ -241,23 +241,19 @@ impl KeySet {
     }
 
     /// Adds usage read elsewhere (an older set, a saved file) to the keys of this set with the
-    /// same ids; ids this set does not have are ignored.
+    /// same ids; ids this set does not have are ignored. Only used keys are looked for: their ids
+    /// go in a map, and this set's ids are looked up in it (no map of a million ids is built when
+    /// a few keys were used).
     pub fn absorb_usage<'a>(&self, earlier: impl IntoIterator<Item = (&'a str, UsageReading)>) {
-        let mut earlier = earlier
+        let used: HashMap<&str, UsageReading> = earlier
             .into_iter()
             .filter(|(_, reading)| reading.verifications > 0)
-            .peekable();
-        if earlier.peek().is_none() {
+            .collect();
+        if used.is_empty() {
             return;
         }
-        let positions: HashMap<&str, usize> = self
-            .records
-            .iter()
-            .enumerate()
-            .map(|(position, record)| (self.text(record.id), position))
-            .collect();
-        for (id, reading) in earlier {
-            if let Some(usage) = positions.get(id).and_then(|&p| self.usage.get(p)) {
+        for (record, usage) in self.records.iter().zip(self.usage.iter()) {
+            if let Some(&reading) = used.get(self.text(record.id)) {
                 usage.absorb(reading);
             }
         }
