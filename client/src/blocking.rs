@@ -129,6 +129,7 @@ impl Client {
         let body = Zeroizing::new(
             serde_json::to_vec(&VerifyRequest {
                 api_key: Cow::Borrowed(secret),
+                require_scopes: None,
             })
             .map_err(|_| Error::MalformedKey("not encodable as JSON"))?,
         );

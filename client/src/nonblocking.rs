@@ -225,6 +225,7 @@ impl AsyncClient {
     fn request(&self, secret: &str) -> Result<hyper::Request<Full<Bytes>>, Error> {
         let body = serde_json::to_vec(&VerifyRequest {
             api_key: Cow::Borrowed(secret),
+            require_scopes: None,
         })
         .map_err(|_| Error::MalformedKey("not encodable as JSON"))?;
         let uri = match &self.target {

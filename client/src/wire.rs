@@ -20,7 +20,14 @@ pub struct VerifyRequest<'a> {
     /// The presented secret (`sec_…`). Never logged, never echoed back.
     #[serde(borrow)]
     pub api_key: Cow<'a, str>,
+    /// Scopes the key must hold (all of them); a valid key without one is answered 403
+    /// `Insufficient scope`. Not sent when `None` (the Python service has no scopes).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub require_scopes: Option<Vec<Cow<'a, str>>>,
 }
+
+/// The error of a valid key that lacks a scope the request requires (403).
+pub const INSUFFICIENT_SCOPE: &str = "Insufficient scope";
 
 /// Body of every `POST /verify` answer: 200 when `valid`, 403 otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +43,10 @@ pub struct VerifyResponse<'a> {
     /// The key's metadata object, verbatim from the key file.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Cow<'a, RawValue>>,
+    /// The key's scopes, on success from heare-authd (the Python service has none; its clients
+    /// ignore the field).
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Cow<'a, str>>>,
     /// `null` on success (as the Python service writes it), the reason otherwise.
     #[serde(borrow, default)]
     pub error: Option<Cow<'a, str>>,
@@ -49,6 +60,7 @@ impl<'a> VerifyResponse<'a> {
             key_id: Some(Cow::Borrowed(key_id)),
             name: Some(Cow::Borrowed(name)),
             metadata: Some(Cow::Borrowed(metadata)),
+            scopes: None,
             error: None,
         }
     }
@@ -60,6 +72,7 @@ impl<'a> VerifyResponse<'a> {
             key_id: None,
             name: None,
             metadata: None,
+            scopes: None,
             error: Some(Cow::Borrowed(error)),
         }
     }

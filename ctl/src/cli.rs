@@ -66,6 +66,18 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Add or remove scopes of a key.
+    Scopes {
+        key_id: String,
+        /// A scope to add (repeatable).
+        #[arg(long, value_name = "SCOPE")]
+        add: Vec<String>,
+        /// A scope to remove (repeatable).
+        #[arg(long, value_name = "SCOPE")]
+        remove: Vec<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Set when a key expires, or expire it now.
     Expire {
         key_id: String,
@@ -174,6 +186,9 @@ pub struct CreateArgs {
     /// Expires after this long (e.g. 90d, 12h).
     #[arg(long, value_name = "DURATION")]
     pub expires_in: Option<String>,
+    /// A scope the key holds (repeatable): what `/auth?scope=` and `require_scopes` ask for.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
     /// Accept an expiry in the past.
     #[arg(long)]
     pub force: bool,

@@ -34,6 +34,7 @@ pub fn public(key: &Map<String, Value>, now: i64) -> Value {
         "updated_at": field("updated_at"),
         "expires_at": field("expires_at"),
         "metadata": key.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        "scopes": key.get("scopes").cloned().unwrap_or_else(|| json!([])),
         "state": state(key, now),
         "secret_storage": secret_storage,
     })
@@ -47,6 +48,13 @@ pub fn text(value: &Value) -> String {
     let text = match value {
         Value::Null => return "-".to_string(),
         Value::String(text) => text.clone(),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            let joined: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            match joined.is_empty() {
+                true => return "-".to_string(),
+                false => joined.join(","),
+            }
+        }
         other => other.to_string(),
     };
     if !text.chars().any(unsafe_on_terminal) {

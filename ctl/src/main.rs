@@ -85,6 +85,12 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             )
             .await
         }
+        Command::Scopes {
+            key_id,
+            add,
+            remove,
+            write,
+        } => lifecycle::scopes(&context, &key_id, &add, &remove, write.no_reload).await,
         Command::Disable { key_id, write } => {
             lifecycle::set_disabled(&context, &key_id, true, write.no_reload).await
         }

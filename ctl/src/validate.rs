@@ -80,3 +80,24 @@ pub fn expiry(
     }
     Ok(Some(timestamp::format_seconds(millis)))
 }
+
+/// Scopes as given (repeatable flags): each an RFC 6750 scope token (what the daemon accepts), in
+/// the order given without repeats, at most 64.
+pub fn scopes(given: &[String]) -> Result<Vec<String>, CtlError> {
+    let mut scopes: Vec<String> = Vec::new();
+    for scope in given {
+        if !heare_authd::keyset::is_scope_token(scope) {
+            return Err(CtlError::Usage(format!(
+                "scope {:?} is not a scope token: 1 to 128 visible ASCII characters, no space, quote or backslash",
+                crate::keyview::text(&serde_json::Value::String(scope.clone()))
+            )));
+        }
+        if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    if scopes.len() > 64 {
+        return Err(CtlError::Usage("a key holds at most 64 scopes".into()));
+    }
+    Ok(scopes)
+}

@@ -27,6 +27,7 @@ mod usage;
 use usage::KeyUsage;
 pub use usage::UsageReading;
 
+pub use chunk::is_scope_token;
 pub use load::Plan;
 
 pub use heare_auth_store::secret_hash::SecretDigest;
@@ -63,11 +64,13 @@ struct Span {
     len: u32,
 }
 
-/// One key, as positions in the arena. 32 bytes.
+/// One key, as positions in the arena. 40 bytes.
 struct Record {
     id: Span,
     name: Span,
     metadata: Span,
+    /// The key's scopes, separated by single spaces (scope tokens hold no space).
+    scopes: Span,
     /// Unix milliseconds after which the key no longer verifies; `UnixMillis::MAX` for never,
     /// [`DISABLED`] for a disabled key.
     expires_at: UnixMillis,
@@ -106,6 +109,23 @@ pub struct KeyView<'a> {
     pub name: &'a str,
     /// The key's metadata as compact JSON text (an object).
     pub metadata_json: &'a str,
+    /// The key's scopes separated by single spaces; empty for none.
+    pub scopes: &'a str,
+}
+
+impl KeyView<'_> {
+    /// The key's scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.split(' ').filter(|scope| !scope.is_empty())
+    }
+
+    /// The first of `required` the key lacks, if any.
+    pub fn missing_scope<'r>(&self, required: &'r [String]) -> Option<&'r str> {
+        required
+            .iter()
+            .find(|wanted| !self.scopes().any(|held| held == wanted.as_str()))
+            .map(String::as_str)
+    }
 }
 
 /// A key of the file that was skipped, and why. Never contains a secret.
@@ -222,6 +242,7 @@ impl KeySet {
             id,
             name: self.text(record.name),
             metadata_json: self.text(record.metadata),
+            scopes: self.text(record.scopes),
         })
     }
 
@@ -315,7 +336,8 @@ mod tests {
                 previous_secret: false,
                 id: "key_a",
                 name: "A",
-                metadata_json: r#"{"env":"prod"}"#
+                metadata_json: r#"{"env":"prod"}"#,
+                scopes: "",
             })
         );
         match set.verify("sec_hashed", NOW) {
@@ -327,6 +349,37 @@ mod tests {
         }
         assert_eq!(set.verify("sec_other", NOW), Verdict::Unknown);
         assert_eq!(set.verify("", NOW), Verdict::Unknown);
+    }
+
+    #[test]
+    fn scopes_load_and_a_key_with_a_bad_scope_is_skipped() {
+        let (set, skipped) = load(
+            r#"{"keys":[
+              {"id":"key_s","secret":"s1","scopes":["read","write:all"]},
+              {"id":"key_none","secret":"s2"},
+              {"id":"key_bad","secret":"s3","scopes":["has space"]},
+              {"id":"key_quote","secret":"s4","scopes":["a\"b"]}]}"#,
+        );
+        let ids: Vec<_> = skipped.iter().map(|s| s.key_id.as_str()).collect();
+        assert_eq!(ids, ["key_bad", "key_quote"]);
+        assert!(skipped[0].reason.contains("scope token"));
+        match set.verify("s1", NOW) {
+            Verdict::Valid(key) => {
+                assert_eq!(key.scopes().collect::<Vec<_>>(), ["read", "write:all"]);
+                assert_eq!(key.missing_scope(&["read".into()]), None);
+                let wanted = ["read".to_string(), "admin".to_string()];
+                assert_eq!(key.missing_scope(&wanted), Some("admin"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match set.verify("s2", NOW) {
+            Verdict::Valid(key) => {
+                assert_eq!(key.scopes().count(), 0);
+                assert_eq!(key.missing_scope(&["read".into()]), Some("read"));
+                assert_eq!(key.missing_scope(&[]), None);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -624,6 +677,7 @@ mod parallel_tests {
                     id: &format!("key_{n}"),
                     name: &format!("n{n}"),
                     metadata_json: &format!("{{\"n\":{n}}}"),
+                    scopes: "",
                 })
             );
         }

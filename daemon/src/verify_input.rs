@@ -15,16 +15,35 @@ use std::borrow::Cow;
 #[error("the body is not a JSON object with an api_key string")]
 pub struct BadVerifyBody;
 
+/// What a verify request presents: the secret, and the scopes the key must hold.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Presented<'a> {
+    pub secret: Cow<'a, str>,
+    /// `require_scopes` of the body, each a scope token; empty when there are none.
+    pub require_scopes: Vec<String>,
+}
+
 /// The secret of a verify request: the bearer token of `authorization` (the raw header value) when
 /// the body is empty or only whitespace, else the body's `api_key`.
 pub fn presented_secret<'a>(
     authorization: Option<&[u8]>,
     body: &'a [u8],
 ) -> Result<Cow<'a, str>, BadVerifyBody> {
+    presented(authorization, body).map(|presented| presented.secret)
+}
+
+/// [`presented_secret`] with the body's `require_scopes` (a list of scope tokens, or absent).
+pub fn presented<'a>(
+    authorization: Option<&[u8]>,
+    body: &'a [u8],
+) -> Result<Presented<'a>, BadVerifyBody> {
     if body.trim_ascii().is_empty()
         && let Some(token) = authorization.and_then(bearer_token)
     {
-        return Ok(Cow::Owned(token.to_string()));
+        return Ok(Presented {
+            secret: Cow::Owned(token.to_string()),
+            require_scopes: Vec::new(),
+        });
     }
     // Checked as a whole first: serde skips ignored fields without validating their UTF-8, and a
     // body that is not UTF-8 is not JSON (the Python service answers 422 too).
@@ -33,9 +52,23 @@ pub fn presented_secret<'a>(
     if !body.trim_ascii_start().starts_with('{') {
         return Err(BadVerifyBody);
     }
-    serde_json::from_str::<VerifyRequest<'a>>(body)
-        .map(|request| request.api_key)
-        .map_err(|_| BadVerifyBody)
+    let request = serde_json::from_str::<VerifyRequest<'a>>(body).map_err(|_| BadVerifyBody)?;
+    let require_scopes: Vec<String> = request
+        .require_scopes
+        .unwrap_or_default()
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect();
+    if !require_scopes
+        .iter()
+        .all(|scope| crate::keyset::is_scope_token(scope))
+    {
+        return Err(BadVerifyBody);
+    }
+    Ok(Presented {
+        secret: request.api_key,
+        require_scopes,
+    })
 }
 
 /// The token of an `Authorization: Bearer <token>` header value (scheme case-insensitive, token
@@ -63,6 +96,27 @@ mod tests {
         assert_eq!(bearer_token(b"Bearer "), None);
         assert_eq!(bearer_token(b"Bearer sec\x00abc"), None);
         assert_eq!(bearer_token("Bearer sec_é".as_bytes()), None);
+    }
+
+    #[test]
+    fn required_scopes_come_from_the_body_and_must_be_tokens() {
+        let body = br#"{"api_key": "k", "require_scopes": ["read", "write:all"]}"#;
+        let found = presented(None, body).unwrap();
+        assert_eq!(found.require_scopes, ["read", "write:all"]);
+        assert_eq!(
+            presented(None, br#"{"api_key": "k"}"#)
+                .unwrap()
+                .require_scopes,
+            Vec::<String>::new()
+        );
+        for bad in [
+            &br#"{"api_key": "k", "require_scopes": ["two words"]}"#[..],
+            br#"{"api_key": "k", "require_scopes": [""]}"#,
+            br#"{"api_key": "k", "require_scopes": "read"}"#,
+            br#"{"api_key": "k", "require_scopes": [5]}"#,
+        ] {
+            assert_eq!(presented(None, bad), Err(BadVerifyBody));
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
         args.force,
         now,
     )?;
+    let scopes = validate::scopes(&args.scopes)?;
     let id = secrets::new_key_id();
     let secret = secrets::new_secret();
     let created_at = timestamp::format_seconds(now);
@@ -36,6 +37,9 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
     key.insert("updated_at".into(), Value::Null);
     key.insert("expires_at".into(), json!(expires_at));
     key.insert("metadata".into(), Value::Object(metadata.clone()));
+    if !scopes.is_empty() {
+        key.insert("scopes".into(), json!(scopes));
+    }
     context
         .edit(|document| {
             document.push(key.clone());
@@ -45,7 +49,7 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
 
     if args.json {
         let out = json!({"id": id, "secret": secret, "name": name, "created_at": created_at,
-                         "expires_at": expires_at, "metadata": metadata});
+                         "expires_at": expires_at, "metadata": metadata, "scopes": scopes});
         println!("{out}");
     } else {
         println!("Created API key:");
@@ -54,6 +58,9 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
         println!("  Name:    {name}");
         println!("  Created: {created_at}");
         println!("  Expires: {}", expires_at.as_deref().unwrap_or("never"));
+        if !scopes.is_empty() {
+            println!("  Scopes:  {}", scopes.join(" "));
+        }
     }
     eprintln!("Save the secret now: it is not stored and will not be shown again.");
     daemon_link::reload_after_write(context.socket(), args.write.no_reload);

@@ -1,4 +1,4 @@
-//! `expire`, `disable`, `enable`: a key's life without deleting it.
+//! `expire`, `disable`, `enable`, `scopes`: a key's life and rights without deleting it.
 
 use crate::context::Context;
 use crate::daemon_link;
@@ -55,6 +55,51 @@ pub async fn set_disabled(
         })
         .await?;
     println!("{id} {}", if disabled { "disabled" } else { "enabled" });
+    daemon_link::reload_after_write(context.socket(), no_reload);
+    Ok(())
+}
+
+/// `scopes KEY --add S --remove S`: removes, then adds (no repeats); an empty list removes the
+/// field. Prints the scopes the key then holds.
+pub async fn scopes(
+    context: &Context,
+    id: &str,
+    add: &[String],
+    remove: &[String],
+    no_reload: bool,
+) -> Result<(), CtlError> {
+    let add = validate::scopes(add)?;
+    if add.is_empty() && remove.is_empty() {
+        return Err(CtlError::Usage("give --add SCOPE or --remove SCOPE".into()));
+    }
+    let now = timestamp::now();
+    let mut held: Vec<String> = Vec::new();
+    context
+        .edit(|document| {
+            let key = super::key_mut(document, id)?;
+            let current: Vec<String> = key
+                .get("scopes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|scope| scope.as_str().map(str::to_string))
+                .filter(|scope| !remove.contains(scope))
+                .collect();
+            held = validate::scopes(&[current, add.clone()].concat())?;
+            match held.is_empty() {
+                true => key.remove("scopes"),
+                false => key.insert("scopes".into(), json!(held)),
+            };
+            super::touch(key, now);
+            Ok(())
+        })
+        .await?;
+    let shown = if held.is_empty() {
+        "(none)".to_string()
+    } else {
+        held.join(" ")
+    };
+    println!("{id} scopes: {}", crate::keyview::text(&json!(shown)));
     daemon_link::reload_after_write(context.socket(), no_reload);
     Ok(())
 }

@@ -18,8 +18,8 @@ pub async fn list(context: &Context, detailed: bool, json: bool) -> Result<(), C
         println!("{}", Value::Array(keys));
         return Ok(());
     }
-    let mut columns = vec!["ID", "NAME", "CREATED", "EXPIRES", "STATE"];
-    let mut fields = vec!["id", "name", "created_at", "expires_at", "state"];
+    let mut columns = vec!["ID", "NAME", "CREATED", "EXPIRES", "STATE", "SCOPES"];
+    let mut fields = vec!["id", "name", "created_at", "expires_at", "state", "scopes"];
     if detailed {
         columns.extend(["UPDATED", "SECRET", "METADATA"]);
         fields.extend(["updated_at", "secret_storage", "metadata"]);
@@ -51,6 +51,7 @@ pub async fn show(context: &Context, id: &str, json: bool) -> Result<(), CtlErro
         "updated_at",
         "expires_at",
         "secret_storage",
+        "scopes",
         "metadata",
     ] {
         println!(

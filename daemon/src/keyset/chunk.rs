@@ -35,6 +35,8 @@ pub(super) struct FileKey<'a> {
     pub disabled: Option<bool>,
     #[serde(borrow, default)]
     pub grace_secrets: Option<Vec<GraceSecret<'a>>>,
+    #[serde(borrow, default)]
+    pub scopes: Option<Vec<Cow<'a, str>>>,
 }
 
 /// A previous secret of a rotated key, still accepted until `expires_at`.
@@ -104,12 +106,13 @@ impl Chunk {
         let expires_at = expiry(key)?;
         let grace = grace_secrets(key)?;
         let metadata = metadata_text(key)?;
+        let scopes = scopes_text(key)?;
         let expires_at = if key.disabled == Some(true) {
             DISABLED
         } else {
             expires_at
         };
-        self.push_key(key, digest, expires_at, &grace, metadata);
+        self.push_key(key, digest, expires_at, &grace, (metadata, &scopes));
         Ok(())
     }
 
@@ -121,7 +124,7 @@ impl Chunk {
         digest: SecretDigest,
         expires_at: UnixMillis,
         grace: &[(SecretDigest, UnixMillis)],
-        metadata: &str,
+        (metadata, scopes): (&str, &str),
     ) {
         let Ok(position) = u32::try_from(self.records.len()) else {
             self.too_large = true;
@@ -135,10 +138,12 @@ impl Chunk {
         let id = self.push_text(&key.id, false);
         let name = self.push_text(key.name.as_deref().unwrap_or(""), false);
         let metadata = self.push_text(metadata, true);
+        let scopes = self.push_text(scopes, false);
         self.records.push(Record {
             id,
             name,
             metadata,
+            scopes,
             expires_at,
         });
         self.digests.push(digest);
@@ -222,6 +227,34 @@ fn grace_secrets(key: &FileKey<'_>) -> Result<Vec<(SecretDigest, UnixMillis)>, &
             }
         })
         .collect()
+}
+
+/// Scopes a key may hold, and the characters of each.
+const MAX_SCOPES: usize = 64;
+const MAX_SCOPE_CHARS: usize = 128;
+
+/// Whether `scope` is an RFC 6750 scope token: visible ASCII except space, `"` and `\`.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= MAX_SCOPE_CHARS
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// The key's scopes joined by single spaces (empty when it has none); every scope must be a
+/// scope token, at most [`MAX_SCOPES`] of them.
+fn scopes_text(key: &FileKey<'_>) -> Result<String, &'static str> {
+    let scopes = key.scopes.as_deref().unwrap_or_default();
+    if scopes.len() > MAX_SCOPES {
+        return Err("it has more than 64 scopes");
+    }
+    if !scopes.iter().all(|scope| is_scope_token(scope)) {
+        return Err(
+            "a scope is not a scope token (1 to 128 visible ASCII characters, no space, quote or backslash)",
+        );
+    }
+    Ok(scopes.join(" "))
 }
 
 /// The key's metadata as JSON text: an object, or `{}` when it has none.

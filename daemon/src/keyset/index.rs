@@ -203,6 +203,7 @@ fn concatenate(chunks: Vec<Chunk>, total: usize) -> (String, Vec<Record>, Vec<Sk
             id: shift(record.id),
             name: shift(record.name),
             metadata: shift(record.metadata),
+            scopes: shift(record.scopes),
             expires_at: record.expires_at,
         }));
         skipped.extend(chunk.skipped);

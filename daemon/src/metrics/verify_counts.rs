@@ -22,10 +22,12 @@ pub enum VerifyResult {
     Malformed,
     /// The set is older than max_stale allows: nothing was looked up.
     Stale,
+    /// A valid key without a scope the request requires.
+    InsufficientScope,
 }
 
 impl VerifyResult {
-    pub const ALL: [VerifyResult; 8] = [
+    pub const ALL: [VerifyResult; 9] = [
         VerifyResult::Valid,
         VerifyResult::Unknown,
         VerifyResult::Expired,
@@ -34,6 +36,7 @@ impl VerifyResult {
         VerifyResult::BadChecksum,
         VerifyResult::Malformed,
         VerifyResult::Stale,
+        VerifyResult::InsufficientScope,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl VerifyResult {
             VerifyResult::BadChecksum => "bad_checksum",
             VerifyResult::Malformed => "malformed",
             VerifyResult::Stale => "stale",
+            VerifyResult::InsufficientScope => "insufficient_scope",
         }
     }
 }

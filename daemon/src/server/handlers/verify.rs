@@ -14,7 +14,7 @@ use crate::server::body::{BodyError, read_limited};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
-use crate::verify_input::presented_secret;
+use crate::verify_input::presented;
 use bytes::Bytes;
 use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_client::wire::VerifyResponse;
@@ -68,8 +68,8 @@ fn answer(
     peer: Peer,
 ) -> (Response<Body>, VerifyResult) {
     let authorization = headers.get(AUTHORIZATION).map(|v| v.as_bytes());
-    let secret = match presented_secret(authorization, body) {
-        Ok(secret) => secret,
+    let (secret, required) = match presented(authorization, body) {
+        Ok(found) => (found.secret, found.require_scopes),
         Err(_) => {
             let refusal = response::error(StatusCode::UNPROCESSABLE_ENTITY, BAD_BODY);
             return (refusal, VerifyResult::Malformed);
@@ -97,6 +97,10 @@ fn answer(
     }
     let keys = shared.keys();
     match keys.verify(&secret, now) {
+        Verdict::Valid(key) if key.missing_scope(&required).is_some() => {
+            let refusal = insufficient_scope(&key, &user_agent, peer);
+            (refusal, VerifyResult::InsufficientScope)
+        }
         Verdict::Valid(key) => {
             tracing::info!(
                 key_id = key.id,
@@ -142,7 +146,26 @@ fn refused(
     (refuse(known, result.name(), user_agent, peer), result)
 }
 
-/// The 200 body, `{"valid":true,"key_id":…,"name":…,"metadata":…,"error":null}`, byte for byte
+/// 403 `Insufficient scope` for a valid key that lacks a required scope, logged as
+/// `verification_failed` with reason `insufficient_scope` and the key's id.
+fn insufficient_scope(key: &KeyView<'_>, user_agent: &str, peer: Peer) -> Response<Body> {
+    let (uid, pid, address) = peer.log_fields();
+    tracing::warn!(
+        key_id = key.id,
+        reason = "insufficient_scope",
+        user_agent = user_agent,
+        peer_uid = uid,
+        peer_pid = pid,
+        peer_addr = address,
+        "verification_failed"
+    );
+    response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INSUFFICIENT_BODY))
+}
+
+/// The 403 body of a missing scope (what serde_json writes, checked by a test).
+const INSUFFICIENT_BODY: &[u8] = br#"{"valid":false,"error":"Insufficient scope"}"#;
+
+/// The 200 body, `{"valid":true,"key_id":…,"name":…,"metadata":…,"scopes":[…],"error":null}`, byte for byte
 /// what serde_json writes for [`VerifyResponse::valid`], written straight into one buffer: the
 /// metadata is the key set's compact JSON text, validated when the set was loaded, so it is
 /// copied rather than parsed again on every verify.
@@ -155,7 +178,17 @@ fn valid_body(key: &KeyView<'_>) -> Vec<u8> {
     let _ = serde_json::to_writer(&mut body, key.name);
     body.extend_from_slice(br#","metadata":"#);
     body.extend_from_slice(key.metadata_json.as_bytes());
-    body.extend_from_slice(br#","error":null}"#);
+    body.extend_from_slice(br#","scopes":["#);
+    for (i, scope) in key.scopes().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        // Scope tokens hold no character JSON escapes.
+        body.push(b'"');
+        body.extend_from_slice(scope.as_bytes());
+        body.push(b'"');
+    }
+    body.extend_from_slice(br#"],"error":null}"#);
     body
 }
 
@@ -228,18 +261,19 @@ fn user_agent(headers: &HeaderMap) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use heare_auth_client::wire::INVALID_API_KEY;
+    use heare_auth_client::wire::{INSUFFICIENT_SCOPE, INVALID_API_KEY};
     use hyper::header::HeaderValue;
     use serde_json::value::RawValue;
 
     #[test]
     fn hand_written_bodies_are_what_serde_writes() {
-        for (id, name, metadata) in [
-            ("key_1", "svc", "{}"),
+        for (id, name, metadata, scopes) in [
+            ("key_1", "svc", "{}", ""),
             (
                 "key_\"2\"",
                 "tab\there \\ é😀 \u{1}",
                 r#"{"env":"prod","n":[1,{"x":null}]}"#,
+                "read write:all a{b}~!",
             ),
         ] {
             let key = KeyView {
@@ -248,13 +282,18 @@ mod tests {
                 id,
                 name,
                 metadata_json: metadata,
+                scopes,
             };
             let raw: &RawValue = serde_json::from_str(metadata).unwrap();
-            let expected = serde_json::to_vec(&VerifyResponse::valid(id, name, raw)).unwrap();
+            let mut answer = VerifyResponse::valid(id, name, raw);
+            answer.scopes = Some(key.scopes().map(Cow::Borrowed).collect());
+            let expected = serde_json::to_vec(&answer).unwrap();
             assert_eq!(valid_body(&key), expected);
         }
         let expected = serde_json::to_vec(&VerifyResponse::invalid(INVALID_API_KEY)).unwrap();
         assert_eq!(INVALID_BODY, expected);
+        let expected = serde_json::to_vec(&VerifyResponse::invalid(INSUFFICIENT_SCOPE)).unwrap();
+        assert_eq!(INSUFFICIENT_BODY, expected);
     }
 
     #[test]
