@@ -173,6 +173,7 @@ fn share(
         log_drops: logs.counter(),
         newest: reloader.newest.clone(),
         connections: policy.connections.clone(),
+        forward_auth: config.forward_auth.clone(),
     };
     let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
     shared.set_serve_until(initial.serve_until);

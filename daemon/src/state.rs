@@ -5,6 +5,7 @@
 //! deadline as an atomic, also read without a lock. Only the bookkeeping that `/status` shows sits
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
 
+use crate::config::ForwardAuthSettings;
 use crate::generation::Newest;
 use crate::keyset::KeySet;
 use crate::keyset::SkippedKey;
@@ -74,6 +75,7 @@ pub struct Wiring {
     pub log_drops: Option<DropCounter>,
     pub newest: Arc<Newest>,
     pub connections: Arc<ConnectionTable>,
+    pub forward_auth: ForwardAuthSettings,
 }
 
 /// State shared by every connection and the reloader.
@@ -92,6 +94,8 @@ pub struct Shared {
     pub connections: Arc<ConnectionTable>,
     /// What the daemon counts about itself.
     pub metrics: Metrics,
+    /// How `/auth` reads keys and answers identities.
+    pub forward_auth: ForwardAuthSettings,
 }
 
 impl Shared {
@@ -108,6 +112,7 @@ impl Shared {
             newest: wiring.newest,
             connections: wiring.connections,
             metrics: Metrics::default(),
+            forward_auth: wiring.forward_auth,
         }
     }
 

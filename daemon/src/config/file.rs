@@ -86,6 +86,7 @@ pub(super) struct FileConfig {
     pub max_store_bytes: Option<u64>,
     pub s3: Option<S3Section>,
     pub stats: Option<StatsSection>,
+    pub forward_auth: Option<super::forward_auth::ForwardAuthSection>,
 }
 
 /// Reads `explicit`, or the default path if it exists (a missing default file is no file).

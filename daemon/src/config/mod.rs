@@ -8,10 +8,12 @@
 //! from where it is configured but never prints it.
 
 mod file;
+mod forward_auth;
 mod resolve;
 mod stats;
 mod usage;
 
+pub use forward_auth::ForwardAuthSettings;
 pub use stats::{StatsProtocol, StatsSecret, StatsSettings};
 pub use usage::{ReportPrefix, UsageSettings};
 
@@ -142,6 +144,8 @@ pub struct Config {
     pub stats: Option<StatsSettings>,
     /// Per-key usage: the state file and the fleet report.
     pub usage: UsageSettings,
+    /// How `/auth` reads keys and answers identities.
+    pub forward_auth: ForwardAuthSettings,
 }
 
 impl Config {
@@ -166,6 +170,7 @@ impl Config {
             connections: resolve::connections(cli, file)?,
             log: resolve::log(cli, file)?,
             stats: stats::resolve(env, file)?,
+            forward_auth: forward_auth::resolve(file.forward_auth.as_ref())?,
         })
     }
 
@@ -225,6 +230,7 @@ impl Config {
             self.log.describe(),
             StatsSettings::describe(self.stats.as_ref()),
             self.usage.describe(),
+            self.forward_auth.describe(),
         ]
         .concat()
         .iter()

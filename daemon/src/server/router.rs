@@ -3,7 +3,7 @@
 
 use crate::server::Role;
 use crate::server::handlers::metrics::Caller;
-use crate::server::handlers::{health, metrics, refresh, status, usage, verify};
+use crate::server::handlers::{forward_auth, health, metrics, refresh, status, usage, verify};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
@@ -50,11 +50,12 @@ async fn route_full(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
         ("/status", _) => response::method_not_allowed("GET"),
         ("/metrics", Method::GET) => metrics::handle(shared, Caller::Checked(peer)),
         ("/metrics", _) => response::method_not_allowed("GET"),
+        ("/auth", _) => forward_auth::handle(&request, shared, peer),
         ("/usage", Method::GET) => usage::handle(shared, peer).await,
         ("/usage", _) => response::method_not_allowed("GET"),
         _ => response::error(
             StatusCode::NOT_FOUND,
-            "no such endpoint: use POST /verify, POST /refresh, GET /health, GET /status, GET /metrics or GET /usage",
+            "no such endpoint: use POST /verify, POST /refresh, GET /health, GET /status, GET /metrics, GET /usage or /auth",
         ),
     }
 }

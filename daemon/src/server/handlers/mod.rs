@@ -1,5 +1,6 @@
 //! One module per endpoint; each turns a request into a JSON answer.
 
+pub mod forward_auth;
 pub mod health;
 pub mod metrics;
 pub mod refresh;

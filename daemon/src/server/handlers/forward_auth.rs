@@ -1,0 +1,373 @@
+//! `/auth`, any method: the forward-auth answer for nginx `auth_request`, Caddy `forward_auth`,
+//! Traefik `ForwardAuth` and Envoy `ext_authz` (HTTP). The same lock-free lookup as `/verify`;
+//! the request body is ignored.
+//!
+//! The key comes from `Authorization: Bearer`, else the configured headers (`X-API-Key` by
+//! default), else — only when configured — a query parameter. Required scopes come from
+//! `?scope=S` (repeatable) and `X-Heare-Require-Scope: S1 S2`; all are required. A valid key gets
+//! `200` with an empty body and identity headers (`X-Heare-Key-Id`, `X-Heare-Key-Name`,
+//! `X-Heare-Key-Scopes`, and metadata fields mapped to headers); a value that cannot be a header
+//! value is left out and logged by key id. No key or a bad one: `401` with `WWW-Authenticate:
+//! Bearer realm="heare-auth"` (`error="invalid_token"` for a bad one); a missing scope: `403`
+//! with `error="insufficient_scope"` (RFC 6750). Logged as `forward_auth_success` /
+//! `forward_auth_failed` with the original method and path (never the query string).
+
+use crate::config::ForwardAuthSettings;
+use crate::keyset::{KeyView, Verdict, is_scope_token};
+use crate::metrics::VerifyResult;
+use crate::server::peer::Peer;
+use crate::server::response::Body;
+use crate::state::Shared;
+use crate::verify_input::bearer_token;
+use bytes::Bytes;
+use heare_auth_client::token::{SecretShape, secret_shape};
+use heare_auth_store::timestamp;
+use http_body_util::Full;
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
+};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use std::time::Instant;
+
+const REALM: &str = r#"Bearer realm="heare-auth""#;
+
+/// Answers `/auth` and counts it like a verify.
+pub fn handle<B>(request: &Request<B>, shared: &Shared, peer: Peer) -> Response<Body> {
+    let started = Instant::now();
+    let asked = Asked::of(request, &shared.forward_auth);
+    let (answer, result) = answer(&asked, shared, peer);
+    shared.metrics.verify.record(result, started.elapsed());
+    answer
+}
+
+/// What a forward-auth request asks, taken from its head.
+struct Asked<'r> {
+    key: Option<String>,
+    required: Result<Vec<String>, ()>,
+    headers: &'r HeaderMap,
+}
+
+impl<'r> Asked<'r> {
+    fn of<B>(request: &'r Request<B>, settings: &ForwardAuthSettings) -> Self {
+        let headers = request.headers();
+        let query = request.uri().query().unwrap_or("");
+        Asked {
+            key: presented_key(headers, query, settings),
+            required: required_scopes(headers, query),
+            headers,
+        }
+    }
+}
+
+/// The key: bearer token, else the first configured header, else the query parameter if set.
+fn presented_key(
+    headers: &HeaderMap,
+    query: &str,
+    settings: &ForwardAuthSettings,
+) -> Option<String> {
+    if let Some(token) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| bearer_token(v.as_bytes()))
+    {
+        return Some(token.to_string());
+    }
+    for name in &settings.key_headers {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            let value = value.trim();
+            if !value.is_empty() {
+                return Some(value.to_string());
+            }
+        }
+    }
+    let parameter = settings.key_query_param.as_deref()?;
+    query_values(query, parameter).into_iter().next()
+}
+
+/// Every `scope=` of the query and every scope of `X-Heare-Require-Scope`; `Err` when one is not a
+/// scope token (a proxy configuration error: refused, never ignored).
+fn required_scopes(headers: &HeaderMap, query: &str) -> Result<Vec<String>, ()> {
+    let mut scopes = query_values(query, "scope");
+    for value in headers.get_all("x-heare-require-scope") {
+        let text = value.to_str().map_err(|_| ())?;
+        scopes.extend(text.split_ascii_whitespace().map(str::to_string));
+    }
+    match scopes.iter().all(|scope| is_scope_token(scope)) {
+        true => Ok(scopes),
+        false => Err(()),
+    }
+}
+
+/// The percent-decoded values of `name` in a query string.
+fn query_values(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == name)
+        .filter_map(|(_, value)| percent_decode(value))
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, VerifyResult) {
+    let Ok(required) = &asked.required else {
+        let answer = json_answer(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"a required scope is not a scope token"}"#,
+        );
+        log_failed(asked, None, "bad_scope_request", peer);
+        return (answer, VerifyResult::Malformed);
+    };
+    let Some(key) = &asked.key else {
+        log_failed(asked, None, "no_key", peer);
+        return (unauthorized(false), VerifyResult::Malformed);
+    };
+    let now = timestamp::now();
+    if shared.too_stale(now) {
+        log_failed(asked, None, "stale", peer);
+        let answer = json_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"the key set is too old to trust"}"#,
+        );
+        return (answer, VerifyResult::Stale);
+    }
+    if secret_shape(key) == SecretShape::BadChecksum {
+        log_failed(asked, None, "bad_checksum", peer);
+        return (unauthorized(true), VerifyResult::BadChecksum);
+    }
+    let keys = shared.keys();
+    let (result, key_id) = match keys.verify(key, now) {
+        Verdict::Valid(view) => match view.missing_scope(required) {
+            None => {
+                keys.record_use(&view, now);
+                return (granted(&view, asked, shared, peer), VerifyResult::Valid);
+            }
+            Some(_) => {
+                log_failed(asked, Some(view.id), "insufficient_scope", peer);
+                return (insufficient(required), VerifyResult::InsufficientScope);
+            }
+        },
+        Verdict::Expired { key_id } => (VerifyResult::Expired, Some(key_id)),
+        Verdict::Disabled { key_id } => (VerifyResult::Disabled, Some(key_id)),
+        Verdict::Rotated { key_id } => (VerifyResult::Rotated, Some(key_id)),
+        Verdict::Unknown => (VerifyResult::Unknown, None),
+    };
+    log_failed(asked, key_id, result.name(), peer);
+    (unauthorized(true), result)
+}
+
+/// 200, empty body, the identity headers.
+fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) -> Response<Body> {
+    let mut answer = Response::new(Full::new(Bytes::new()));
+    let scopes = key.scopes().collect::<Vec<_>>().join(",");
+    let headers = answer.headers_mut();
+    let mut left_out = Vec::new();
+    for (name, value) in [
+        ("x-heare-key-id", key.id),
+        ("x-heare-key-name", key.name),
+        ("x-heare-key-scopes", scopes.as_str()),
+    ] {
+        match header_value(value) {
+            Some(value) => {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+            None => left_out.push(name),
+        }
+    }
+    left_out.extend(map_metadata(key, &shared.forward_auth, headers));
+    let (uid, pid, address) = peer.log_fields();
+    let (method, path) = original(asked.headers);
+    if !left_out.is_empty() {
+        tracing::warn!(key_id = key.id, headers = ?left_out, "forward_auth_headers_omitted");
+    }
+    tracing::info!(
+        key_id = key.id,
+        user_agent = user_agent(asked.headers),
+        peer_uid = uid,
+        peer_pid = pid,
+        peer_addr = address,
+        method = method,
+        path = path,
+        "forward_auth_success"
+    );
+    answer
+}
+
+/// Copies the configured metadata fields into headers; returns the headers left out (a value
+/// that is not a string or a number, or cannot be a header value).
+fn map_metadata<'s>(
+    key: &KeyView<'_>,
+    settings: &'s ForwardAuthSettings,
+    headers: &mut HeaderMap,
+) -> Vec<&'s str> {
+    if settings.metadata_headers.is_empty() {
+        return Vec::new();
+    }
+    let Ok(metadata) =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(key.metadata_json)
+    else {
+        return Vec::new();
+    };
+    let mut left_out = Vec::new();
+    for (header, field) in &settings.metadata_headers {
+        let text = match metadata.get(field) {
+            None => continue,
+            Some(serde_json::Value::String(text)) => text.clone(),
+            Some(serde_json::Value::Number(number)) => number.to_string(),
+            Some(_) => {
+                left_out.push(header.as_str());
+                continue;
+            }
+        };
+        match header_value(&text) {
+            Some(value) => {
+                headers.insert(header.clone(), value);
+            }
+            None => left_out.push(header.as_str()),
+        }
+    }
+    left_out
+}
+
+/// `text` as a header value when it is visible ASCII with inner spaces (no CR, LF, NUL, other
+/// controls or non-ASCII); `None` otherwise.
+fn header_value(text: &str) -> Option<HeaderValue> {
+    let fine = text.bytes().all(|b| (0x20..0x7F).contains(&b)) && text.trim() == text;
+    if !fine {
+        return None;
+    }
+    HeaderValue::from_str(text).ok()
+}
+
+fn unauthorized(bad_key: bool) -> Response<Body> {
+    let (challenge, body): (&str, &'static str) = match bad_key {
+        true => (
+            r#"Bearer realm="heare-auth", error="invalid_token""#,
+            r#"{"error":"Invalid API key"}"#,
+        ),
+        false => (REALM, r#"{"error":"an API key is required"}"#),
+    };
+    let mut answer = json_answer(StatusCode::UNAUTHORIZED, body);
+    if let Ok(value) = HeaderValue::from_str(challenge) {
+        answer.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    answer
+}
+
+fn insufficient(required: &[String]) -> Response<Body> {
+    let mut answer = json_answer(StatusCode::FORBIDDEN, r#"{"error":"Insufficient scope"}"#);
+    let challenge = format!(
+        r#"Bearer realm="heare-auth", error="insufficient_scope", scope="{}""#,
+        required.join(" ")
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        answer.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    answer
+}
+
+fn json_answer(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut answer = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *answer.status_mut() = status;
+    answer
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    answer
+}
+
+fn log_failed(asked: &Asked<'_>, key_id: Option<&str>, reason: &str, peer: Peer) {
+    let (uid, pid, address) = peer.log_fields();
+    let (method, path) = original(asked.headers);
+    tracing::warn!(
+        key_id = key_id,
+        reason = reason,
+        user_agent = user_agent(asked.headers),
+        peer_uid = uid,
+        peer_pid = pid,
+        peer_addr = address,
+        method = method,
+        path = path,
+        "forward_auth_failed"
+    );
+}
+
+/// The original request's method and path, as the proxy reports them (path only: the query
+/// string can hold secrets), bounded.
+fn original(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let first = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+            .map(|text| text.chars().take(256).collect::<String>())
+    };
+    let method = first(["x-forwarded-method", "x-original-method"]);
+    let path = first(["x-forwarded-uri", "x-original-uri"])
+        .map(|uri| uri.split(['?', '#']).next().unwrap_or_default().to_string());
+    (method, path)
+}
+
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(USER_AGENT)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(256)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_header_values() {
+        assert_eq!(
+            query_values("scope=a&x=1&scope=b%3Ac", "scope"),
+            ["a", "b:c"]
+        );
+        assert_eq!(query_values("scope=%zz", "scope"), Vec::<String>::new());
+        assert!(header_value("alice").is_some());
+        assert!(header_value("a\r\nX-Evil: 1").is_none());
+        assert!(header_value("caf\u{e9}").is_none());
+        assert!(header_value("nul\0").is_none());
+        assert!(header_value(" padded").is_none());
+    }
+
+    #[test]
+    fn the_original_path_never_carries_the_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-original-uri",
+            HeaderValue::from_static("/api/x?api_key=sec_0abc"),
+        );
+        headers.insert("x-forwarded-method", HeaderValue::from_static("DELETE"));
+        let (method, path) = original(&headers);
+        assert_eq!(method.as_deref(), Some("DELETE"));
+        assert_eq!(path.as_deref(), Some("/api/x"));
+    }
+}
