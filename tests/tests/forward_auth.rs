@@ -92,6 +92,13 @@ fn keys_challenges_scopes_and_identity_headers() {
 
     let by_header = auth(&daemon, "POST", "/auth", &[("x-api-key", SECRET)]);
     assert_eq!(by_header.status, 200, "X-API-Key, any method");
+    let envoy = auth(
+        &daemon,
+        "DELETE",
+        "/auth/orders/7",
+        &[("x-api-key", SECRET)],
+    );
+    assert_eq!(envoy.status, 200, "Envoy appends the original path");
     let by_query = auth(&daemon, "GET", &format!("/auth?api_key={SECRET}"), &[]);
     assert_eq!(by_query.status, 401, "no query parameter unless configured");
 
@@ -126,6 +133,29 @@ fn keys_challenges_scopes_and_identity_headers() {
     assert_eq!(by_proxy_header.status, 403);
     let metrics = auth(&daemon, "GET", "/metrics", &[]).body;
     assert!(metrics.contains("heare_auth_verify_requests_total{result=\"insufficient_scope\"} 2"));
+}
+
+/// Traefik cannot reach a Unix socket: `/auth` answers on `listen_tcp` alike.
+#[test]
+fn auth_answers_on_the_tcp_listener_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", heare_auth_tests::free_port());
+    let keys = json!({"keys": [{"id": "key_tcp", "secret": SECRET, "scopes": ["read"]}]});
+    std::fs::write(dir.path().join("keys.json"), keys.to_string()).unwrap();
+    let _daemon = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(format!("file://{}", dir.path().join("keys.json").display()))
+        .args(["--listen-tcp", &address])
+        .start()
+        .unwrap();
+    let bearer = format!("Bearer {SECRET}");
+    let request = Request::new("GET", "/auth?scope=read").header("authorization", bearer);
+    let answer = heare_auth_tests::http::send_tcp(&address, &request).unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-heare-key-id"), Some("key_tcp"));
+    let missing =
+        heare_auth_tests::http::send_tcp(&address, &Request::new("GET", "/auth")).unwrap();
+    assert_eq!(missing.status, 401);
 }
 
 #[test]

@@ -50,7 +50,10 @@ async fn route_full(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
         ("/status", _) => response::method_not_allowed("GET"),
         ("/metrics", Method::GET) => metrics::handle(shared, Caller::Checked(peer)),
         ("/metrics", _) => response::method_not_allowed("GET"),
-        ("/auth", _) => forward_auth::handle(&request, shared, peer),
+        // Envoy's ext_authz appends the original path to its path_prefix (`/auth/orders/7`).
+        (path, _) if path == "/auth" || path.starts_with("/auth/") => {
+            forward_auth::handle(&request, shared, peer)
+        }
         ("/usage", Method::GET) => usage::handle(shared, peer).await,
         ("/usage", _) => response::method_not_allowed("GET"),
         _ => response::error(

@@ -43,6 +43,8 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --only LIST       what to measure, of load,latency,client,throughput (default all)
   --bare            measure a bare hyper server answering a fixed body instead of heare-authd
                     (only latency and throughput)
+  --auth            throughput at the first key count of GET /auth (a key in Authorization, as
+                    nginx sends it) and POST /verify, runs interleaved on one daemon
   --monitoring      throughput at the first key count with the monitoring off and on, runs
                     interleaved: off = no metrics listener, no stats push, no usage file; on =
                     metrics_listen scraped every second, the UDP stats push every second to a
@@ -63,6 +65,7 @@ struct Options {
     only: Vec<String>,
     bare: bool,
     monitoring: bool,
+    auth: bool,
 }
 
 impl Options {
@@ -81,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         only: Vec::new(),
         bare: false,
         monitoring: false,
+        auth: false,
     };
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
@@ -105,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             }
             "--bare" => options.bare = true,
             "--monitoring" => options.monitoring = true,
+            "--auth" => options.auth = true,
             "--write-keys" => {
                 let file = PathBuf::from(value(&mut args, &arg)?);
                 let count = value(&mut args, &arg)?.parse()?;
@@ -134,6 +139,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.monitoring {
         return bench_monitoring(&options);
+    }
+    if options.auth {
+        return bench_auth(&options);
     }
     bench_daemon(&options)
 }
@@ -341,6 +349,53 @@ fn bench_monitoring(options: &Options) -> anyhow::Result<()> {
         "difference of the medians: {:+.1}% ({scrapes} scrapes answered, {} stats datagrams received)",
         (on_median / off_median - 1.0) * 100.0,
         datagrams.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Throughput of `/auth` and `/verify` on one daemon, runs interleaved: the medians and their
+/// difference.
+fn bench_auth(options: &Options) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let count = options.counts.first().copied().unwrap_or(1_000);
+    let secrets = write_key_file(&dir.path().join("keys.json"), count)?;
+    let (mut daemon, _) = start(dir.path(), &secrets)?;
+    let answer = exchange(&socket(dir.path()), &auth_request(&secrets[0]))?;
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 200"),
+        "/auth refused a known key: {answer}"
+    );
+    let (mut verify, mut auth) = (Vec::new(), Vec::new());
+    for _ in 0..options.runs {
+        for (build, rates) in [
+            (verify_request as fn(&str) -> Vec<u8>, &mut verify),
+            (auth_request, &mut auth),
+        ] {
+            let (rate, _) = throughput_of(
+                &socket(dir.path()),
+                &secrets,
+                options.connections,
+                options.seconds,
+                build,
+            )?;
+            rates.push(rate);
+        }
+    }
+    stop(&mut daemon);
+    let median = |rates: &mut Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let (verify_median, auth_median) = (median(&mut verify), median(&mut auth));
+    println!(
+        "{count} keys, c={}, {} runs of {} s each",
+        options.connections, options.runs, options.seconds
+    );
+    println!("POST /verify: {verify:.0?} verifies/s, median {verify_median:.0}");
+    println!("GET /auth:    {auth:.0?} answers/s, median {auth_median:.0}");
+    println!(
+        "difference of the medians: {:+.1}%",
+        (auth_median / verify_median - 1.0) * 100.0
     );
     Ok(())
 }
@@ -584,6 +639,14 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A forward-auth request as nginx's `auth_request` sends it: GET, the key in a header, no body.
+fn auth_request(secret: &str) -> Vec<u8> {
+    format!(
+        "GET /auth HTTP/1.1\r\nHost: x\r\nUser-Agent: heare-auth-bench\r\nAuthorization: Bearer {secret}\r\nX-Original-URI: /orders/7\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 fn verify_request(secret: &str) -> Vec<u8> {
     let body = format!("{{\"api_key\":\"{secret}\"}}");
     format!(
@@ -772,6 +835,17 @@ fn throughput(
     connections: usize,
     seconds: u64,
 ) -> anyhow::Result<(f64, u64)> {
+    throughput_of(socket, secrets, connections, seconds, verify_request)
+}
+
+/// [`throughput`] with the requests `build` makes from a secret.
+fn throughput_of(
+    socket: &Path,
+    secrets: &[String],
+    connections: usize,
+    seconds: u64,
+    build: fn(&str) -> Vec<u8>,
+) -> anyhow::Result<(f64, u64)> {
     use std::cell::Cell;
     use std::rc::Rc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -785,7 +859,7 @@ fn throughput(
         for c in 0..connections {
             let mut stream = tokio::net::UnixStream::connect(socket).await?;
             let requests: Vec<Vec<u8>> = (0..64)
-                .map(|i| verify_request(&secrets[(c * 7919 + i * 104_729) % secrets.len()]))
+                .map(|i| build(&secrets[(c * 7919 + i * 104_729) % secrets.len()]))
                 .collect();
             let running = running.clone();
             tasks.push(tokio::task::spawn_local(async move {
