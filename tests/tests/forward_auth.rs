@@ -80,10 +80,15 @@ fn keys_challenges_scopes_and_identity_headers() {
     assert_eq!(good.header("x-uid"), Some("1001"));
     assert_eq!(
         good.header("x-evil"),
-        None,
-        "a value with CR LF is never sent"
+        Some(""),
+        "a value with CR LF is sent empty"
     );
-    assert_eq!(good.header("x-list"), None, "not a string or number");
+    assert_eq!(
+        good.header("x-list"),
+        Some(""),
+        "not a string or number: sent empty"
+    );
+    assert_eq!(good.header("cache-control"), Some("no-store"));
     let omitted = daemon.wait_events("forward_auth_headers_omitted");
     assert_eq!(omitted[0]["key_id"], "key_fa_writer");
     let logged = daemon.wait_events("forward_auth_success");
@@ -103,6 +108,17 @@ fn keys_challenges_scopes_and_identity_headers() {
     assert_eq!(by_query.status, 401, "no query parameter unless configured");
 
     let reader = format!("Bearer {READER}");
+    // Every identity header is sent, empty when the key has no value: a proxy that copies only
+    // what is present (Envoy) still replaces the client's own.
+    let plain = auth(&daemon, "GET", "/auth", &[("authorization", &reader)]);
+    assert_eq!(plain.header("x-user"), Some(""));
+    assert_eq!(plain.header("x-heare-key-id"), Some("key_fa_reader"));
+    assert_eq!(bad.header("cache-control"), Some("no-store"));
+    // A requirement written oddly is refused, never dropped.
+    for odd in ["/auth?scope=%ff", "/auth?scope=", "/auth?scope=a,b"] {
+        let answer = auth(&daemon, "GET", odd, &[("authorization", &bearer)]);
+        assert_eq!(answer.status, 400, "{odd}");
+    }
     let refused = auth(
         &daemon,
         "GET",

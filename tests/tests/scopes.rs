@@ -86,7 +86,14 @@ fn bad_scopes_are_refused_and_change_nothing() {
     let (daemon, ctl) = start(dir.path());
     let (id, secret) = ctl.create(&["--name", "k"]);
     let before = std::fs::read_to_string(dir.path().join("keys.json")).unwrap();
-    for bad in ["two words", "", "quo\"te", "back\\slash", "\u{1b}[2J"] {
+    for bad in [
+        "two words",
+        "",
+        "quo\"te",
+        "back\\slash",
+        "\u{1b}[2J",
+        "with,comma",
+    ] {
         let output = ctl.run(&["scopes", &id, "--add", bad]);
         assert_eq!(output.status.code(), Some(2), "{bad:?}");
         let output = ctl.run(&["create", "--name", "x", "--scope", bad]);

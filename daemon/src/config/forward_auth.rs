@@ -8,6 +8,20 @@ use hyper::header::HeaderName;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// Headers a metadata field may not become: the answer's own and those that frame HTTP.
+const RESERVED: [&str; 10] = [
+    "www-authenticate",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "cache-control",
+    "host",
+    "te",
+];
+
 /// The table as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,10 +85,10 @@ pub(super) fn resolve(
     settings.key_query_param = section.key_query_param.clone().filter(|p| !p.is_empty());
     for (header, field) in section.metadata_headers.iter().flatten() {
         let name = header_name("forward_auth.metadata_headers", header)?;
-        if name.as_str().starts_with("x-heare-") || name == hyper::header::WWW_AUTHENTICATE {
+        if name.as_str().starts_with("x-heare-") || RESERVED.contains(&name.as_str()) {
             return Err(ConfigError::Invalid {
                 setting: "forward_auth.metadata_headers",
-                why: format!("{header} is one of the daemon's own answer headers"),
+                why: format!("{header} is one of the answer's own or framing headers"),
             });
         }
         settings.metadata_headers.push((name, field.clone()));

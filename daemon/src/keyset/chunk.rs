@@ -233,13 +233,16 @@ fn grace_secrets(key: &FileKey<'_>) -> Result<Vec<(SecretDigest, UnixMillis)>, &
 const MAX_SCOPES: usize = 64;
 const MAX_SCOPE_CHARS: usize = 128;
 
-/// Whether `scope` is an RFC 6750 scope token: visible ASCII except space, `"` and `\`.
+/// Whether `scope` is a scope token: RFC 6750's (visible ASCII except space, `"` and `\`) without
+/// `,`, since `X-Heare-Key-Scopes` lists scopes separated by commas (`read,admin` must never
+/// read as two scopes).
 pub fn is_scope_token(scope: &str) -> bool {
     !scope.is_empty()
         && scope.len() <= MAX_SCOPE_CHARS
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+        && scope.bytes().all(|b| {
+            let rfc_6750 = b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b);
+            rfc_6750 && b != b','
+        })
 }
 
 /// The key's scopes joined by single spaces (empty when it has none); every scope must be a
@@ -251,7 +254,7 @@ fn scopes_text(key: &FileKey<'_>) -> Result<String, &'static str> {
     }
     if !scopes.iter().all(|scope| is_scope_token(scope)) {
         return Err(
-            "a scope is not a scope token (1 to 128 visible ASCII characters, no space, quote or backslash)",
+            "a scope is not a scope token (1 to 128 visible ASCII characters, no space, comma, quote or backslash)",
         );
     }
     Ok(scopes.join(" "))

@@ -24,19 +24,24 @@ use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_store::timestamp;
 use http_body_util::Full;
 use hyper::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT, WWW_AUTHENTICATE,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT,
+    WWW_AUTHENTICATE,
 };
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::time::Instant;
 
 const REALM: &str = r#"Bearer realm="heare-auth""#;
 
-/// Answers `/auth` and counts it like a verify.
+/// Answers `/auth` and counts it like a verify. No answer may be cached: a revoked key must stop
+/// working at once, and one cached 200 would let every later request in.
 pub fn handle<B>(request: &Request<B>, shared: &Shared, peer: Peer) -> Response<Body> {
     let started = Instant::now();
     let asked = Asked::of(request, &shared.forward_auth);
-    let (answer, result) = answer(&asked, shared, peer);
+    let (mut answer, result) = answer(&asked, shared, peer);
     shared.metrics.verify.record(result, started.elapsed());
+    answer
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     answer
 }
 
@@ -80,30 +85,35 @@ fn presented_key(
         }
     }
     let parameter = settings.key_query_param.as_deref()?;
-    query_values(query, parameter).into_iter().next()
+    query_values(query, parameter).ok()?.into_iter().next()
 }
 
 /// Every `scope=` of the query and every scope of `X-Heare-Require-Scope`; `Err` when one is not a
 /// scope token (a proxy configuration error: refused, never ignored).
 fn required_scopes(headers: &HeaderMap, query: &str) -> Result<Vec<String>, ()> {
-    let mut scopes = query_values(query, "scope");
+    let mut scopes = query_values(query, "scope")?;
     for value in headers.get_all("x-heare-require-scope") {
         let text = value.to_str().map_err(|_| ())?;
         scopes.extend(text.split_ascii_whitespace().map(str::to_string));
     }
-    match scopes.iter().all(|scope| is_scope_token(scope)) {
+    let fine = scopes.len() <= MAX_REQUIRED && scopes.iter().all(|scope| is_scope_token(scope));
+    match fine {
         true => Ok(scopes),
         false => Err(()),
     }
 }
 
-/// The percent-decoded values of `name` in a query string.
-fn query_values(query: &str, name: &str) -> Vec<String> {
+/// Scopes one request may require (a key holds at most 64).
+const MAX_REQUIRED: usize = 64;
+
+/// The percent-decoded values of `name` in a query string; `Err` when one does not decode (a
+/// requirement must never be dropped because it was written oddly).
+fn query_values(query: &str, name: &str) -> Result<Vec<String>, ()> {
     query
         .split('&')
-        .filter_map(|pair| pair.split_once('='))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .filter(|(key, _)| *key == name)
-        .filter_map(|(_, value)| percent_decode(value))
+        .map(|(_, value)| percent_decode(value).ok_or(()))
         .collect()
 }
 
@@ -189,12 +199,13 @@ fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) ->
         ("x-heare-key-name", key.name),
         ("x-heare-key-scopes", scopes.as_str()),
     ] {
-        match header_value(value) {
-            Some(value) => {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-            None => left_out.push(name),
-        }
+        // Every identity header is sent, empty when its value cannot be: a proxy that copies
+        // only the headers present (Envoy) then still replaces what the client sent.
+        let value = header_value(value).unwrap_or_else(|| {
+            left_out.push(name);
+            HeaderValue::from_static("")
+        });
+        headers.insert(HeaderName::from_static(name), value);
     }
     left_out.extend(map_metadata(key, &shared.forward_auth, headers));
     let (uid, pid, address) = peer.log_fields();
@@ -233,20 +244,21 @@ fn map_metadata<'s>(
     let mut left_out = Vec::new();
     for (header, field) in &settings.metadata_headers {
         let text = match metadata.get(field) {
-            None => continue,
+            None => String::new(),
             Some(serde_json::Value::String(text)) => text.clone(),
             Some(serde_json::Value::Number(number)) => number.to_string(),
             Some(_) => {
                 left_out.push(header.as_str());
-                continue;
+                String::new()
             }
         };
-        match header_value(&text) {
-            Some(value) => {
-                headers.insert(header.clone(), value);
-            }
-            None => left_out.push(header.as_str()),
-        }
+        // Sent empty when the key has no such field or its value cannot be a header value, so
+        // that the client's own never passes a proxy that copies only present headers.
+        let value = header_value(&text).unwrap_or_else(|| {
+            left_out.push(header.as_str());
+            HeaderValue::from_static("")
+        });
+        headers.insert(header.clone(), value);
     }
     left_out
 }
@@ -346,11 +358,26 @@ mod tests {
 
     #[test]
     fn queries_and_header_values() {
+        let both = vec!["a".to_string(), "b:c".to_string()];
+        assert_eq!(query_values("scope=a&x=1&scope=b%3Ac", "scope"), Ok(both));
+        assert_eq!(query_values("scope=%zz", "scope"), Err(()));
+        assert_eq!(query_values("scope=%ff", "scope"), Err(()), "not UTF-8");
+        let mut headers = HeaderMap::new();
         assert_eq!(
-            query_values("scope=a&x=1&scope=b%3Ac", "scope"),
-            ["a", "b:c"]
+            required_scopes(&headers, "scope="),
+            Err(()),
+            "an empty scope"
         );
-        assert_eq!(query_values("scope=%zz", "scope"), Vec::<String>::new());
+        assert_eq!(required_scopes(&headers, "scope"), Err(()), "a bare name");
+        assert_eq!(required_scopes(&headers, "scope=a,b"), Err(()), "a comma");
+        headers.insert(
+            "x-heare-require-scope",
+            HeaderValue::from_static("read  write"),
+        );
+        let all = vec!["x".to_string(), "read".to_string(), "write".to_string()];
+        assert_eq!(required_scopes(&headers, "scope=x"), Ok(all));
+        let many = vec!["scope=s"; 65].join("&");
+        assert_eq!(required_scopes(&HeaderMap::new(), &many), Err(()));
         assert!(header_value("alice").is_some());
         assert!(header_value("a\r\nX-Evil: 1").is_none());
         assert!(header_value("caf\u{e9}").is_none());
