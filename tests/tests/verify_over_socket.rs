@@ -47,7 +47,7 @@ fn verify_answers_for_every_kind_of_key() {
     assert_eq!(
         valid.json(),
         json!({"valid": true, "key_id": "key_plain", "name": "name of key_plain",
-               "metadata": {"env": "test", "id": "key_plain"}, "error": null})
+               "metadata": {"env": "test", "id": "key_plain"}, "scopes": [], "error": null})
     );
     let hashed = daemon.verify(HASHED);
     assert_eq!(hashed.status, 200);
