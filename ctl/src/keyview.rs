@@ -71,6 +71,11 @@ pub fn text(value: &Value) -> String {
         .collect()
 }
 
+/// [`text`] of a string (from the store, S3 or the daemon) for the terminal.
+pub fn shown(text: &str) -> String {
+    self::text(&Value::String(text.to_string()))
+}
+
 /// Control characters, bidi controls and zero-width characters (Unicode category Cf's that
 /// matter on a terminal).
 fn unsafe_on_terminal(c: char) -> bool {

@@ -3,6 +3,7 @@
 //! latest use kept, and each host's own figures for `--detailed`.
 
 use crate::error::CtlError;
+use crate::keyview::shown;
 use heare_auth_client::transport;
 use heare_auth_client::wire::{KeyUsage, UsageReport};
 use heare_auth_store::timestamp::{self, UnixMillis};
@@ -174,11 +175,6 @@ fn believable(usage: &KeyUsage, now: UnixMillis) -> KeyUsage {
         usage.last_used_previous_secret = false;
     }
     usage
-}
-
-/// Text from S3 made safe for a terminal.
-fn shown(text: &str) -> String {
-    crate::keyview::text(&serde_json::Value::String(text.to_string()))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub fn scopes(given: &[String]) -> Result<Vec<String>, CtlError> {
         if !heare_authd::keyset::is_scope_token(scope) {
             return Err(CtlError::Usage(format!(
                 "scope {:?} is not a scope token: 1 to 128 visible ASCII characters, no space, comma, quote or backslash",
-                crate::keyview::text(&serde_json::Value::String(scope.clone()))
+                crate::keyview::shown(scope)
             )));
         }
         if !scopes.contains(scope) {

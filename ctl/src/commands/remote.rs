@@ -2,7 +2,7 @@
 
 use crate::daemon_link;
 use crate::error::CtlError;
-use crate::keyview;
+use crate::keyview::shown;
 use std::path::Path;
 
 pub fn reload(socket: &Path, signal: bool, pid: Option<i32>) -> Result<(), CtlError> {
@@ -23,7 +23,6 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
         return Ok(());
     }
     // Errors and warnings quote key ids from the store: escaped like every table cell.
-    let shown = |text: &str| keyview::text(&serde_json::Value::String(text.to_string()));
     let or_dash = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), shown);
     println!("heare-authd {}", status.daemon_version);
     println!("  keys loaded:   {}", status.keys_loaded);

@@ -5,12 +5,11 @@
 //! regular file at the name refused. A file that cannot be read or parsed is logged and the daemon
 //! starts counting from zero: usage is information, never a reason not to serve.
 
-use super::{readings, used_entries};
+use super::readings;
 use crate::cache;
 use crate::keyset::KeySet;
 use crate::state::Shared;
 use heare_auth_client::wire::UsageReport;
-use heare_auth_store::timestamp;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,11 +44,7 @@ pub fn restore(path: &Path, set: &KeySet) {
 
 /// Writes the usage of `set` to `path`.
 pub fn save(path: &Path, set: &KeySet) {
-    let report = UsageReport {
-        host_id: String::new(),
-        written_at: timestamp::format(timestamp::now()),
-        keys: used_entries(set),
-    };
+    let report = super::report(set, "");
     let body = serde_json::to_vec(&report).unwrap_or_default();
     if let Err(error) = cache::write(path, &body) {
         tracing::warn!(path = %path.display(), %error, "usage_file_write_failed");

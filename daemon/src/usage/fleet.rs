@@ -4,12 +4,9 @@
 //! own object (unconditionally: it has one writer), and a failed write is logged and retried at
 //! the next interval.
 
-use super::used_entries;
 use crate::config::{ReportPrefix, UsageSettings};
 use crate::keyset::KeySet;
 use crate::state::Shared;
-use heare_auth_client::wire::UsageReport;
-use heare_auth_store::timestamp;
 use heare_auth_store::{S3Options, StoreUrl, WriteCondition};
 use rand::Rng;
 use std::sync::Arc;
@@ -98,10 +95,6 @@ pub fn spawn_reporter(
 
 /// The report of `set`'s usage (built off the async threads: a million keys take a moment).
 fn report_body(host_id: &str, set: &KeySet) -> Vec<u8> {
-    let report = UsageReport {
-        host_id: host_id.to_string(),
-        written_at: timestamp::format(timestamp::now()),
-        keys: used_entries(set),
-    };
+    let report = super::report(set, host_id);
     serde_json::to_vec(&report).unwrap_or_default()
 }

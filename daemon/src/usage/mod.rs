@@ -7,7 +7,7 @@ pub mod fleet;
 
 use crate::keyset::{KeySet, UsageReading};
 use crate::state::Shared;
-use heare_auth_client::wire::KeyUsage;
+use heare_auth_client::wire::{KeyUsage, UsageReport};
 use heare_auth_store::timestamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,15 @@ pub fn used_entries(set: &KeySet) -> Vec<KeyUsage> {
         .filter(|(_, reading)| reading.verifications > 0)
         .map(|(id, reading)| entry(id, reading))
         .collect()
+}
+
+/// The report of `set`'s used keys, written now by `host_id` (empty for the local state file).
+pub fn report(set: &KeySet, host_id: &str) -> UsageReport {
+    UsageReport {
+        host_id: host_id.to_string(),
+        written_at: timestamp::format(timestamp::now()),
+        keys: used_entries(set),
+    }
 }
 
 fn entry(id: &str, reading: UsageReading) -> KeyUsage {

@@ -15,6 +15,7 @@
 use crate::config::ForwardAuthSettings;
 use crate::keyset::{KeyView, Verdict, is_scope_token};
 use crate::metrics::VerifyResult;
+use crate::server::handlers::verify::user_agent;
 use crate::server::peer::Peer;
 use crate::server::response::Body;
 use crate::state::Shared;
@@ -24,8 +25,7 @@ use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_store::timestamp;
 use http_body_util::Full;
 use hyper::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT,
-    WWW_AUTHENTICATE,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE,
 };
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::time::Instant;
@@ -215,7 +215,7 @@ fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) ->
     }
     tracing::info!(
         key_id = key.id,
-        user_agent = user_agent(asked.headers),
+        user_agent = &*user_agent(asked.headers),
         peer_uid = uid,
         peer_pid = pid,
         peer_addr = address,
@@ -315,7 +315,7 @@ fn log_failed(asked: &Asked<'_>, key_id: Option<&str>, reason: &str, peer: Peer)
     tracing::warn!(
         key_id = key_id,
         reason = reason,
-        user_agent = user_agent(asked.headers),
+        user_agent = &*user_agent(asked.headers),
         peer_uid = uid,
         peer_pid = pid,
         peer_addr = address,
@@ -338,18 +338,6 @@ fn original(headers: &HeaderMap) -> (Option<String>, Option<String>) {
     let path = first(["x-forwarded-uri", "x-original-uri"])
         .map(|uri| uri.split(['?', '#']).next().unwrap_or_default().to_string());
     (method, path)
-}
-
-fn user_agent(headers: &HeaderMap) -> String {
-    headers
-        .get(USER_AGENT)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .chars()
-                .take(256)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -247,7 +247,7 @@ fn first_chars(text: &str, count: usize) -> &str {
 
 /// The User-Agent for the log, bounded so a client cannot bloat the log; borrowed from the
 /// request unless it is not UTF-8.
-fn user_agent(headers: &HeaderMap) -> Cow<'_, str> {
+pub(super) fn user_agent(headers: &HeaderMap) -> Cow<'_, str> {
     match headers
         .get(USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
