@@ -149,16 +149,7 @@ fn refused(
 /// 403 `Insufficient scope` for a valid key that lacks a required scope, logged as
 /// `verification_failed` with reason `insufficient_scope` and the key's id.
 fn insufficient_scope(key: &KeyView<'_>, user_agent: &str, peer: Peer) -> Response<Body> {
-    let (uid, pid, address) = peer.log_fields();
-    tracing::warn!(
-        key_id = key.id,
-        reason = "insufficient_scope",
-        user_agent = user_agent,
-        peer_uid = uid,
-        peer_pid = pid,
-        peer_addr = address,
-        "verification_failed"
-    );
+    log_refusal(Known::Key(key.id), "insufficient_scope", user_agent, peer);
     response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INSUFFICIENT_BODY))
 }
 
@@ -201,6 +192,12 @@ enum Known<'a> {
 
 /// 403 `Invalid API key`, logged as `verification_failed` with the reason and never the secret.
 fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Response<Body> {
+    log_refusal(known, reason, user_agent, peer);
+    response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INVALID_BODY))
+}
+
+/// Logs `verification_failed` with the reason, the key or what may be said of the secret.
+fn log_refusal(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) {
     let (uid, pid, address) = peer.log_fields();
     let (key_id, prefix, key_shaped) = match known {
         Known::Key(id) => (Some(id), None, None),
@@ -220,7 +217,6 @@ fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Respo
         peer_addr = address,
         "verification_failed"
     );
-    response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INVALID_BODY))
 }
 
 /// The 403 body: what serde_json writes for `VerifyResponse::invalid(INVALID_API_KEY)`
