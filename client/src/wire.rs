@@ -144,6 +144,29 @@ pub struct StatusResponse {
     pub verify_results: Vec<(String, u64)>,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+    /// The notify queue (`notify_queue`), when one is configured; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyStatus>,
+}
+
+/// The notify queue as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyStatus {
+    /// The queue's URL.
+    pub queue: String,
+    /// Whether the last call to the queue succeeded (false until the first does).
+    pub receiving: bool,
+    /// When a receive last answered (RFC 3339, UTC).
+    pub last_receive_at: Option<String>,
+    /// The last failed queue call's error, kept after recovery (see `last_error_at`).
+    pub last_error: Option<String>,
+    /// When that call failed (RFC 3339, UTC).
+    pub last_error_at: Option<String>,
+    /// Failed queue calls since start.
+    pub errors: u64,
+    /// Messages since start by what they meant: `reload` (an event for the key object),
+    /// `ignored` (another object, S3's test event), `invalid` (not an S3 event).
+    pub messages: Vec<(String, u64)>,
 }
 
 /// One key's usage, as `GET /usage` lists it and the usage files and fleet reports hold it.

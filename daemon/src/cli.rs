@@ -49,6 +49,13 @@ pub struct Cli {
     /// Poll the store for changes this often (seconds, or 30s/5m/1h); 0 turns polling off.
     #[arg(long, value_name = "SECS")]
     pub refresh_interval: Option<String>,
+    /// Spread each poll wait uniformly over the interval ± this (default 10%; "0%" to 50%).
+    #[arg(long, value_name = "PERCENT")]
+    pub refresh_jitter: Option<String>,
+    /// SQS queue receiving the store object's S3 event notifications (directly or through SNS):
+    /// each one reloads at once; polling stays as the fallback (every 300 s unless set).
+    #[arg(long, value_name = "URL")]
+    pub notify_queue: Option<String>,
     /// Refuse to verify once the served set has gone unconfirmed by the store this long.
     #[arg(long, value_name = "DURATION")]
     pub max_stale: Option<String>,

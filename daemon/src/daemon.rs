@@ -9,6 +9,7 @@
 //! counted (bounded together), the socket file this daemon made is removed, and the process exits
 //! 0.
 
+use crate::change_queue::{self, state::QueueState};
 use crate::config::{Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings};
 use crate::generation::Newest;
 use crate::logging::LogGuard;
@@ -102,6 +103,15 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     let (finish, finishing) = watch::channel(false);
     let mut background = start_background(&config, &shared, startup, host_id, &finishing);
     background.push(reload_task);
+    if let Some(queue) = config.store.notify_queue.clone() {
+        let s3 = config.store.s3.clone();
+        background.push(change_queue::spawn(
+            queue,
+            s3,
+            shared.clone(),
+            stopped.clone(),
+        ));
+    }
     let socket_activated = listeners.socket_activated;
     let (mut servers, socket_file) =
         start_servers(listeners, &shared, &policy, admin_gid, &stopped)?;
@@ -174,6 +184,11 @@ fn share(
         newest: reloader.newest.clone(),
         connections: policy.connections.clone(),
         forward_auth: config.forward_auth.clone(),
+        queue: config
+            .store
+            .notify_queue
+            .as_ref()
+            .map(|q| Arc::new(QueueState::new(q.url.clone()))),
     };
     let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
     shared.set_serve_until(initial.serve_until);
@@ -268,6 +283,7 @@ async fn reloader(config: &StoreSettings) -> Reloader {
         cache_path: config.cache_path.clone(),
         max_stale: config.max_stale,
         refresh_interval: config.refresh_interval,
+        refresh_jitter: config.refresh_jitter,
         newest: Arc::new(Newest::open(generation_record(config).as_deref())),
     }
 }

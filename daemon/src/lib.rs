@@ -8,6 +8,7 @@
 //! `heare-auth-store` crate, shared with heare-authctl.
 
 mod cache;
+mod change_queue;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -20,6 +21,7 @@ mod minify;
 mod notify;
 mod reload;
 mod reload_request;
+mod schedule;
 mod server;
 mod state;
 mod stats;

@@ -6,7 +6,7 @@
 //! then publishes the new set in one atomic swap. A failed load — store unreachable, corrupt
 //! JSON, wrong storage secret, duplicate secret — changes nothing that is served: the previous set
 //! stays, `/status` shows the error and that the set is stale, and retries back off up to a
-//! minute. Explicit triggers (SIGHUP, /refresh) always fetch the whole object; the poll timer asks
+//! minute with full jitter ([`crate::schedule`]). Explicit triggers (SIGHUP, /refresh) always fetch the whole object; the poll timer asks
 //! "only if changed", so an unchanged object costs one 304.
 
 use crate::cache;
@@ -15,6 +15,7 @@ use crate::keyset::{KeySet, SkippedKey};
 use crate::metrics::{Metrics, ReloadResult, ReloadTrigger};
 use crate::notify;
 use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
+use crate::schedule::{self, Jitter};
 use crate::state::{LoadStatus, Shared, Source};
 use crate::usage;
 use heare_auth_store::codec::{self, StorageSecret};
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// The first key set, before serving starts.
 pub struct Initial {
@@ -94,6 +96,7 @@ pub struct Reloader {
     pub cache_path: Option<PathBuf>,
     pub max_stale: Option<Duration>,
     pub refresh_interval: Option<Duration>,
+    pub refresh_jitter: Jitter,
     /// The highest generation served (refuses older encrypted bodies written back).
     pub newest: Arc<Newest>,
 }
@@ -187,28 +190,30 @@ impl Reloader {
         }
     }
 
-    /// Answers reload requests, polls and retries until `shutdown` turns true.
+    /// Answers reload requests, polls and retries until `shutdown` turns true. Polls and
+    /// retries follow [`schedule`]: jittered, so a fleet on one object never moves in step.
     pub async fn run(
         self,
         shared: Arc<Shared>,
         mut requests: mpsc::Receiver<ReloadRequest>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut poll = self.refresh_interval.map(|period| {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks
-        });
+        let mut next_poll = self
+            .refresh_interval
+            .map(|t| Instant::now() + schedule::first_poll(t));
         let mut failures: u32 = 0;
+        let mut next_retry = self.retry_after(&shared, failures);
         loop {
-            let retry_in = shared.status().stale.then(|| retry_delay(failures));
             let first = tokio::select! {
                 request = requests.recv() => match request {
                     Some(request) => request,
                     None => return,
                 },
-                _ = next_tick(&mut poll) => ReloadRequest { trigger: Trigger::Poll, reply: None },
-                _ = sleep_or_never(retry_in) => ReloadRequest { trigger: Trigger::Retry, reply: None },
+                _ = sleep_until_or_never(next_poll) => {
+                    next_poll = self.next_poll();
+                    ReloadRequest { trigger: Trigger::Poll, reply: None }
+                }
+                _ = sleep_until_or_never(next_retry) => ReloadRequest { trigger: Trigger::Retry, reply: None },
                 _ = shutdown.changed() => return,
             };
             let outcome = self.answer(&shared, first, &mut requests).await;
@@ -217,7 +222,21 @@ impl Reloader {
             } else {
                 failures.saturating_add(1)
             };
+            next_retry = self.retry_after(&shared, failures);
         }
+    }
+
+    /// When the poll after the one starting now is due.
+    fn next_poll(&self) -> Option<Instant> {
+        self.refresh_interval
+            .map(|t| Instant::now() + schedule::poll_wait(t, self.refresh_jitter))
+    }
+
+    /// When to retry a stale set after `failures` failed loads in a row (a set from the cache at
+    /// start counts as one); `None` while the set is fresh.
+    fn retry_after(&self, shared: &Shared, failures: u32) -> Option<Instant> {
+        let stale = shared.status().stale;
+        stale.then(|| Instant::now() + schedule::retry_wait(failures.max(1)))
     }
 
     /// One load for `first` and every request already waiting behind it; each gets the outcome.
@@ -521,23 +540,9 @@ fn log_skipped(skipped: &[SkippedKey]) {
     }
 }
 
-/// 1 s, 2 s, 4 s … up to a minute between retries of a failing store.
-fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
-}
-
-async fn next_tick(poll: &mut Option<tokio::time::Interval>) {
-    match poll {
-        Some(ticks) => {
-            ticks.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_or_never(delay: Option<Duration>) {
-    match delay {
-        Some(delay) => tokio::time::sleep(delay).await,
+async fn sleep_until_or_never(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -549,18 +554,5 @@ fn first_load(result: ReloadResult, at: UnixMillis) -> LoadRecord {
         result,
         elapsed: Duration::ZERO,
         at,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::retry_delay;
-    use std::time::Duration;
-
-    #[test]
-    fn retries_back_off_to_a_minute() {
-        assert_eq!(retry_delay(0), Duration::from_secs(1));
-        assert_eq!(retry_delay(3), Duration::from_secs(8));
-        assert_eq!(retry_delay(40), Duration::from_secs(60));
     }
 }

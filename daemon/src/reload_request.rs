@@ -20,6 +20,8 @@ pub enum Trigger {
     Http,
     Poll,
     Retry,
+    /// An S3 event for the key object arrived on the notify queue.
+    Notify,
 }
 
 impl Trigger {
@@ -30,6 +32,7 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Poll => "poll",
             Trigger::Retry => "retry",
+            Trigger::Notify => "notify",
         }
     }
 
@@ -40,13 +43,15 @@ impl Trigger {
             Trigger::Http => ReloadTrigger::Http,
             Trigger::Poll => ReloadTrigger::Poll,
             Trigger::Retry => ReloadTrigger::Retry,
+            Trigger::Notify => ReloadTrigger::Notify,
         }
     }
 
-    /// Whether the reload fetches only if the stored version changed (the timers), rather than
-    /// the whole object (someone asked).
+    /// Whether the reload fetches only if the stored version changed (the timers, and a queue
+    /// message, which anyone allowed to send to the queue could forge), rather than the whole
+    /// object (someone with admin rights asked).
     pub fn is_conditional(self) -> bool {
-        matches!(self, Trigger::Poll | Trigger::Retry)
+        matches!(self, Trigger::Poll | Trigger::Retry | Trigger::Notify)
     }
 }
 

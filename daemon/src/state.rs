@@ -5,6 +5,7 @@
 //! deadline as an atomic, also read without a lock. Only the bookkeeping that `/status` shows sits
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
 
+use crate::change_queue::state::QueueState;
 use crate::config::ForwardAuthSettings;
 use crate::generation::Newest;
 use crate::keyset::KeySet;
@@ -76,6 +77,7 @@ pub struct Wiring {
     pub newest: Arc<Newest>,
     pub connections: Arc<ConnectionTable>,
     pub forward_auth: ForwardAuthSettings,
+    pub queue: Option<Arc<QueueState>>,
 }
 
 /// State shared by every connection and the reloader.
@@ -96,6 +98,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// How `/auth` reads keys and answers identities.
     pub forward_auth: ForwardAuthSettings,
+    /// The notify queue's record, when one is configured.
+    pub queue: Option<Arc<QueueState>>,
 }
 
 impl Shared {
@@ -113,6 +117,7 @@ impl Shared {
             connections: wiring.connections,
             metrics: Metrics::default(),
             forward_auth: wiring.forward_auth,
+            queue: wiring.queue,
         }
     }
 
@@ -124,6 +129,7 @@ impl Shared {
             connections_open: self.connections.open(),
             connections_evicted: self.connections.evicted(),
             log_lines_dropped: self.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
+            queue: self.queue.as_ref().map(|q| q.counts()),
         }
     }
 

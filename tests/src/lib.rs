@@ -10,6 +10,7 @@ pub mod collector;
 pub mod ctl;
 pub mod daemon;
 pub mod fault_proxy;
+pub mod fleet;
 pub mod http;
 pub mod keys;
 pub mod load;

@@ -21,6 +21,14 @@ pub(super) enum DurationSetting {
     Text(String),
 }
 
+/// The poll jitter written as `"10%"` or as a fraction, `0.1`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum JitterSetting {
+    Fraction(f64),
+    Text(String),
+}
+
 /// Socket permissions written as `"0660"` or as TOML's `0o660`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -71,6 +79,8 @@ pub(super) struct FileConfig {
     pub usage_report_interval: Option<DurationSetting>,
     pub host_id: Option<String>,
     pub refresh_interval: Option<DurationSetting>,
+    pub refresh_jitter: Option<JitterSetting>,
+    pub notify_queue: Option<String>,
     pub max_stale: Option<DurationSetting>,
     pub storage_secret: Option<String>,
     pub storage_secret_file: Option<PathBuf>,

@@ -9,15 +9,18 @@
 
 mod file;
 mod forward_auth;
+mod freshness;
 mod resolve;
 mod stats;
 mod usage;
 
 pub use forward_auth::ForwardAuthSettings;
+pub use freshness::NotifyQueue;
 pub use stats::{StatsProtocol, StatsSecret, StatsSettings};
 pub use usage::{ReportPrefix, UsageSettings};
 
 use crate::cli::Cli;
+use crate::schedule::Jitter;
 use heare_auth_store::codec::StorageSecret;
 use heare_auth_store::{S3Options, StoreUrl};
 use serde::Deserialize;
@@ -83,6 +86,10 @@ pub struct StoreSettings {
     pub cache_path: Option<PathBuf>,
     /// Poll the store this often; `None`: no polling.
     pub refresh_interval: Option<Duration>,
+    /// How much each poll wait varies around `refresh_interval`.
+    pub refresh_jitter: Jitter,
+    /// The SQS queue of the store object's change notifications; `None`: none.
+    pub notify_queue: Option<NotifyQueue>,
     /// Stop verifying once the set has gone unconfirmed this long; `None`: never.
     pub max_stale: Option<Duration>,
     pub storage_secret: Option<StorageSecret>,
@@ -261,6 +268,14 @@ impl StoreSettings {
                 or_none(self.cache_path.as_ref().map(|p| p.display().to_string()))
             ),
             format!("refresh_interval = {}", seconds(self.refresh_interval)),
+            format!(
+                "refresh_jitter = {}%",
+                self.refresh_jitter.fraction() * 100.0
+            ),
+            format!(
+                "notify_queue = {}",
+                or_none(self.notify_queue.as_ref().map(|q| q.url.clone()))
+            ),
             format!("max_stale = {}", seconds(self.max_stale)),
             format!("storage_secret = {secret}"),
             format!("max_store_bytes = {}", self.max_store_bytes),

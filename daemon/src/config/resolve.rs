@@ -34,13 +34,12 @@ pub(super) fn store(
             StoreUrl::File { .. } => None,
         },
     };
+    let freshness = super::freshness::resolve(cli, file, &url)?;
     Ok(StoreSettings {
         cache_path,
-        refresh_interval: nonzero(duration_of(
-            "refresh_interval",
-            cli.refresh_interval.as_deref(),
-            &file.refresh_interval,
-        )?),
+        refresh_interval: freshness.refresh_interval,
+        refresh_jitter: freshness.refresh_jitter,
+        notify_queue: freshness.notify_queue,
         max_stale: nonzero(duration_of(
             "max_stale",
             cli.max_stale.as_deref(),

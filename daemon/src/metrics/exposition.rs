@@ -11,6 +11,7 @@
 
 use super::histogram::HistogramTotals;
 use super::{Metrics, ReloadResult, ReloadTrigger, VerifyResult};
+use crate::change_queue::state::QueueCounts;
 use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -28,6 +29,8 @@ pub struct Gauges {
     pub connections_open: usize,
     pub connections_evicted: u64,
     pub log_lines_dropped: u64,
+    /// The notify queue's counts, when one is configured.
+    pub queue: Option<QueueCounts>,
 }
 
 /// When this process started, as noted by [`note_start`].
@@ -45,6 +48,9 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> Vec<u8> {
     static PROCESS: LazyLock<prometheus::process_collector::ProcessCollector> =
         LazyLock::new(prometheus::process_collector::ProcessCollector::for_self);
     let mut families = daemon_families(metrics, gauges);
+    if let Some(queue) = &gauges.queue {
+        families.extend(queue_families(queue));
+    }
     families.extend(PROCESS.collect());
     if !families
         .iter()
@@ -132,6 +138,30 @@ fn daemon_families(metrics: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
             "The daemon's version, as a label; always 1.",
             vec![("version", env!("CARGO_PKG_VERSION"))],
             1.0,
+        ),
+    ]
+}
+
+/// The notify queue's families, present only when a queue is configured.
+fn queue_families(queue: &QueueCounts) -> Vec<MetricFamily> {
+    let messages = queue
+        .messages
+        .map(|(notice, n)| (vec![("result", notice.name())], n as f64));
+    vec![
+        counter(
+            "heare_auth_notify_messages_total",
+            "Notify queue messages by what they meant: reload, ignored, invalid.",
+            &messages,
+        ),
+        counter(
+            "heare_auth_notify_errors_total",
+            "Notify queue calls (receive, delete) that failed.",
+            &[(vec![], queue.errors as f64)],
+        ),
+        gauge(
+            "heare_auth_notify_queue_up",
+            "1 while the last notify queue call succeeded.",
+            f64::from(u8::from(queue.up)),
         ),
     ]
 }
@@ -245,6 +275,7 @@ mod tests {
             connections_open: 3,
             connections_evicted: 5,
             log_lines_dropped: 6,
+            queue: None,
         };
         let text = String::from_utf8(render(&metrics, &gauges)).unwrap();
         for line in [

@@ -24,15 +24,17 @@ pub enum ReloadTrigger {
     Http,
     Poll,
     Retry,
+    Notify,
 }
 
 impl ReloadTrigger {
-    pub const ALL: [ReloadTrigger; 5] = [
+    pub const ALL: [ReloadTrigger; 6] = [
         ReloadTrigger::Start,
         ReloadTrigger::Signal,
         ReloadTrigger::Http,
         ReloadTrigger::Poll,
         ReloadTrigger::Retry,
+        ReloadTrigger::Notify,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl ReloadTrigger {
             ReloadTrigger::Http => "http",
             ReloadTrigger::Poll => "poll",
             ReloadTrigger::Retry => "retry",
+            ReloadTrigger::Notify => "notify",
         }
     }
 }
@@ -92,7 +95,7 @@ pub struct RefreshCounts {
 pub struct Metrics {
     pub verify: VerifyCounts,
     /// `[trigger][result]`, in the order of the `ALL` arrays.
-    reloads: [[AtomicU64; 3]; 5],
+    reloads: [[AtomicU64; 3]; 6],
     reload_duration: Histogram<{ RELOAD_BOUNDS.len() }>,
     /// Unix milliseconds of the last successful load; 0 before the first.
     last_reload_success_ms: AtomicI64,

@@ -18,6 +18,8 @@ pub mod duration;
 pub mod file;
 pub mod keyfile;
 #[cfg(feature = "s3")]
+pub mod queue;
+#[cfg(feature = "s3")]
 mod s3;
 mod s3_options;
 pub mod safe_file;

@@ -35,11 +35,7 @@ impl S3Store {
         options: &S3Options,
         max_body_bytes: u64,
     ) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let shared = loader.load().await;
+        let shared = aws_environment(options.region.as_deref()).await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(options.path_style)
             // S3-compatible servers vary in their support for the newer default checksums.
@@ -227,36 +223,62 @@ pub async fn list_objects(
     Ok(keys)
 }
 
+/// The AWS environment (credentials chain, profile, region) with `region` over the chain's.
+pub(crate) async fn aws_environment(region: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_string()));
+    }
+    loader.load().await
+}
+
 /// One line saying what went wrong with an S3 call, without the SDK's debug dump (which repeats
 /// itself and carries the raw answer).
 fn explain<E>(error: &SdkError<E, HttpResponse>, timeout: Duration) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    explain_call("S3", error, timeout)
+}
+
+/// [`explain`] for any AWS service's call (`service` names it: "S3", "SQS").
+pub(crate) fn explain_call<E>(
+    service: &str,
+    error: &SdkError<E, HttpResponse>,
+    timeout: Duration,
+) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     match error {
-        SdkError::ServiceError(service) => {
-            let mut text = format!("S3 answered HTTP {}", service.raw().status().as_u16());
-            if let Some(code) = service.err().code() {
+        SdkError::ServiceError(answer) => {
+            let mut text = format!("{service} answered HTTP {}", answer.raw().status().as_u16());
+            if let Some(code) = answer.err().code() {
                 text.push(' ');
                 text.push_str(code);
             }
-            if let Some(message) = service.err().message() {
+            if let Some(message) = answer.err().message() {
                 text.push_str(": ");
                 text.push_str(message);
             }
             text
         }
         SdkError::TimeoutError(_) => {
-            format!("no answer within the S3 timeout of {}", seconds(timeout))
+            format!(
+                "no answer within the {service} timeout of {}",
+                seconds(timeout)
+            )
         }
         SdkError::DispatchFailure(failure) if failure.is_timeout() => format!(
-            "no connection within the S3 timeout of {}: {}",
+            "no connection within the {service} timeout of {}: {}",
             seconds(timeout),
             chain(error)
         ),
-        SdkError::DispatchFailure(_) => format!("cannot reach S3: {}", chain(error)),
-        SdkError::ResponseError(_) => format!("unreadable answer from S3: {}", chain(error)),
-        _ => format!("cannot send the request to S3: {}", chain(error)),
+        SdkError::DispatchFailure(_) => format!("cannot reach {service}: {}", chain(error)),
+        SdkError::ResponseError(_) => {
+            format!("unreadable answer from {service}: {}", chain(error))
+        }
+        _ => format!("cannot send the request to {service}: {}", chain(error)),
     }
 }
 

@@ -36,6 +36,7 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
             log_lines_dropped: shared.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
             uptime_seconds: shared.started_at.elapsed().as_secs(),
             verify_results: verify_results(shared),
+            notify: shared.queue.as_ref().map(|q| q.status()),
         },
     )
 }

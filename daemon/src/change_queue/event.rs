@@ -1,0 +1,209 @@
+//! What one queue message says about the key object: an S3 event notification naming our bucket
+//! and key (delivered directly, or wrapped in an SNS envelope — raw delivery off — on the
+//! bucket → SNS topic → one queue per host fan-out), an event about something else, S3's
+//! `s3:TestEvent` (sent when a notification is configured), or anything else.
+//!
+//! A message is only ever a hint to look: it never carries keys, and the reload it causes is
+//! conditional (`If-None-Match`), so a forged one costs at most one 304. Parsing is serde_json's,
+//! with its depth limit; nothing here panics on any input, and nothing of a message's content is
+//! logged.
+
+use serde::Deserialize;
+
+/// What a message means to this daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// An event for the key object: reload.
+    Ours,
+    /// An S3 event for another object or bucket, or a test event: nothing to do.
+    Ignored,
+    /// Not an S3 event, in or out of an SNS envelope.
+    Invalid,
+}
+
+impl Notice {
+    pub const ALL: [Notice; 3] = [Notice::Ours, Notice::Ignored, Notice::Invalid];
+
+    /// The `result` label of `heare_auth_notify_messages_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Notice::Ours => "reload",
+            Notice::Ignored => "ignored",
+            Notice::Invalid => "invalid",
+        }
+    }
+}
+
+/// An SNS notification as SNS delivers it to SQS.
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// The parts of an S3 event notification that matter here.
+#[derive(Deserialize)]
+struct S3Event {
+    #[serde(rename = "Records", default)]
+    records: Option<Vec<Record>>,
+    /// `s3:TestEvent` on the test message S3 sends when a notification is configured.
+    #[serde(rename = "Event", default)]
+    event: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    #[serde(rename = "eventSource", default)]
+    source: Option<String>,
+    s3: Option<Entity>,
+}
+
+#[derive(Deserialize)]
+struct Entity {
+    bucket: Named,
+    object: Keyed,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Keyed {
+    key: String,
+}
+
+/// What `body` says about `bucket`/`key`.
+pub fn classify(body: &str, bucket: &str, key: &str) -> Notice {
+    let event = match serde_json::from_str::<SnsEnvelope>(body) {
+        Ok(envelope) if envelope.kind == "Notification" => {
+            serde_json::from_str::<S3Event>(&envelope.message)
+        }
+        _ => serde_json::from_str::<S3Event>(body),
+    };
+    match event {
+        Ok(event) => notice_of(&event, bucket, key),
+        Err(_) => Notice::Invalid,
+    }
+}
+
+fn notice_of(event: &S3Event, bucket: &str, key: &str) -> Notice {
+    if event.event.as_deref() == Some("s3:TestEvent") {
+        return Notice::Ignored;
+    }
+    let Some(records) = &event.records else {
+        return Notice::Invalid;
+    };
+    let ours = records.iter().any(|record| {
+        record.source.as_deref() == Some("aws:s3")
+            && record.s3.as_ref().is_some_and(|s3| {
+                s3.bucket.name == bucket && decoded_key(&s3.object.key).as_deref() == Some(key)
+            })
+    });
+    if ours { Notice::Ours } else { Notice::Ignored }
+}
+
+/// An event's object key, which S3 writes form-encoded (`+` for a space, `%XX` escapes); `None`
+/// when the escapes do not decode to UTF-8.
+fn decoded_key(encoded: &str) -> Option<String> {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|key| key.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_event(bucket: &str, key: &str) -> String {
+        serde_json::json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                   "object": {"key": key, "size": 12, "eTag": "abc"}}
+        }]})
+        .to_string()
+    }
+
+    fn in_sns(message: &str) -> String {
+        serde_json::json!({
+            "Type": "Notification", "MessageId": "1",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:keys", "Message": message,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn an_event_for_the_object_reloads_direct_or_through_sns() {
+        let event = s3_event("auth", "prod/keys.json");
+        assert_eq!(classify(&event, "auth", "prod/keys.json"), Notice::Ours);
+        assert_eq!(
+            classify(&in_sns(&event), "auth", "prod/keys.json"),
+            Notice::Ours
+        );
+    }
+
+    #[test]
+    fn events_for_other_objects_are_ignored() {
+        let other_key = s3_event("auth", "prod/other.json");
+        let other_bucket = s3_event("elsewhere", "prod/keys.json");
+        assert_eq!(
+            classify(&other_key, "auth", "prod/keys.json"),
+            Notice::Ignored
+        );
+        assert_eq!(
+            classify(&in_sns(&other_bucket), "auth", "prod/keys.json"),
+            Notice::Ignored
+        );
+    }
+
+    #[test]
+    fn keys_are_form_decoded() {
+        let event = s3_event("auth", "team+a/keys%3D1.json");
+        assert_eq!(classify(&event, "auth", "team a/keys=1.json"), Notice::Ours);
+        assert_eq!(
+            classify(&event, "auth", "team+a/keys%3D1.json"),
+            Notice::Ignored
+        );
+    }
+
+    #[test]
+    fn the_test_event_is_ignored() {
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-12-01T00:00:00Z","Bucket":"auth"}"#;
+        assert_eq!(classify(test, "auth", "keys.json"), Notice::Ignored);
+        assert_eq!(
+            classify(&in_sns(test), "auth", "keys.json"),
+            Notice::Ignored
+        );
+    }
+
+    #[test]
+    fn anything_else_is_invalid() {
+        for body in [
+            "",
+            "not json",
+            "{}",
+            "[]",
+            r#"{"Records": "x"}"#,
+            r#"{"Type":"Notification","Message":"not json"}"#,
+            &"[".repeat(100_000),
+        ] {
+            assert_eq!(
+                classify(body, "auth", "keys.json"),
+                Notice::Invalid,
+                "{body:.40}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_from_another_source_does_not_count() {
+        let event = s3_event("auth", "keys.json").replace("aws:s3", "aws:sqs");
+        assert_eq!(classify(&event, "auth", "keys.json"), Notice::Ignored);
+    }
+}
