@@ -1,0 +1,391 @@
+//! Push (issue 16): the real daemon long-polls an SQS queue on moto in server mode, wired as on
+//! AWS (bucket notification → SNS topic → queue), and a revocation made by the real heare-authctl
+//! (which does not reload the daemon itself) is refused within seconds although polling is at
+//! its 300 s fallback. Also performed: events for other objects, forged and garbage messages sent
+//! straight to the queue (nothing changes but a conditional 304 reload; every message is
+//! deleted), a queue that does not exist (logged, shown in /status and /metrics, polling carries
+//! on, recovery once it exists), and the settings' refusals.
+
+use heare_auth_tests::daemon::{Daemon, DaemonBuilder, binary};
+use heare_auth_tests::fleet::moto::{Moto, block_on, s3_client, sqs_client};
+use heare_auth_tests::fleet::push::wire_push;
+use heare_auth_tests::http::Request;
+use heare_auth_tests::keys::{TestKey, key_file};
+use heare_auth_tests::s3_server::{ACCESS_KEY, REGION, SECRET_KEY};
+use heare_auth_tests::{ctl::Ctl, wait_until};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const OBJECT: &str = "keys.json";
+const KEPT: &str = "sec_0KeptNotifySecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const REVOKED: &str = "sec_0RevokedNotifySecretBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+
+fn keys() -> Vec<TestKey> {
+    vec![
+        TestKey::new("key_kept", KEPT),
+        TestKey::new("key_revoked", REVOKED),
+    ]
+}
+
+fn aws_env() -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A bucket on moto holding the two keys.
+fn bucket_with_keys(moto: &Moto, bucket: &str) {
+    let client = s3_client(&moto.endpoint());
+    let body = key_file(&keys());
+    block_on(async {
+        client.create_bucket().bucket(bucket).send().await?;
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(OBJECT)
+            .body(body.into())
+            .send()
+            .await?;
+        anyhow::Ok(())
+    })
+    .unwrap()
+    .unwrap();
+}
+
+/// The daemon on moto's `bucket`, listening to `queue` (no refresh_interval: the 300 s fallback).
+fn daemon(moto: &Moto, dir: &Path, bucket: &str, queue: &str, config: &str) -> DaemonBuilder {
+    DaemonBuilder::new(dir)
+        .args([
+            "--store",
+            &format!("s3://{bucket}/{OBJECT}"),
+            "--s3-path-style",
+        ])
+        .args(["--s3-endpoint", &moto.endpoint(), "--notify-queue", queue])
+        .arg("--cache")
+        .arg(dir.join("keys.cache").display().to_string())
+        .args(["--usage-path", "none"])
+        .config(config)
+        .envs(aws_env())
+}
+
+fn ctl(moto: &Moto, dir: &Path, bucket: &str) -> Ctl {
+    Ctl::new(
+        dir,
+        &format!("s3://{bucket}/{OBJECT}"),
+        &dir.join("no-daemon.sock"),
+    )
+    .config_text("[s3]\npath_style = true\n")
+    .env(aws_env())
+    .env(vec![("AWS_ENDPOINT_URL".to_string(), moto.endpoint())])
+}
+
+fn valid(daemon: &Daemon, secret: &str) -> bool {
+    daemon.verify(secret).json()["valid"] == true
+}
+
+fn metrics(daemon: &Daemon) -> String {
+    let response = daemon.request(&Request::new("GET", "/metrics")).unwrap();
+    response.body
+}
+
+/// The value of the sample `series` (name and labels exactly as written) in `/metrics`.
+fn sample(daemon: &Daemon, series: &str) -> Option<f64> {
+    metrics(daemon).lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+fn notify_status(daemon: &Daemon) -> serde_json::Value {
+    daemon.status()["notify"].clone()
+}
+
+fn messages(daemon: &Daemon, result: &str) -> u64 {
+    let status = notify_status(daemon);
+    let counts = status["messages"].as_array().cloned().unwrap_or_default();
+    counts
+        .iter()
+        .find(|pair| pair[0] == result)
+        .and_then(|pair| pair[1].as_u64())
+        .unwrap_or(0)
+}
+
+/// Revokes with the real ctl (no reload asked), then the time until the daemon refuses the key.
+fn revoke_and_time(moto: &Moto, dir: &Path, bucket: &str, daemon: &Daemon) -> Duration {
+    let started = Instant::now();
+    ctl(moto, dir, bucket).ok(&["delete", "key_revoked", "--yes", "--no-reload"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !valid(daemon, REVOKED)),
+        "the revocation never reached the daemon: {}",
+        daemon.log()
+    );
+    started.elapsed()
+}
+
+#[test]
+fn a_revocation_arrives_through_sns_and_sqs_in_seconds_with_polling_at_its_fallback() {
+    let moto = Moto::start().unwrap();
+    for (bucket, raw) in [("notify-envelope", false), ("notify-raw", true)] {
+        bucket_with_keys(&moto, bucket);
+        let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, raw).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = daemon(&moto, dir.path(), bucket, &queue[0], "")
+            .start()
+            .unwrap();
+        assert!(valid(&daemon, REVOKED) && valid(&daemon, KEPT));
+        daemon.wait_events("notify_queue_listening");
+
+        let took = revoke_and_time(&moto, dir.path(), bucket, &daemon);
+        assert!(took < Duration::from_secs(5), "{bucket}: took {took:?}");
+        assert!(
+            valid(&daemon, KEPT),
+            "{bucket}: the other key still verifies"
+        );
+        let reloads = daemon.wait_events("refresh_success");
+        assert!(
+            reloads.iter().all(|e| e["trigger"] == "notify") && !reloads.is_empty(),
+            "{bucket}: only the queue reloaded: {reloads:?}"
+        );
+        assert_eq!(
+            sample(
+                &daemon,
+                r#"heare_auth_reloads_total{trigger="notify",result="success"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample(&daemon, "heare_auth_notify_queue_up"), Some(1.0));
+        assert!(messages(&daemon, "reload") >= 1);
+        assert_eq!(notify_status(&daemon)["receiving"], true);
+    }
+}
+
+/// Sends `body` to the queue directly, as anyone allowed to send to it could.
+fn send(moto: &Moto, queue: &str, body: &str) {
+    let client = sqs_client(&moto.endpoint());
+    block_on(async {
+        client
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+    })
+    .unwrap()
+    .unwrap();
+}
+
+/// Messages in the queue, visible or in flight.
+fn queued(moto: &Moto, queue: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as Name;
+    let client = sqs_client(&moto.endpoint());
+    let attributes = block_on(async {
+        client
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(Name::ApproximateNumberOfMessages)
+            .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+    })
+    .unwrap()
+    .unwrap();
+    let count = |name: Name| {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    count(Name::ApproximateNumberOfMessages) + count(Name::ApproximateNumberOfMessagesNotVisible)
+}
+
+fn s3_event(bucket: &str, key: &str) -> String {
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": "forged"}}
+    }]})
+    .to_string()
+}
+
+#[test]
+fn forged_foreign_and_garbage_messages_change_nothing_and_are_deleted() {
+    let moto = Moto::start().unwrap();
+    let bucket = "notify-forged";
+    bucket_with_keys(&moto, bucket);
+    let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(&moto, dir.path(), bucket, &queue[0], "")
+        .start()
+        .unwrap();
+    daemon.wait_events("notify_queue_listening");
+    let ignored_before = messages(&daemon, "ignored");
+
+    send(&moto, &queue[0], &s3_event(bucket, "other.json"));
+    send(&moto, &queue[0], &s3_event("another-bucket", OBJECT));
+    send(&moto, &queue[0], "{\"keys\": [{\"id\": \"evil\"}]}");
+    send(&moto, &queue[0], &"[".repeat(10_000));
+    assert!(
+        wait_until(Duration::from_secs(10), || messages(&daemon, "invalid")
+            == 2
+            && messages(&daemon, "ignored") == ignored_before + 2),
+        "{}",
+        daemon.status()
+    );
+    assert!(daemon.events("refresh_success").is_empty());
+    assert!(
+        !daemon
+            .wait_events("notify_messages_not_s3_events")
+            .is_empty()
+    );
+    assert!(
+        !daemon.log().contains("evil"),
+        "a message's content was logged"
+    );
+
+    // A forged event naming our object: one conditional reload, answered 304, nothing else.
+    send(&moto, &queue[0], &s3_event(bucket, OBJECT));
+    let unchanged = r#"heare_auth_reloads_total{trigger="notify",result="unchanged"}"#;
+    assert!(wait_until(Duration::from_secs(10), || sample(
+        &daemon, unchanged
+    ) == Some(1.0)));
+    assert!(valid(&daemon, KEPT) && valid(&daemon, REVOKED));
+    assert_eq!(daemon.status()["keys_loaded"], 2);
+    assert!(
+        wait_until(Duration::from_secs(10), || queued(&moto, &queue[0]) == 0),
+        "handled messages must be deleted"
+    );
+    assert_eq!(notify_status(&daemon)["errors"], 0);
+}
+
+#[test]
+fn a_missing_queue_is_reported_polling_carries_on_and_the_queue_recovers() {
+    let moto = Moto::start().unwrap();
+    let bucket = "notify-missing";
+    bucket_with_keys(&moto, bucket);
+    let endpoint = moto.endpoint();
+    let queue = format!("{endpoint}/123456789012/created-later");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(
+        &moto,
+        dir.path(),
+        bucket,
+        &queue,
+        "refresh_interval = \"1s\"\n",
+    )
+    .start()
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || notify_status(&daemon)["errors"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)),
+        "{}",
+        daemon.status()
+    );
+    let status = notify_status(&daemon);
+    assert_eq!(status["receiving"], false);
+    assert!(
+        status["last_error"].as_str().unwrap().contains("SQS"),
+        "{status}"
+    );
+    assert!(!daemon.wait_events("notify_queue_failed").is_empty());
+    assert_eq!(sample(&daemon, "heare_auth_notify_queue_up"), Some(0.0));
+    assert!(sample(&daemon, "heare_auth_notify_errors_total").unwrap() >= 1.0);
+
+    // Polling is the fallback: the revocation still arrives, at the poll interval.
+    let took = revoke_and_time(&moto, dir.path(), bucket, &daemon);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(daemon.status()["stale"] == false);
+
+    // The queue appears: the listener recovers on its next (backed-off) try.
+    let client = sqs_client(&endpoint);
+    block_on(async {
+        client
+            .create_queue()
+            .queue_name("created-later")
+            .send()
+            .await
+    })
+    .unwrap()
+    .unwrap();
+    assert!(
+        wait_until(
+            Duration::from_secs(40),
+            || notify_status(&daemon)["receiving"] == true
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert!(!daemon.wait_events("notify_queue_recovered").is_empty());
+}
+
+fn check_config(args: &[&str], config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heare-authd.toml");
+    std::fs::write(&file, config).unwrap();
+    std::process::Command::new(binary("heare-authd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&file)
+        .args(["--cache", "none"])
+        .args(args)
+        .env_clear()
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn queue_and_jitter_settings_are_checked() {
+    let s3 = ["--store", "s3://bucket/keys.json"];
+    let aws = "https://sqs.eu-west-1.amazonaws.com/123456789012/web1";
+    let refused = [
+        (
+            vec!["--store", "file:///tmp/keys.json", "--notify-queue", aws],
+            "needs an S3 store",
+        ),
+        (
+            vec![s3[0], s3[1], "--notify-queue", "http://sqs.example.com/1/q"],
+            "notify_queue",
+        ),
+        (
+            vec![s3[0], s3[1], "--refresh-jitter", "60%"],
+            "refresh_jitter",
+        ),
+        (
+            vec![s3[0], s3[1], "--refresh-jitter", "often"],
+            "refresh_jitter",
+        ),
+    ];
+    for (args, why) in refused {
+        let output = check_config(&args, "");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+    let output = check_config(
+        &[s3[0], s3[1]],
+        &format!("notify_queue = \"{aws}\"\nrefresh_jitter = 0.25\n"),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("refresh_interval = 300s"), "{stdout}");
+    assert!(stdout.contains("refresh_jitter = 25%"), "{stdout}");
+    let output = check_config(
+        &[s3[0], s3[1]],
+        &format!("notify_queue = \"{aws}\"\nrefresh_interval = 0\n"),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("refresh_interval = (none)"),
+        "an explicit 0 keeps polling off: {stdout}"
+    );
+}
