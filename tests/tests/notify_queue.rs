@@ -295,6 +295,17 @@ fn a_missing_queue_is_reported_polling_carries_on_and_the_queue_recovers() {
     );
     assert!(!daemon.wait_events("notify_queue_failed").is_empty());
     assert_eq!(sample(&daemon, "heare_auth_notify_queue_up"), Some(0.0));
+    let shown = Ctl::new(
+        dir.path(),
+        &format!("s3://{bucket}/{OBJECT}"),
+        &daemon.socket,
+    )
+    .ok(&["status"]);
+    assert!(
+        shown.contains("notify queue:") && shown.contains("(FAILING)"),
+        "{shown}"
+    );
+    assert!(shown.contains("queue error:"), "{shown}");
     assert!(sample(&daemon, "heare_auth_notify_errors_total").unwrap() >= 1.0);
 
     // Polling is the fallback: the revocation still arrives, at the poll interval.

@@ -3,6 +3,7 @@
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::keyview::shown;
+use heare_auth_client::wire::NotifyStatus;
 use std::path::Path;
 
 pub fn reload(socket: &Path, signal: bool, pid: Option<i32>) -> Result<(), CtlError> {
@@ -57,8 +58,26 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
         };
         println!("  verifies:      {total} since start{detail}");
     }
+    if let Some(notify) = &status.notify {
+        print_notify(notify);
+    }
     for warning in &status.load_warnings {
         println!("  warning:       {}", shown(warning));
     }
     Ok(())
+}
+
+/// The notify queue's lines: the queue, whether it answers, and its last error if it does not.
+fn print_notify(notify: &NotifyStatus) {
+    let state = if notify.receiving {
+        "receiving"
+    } else {
+        "FAILING"
+    };
+    println!("  notify queue:  {} ({state})", shown(&notify.queue));
+    if !notify.receiving
+        && let Some(error) = &notify.last_error
+    {
+        println!("  queue error:   {}", shown(error));
+    }
 }
