@@ -13,11 +13,16 @@
 //! - [`secret_format`]: `token::secret_shape` against an independent model of the generation-1
 //!   format, and the checksum catching every single-character change and adjacent swap.
 //!
+//! - [`notify_event`]: `change_queue::event::classify`, a notify queue message's body (anyone
+//!   allowed to send to the queue writes it): never a panic, and text that is not JSON is never
+//!   taken for an event.
+//!
 //! The first input byte selects a mode where a target has several, so one fuzz corpus covers all.
 
 use heare_auth_client::token::{self, CHECKSUM_LEN, SECRET_LEN, SecretShape};
 use heare_auth_store::codec::{self, CodecError, StorageSecret};
 use heare_auth_store::keyfile::{Document, StoredDocument};
+use heare_authd::change_queue::event::{self, Notice};
 use heare_authd::keyset::{KeySet, LoadError, SecretDigest, SkippedKey, Verdict};
 use heare_authd::verify_input::{BadVerifyBody, bearer_token, presented_secret};
 use serde_json::Value;
@@ -431,4 +436,31 @@ fn model_crc32(bytes: &[u8]) -> u32 {
     !bytes.iter().fold(!0u32, |crc, &b| {
         table[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8)
     })
+}
+
+/// A queue message's body, as given and wrapped in an SNS envelope.
+pub fn notify_event(data: &[u8]) {
+    let body = String::from_utf8_lossy(data);
+    let direct = event::classify(&body, "auth", "keys.json");
+    assert_eq!(
+        direct,
+        event::classify(&body, "auth", "keys.json"),
+        "deterministic"
+    );
+    let Ok(parsed) = serde_json::from_str::<Value>(&body) else {
+        assert_eq!(direct, Notice::Invalid, "text that is not JSON is no event");
+        return;
+    };
+    if parsed.get("Type").and_then(Value::as_str) == Some("Notification") {
+        return; // already an envelope: SNS does not nest them
+    }
+    let envelope = serde_json::json!({"Type": "Notification", "Message": body}).to_string();
+    let wrapped = event::classify(&envelope, "auth", "keys.json");
+    if direct == Notice::Ours {
+        assert_eq!(
+            wrapped,
+            Notice::Ours,
+            "an event for the object counts in an envelope too"
+        );
+    }
 }

@@ -8,7 +8,7 @@
 //! `heare-auth-store` crate, shared with heare-authctl.
 
 mod cache;
-mod change_queue;
+pub mod change_queue;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -46,6 +46,7 @@ fn fuzz_seeds_and_found_crashes_replay_cleanly() {
     replay("keyfile", checks::keyfile);
     replay("verify_body", checks::verify_body);
     replay("secret_format", checks::secret_format);
+    replay("notify_event", checks::notify_event);
 }
 
 // ---------------------------------------------------------------- strategies
@@ -267,6 +268,17 @@ proptest! {
         "sec_[0-9][0-9A-Za-z_\u{0}é]{59}",
     ]) {
         checks::secret_format(&with_mode(mode, text.as_bytes()));
+    }
+
+    #[test]
+    fn notify_messages(text in prop_oneof![
+        text(),
+        json_value().prop_map(|v| v.to_string()),
+        (text(), text()).prop_map(|(bucket, key)| serde_json::json!({"Records": [
+            {"eventSource": "aws:s3", "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+        ]}).to_string()),
+    ]) {
+        checks::notify_event(text.as_bytes());
     }
 
     #[test]

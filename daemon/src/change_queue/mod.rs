@@ -12,14 +12,14 @@
 pub mod event;
 #[cfg(feature = "s3")]
 mod listener;
-pub mod state;
+pub(crate) mod state;
 
 #[cfg(feature = "s3")]
-pub use listener::spawn;
+pub(crate) use listener::spawn;
 
 /// A build without the AWS SDK cannot reach a queue: says so once, listens to nothing.
 #[cfg(not(feature = "s3"))]
-pub fn spawn(
+pub(crate) fn spawn(
     settings: crate::config::NotifyQueue,
     _s3: heare_auth_store::S3Options,
     _shared: std::sync::Arc<crate::state::Shared>,
