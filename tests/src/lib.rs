@@ -6,6 +6,7 @@
 //! would; `keys` writes key files in the Python service's format. Tests live in `tests/tests/`,
 //! one file per behaviour.
 
+pub mod change_cost;
 pub mod collector;
 pub mod ctl;
 pub mod daemon;

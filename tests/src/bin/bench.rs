@@ -49,6 +49,9 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
                     interleaved: off = no metrics listener, no stats push, no usage file; on =
                     metrics_listen scraped every second, the UDP stats push every second to a
                     local sink, the usage file (the per-verify counters are always on)
+  --change-cost     what one change of the key object costs each host at every key count: the
+                    bytes fetched and the reload (fetch + build, and the whole /refresh with the
+                    cache write), median of 3, the daemon on S3 (in-process s3s on 127.0.0.1)
   --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
@@ -66,6 +69,7 @@ struct Options {
     bare: bool,
     monitoring: bool,
     auth: bool,
+    change_cost: bool,
 }
 
 impl Options {
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         bare: false,
         monitoring: false,
         auth: false,
+        change_cost: false,
     };
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
@@ -110,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             "--bare" => options.bare = true,
             "--monitoring" => options.monitoring = true,
             "--auth" => options.auth = true,
+            "--change-cost" => options.change_cost = true,
             "--write-keys" => {
                 let file = PathBuf::from(value(&mut args, &arg)?);
                 let count = value(&mut args, &arg)?.parse()?;
@@ -142,6 +148,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.auth {
         return bench_auth(&options);
+    }
+    if options.change_cost {
+        return bench_change_cost(&options);
     }
     bench_daemon(&options)
 }
@@ -428,6 +437,36 @@ fn scrape_every_second(
 }
 
 /// The same latency and throughput measurements against a bare hyper server.
+/// `--change-cost`: per key count, the object's size and one host's reload after a change.
+fn bench_change_cost(options: &Options) -> anyhow::Result<()> {
+    println!(
+        "{:>9} | {:>10} | {:>8} | {:>8} | {:>10} | fleet bytes per change at 1,000 / 10,000 hosts",
+        "keys", "object MB", "fetch ms", "build ms", "refresh ms"
+    );
+    let dir = tempfile::tempdir()?;
+    for &count in &options.counts {
+        let path = dir.path().join("keys.json");
+        write_key_file(&path, count)?;
+        let body = std::fs::read(&path)?;
+        let changes = heare_auth_tests::change_cost::measure(&body, 3)?;
+        let median = |f: fn(&heare_auth_tests::change_cost::Change) -> u64| {
+            let mut values: Vec<u64> = changes.iter().map(f).collect();
+            values.sort_unstable();
+            values[values.len() / 2]
+        };
+        let mb = body.len() as f64 / 1e6;
+        println!(
+            "{count:>9} | {mb:>10.1} | {:>8} | {:>8} | {:>10} | {:.1} GB / {:.1} GB",
+            median(|c| c.fetch_ms),
+            median(|c| c.build_ms),
+            median(|c| c.refresh_ms),
+            mb * 1_000.0 / 1e3,
+            mb * 10_000.0 / 1e3,
+        );
+    }
+    Ok(())
+}
+
 fn bench_bare(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("bare.sock");
