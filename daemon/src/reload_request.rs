@@ -21,6 +21,7 @@ pub enum Trigger {
     Poll,
     Retry,
     /// An S3 event for the key object arrived on the notify queue.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))] // only the queue listener sends it
     Notify,
 }
 
