@@ -154,8 +154,8 @@ pub struct StatusResponse {
 pub struct NotifyStatus {
     /// The queue's URL.
     pub queue: String,
-    /// Whether the last call to the queue succeeded (false until the first does).
-    pub receiving: bool,
+    /// `starting` (no call has ended yet), `receiving` (the last call succeeded) or `failing`.
+    pub state: String,
     /// When a receive last answered (RFC 3339, UTC).
     pub last_receive_at: Option<String>,
     /// The last failed queue call's error, kept after recovery (see `last_error_at`).

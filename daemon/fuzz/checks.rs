@@ -1,4 +1,4 @@
-//! What must hold for any input to the three parsers that face hostile bytes, written once for
+//! What must hold for any input to the four parsers that face hostile bytes, written once for
 //! both harnesses: the cargo-fuzz targets (`fuzz_targets/*.rs`) and the proptest harness that runs
 //! under plain `cargo test` (`daemon/tests/properties.rs`), which include this file by path.
 //!

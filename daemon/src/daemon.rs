@@ -104,6 +104,11 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     let mut background = start_background(&config, &shared, startup, host_id, &finishing);
     background.push(reload_task);
     if let Some(queue) = config.store.notify_queue.clone() {
+        if config.store.refresh_interval.is_none() {
+            // The queue says nothing when a subscription or policy breaks: polling is what
+            // delivers a revocation then.
+            tracing::warn!(queue = %queue.url, "notify_queue_without_polling");
+        }
         let s3 = config.store.s3.clone();
         background.push(change_queue::spawn(
             queue,

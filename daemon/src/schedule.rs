@@ -6,7 +6,7 @@
 //! of an S3 outage does not bring every host back in the same second (the schedule AWS's
 //! architecture blog measured as the one with the fewest calls and the least bunching).
 //!
-//! Three small formulas over `rand`'s thread generator; crates that do backoff (`backon`,
+//! A few lines over `rand`'s thread generator; crates that do backoff (`backon`,
 //! `backoff`) run the retried call themselves, which the reloader's `select!` loop cannot use.
 
 use rand::Rng;

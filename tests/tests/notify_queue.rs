@@ -161,7 +161,7 @@ fn a_revocation_arrives_through_sns_and_sqs_in_seconds_with_polling_at_its_fallb
         );
         assert_eq!(sample(&daemon, "heare_auth_notify_queue_up"), Some(1.0));
         assert!(messages(&daemon, "reload") >= 1);
-        assert_eq!(notify_status(&daemon)["receiving"], true);
+        assert_eq!(notify_status(&daemon)["state"], "receiving");
     }
 }
 
@@ -224,6 +224,10 @@ fn forged_foreign_and_garbage_messages_change_nothing_and_are_deleted() {
         .start()
         .unwrap();
     daemon.wait_events("notify_queue_listening");
+    // S3's test event, sent when the notification was configured, comes first.
+    assert!(wait_until(Duration::from_secs(30), || messages(
+        &daemon, "ignored"
+    ) >= 1));
     let ignored_before = messages(&daemon, "ignored");
 
     send(&moto, &queue[0], &s3_event(bucket, "other.json"));
@@ -288,7 +292,7 @@ fn a_missing_queue_is_reported_polling_carries_on_and_the_queue_recovers() {
         daemon.status()
     );
     let status = notify_status(&daemon);
-    assert_eq!(status["receiving"], false);
+    assert_eq!(status["state"], "failing");
     assert!(
         status["last_error"].as_str().unwrap().contains("SQS"),
         "{status}"
@@ -325,10 +329,8 @@ fn a_missing_queue_is_reported_polling_carries_on_and_the_queue_recovers() {
     .unwrap()
     .unwrap();
     assert!(
-        wait_until(
-            Duration::from_secs(40),
-            || notify_status(&daemon)["receiving"] == true
-        ),
+        wait_until(Duration::from_secs(40), || notify_status(&daemon)["state"]
+            == "receiving"),
         "{}",
         daemon.log()
     );
@@ -399,4 +401,104 @@ fn queue_and_jitter_settings_are_checked() {
         stdout.contains("refresh_interval = (none)"),
         "an explicit 0 keeps polling off: {stdout}"
     );
+}
+
+/// Sends `count` copies of `body`, ten per request.
+fn send_many(moto: &Moto, queue: &str, body: &str, count: usize) {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry as Entry;
+    let client = sqs_client(&moto.endpoint());
+    block_on(async {
+        for batch in 0..count.div_ceil(10) {
+            let entries = (0..10.min(count - batch * 10))
+                .map(|i| {
+                    Entry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            client
+                .send_message_batch()
+                .queue_url(queue)
+                .set_entries(Some(entries))
+                .send()
+                .await?;
+        }
+        anyhow::Ok(())
+    })
+    .unwrap()
+    .unwrap();
+}
+
+fn notify_reloads(daemon: &Daemon) -> f64 {
+    ["success", "failure", "unchanged"]
+        .iter()
+        .filter_map(|result| {
+            sample(
+                daemon,
+                &format!(r#"heare_auth_reloads_total{{trigger="notify",result="{result}"}}"#),
+            )
+        })
+        .sum()
+}
+
+#[test]
+fn a_flood_of_forged_events_costs_at_most_one_reload_a_second_and_none_while_the_store_fails() {
+    let moto = Moto::start().unwrap();
+    let bucket = "notify-flood";
+    bucket_with_keys(&moto, bucket);
+    let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(&moto, dir.path(), bucket, &queue[0], "")
+        .start()
+        .unwrap();
+    daemon.wait_events("notify_queue_listening");
+
+    let started = Instant::now();
+    send_many(&moto, &queue[0], &s3_event(bucket, OBJECT), 200);
+    assert!(wait_until(Duration::from_secs(90), || queued(
+        &moto, &queue[0]
+    ) == 0));
+    let seconds = started.elapsed().as_secs_f64();
+    let reloads = notify_reloads(&daemon);
+    assert!(reloads >= 1.0, "the events were acted on");
+    assert!(
+        reloads <= seconds + 1.0,
+        "{reloads} reloads in {seconds:.1} s for 200 forged events"
+    );
+    assert_eq!(messages(&daemon, "reload"), 200);
+
+    // The store now holds a body that does not load: forged events ask for nothing more while
+    // the reloader's own backed-off retries run.
+    let client = s3_client(&moto.endpoint());
+    block_on(async {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(OBJECT)
+            .body(b"not a key file".to_vec().into())
+            .send()
+            .await
+    })
+    .unwrap()
+    .unwrap();
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || daemon.status()["stale"] == true
+    ));
+    let failure = r#"heare_auth_reloads_total{trigger="notify",result="failure"}"#;
+    assert!(wait_until(Duration::from_secs(10), || sample(
+        &daemon, failure
+    ) >= Some(1.0)));
+    let before = notify_reloads(&daemon);
+    send_many(&moto, &queue[0], &s3_event(bucket, OBJECT), 50);
+    assert!(wait_until(Duration::from_secs(60), || queued(
+        &moto, &queue[0]
+    ) == 0));
+    let more = notify_reloads(&daemon) - before;
+    assert!(
+        more <= 1.0,
+        "no reload storm while the store fails: {more} more"
+    );
+    assert!(valid(&daemon, KEPT), "the last good set is still served");
 }

@@ -41,18 +41,9 @@ fn times(daemon: &Daemon, event: &str, trigger: Option<&str>) -> Vec<f64> {
         .collect()
 }
 
-/// `2026-12-01T23:58:34.915959Z` as seconds since midnight (the tests stay within minutes).
+/// A log line's RFC 3339 timestamp as Unix seconds (millisecond precision).
 fn seconds(stamp: &str) -> f64 {
-    let clock = stamp
-        .split('T')
-        .nth(1)
-        .unwrap_or_default()
-        .trim_end_matches('Z');
-    let mut parts = clock
-        .split(':')
-        .map(|p| p.parse::<f64>().unwrap_or(f64::NAN));
-    let (h, m, s) = (parts.next(), parts.next(), parts.next());
-    h.unwrap_or(f64::NAN) * 3600.0 + m.unwrap_or(f64::NAN) * 60.0 + s.unwrap_or(f64::NAN)
+    heare_auth_store::timestamp::parse(stamp).map_or(f64::NAN, |ms| ms as f64 / 1000.0)
 }
 
 fn gaps(times: &[f64]) -> Vec<f64> {

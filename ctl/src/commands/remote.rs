@@ -69,15 +69,14 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
 
 /// The notify queue's lines: the queue, whether it answers, and its last error if it does not.
 fn print_notify(notify: &NotifyStatus) {
-    let state = if notify.receiving {
-        "receiving"
+    let failing = notify.state == "failing";
+    let state = if failing {
+        "FAILING".to_string()
     } else {
-        "FAILING"
+        shown(&notify.state)
     };
     println!("  notify queue:  {} ({state})", shown(&notify.queue));
-    if !notify.receiving
-        && let Some(error) = &notify.last_error
-    {
+    if failing && let Some(error) = &notify.last_error {
         println!("  queue error:   {}", shown(error));
     }
 }

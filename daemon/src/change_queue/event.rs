@@ -76,8 +76,16 @@ struct Keyed {
     key: String,
 }
 
+/// The longest body read: S3 events are 1–4 KiB, in an SNS envelope a little more; a longer one
+/// is not parsed at all (a megabyte of `{}` records would cost tens of megabytes and tens of
+/// milliseconds of a thread that also serves verifications).
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// What `body` says about `bucket`/`key`.
 pub fn classify(body: &str, bucket: &str, key: &str) -> Notice {
+    if body.len() > MAX_BODY {
+        return Notice::Invalid;
+    }
     let event = match serde_json::from_str::<SnsEnvelope>(body) {
         Ok(envelope) if envelope.kind == "Notification" => {
             serde_json::from_str::<S3Event>(&envelope.message)
@@ -192,6 +200,7 @@ mod tests {
             r#"{"Records": "x"}"#,
             r#"{"Type":"Notification","Message":"not json"}"#,
             &"[".repeat(100_000),
+            &format!("{}{}", s3_event("auth", "keys.json"), " ".repeat(MAX_BODY)),
         ] {
             assert_eq!(
                 classify(body, "auth", "keys.json"),

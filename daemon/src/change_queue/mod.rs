@@ -2,9 +2,9 @@
 //! revocation reaches every host in about a second instead of a poll interval.
 //!
 //! One task long-polls the queue ([`heare_auth_store::queue`]), reads each message as an S3 event
-//! ([`event`]), asks the reloader for one conditional reload when any message of a batch names
-//! the key object (a burst of changes costs one fetch), waits for it, then deletes the whole
-//! batch — other objects' events, S3's test event and unreadable messages too, so that none comes
+//! ([`event`]), asks the reloader for one conditional reload when any message of a batch (up to
+//! ten) names the key object — at most one a second, none while the store is failing — waits for
+//! it, then deletes the whole batch — other objects' events, S3's test event and unreadable messages too, so that none comes
 //! back forever. A failed queue call is logged, shown in `/status` and `/metrics`
 //! ([`state`]), and retried after an exponential backoff with full jitter; polling keeps running
 //! meanwhile as the fallback. Messages are only hints: keys still come from S3 alone.

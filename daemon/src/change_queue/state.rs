@@ -1,5 +1,6 @@
 //! What the queue listener has seen, for `/status` and `/metrics`: messages by what they meant,
-//! failed queue calls, whether the last call worked, and the last error with its time. Written by
+//! failed queue calls, the queue's state (starting until the first call ends, then receiving or
+//! failing after each call), and the last error with its time. Written by
 //! the one listener task, read by admin requests and scrapes; counts are atomics, the error text
 //! sits behind a mutex that only those touch.
 
@@ -7,7 +8,33 @@ use super::event::Notice;
 use heare_auth_client::wire::NotifyStatus;
 use heare_auth_store::timestamp::{self, UnixMillis};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+
+/// The queue's state: no call has ended yet, the last one succeeded, or it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Receiving,
+    Failing,
+}
+
+impl Health {
+    fn of(raw: u8) -> Health {
+        match raw {
+            1 => Health::Receiving,
+            2 => Health::Failing,
+            _ => Health::Starting,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Receiving => "receiving",
+            Health::Failing => "failing",
+        }
+    }
+}
 
 /// The listener's record of the queue at `url`.
 pub struct QueueState {
@@ -15,8 +42,8 @@ pub struct QueueState {
     /// `[Notice as usize]`, in the order of [`Notice::ALL`].
     messages: [AtomicU64; 3],
     errors: AtomicU64,
-    /// Whether the last queue call succeeded (false until the first does).
-    up: AtomicBool,
+    /// A [`Health`], as its discriminant.
+    health: AtomicU8,
     last_receive_at: AtomicI64,
     last_error: Mutex<Option<(String, UnixMillis)>>,
 }
@@ -26,7 +53,7 @@ pub struct QueueState {
 pub struct QueueCounts {
     pub messages: [(Notice, u64); 3],
     pub errors: u64,
-    pub up: bool,
+    pub health: Health,
 }
 
 impl QueueState {
@@ -35,7 +62,7 @@ impl QueueState {
             url,
             messages: Default::default(),
             errors: AtomicU64::new(0),
-            up: AtomicBool::new(false),
+            health: AtomicU8::new(Health::Starting as u8),
             last_receive_at: AtomicI64::new(0),
             last_error: Mutex::new(None),
         }
@@ -47,7 +74,8 @@ impl QueueState {
         for notice in notices {
             self.messages[*notice as usize].fetch_add(1, Ordering::Relaxed);
         }
-        self.up.store(true, Ordering::Relaxed);
+        self.health
+            .store(Health::Receiving as u8, Ordering::Relaxed);
         self.last_receive_at
             .store(timestamp::now(), Ordering::Relaxed);
     }
@@ -56,7 +84,7 @@ impl QueueState {
     #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub fn failed(&self, error: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.up.store(false, Ordering::Relaxed);
+        self.health.store(Health::Failing as u8, Ordering::Relaxed);
         *self.error_slot() = Some((error, timestamp::now()));
     }
 
@@ -64,7 +92,7 @@ impl QueueState {
         QueueCounts {
             messages: Notice::ALL.map(|n| (n, self.messages[n as usize].load(Ordering::Relaxed))),
             errors: self.errors.load(Ordering::Relaxed),
-            up: self.up.load(Ordering::Relaxed),
+            health: Health::of(self.health.load(Ordering::Relaxed)),
         }
     }
 
@@ -75,7 +103,7 @@ impl QueueState {
         let last_error = self.error_slot().clone();
         NotifyStatus {
             queue: self.url.clone(),
-            receiving: counts.up,
+            state: counts.health.name().to_string(),
             last_receive_at: (received > 0).then(|| timestamp::format(received)),
             last_error: last_error.as_ref().map(|(text, _)| text.clone()),
             last_error_at: last_error.map(|(_, at)| timestamp::format(at)),

@@ -66,15 +66,17 @@ pub(super) fn resolve(
 /// `--refresh-jitter`, else the file's, else 10%.
 fn jitter(cli: &Cli, file: &FileConfig) -> Result<Jitter, ConfigError> {
     let fraction = match (&cli.refresh_jitter, &file.refresh_jitter) {
-        (Some(text), _) | (None, Some(JitterSetting::Text(text))) => percentage(text)?,
-        (None, Some(JitterSetting::Fraction(fraction))) => *fraction,
+        (Some(text), _) | (None, Some(JitterSetting::Text(text))) => {
+            (percentage(text)?, text.clone())
+        }
+        (None, Some(JitterSetting::Fraction(fraction))) => (*fraction, fraction.to_string()),
         (None, None) => return Ok(Jitter::DEFAULT),
     };
+    let (fraction, written) = fraction;
     Jitter::new(fraction).ok_or_else(|| ConfigError::Invalid {
         setting: "refresh_jitter",
         why: format!(
-            "{fraction} is outside 0 to {max} (write a percentage such as \"10%\", or a fraction such as 0.1)",
-            max = Jitter::MAX
+            "{written:.20} is outside 0% to 50% (write a percentage such as \"10%\", or a fraction such as 0.1)"
         ),
     })
 }
@@ -107,6 +109,11 @@ fn notify_queue(url: String, store: &StoreUrl) -> Result<NotifyQueue, ConfigErro
             "needs an S3 store (the queue carries S3 events), and the store is {store}"
         )));
     };
+    if cfg!(not(feature = "s3")) {
+        return Err(invalid(
+            "this build has no S3 support (the s3 feature)".into(),
+        ));
+    }
     let host = queue_host(&url).ok_or_else(|| {
         invalid(format!(
             "{url:?} is not a queue URL such as https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE"
@@ -129,6 +136,9 @@ fn queue_host(url: &str) -> Option<String> {
         None => (true, url.strip_prefix("http://")?),
     };
     let (authority, path) = rest.split_once('/')?;
+    if authority.contains('@') {
+        return None; // credentials in a URL would be printed wherever the URL is
+    }
     let host = match authority.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host,
         _ => authority,
@@ -195,6 +205,7 @@ mod tests {
             "https://sqs.us-east-1.amazonaws.com/1/q/extra",
             "https://sqs.us-east-1.amazonaws.com/1/q?x=1",
             "https:///1/q",
+            "https://user:pw@sqs.us-east-1.amazonaws.com/1/q",
         ] {
             assert!(notify_queue(url.into(), &s3()).is_err(), "{url}");
         }

@@ -11,7 +11,7 @@
 
 use super::histogram::HistogramTotals;
 use super::{Metrics, ReloadResult, ReloadTrigger, VerifyResult};
-use crate::change_queue::state::QueueCounts;
+use crate::change_queue::state::{Health, QueueCounts};
 use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -160,8 +160,8 @@ fn queue_families(queue: &QueueCounts) -> Vec<MetricFamily> {
         ),
         gauge(
             "heare_auth_notify_queue_up",
-            "1 while the last notify queue call succeeded.",
-            f64::from(u8::from(queue.up)),
+            "1 while the last notify queue call succeeded (0 before the first ends).",
+            f64::from(u8::from(queue.health == Health::Receiving)),
         ),
     ]
 }

@@ -3,8 +3,10 @@
 //! endpoint override) as the S3 store, so that one set of settings reaches both.
 //!
 //! A receive waits up to [`LONG_POLL`] for messages (the SQS maximum, so an idle queue costs
-//! three requests a minute); the call as a whole is bounded by that plus the S3 timeout, so a
-//! silent server fails the call instead of hanging it. What the messages say is the daemon's
+//! three requests a minute); every call, its one retry included, is bounded by that plus the S3
+//! timeout, so a silent server fails the call instead of hanging it. Requests go where the SDK
+//! sends SQS calls: the region's AWS endpoint, or the S3 endpoint override when one is set (the
+//! queue URL itself is a parameter of the call, not where it is sent). What the messages say is the daemon's
 //! business: this module hands over their bodies and deletes what it is told to.
 
 use crate::S3Options;
@@ -57,8 +59,7 @@ impl ChangeQueue {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(options.timeout.min(Duration::from_secs(3)))
-                    .operation_attempt_timeout(LONG_POLL + options.timeout)
-                    .operation_timeout(LONG_POLL * 2 + options.timeout)
+                    .operation_timeout(LONG_POLL + options.timeout)
                     .build(),
             );
         if shared.region().is_none() {
@@ -70,7 +71,7 @@ impl ChangeQueue {
         ChangeQueue {
             client: aws_sdk_sqs::Client::from_conf(config.build()),
             url: url.to_string(),
-            timeout: options.timeout,
+            timeout: LONG_POLL + options.timeout,
         }
     }
 
@@ -78,13 +79,13 @@ impl ChangeQueue {
         &self.url
     }
 
-    /// Waits up to [`LONG_POLL`] for messages; an empty list when none came.
-    pub async fn receive(&self) -> Result<Vec<QueueMessage>, QueueError> {
+    /// Waits up to `wait` (at most [`LONG_POLL`]) for messages; an empty list when none came.
+    pub async fn receive(&self, wait: Duration) -> Result<Vec<QueueMessage>, QueueError> {
         let output = self
             .client
             .receive_message()
             .queue_url(&self.url)
-            .wait_time_seconds(LONG_POLL.as_secs() as i32)
+            .wait_time_seconds(wait.min(LONG_POLL).as_secs() as i32)
             .max_number_of_messages(BATCH)
             .send()
             .await
