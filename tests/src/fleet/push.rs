@@ -16,6 +16,23 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
+/// Empties the queues (SQS PurgeQueue): for instance of the `s3:TestEvent` that S3 sends to the
+/// topic when the notification configuration is put, so that daemons start on quiet queues.
+/// (On AWS the test event may arrive later; moto delivers it before `wire_push` returns.)
+pub fn purge_queues(endpoint: &str, queues: &[String]) -> anyhow::Result<()> {
+    block_on(async {
+        let sqs = sqs_client(endpoint);
+        for url in queues {
+            sqs.purge_queue()
+                .queue_url(url)
+                .send()
+                .await
+                .map_err(|e| anyhow!("SQS PurgeQueue {url}: {}", DisplayErrorContext(e)))?;
+        }
+        Ok(())
+    })?
+}
+
 /// Wires `s3://bucket/key` on `endpoint` to `queues` new SQS queues through a new SNS topic and
 /// returns the queue URLs (as the server gives them), one per daemon. `bucket` must exist.
 /// With `raw_delivery`, SNS delivers the S3 event itself as the message body
