@@ -14,8 +14,8 @@
 //!   format, and the checksum catching every single-character change and adjacent swap.
 //!
 //! - [`notify_event`]: `change_queue::event::classify`, a notify queue message's body (anyone
-//!   allowed to send to the queue writes it): never a panic, and text that is not JSON is never
-//!   taken for an event.
+//!   allowed to send to the queue writes it): never a panic, the same answer every time, and an
+//!   event for the key object still counts inside an SNS envelope.
 //!
 //! The first input byte selects a mode where a target has several, so one fuzz corpus covers all.
 
@@ -447,8 +447,9 @@ pub fn notify_event(data: &[u8]) {
         event::classify(&body, "auth", "keys.json"),
         "deterministic"
     );
+    // Not "text that is not JSON is never an event": serde_json skips the fields an event does
+    // not read without checking their escapes (a lone `\ud800` there), which is harmless.
     let Ok(parsed) = serde_json::from_str::<Value>(&body) else {
-        assert_eq!(direct, Notice::Invalid, "text that is not JSON is no event");
         return;
     };
     if parsed.get("Type").and_then(Value::as_str) == Some("Notification") {
