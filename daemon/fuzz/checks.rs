@@ -457,7 +457,7 @@ pub fn notify_event(data: &[u8]) {
     }
     let envelope = serde_json::json!({"Type": "Notification", "Message": body}).to_string();
     let wrapped = event::classify(&envelope, "auth", "keys.json");
-    if direct == Notice::Ours {
+    if direct == Notice::Ours && envelope.len() <= event::MAX_BODY {
         assert_eq!(
             wrapped,
             Notice::Ours,
