@@ -831,7 +831,9 @@ impl S3 for ConditionalFs {
 // moto backend
 // ---------------------------------------------------------------------------
 
-struct MotoBackend {
+/// A `moto_server` child process on a free port of 127.0.0.1, its output in a log file; killed
+/// (with its process group) when dropped. Also the fleet's moto ([`crate::fleet::moto::Moto`]).
+pub struct MotoBackend {
     program: OsString,
     child: Option<Child>,
     /// Holds `moto_server.log` (its stdout + stderr); removed on drop.
@@ -839,7 +841,9 @@ struct MotoBackend {
 }
 
 impl MotoBackend {
-    fn start() -> anyhow::Result<(MotoBackend, u16)> {
+    /// Starts the server (`$HEARE_TEST_MOTO_SERVER`, else `moto_server`) and waits until it
+    /// answers HTTP; returns it and its port.
+    pub fn start() -> anyhow::Result<(MotoBackend, u16)> {
         let program =
             std::env::var_os(MOTO_BIN_ENV).unwrap_or_else(|| OsString::from("moto_server"));
         let log_dir = tempfile::Builder::new()
