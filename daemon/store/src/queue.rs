@@ -11,7 +11,6 @@
 
 use crate::S3Options;
 use crate::s3::{aws_environment, explain_call};
-use aws_sdk_sqs::config::Region;
 use aws_sdk_sqs::config::retry::RetryConfig;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
@@ -62,9 +61,6 @@ impl ChangeQueue {
                     .operation_timeout(LONG_POLL + options.timeout)
                     .build(),
             );
-        if shared.region().is_none() {
-            config = config.region(Region::new("us-east-1"));
-        }
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }

@@ -55,9 +55,6 @@ impl S3Store {
                     .operation_timeout(options.timeout)
                     .build(),
             );
-        if shared.region().is_none() {
-            config = config.region(Region::new("us-east-1"));
-        }
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
@@ -223,13 +220,21 @@ pub async fn list_objects(
     Ok(keys)
 }
 
-/// The AWS environment (credentials chain, profile, region) with `region` over the chain's.
+/// The AWS environment (credentials chain, profile, region) with `region` over the chain's, and
+/// `us-east-1` (the Python service's default) when neither names one.
 pub(crate) async fn aws_environment(region: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_string()));
     }
-    loader.load().await
+    let shared = loader.load().await;
+    if shared.region().is_some() {
+        return shared;
+    }
+    shared
+        .into_builder()
+        .region(Region::new("us-east-1"))
+        .build()
 }
 
 /// One line saying what went wrong with an S3 call, without the SDK's debug dump (which repeats
