@@ -42,20 +42,31 @@ fn aws_env() -> Vec<(String, String)> {
 /// A bucket on moto holding the two keys.
 fn bucket_with_keys(moto: &Moto, bucket: &str) {
     let client = s3_client(&moto.endpoint());
-    let body = key_file(&keys());
+    block_on(async { client.create_bucket().bucket(bucket).send().await })
+        .unwrap()
+        .unwrap();
+    put_key_object(moto, bucket, key_file(&keys()));
+}
+
+/// Writes `body` as the key object of `bucket` (an event follows when push is wired).
+fn put_key_object(moto: &Moto, bucket: &str, body: Vec<u8>) {
+    let client = s3_client(&moto.endpoint());
     block_on(async {
-        client.create_bucket().bucket(bucket).send().await?;
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(OBJECT)
-            .body(body.into())
-            .send()
-            .await?;
-        anyhow::Ok(())
+        let put = client.put_object().bucket(bucket).key(OBJECT);
+        put.body(body.into()).send().await
     })
     .unwrap()
     .unwrap();
+}
+
+/// A bucket holding the two keys, wired to one queue (`raw`: without SNS's envelope), and the
+/// daemon on it, listening.
+fn pushed_daemon(moto: &Moto, dir: &Path, bucket: &str, raw: bool) -> (String, Daemon) {
+    bucket_with_keys(moto, bucket);
+    let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, raw).unwrap();
+    let daemon = daemon(moto, dir, bucket, &queue[0], "").start().unwrap();
+    daemon.wait_events("notify_queue_listening");
+    (queue[0].clone(), daemon)
 }
 
 /// The daemon on moto's `bucket`, listening to `queue` (no refresh_interval: the 300 s fallback).
@@ -132,14 +143,9 @@ fn revoke_and_time(moto: &Moto, dir: &Path, bucket: &str, daemon: &Daemon) -> Du
 fn a_revocation_arrives_through_sns_and_sqs_in_seconds_with_polling_at_its_fallback() {
     let moto = Moto::start().unwrap();
     for (bucket, raw) in [("notify-envelope", false), ("notify-raw", true)] {
-        bucket_with_keys(&moto, bucket);
-        let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, raw).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let daemon = daemon(&moto, dir.path(), bucket, &queue[0], "")
-            .start()
-            .unwrap();
+        let (_queue, daemon) = pushed_daemon(&moto, dir.path(), bucket, raw);
         assert!(valid(&daemon, REVOKED) && valid(&daemon, KEPT));
-        daemon.wait_events("notify_queue_listening");
 
         let took = revoke_and_time(&moto, dir.path(), bucket, &daemon);
         assert!(took < Duration::from_secs(5), "{bucket}: took {took:?}");
@@ -217,23 +223,18 @@ fn s3_event(bucket: &str, key: &str) -> String {
 fn forged_foreign_and_garbage_messages_change_nothing_and_are_deleted() {
     let moto = Moto::start().unwrap();
     let bucket = "notify-forged";
-    bucket_with_keys(&moto, bucket);
-    let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, false).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let daemon = daemon(&moto, dir.path(), bucket, &queue[0], "")
-        .start()
-        .unwrap();
-    daemon.wait_events("notify_queue_listening");
+    let (queue, daemon) = pushed_daemon(&moto, dir.path(), bucket, false);
     // S3's test event, sent when the notification was configured, comes first.
     assert!(wait_until(Duration::from_secs(30), || messages(
         &daemon, "ignored"
     ) >= 1));
     let ignored_before = messages(&daemon, "ignored");
 
-    send(&moto, &queue[0], &s3_event(bucket, "other.json"));
-    send(&moto, &queue[0], &s3_event("another-bucket", OBJECT));
-    send(&moto, &queue[0], "{\"keys\": [{\"id\": \"evil\"}]}");
-    send(&moto, &queue[0], &"[".repeat(10_000));
+    send(&moto, &queue, &s3_event(bucket, "other.json"));
+    send(&moto, &queue, &s3_event("another-bucket", OBJECT));
+    send(&moto, &queue, "{\"keys\": [{\"id\": \"evil\"}]}");
+    send(&moto, &queue, &"[".repeat(10_000));
     assert!(
         wait_until(Duration::from_secs(10), || messages(&daemon, "invalid")
             == 2
@@ -253,7 +254,7 @@ fn forged_foreign_and_garbage_messages_change_nothing_and_are_deleted() {
     );
 
     // A forged event naming our object: one conditional reload, answered 304, nothing else.
-    send(&moto, &queue[0], &s3_event(bucket, OBJECT));
+    send(&moto, &queue, &s3_event(bucket, OBJECT));
     let unchanged = r#"heare_auth_reloads_total{trigger="notify",result="unchanged"}"#;
     assert!(wait_until(Duration::from_secs(10), || sample(
         &daemon, unchanged
@@ -261,7 +262,7 @@ fn forged_foreign_and_garbage_messages_change_nothing_and_are_deleted() {
     assert!(valid(&daemon, KEPT) && valid(&daemon, REVOKED));
     assert_eq!(daemon.status()["keys_loaded"], 2);
     assert!(
-        wait_until(Duration::from_secs(10), || queued(&moto, &queue[0]) == 0),
+        wait_until(Duration::from_secs(10), || queued(&moto, &queue) == 0),
         "handled messages must be deleted"
     );
     assert_eq!(notify_status(&daemon)["errors"], 0);
@@ -446,18 +447,13 @@ fn notify_reloads(daemon: &Daemon) -> f64 {
 fn a_flood_of_forged_events_costs_at_most_one_reload_a_second_and_none_while_the_store_fails() {
     let moto = Moto::start().unwrap();
     let bucket = "notify-flood";
-    bucket_with_keys(&moto, bucket);
-    let queue = wire_push(&moto.endpoint(), bucket, OBJECT, 1, false).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let daemon = daemon(&moto, dir.path(), bucket, &queue[0], "")
-        .start()
-        .unwrap();
-    daemon.wait_events("notify_queue_listening");
+    let (queue, daemon) = pushed_daemon(&moto, dir.path(), bucket, false);
 
     let started = Instant::now();
-    send_many(&moto, &queue[0], &s3_event(bucket, OBJECT), 200);
+    send_many(&moto, &queue, &s3_event(bucket, OBJECT), 200);
     assert!(wait_until(Duration::from_secs(90), || queued(
-        &moto, &queue[0]
+        &moto, &queue
     ) == 0));
     let seconds = started.elapsed().as_secs_f64();
     let reloads = notify_reloads(&daemon);
@@ -470,18 +466,7 @@ fn a_flood_of_forged_events_costs_at_most_one_reload_a_second_and_none_while_the
 
     // The store now holds a body that does not load: forged events ask for nothing more while
     // the reloader's own backed-off retries run.
-    let client = s3_client(&moto.endpoint());
-    block_on(async {
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(OBJECT)
-            .body(b"not a key file".to_vec().into())
-            .send()
-            .await
-    })
-    .unwrap()
-    .unwrap();
+    put_key_object(&moto, bucket, b"not a key file".to_vec());
     assert!(wait_until(
         Duration::from_secs(10),
         || daemon.status()["stale"] == true
@@ -491,9 +476,9 @@ fn a_flood_of_forged_events_costs_at_most_one_reload_a_second_and_none_while_the
         &daemon, failure
     ) >= Some(1.0)));
     let before = notify_reloads(&daemon);
-    send_many(&moto, &queue[0], &s3_event(bucket, OBJECT), 50);
+    send_many(&moto, &queue, &s3_event(bucket, OBJECT), 50);
     assert!(wait_until(Duration::from_secs(60), || queued(
-        &moto, &queue[0]
+        &moto, &queue
     ) == 0));
     let more = notify_reloads(&daemon) - before;
     assert!(
