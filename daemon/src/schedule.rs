@@ -1,10 +1,11 @@
-//! When the reloader next asks the store, so that a fleet of daemons on one object never moves
-//! in step: each poll waits the refresh interval T drawn uniformly in T ± `refresh_jitter`, the
-//! first poll after start comes at a uniform offset in [0, T) (a fleet started together by one
-//! deployment spreads over a whole interval at once), and a failed load is retried after an
-//! exponential backoff with *full* jitter — uniform in [0, min(cap, base·2ⁿ)) — so that the end
-//! of an S3 outage does not bring every host back in the same second (the schedule AWS's
-//! architecture blog measured as the one with the fewest calls and the least bunching).
+//! When the reloader (and the fleet usage report) next asks the store, so that a fleet of daemons
+//! on one object never moves in step: each poll waits the refresh interval T drawn uniformly in
+//! T ± `refresh_jitter`, the first poll after start comes at a uniform offset in [0, T) (a fleet
+//! started together by one deployment spreads over a whole interval at once), and a failed load
+//! is retried after an exponential backoff with *full* jitter — uniform in
+//! [0, min(cap, base·2ⁿ)) — so that the end of an S3 outage does not bring every host back in the
+//! same second (the schedule AWS's architecture blog measured as the one with the fewest calls
+//! and the least bunching).
 //!
 //! A few lines over `rand`'s thread generator; crates that do backoff (`backon`,
 //! `backoff`) run the retried call themselves, which the reloader's `select!` loop cannot use.

@@ -6,9 +6,9 @@
 
 use crate::config::{ReportPrefix, UsageSettings};
 use crate::keyset::KeySet;
+use crate::schedule::{self, Jitter};
 use crate::state::Shared;
 use heare_auth_store::{S3Options, StoreUrl, WriteCondition};
-use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -71,7 +71,7 @@ pub fn spawn_reporter(
         let store = heare_auth_store::open(&url, &s3, 0).await;
         // The first report at a random point of the first interval, so hosts restarted together
         // do not write together; then every interval, give or take a tenth.
-        let mut wait = interval.mul_f64(rand::rng().random_range(0.0..1.0));
+        let mut wait = schedule::first_poll(interval);
         loop {
             let stopping = tokio::select! {
                 _ = tokio::time::sleep(wait) => false,
@@ -88,7 +88,7 @@ pub fn spawn_reporter(
             if stopping {
                 return;
             }
-            wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+            wait = schedule::poll_wait(interval, Jitter::DEFAULT);
         }
     })
 }

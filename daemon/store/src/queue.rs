@@ -71,10 +71,6 @@ impl ChangeQueue {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Waits up to `wait` (at most [`LONG_POLL`]) for messages; an empty list when none came.
     pub async fn receive(&self, wait: Duration) -> Result<Vec<QueueMessage>, QueueError> {
         let output = self
