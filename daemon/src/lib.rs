@@ -19,6 +19,7 @@ pub mod logging;
 mod metrics;
 mod minify;
 mod notify;
+mod ports;
 mod reload;
 mod reload_request;
 mod schedule;

@@ -7,6 +7,7 @@
 use super::ConfigError;
 use super::file::{FileConfig, StatsSection};
 use super::resolve::duration_of;
+use crate::ports;
 use std::path::Path;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -114,27 +115,30 @@ pub(super) fn resolve(
 }
 
 /// The HTTP protocol uses https only on port 443 (as the Python client does): elsewhere the
-/// secret would cross the network in the clear. Allowed to a loopback collector, or with the
-/// explicit `insecure_http = true`.
+/// secret would cross the wire in the clear. Allowed only to a loopback collector on a port only
+/// root can bind (any local user can hold an unprivileged loopback port while the collector is
+/// down and receive the secret), or with the explicit `insecure_http = true`.
 fn refuse_secret_in_clear(
     host: &str,
     port: u16,
     insecure_http: Option<bool>,
 ) -> Result<(), ConfigError> {
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback || insecure_http == Some(true) {
+    let loopback = ports::is_loopback_host(host);
+    if (loopback && ports::is_privileged(port)) || insecure_http == Some(true) {
         return Ok(());
     }
-    Err(invalid(
-        "stats.dest_port",
+    let why = if loopback {
         format!(
-            "the stats secret would be sent unencrypted to {host}:{port} (https is used only on port 443); use port 443, a collector on this host, or set insecure_http = true in [stats]"
-        ),
-    ))
+            "the stats secret would be sent unencrypted to {host}:{port}, a port any local user can bind while the collector is down (https is used only on port 443); use port 443, a collector on a port below {}, or set insecure_http = true in [stats]",
+            ports::unprivileged_port_start()
+        )
+    } else {
+        format!(
+            "the stats secret would be sent unencrypted to {host}:{port} (https is used only on port 443); use port 443, a collector on this host on a port below {}, or set insecure_http = true in [stats]",
+            ports::unprivileged_port_start()
+        )
+    };
+    Err(invalid("stats.dest_port", why))
 }
 
 fn invalid(setting: &'static str, why: String) -> ConfigError {
