@@ -10,7 +10,9 @@
 //! 0.
 
 use crate::change_queue::{self, state::QueueState};
-use crate::config::{Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings};
+use crate::config::{
+    Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings, store_endpoint,
+};
 use crate::generation::Newest;
 use crate::logging::LogGuard;
 use crate::notify;
@@ -280,6 +282,12 @@ async fn reloader(config: &StoreSettings) -> Reloader {
             recommended_bytes = heare_auth_store::codec::StorageSecret::RECOMMENDED_BYTES,
             "storage_secret_short"
         );
+    }
+    if matches!(config.url, StoreUrl::S3 { .. }) {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        for (endpoint, why) in store_endpoint::unprotected(config, &env) {
+            tracing::warn!(%endpoint, why, "store_endpoint_unprotected");
+        }
     }
     let store = heare_auth_store::open(&config.url, &config.s3, config.max_store_bytes).await;
     Reloader {

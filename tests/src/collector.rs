@@ -43,6 +43,12 @@ impl Collector {
         Collector::serve(listener, None)
     }
 
+    /// A plain HTTP collector on a free port below 1024 (as root): one the daemon may send its
+    /// secret to in the clear, since no local user could stand in for it.
+    pub fn start_privileged() -> Collector {
+        Collector::serve(crate::privileged_listener(), None)
+    }
+
     /// An https collector on `127.0.0.1:port` with a certificate for `localhost`; returns it
     /// with the certificate (PEM), for the client's trust store.
     pub fn start_tls(port: u16) -> (Collector, String) {

@@ -38,3 +38,17 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
 }
+
+/// A listener on 127.0.0.1 at a free port below 1024, which only root can bind: a peer there
+/// cannot be a local user squatting the port. Panics unless run as root (CI is).
+pub fn privileged_listener() -> std::net::TcpListener {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "binds a port below 1024: run as root (CI does)"
+    );
+    let offset: u16 = rand::random_range(0..400);
+    (0..400)
+        .map(|n| 600 + (offset + n) % 400)
+        .find_map(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+        .expect("a free port in 600..1000")
+}

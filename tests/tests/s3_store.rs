@@ -280,3 +280,37 @@ fn missing_object_means_no_keys_yet() {
     assert_eq!(daemon.refresh().json()["keys_loaded"], 1);
     assert_eq!(daemon.verify(FIRST).status, 200);
 }
+
+/// The review's attack on a plain-http endpoint: whoever answers on an unprivileged loopback
+/// port (here the test's own server, as a local user squatting the port would) serves the daemon
+/// a key set of their own. Without a storage secret nothing can tell, so the daemon warns at start
+/// (`store_endpoint_unprotected`, naming the endpoint); with one, the squatter's plain body is
+/// refused and there is nothing to warn about.
+#[test]
+fn a_plain_http_endpoint_is_warned_about_unless_a_storage_secret_protects_the_set() {
+    let squatter = s3_with(&[TestKey::new("key_squatters_own", FIRST)]);
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon_on(&squatter, dir.path()).start().unwrap();
+    assert_eq!(daemon.verify(FIRST).json()["key_id"], "key_squatters_own");
+    let warned = daemon.wait_events("store_endpoint_unprotected");
+    assert_eq!(warned.len(), 1, "{}", daemon.log());
+    let endpoint = warned[0]["endpoint"].as_str().unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "{endpoint}"
+    );
+    assert!(
+        warned[0]["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("loopback")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut protected = daemon_on(&squatter, dir.path())
+        .env("STORAGE_SECRET", STORAGE_SECRET)
+        .spawn();
+    let status = protected.wait_exit(Duration::from_secs(20)).expect("exits");
+    assert_eq!(status.code(), Some(1), "the plain body is refused");
+    assert!(!protected.log().contains("store_endpoint_unprotected"));
+}

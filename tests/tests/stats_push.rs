@@ -11,7 +11,7 @@ use heare_auth_tests::collector::Collector;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::http::Request;
 use heare_auth_tests::keys::{TestKey, key_file};
-use heare_auth_tests::{free_port, wait_until};
+use heare_auth_tests::{free_port, privileged_listener, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ fn heare_stats_server_forwards_exactly_the_verifies_made_over_udp() {
 #[test]
 fn the_http_protocol_posts_the_python_body_with_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let collector = Collector::start();
+    let collector = Collector::start_privileged();
     let mut daemon = daemon(dir.path(), &python_env("http", collector.port), FAST_FLUSH);
     verify_times(&daemon, 6, 1);
     let total = |name: &str| collector.counter_total(name);
@@ -205,7 +205,7 @@ fn https_on_port_443_with_the_table_and_a_prefix() {
 #[test]
 fn a_collector_that_is_down_or_slow_never_slows_verification() {
     let dir = tempfile::tempdir().unwrap();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = privileged_listener();
     let silent_port = silent.local_addr().unwrap().port();
     let config = "[stats]\nflush_interval = \"100ms\"\n";
     let stalled = daemon(dir.path(), &python_env("http", silent_port), config);
@@ -243,7 +243,7 @@ fn a_collector_that_is_down_or_slow_never_slows_verification() {
     );
     drop(silent);
 
-    let refusing = Collector::start();
+    let refusing = Collector::start_privileged();
     refusing.answer_with(500);
     let dir = tempfile::tempdir().unwrap();
     let refused = daemon(dir.path(), &python_env("http", refusing.port), FAST_FLUSH);
@@ -257,7 +257,7 @@ fn a_collector_that_is_down_or_slow_never_slows_verification() {
 #[test]
 fn a_collector_answering_without_end_costs_no_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let collector = Collector::start();
+    let collector = Collector::start_privileged();
     collector.answer_endlessly();
     let daemon = daemon(dir.path(), &python_env("http", collector.port), FAST_FLUSH);
     let rss = || {
@@ -306,11 +306,55 @@ fn the_secret_is_never_sent_in_the_clear_off_this_host() {
     assert!(!refused.log().contains(COLLECTOR_SECRET));
 }
 
+/// The review's attack: a local user holds the collector's unprivileged loopback port while the
+/// collector is down and waits for `Authorization: Basic base64(SECRET:)`. Plain http with a secret
+/// goes only to a loopback port below `ip_unprivileged_port_start`: anything else is refused at
+/// start (exit 2, naming `insecure_http = true`) and the squatter is never reached; with
+/// `insecure_http = true` the operator means it.
+#[test]
+fn the_secret_never_goes_in_the_clear_to_a_port_any_local_user_can_bind() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    for host in ["127.0.0.1", "localhost"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = python_env("http", port);
+        env[1].1 = host.to_string();
+        let mut builder = DaemonBuilder::new(dir.path());
+        for (name, value) in &env {
+            builder = builder.env(*name, value.clone());
+        }
+        let mut refused = builder.spawn();
+        let status = refused.wait_exit(Duration::from_secs(10)).expect("exits");
+        assert_eq!(status.code(), Some(2), "{host}: {}", refused.log());
+        assert!(
+            refused.log().contains("insecure_http = true"),
+            "{}",
+            refused.log()
+        );
+        assert!(!refused.log().contains(COLLECTOR_SECRET));
+    }
+    assert_eq!(
+        squatter.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "the squatter was never reached"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let meant = format!("{FAST_FLUSH}insecure_http = true\n");
+    let daemon = daemon(dir.path(), &python_env("http", port), &meant);
+    verify_times(&daemon, 1, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || squatter.accept().is_ok()),
+        "insecure_http = true sends as configured"
+    );
+}
+
 /// A collector that never answers holds neither the stop nor the last flush past their bound.
 #[test]
 fn a_silent_collector_does_not_hold_up_the_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = privileged_listener();
     let port = silent.local_addr().unwrap().port();
     let mut daemon = daemon(
         dir.path(),

@@ -12,6 +12,7 @@ mod forward_auth;
 mod freshness;
 mod resolve;
 mod stats;
+pub mod store_endpoint;
 mod usage;
 
 pub use forward_auth::ForwardAuthSettings;
