@@ -320,6 +320,7 @@ const AMBIGUOUS_PATHS: &[&str] = &[
     "/write/%2e%2e/x",
     "/write%2F..",
     "/write/..?x=1",
+    "/x/..#/write",
     "/x/..;/write",
     "/x/..;y/write",
     "/x/..%3B/write",
