@@ -129,8 +129,15 @@ fn nginx(dir: &Path, socket: &Path, upstream: u16) -> Proxy {
 
 fn caddy(dir: &Path, socket: &Path, upstream: u16) -> Proxy {
     let port = free_port();
-    let shipped = std::fs::read_to_string(examples().join("Caddyfile"))
-        .unwrap()
+    let shipped = std::fs::read_to_string(examples().join("Caddyfile")).unwrap();
+    // The placeholder upstream is not 127.0.0.1:8080, heare-authd's TCP port
+    // (heare-authd-tcp.socket): left unchanged, it would put heare-authd's own API behind Caddy.
+    assert!(
+        shipped.contains("reverse_proxy 127.0.0.1:9000"),
+        "{shipped}"
+    );
+    assert!(!shipped.contains("127.0.0.1:8080"), "{shipped}");
+    let shipped = shipped
         .replace(SHIPPED_SOCKET, &socket.display().to_string())
         .replace(":8443", &format!("http://:{port}"))
         .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream}"));
