@@ -3,8 +3,9 @@
 //! `s3_server` runs a real S3-compatible HTTP server on 127.0.0.1 (in-process s3s, or moto);
 //! `daemon` spawns the real `heare-authd` binary on a temporary socket and captures its log;
 //! `http` speaks raw HTTP/1.1 over a Unix socket (or TCP), so tests see exactly the bytes a client
-//! would; `keys` writes key files in the Python service's format. Tests live in `tests/tests/`,
-//! one file per behaviour.
+//! would; `keys` writes key files in the Python service's format; `process` runs third-party
+//! programs in a process group of their own and stops the whole group. Tests live in
+//! `tests/tests/`, one file per behaviour.
 
 pub mod change_cost;
 pub mod collector;
@@ -15,6 +16,7 @@ pub mod fleet;
 pub mod http;
 pub mod keys;
 pub mod load;
+pub mod process;
 pub mod s3_server;
 
 use std::time::{Duration, Instant};

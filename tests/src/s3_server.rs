@@ -36,13 +36,13 @@
 
 use crate::ctl::Ctl;
 use crate::daemon::DaemonBuilder;
+use crate::process::Group;
 use std::ffi::OsString;
 use std::future::Future;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -831,11 +831,11 @@ impl S3 for ConditionalFs {
 // moto backend
 // ---------------------------------------------------------------------------
 
-/// A `moto_server` child process on a free port of 127.0.0.1, its output in a log file; killed
-/// (with its process group) when dropped. Also the fleet's moto ([`crate::fleet::moto::Moto`]).
+/// A `moto_server` child process on a free port of 127.0.0.1, its output in a log file; stopped
+/// (its whole process group) when dropped. Also the fleet's moto ([`crate::fleet::moto::Moto`]).
 pub struct MotoBackend {
     program: OsString,
-    child: Option<Child>,
+    child: Option<Group>,
     /// Holds `moto_server.log` (its stdout + stderr); removed on drop.
     log_dir: tempfile::TempDir,
 }
@@ -882,21 +882,21 @@ impl MotoBackend {
         let log_err = log
             .try_clone()
             .context("duplicating the moto_server log handle")?;
-        let child = Command::new(&self.program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            // Own process group, so that kill() also reaches any wrapper's children.
-            .process_group(0)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "launching {:?} (install it with `pip install 'moto[server]'`, \
+        // Own process group, so that stopping it also reaches any wrapper's children.
+        let child = Group::spawn(
+            Command::new(&self.program)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err),
+        )
+        .with_context(|| {
+            format!(
+                "launching {:?} (install it with `pip install 'moto[server]'`, \
                      or point {MOTO_BIN_ENV} at it)",
-                    self.program
-                )
-            })?;
+                self.program
+            )
+        })?;
         self.child = Some(child);
 
         let address = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
@@ -926,15 +926,10 @@ impl MotoBackend {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut child) = self.child.take()
+            && let Err(e) = child.stop()
+        {
+            eprintln!("stopping moto_server: {e}");
         }
     }
 

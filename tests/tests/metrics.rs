@@ -8,10 +8,11 @@ use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::http::{Request, send_tcp};
 use heare_auth_tests::keys::{TestKey, key_file};
+use heare_auth_tests::process::Group;
 use heare_auth_tests::{free_port, wait_until};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const VALID: &str = "sec_0MetricsValidSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -218,7 +219,7 @@ fn prometheus_scrapes_the_verify_count() {
         assert_eq!(daemon.verify(VALID).status, 200);
     }
     let web = format!("127.0.0.1:{}", free_port());
-    let _prometheus = Prometheus::start(dir.path(), &address, &web);
+    let _prometheus = prometheus(dir.path(), &address, &web);
     let query = "/api/v1/query?query=heare_auth_verify_requests_total%7Bresult%3D%22valid%22%7D";
     let mut last = String::new();
     let scraped = wait_until(Duration::from_secs(60), || {
@@ -233,20 +234,18 @@ fn prometheus_scrapes_the_verify_count() {
     assert!(scraped, "Prometheus never answered {VERIFIES}: {last}");
 }
 
-/// A Prometheus server with a private data directory, killed when dropped.
-struct Prometheus(Child);
-
-impl Prometheus {
-    fn start(dir: &Path, target: &str, web: &str) -> Prometheus {
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: heare-authd\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("prometheus")
+/// A Prometheus server with a private data directory; its process group is stopped when dropped.
+fn prometheus(dir: &Path, target: &str, web: &str) -> Group {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: heare-authd\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    Group::spawn(
+        Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -254,16 +253,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={web}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus; tests/run installs it)");
-        Prometheus(child)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .stderr(Stdio::null()),
+    )
+    .expect("prometheus (Debian package prometheus; tests/run installs it)")
 }

@@ -1,22 +1,28 @@
 //! The real nginx (`auth_request`) and Caddy (`forward_auth`) in front of a small upstream that
-//! echoes the headers it got, each configured with the examples shipped in
+//! echoes the request target and headers it got, each configured with the examples shipped in
 //! `docs/examples/forward-auth/` (only the socket path, ports and upstream substituted), asking
 //! the real daemon's `/auth` over its Unix socket. For both: no key and a bad key are 401 at the
 //! client; a good key in `Authorization: Bearer` or `X-API-Key` reaches the upstream with
-//! `X-Heare-Key-Id` and the mapped `X-User`; identity headers the client sends never reach it; a
-//! location that requires scope `write` answers 403 to a key without it; a deleted key is refused
-//! after the reload; with the daemon stopped the proxy answers 5xx and the upstream is never
-//! reached (fail closed). nginx-light and caddy come from Debian (tests/run installs them).
+//! `X-Heare-Key-Id` and the mapped `X-User`; identity headers the client sends never reach it,
+//! nor `X-Original-URL`/`X-Rewrite-URL`; every spelling of `/write`, `/write/…` and `/write;…`
+//! (encoded letters, `;`, `%3B`, `%2F`, `//`, any case) is 403 to a key without scope `write`
+//! and reaches the upstream as sent with one; a path a service could read otherwise than the
+//! proxy (dot segments in any spelling, `..;`, a segment starting with `;`, backslashes, double
+//! encoding, NUL) is 400 for every key and never forwarded; `/writers` and other near names are
+//! other paths; a deleted key is refused after the reload; with the daemon stopped the proxy
+//! answers 5xx and the upstream is never reached (fail closed); stopping a proxy leaves none of
+//! its processes (nginx's worker included). nginx-light and caddy come from Debian (tests/run
+//! installs them).
 
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::http::{Request, Response, send_tcp};
+use heare_auth_tests::process::{Group, is_alive};
 use heare_auth_tests::{free_port, wait_until};
-use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,7 +33,8 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/forward-auth")
 }
 
-/// An upstream that answers every request 200 with a JSON object of the headers it got.
+/// An upstream that answers every request 200 with a JSON object: the request target it got
+/// (`target`, exactly as the proxy sent it) and its headers (`headers`, names lower-cased).
 struct Upstream {
     port: u16,
     hits: Arc<AtomicUsize>,
@@ -47,6 +54,10 @@ impl Upstream {
         });
         Upstream { port, hits }
     }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
 }
 
 fn echo(stream: std::net::TcpStream, hits: &AtomicUsize) {
@@ -57,6 +68,7 @@ fn echo(stream: std::net::TcpStream, hits: &AtomicUsize) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let target = line.split(' ').nth(1).unwrap_or_default().to_string();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -71,7 +83,7 @@ fn echo(stream: std::net::TcpStream, hits: &AtomicUsize) {
             }
         }
         hits.fetch_add(1, Ordering::SeqCst);
-        let body = Value::Object(headers).to_string();
+        let body = serde_json::json!({ "target": target, "headers": headers }).to_string();
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
@@ -82,17 +94,10 @@ fn echo(stream: std::net::TcpStream, hits: &AtomicUsize) {
     }
 }
 
-/// A proxy process, killed when dropped.
+/// A proxy leading its own process group (nginx's master and worker), stopped when dropped.
 struct Proxy {
-    child: Child,
+    group: Group,
     port: u16,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn nginx(dir: &Path, socket: &Path, upstream: u16) -> Proxy {
@@ -103,48 +108,57 @@ fn nginx(dir: &Path, socket: &Path, upstream: u16) -> Proxy {
     std::fs::write(dir.join("heare-auth.conf"), snippet).unwrap();
     let d = dir.display();
     let main = format!(
-        "daemon off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/t1;\n  proxy_temp_path {d}/t2;\n  fastcgi_temp_path {d}/t3;\n  uwsgi_temp_path {d}/t4;\n  scgi_temp_path {d}/t5;\n  upstream app {{ server 127.0.0.1:{upstream}; }}\n  server {{\n    listen 127.0.0.1:{port};\n    include {d}/heare-auth.conf;\n  }}\n}}\n"
+        "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/t1;\n  proxy_temp_path {d}/t2;\n  fastcgi_temp_path {d}/t3;\n  uwsgi_temp_path {d}/t4;\n  scgi_temp_path {d}/t5;\n  upstream app {{ server 127.0.0.1:{upstream}; }}\n  server {{\n    listen 127.0.0.1:{port};\n    include {d}/heare-auth.conf;\n  }}\n}}\n"
     );
     std::fs::write(dir.join("nginx-main.conf"), main).unwrap();
-    let child = Command::new("nginx")
-        .arg("-e")
-        .arg(dir.join("nginx-error.log"))
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx-main.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (Debian nginx-light; tests/run installs it)");
+    let group = Group::spawn(
+        Command::new("nginx")
+            .arg("-e")
+            .arg(dir.join("nginx-error.log"))
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx-main.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("nginx (Debian nginx-light; tests/run installs it)");
     wait_listening(port);
-    Proxy { child, port }
+    Proxy { group, port }
 }
 
 fn caddy(dir: &Path, socket: &Path, upstream: u16) -> Proxy {
     let port = free_port();
-    let shipped = std::fs::read_to_string(examples().join("Caddyfile"))
-        .unwrap()
+    let shipped = std::fs::read_to_string(examples().join("Caddyfile")).unwrap();
+    // The placeholder upstream is not 127.0.0.1:8080, heare-authd's TCP port
+    // (heare-authd-tcp.socket): left unchanged, it would put heare-authd's own API behind Caddy.
+    assert!(
+        shipped.contains("reverse_proxy 127.0.0.1:9000"),
+        "{shipped}"
+    );
+    assert!(!shipped.contains("127.0.0.1:8080"), "{shipped}");
+    let shipped = shipped
         .replace(SHIPPED_SOCKET, &socket.display().to_string())
         .replace(":8443", &format!("http://:{port}"))
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{upstream}"));
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{upstream}"));
     let global = format!(
         "{{\n\tadmin off\n\tstorage file_system {}/caddy\n}}\n",
         dir.display()
     );
     std::fs::write(dir.join("Caddyfile"), format!("{global}{shipped}")).unwrap();
-    let child = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(dir.join("Caddyfile"))
-        .env("HOME", dir)
-        .env("XDG_DATA_HOME", dir)
-        .env("XDG_CONFIG_HOME", dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("caddy.log")).unwrap())
-        .spawn()
-        .expect("caddy (Debian caddy; tests/run installs it)");
+    let group = Group::spawn(
+        Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("caddy.log")).unwrap()),
+    )
+    .expect("caddy (Debian caddy; tests/run installs it)");
     wait_listening(port);
-    Proxy { child, port }
+    Proxy { group, port }
 }
 
 fn wait_listening(port: u16) {
@@ -196,7 +210,7 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
         get(&proxy, "/", &[("authorization", "Bearer sec_0nope")]).status,
         401
     );
-    assert_eq!(upstream.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.hits(), 0);
 
     for header in [
         ("authorization", bearer.as_str()),
@@ -204,11 +218,12 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
     ] {
         let answer = get(&proxy, "/orders", &[header, ("x-heare-key-id", "key_root")]);
         assert_eq!(answer.status, 200, "{}", answer.body);
-        let seen = answer.json();
+        let seen = &answer.json()["headers"];
         assert_eq!(seen["x-heare-key-id"], writer.as_str(), "{seen}");
         assert_eq!(seen["x-user"], "alice");
     }
-    // A key with no `user` in its metadata: the client's own X-User never gets through.
+    // A key with no `user` in its metadata: the client's own X-User never gets through, nor a
+    // path of its own in the headers some frameworks route on.
     let answer = get(
         &proxy,
         "/",
@@ -216,12 +231,16 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
             ("x-api-key", &reader_secret),
             ("x-user", "root"),
             ("x-heare-key-id", "key_root"),
+            ("x-original-url", "/write"),
+            ("x-rewrite-url", "/write"),
         ],
     );
     assert_eq!(answer.status, 200);
-    let seen = answer.json();
+    let seen = &answer.json()["headers"];
     assert_ne!(seen["x-user"], "root", "{seen}");
     assert_ne!(seen["x-heare-key-id"], "key_root", "{seen}");
+    assert!(seen.get("x-original-url").is_none(), "{seen}");
+    assert!(seen.get("x-rewrite-url").is_none(), "{seen}");
 
     // The same identity spelled with underscores (which some servers read as X-User).
     let answer = get(
@@ -230,7 +249,11 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
         &[("x-api-key", &reader_secret), ("x_user", "admin")],
     );
     assert_eq!(answer.status, 200);
-    assert!(answer.json().get("x_user").is_none(), "{}", answer.body);
+    assert!(
+        answer.json()["headers"].get("x_user").is_none(),
+        "{}",
+        answer.body
+    );
 
     for path in ["/write/x", "/write", "/WRITE/x", "/Write"] {
         let refused = get(&proxy, path, &[("x-api-key", &reader_secret)]);
@@ -246,7 +269,7 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
         "deleted"
     );
 
-    let hits = upstream.hits.load(Ordering::SeqCst);
+    let hits = upstream.hits();
     assert!(daemon.stop().is_some());
     let down = get(&proxy, "/", &[("x-api-key", &reader_secret)]);
     assert!(
@@ -254,11 +277,143 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
         "daemon stopped: {}",
         down.status
     );
-    assert_eq!(
-        upstream.hits.load(Ordering::SeqCst),
-        hits,
-        "the upstream was reached"
-    );
+    assert_eq!(upstream.hits(), hits, "the upstream was reached");
+}
+
+/// Spellings of `/write`, `/write/…` and `/write;…` that a service may route to `/write`: scope
+/// `write` required.
+const WRITE_PATHS: &[&str] = &[
+    "/write",
+    "/write/",
+    "/write/x",
+    "/WRITE/x",
+    "/Write",
+    "/write;x",
+    "/WrItE;x",
+    "/write;jsessionid=1/x",
+    "/write%3Bx",
+    "/write%3bx",
+    "/write%2Fx",
+    "/write%2fx",
+    "/%77rite",
+    "/%57RITE/x",
+    "/wr%69te",
+    "//write",
+    "///write/x",
+    "/write?x=1",
+    "/write.json",
+    "/write%20",
+    "/write%09x",
+    "/write%3Fx",
+    "/write%23x",
+    "/write%2e",
+    "http://localhost/write",
+];
+
+/// Paths a service could read otherwise than the proxy (dot segments in any spelling, `..;`, a
+/// segment starting with `;`, backslashes, double encoding, NUL): 400 for every key.
+const AMBIGUOUS_PATHS: &[&str] = &[
+    "/./write",
+    "/x/../write",
+    "/%2e/write",
+    "/%2E/write",
+    "/x/%2E%2E/write",
+    "/x/.%2e/write",
+    "/x%2F..%2Fwrite",
+    "/x%2f%2e%2e%2fwrite",
+    "/write/..",
+    "/write/.",
+    "/write/./x",
+    "/write/%2e%2e/x",
+    "/write%2F..",
+    "/write/..?x=1",
+    "/x/..#/write",
+    "/x/..;/write",
+    "/x/..;y/write",
+    "/x/..%3B/write",
+    "/.;/write",
+    "/;x/write",
+    "/%3Bx/write",
+    "/x/;/write",
+    "/\\write",
+    "/%5Cwrite",
+    "/%5cwrite",
+    "/x\\..\\write",
+    "/write\\x",
+    "/write%5Cx",
+    "\\write",
+    "/%2577rite",
+    "/%25%37%37rite",
+    "/x/%252e%252e/write",
+    "/write%00",
+    "/%00/write",
+];
+
+/// Near names that are other paths: any valid key.
+const OTHER_PATHS: &[&str] = &[
+    "/writers",
+    "/Writers/x",
+    "/write-log",
+    "/write_x",
+    "/write2",
+    "/rewrite",
+    "/x/write",
+    "/x%2Fwrite",
+    "/x;/write",
+    "/orders;jsessionid=1",
+    "/wr%69ters",
+    "/100%25",
+    "/...",
+];
+
+fn scope_rule(make: fn(&Path, &Path, u16) -> Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, ctl) = daemon(dir.path());
+    let (_, writer) = ctl.create(&["--name", "writer", "--scope", "write"]);
+    let (_, reader) = ctl.create(&["--name", "reader", "--scope", "read"]);
+    let upstream = Upstream::start();
+    let proxy = make(dir.path(), &daemon.socket, upstream.port);
+    let mut wrong = Vec::new();
+    let mut expect = |path: &str, key: &str, status: u16, forwarded: bool| {
+        let before = upstream.hits();
+        let answer = get(&proxy, path, &[("x-api-key", key)]);
+        let reached = upstream.hits() != before;
+        // The upstream gets the path as sent (an absolute-form target as its path).
+        let sent = path.strip_prefix("http://localhost").unwrap_or(path);
+        let target_ok = !reached || answer.json()["target"] == sent;
+        if answer.status != status || reached != forwarded || !target_ok {
+            wrong.push(format!(
+                "{path}: {} (upstream reached: {reached}) {}",
+                answer.status, answer.body
+            ));
+        }
+    };
+    for path in WRITE_PATHS {
+        expect(path, &reader, 403, false);
+        expect(path, &writer, 200, true);
+    }
+    for path in AMBIGUOUS_PATHS {
+        expect(path, &reader, 400, false);
+        expect(path, &writer, 400, false);
+    }
+    for path in OTHER_PATHS {
+        expect(path, &reader, 200, true);
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Stopping the proxy stops every process it started (nginx's master and its worker) and waits
+/// for them.
+fn stops_whole(make: fn(&Path, &Path, u16) -> Proxy, processes: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start();
+    let mut proxy = make(dir.path(), &dir.path().join("none.sock"), upstream.port);
+    let started = proxy.group.members();
+    assert_eq!(started.len(), processes, "{started:?}");
+    proxy.group.stop().unwrap();
+    let alive: Vec<_> = started.iter().filter(|pid| is_alive(**pid)).collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_err());
 }
 
 #[test]
@@ -269,4 +424,24 @@ fn nginx_auth_request_with_the_shipped_configuration() {
 #[test]
 fn caddy_forward_auth_with_the_shipped_configuration() {
     every_case(caddy);
+}
+
+#[test]
+fn nginx_requires_write_for_every_spelling_of_write_and_refuses_ambiguous_paths() {
+    scope_rule(nginx);
+}
+
+#[test]
+fn caddy_requires_write_for_every_spelling_of_write_and_refuses_ambiguous_paths() {
+    scope_rule(caddy);
+}
+
+#[test]
+fn stopping_nginx_stops_its_worker_too() {
+    stops_whole(nginx, 2);
+}
+
+#[test]
+fn stopping_caddy_leaves_none_of_its_processes() {
+    stops_whole(caddy, 1);
 }

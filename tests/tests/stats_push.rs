@@ -11,9 +11,10 @@ use heare_auth_tests::collector::Collector;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
 use heare_auth_tests::http::Request;
 use heare_auth_tests::keys::{TestKey, key_file};
+use heare_auth_tests::process::Group;
 use heare_auth_tests::{free_port, privileged_listener, wait_until};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VALID: &str = "sec_0StatsPushValidSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
@@ -60,11 +61,10 @@ fn verify_times(daemon: &Daemon, valid: usize, unknown: usize) {
 }
 
 /// heare-stats-server, listening for StatsD on UDP `port`, forwarding to `collector` every 0.5 s.
-struct StatsServer(Child);
-
-impl StatsServer {
-    fn start(port: u16, collector: &Collector) -> StatsServer {
-        let child = Command::new("heare-stats-server")
+/// Its process group is stopped when dropped.
+fn stats_server(port: u16, collector: &Collector) -> Group {
+    Group::spawn(
+        Command::new("heare-stats-server")
             .arg("--listen_host=127.0.0.1")
             .arg(format!("--listen_port={port}"))
             .arg("--remote_host=127.0.0.1")
@@ -72,18 +72,9 @@ impl StatsServer {
             .arg(format!("--secret={COLLECTOR_SECRET}"))
             .arg("--flush_interval=0.5")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("heare-stats-server (pip heare-stats-client; tests/run installs it)");
-        StatsServer(child)
-    }
-}
-
-impl Drop for StatsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .stderr(Stdio::null()),
+    )
+    .expect("heare-stats-server (pip heare-stats-client; tests/run installs it)")
 }
 
 #[test]
@@ -91,7 +82,7 @@ fn heare_stats_server_forwards_exactly_the_verifies_made_over_udp() {
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start();
     let statsd_port = free_port();
-    let _server = StatsServer::start(statsd_port, &collector);
+    let _server = stats_server(statsd_port, &collector);
     // The server binds its UDP socket a moment after it starts.
     std::thread::sleep(Duration::from_millis(1500));
     let daemon = daemon(dir.path(), &python_env("udp", statsd_port), FAST_FLUSH);

@@ -6,6 +6,7 @@
 use heare_auth_tests::daemon::{DaemonBuilder, binary};
 use heare_auth_tests::http::{Request, send};
 use heare_auth_tests::keys::{TestKey, key_file};
+use heare_auth_tests::process::Group;
 use heare_auth_tests::wait_until;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::MetadataExt;
@@ -158,22 +159,24 @@ fn accepts_a_socket_passed_by_socket_activation() {
     std::fs::write(dir.path().join("empty.toml"), "").unwrap();
     let socket = dir.path().join("activated.sock");
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut activator = Command::new(activate)
-        .arg("--listen")
-        .arg(&socket)
-        .arg(binary("heare-authd"))
-        .arg("--config")
-        .arg(dir.path().join("empty.toml"))
-        .arg("--store")
-        .arg(format!("file://{}", store.display()))
-        .arg("--socket")
-        .arg(dir.path().join("unused.sock"))
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    // Its own process group: stopped (with the daemon it became) even when an assertion fails.
+    let mut activator = Group::spawn(
+        Command::new(activate)
+            .arg("--listen")
+            .arg(&socket)
+            .arg(binary("heare-authd"))
+            .arg("--config")
+            .arg(dir.path().join("empty.toml"))
+            .arg("--store")
+            .arg(format!("file://{}", store.display()))
+            .arg("--socket")
+            .arg(dir.path().join("unused.sock"))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    )
+    .unwrap();
     assert!(wait_until(Duration::from_secs(10), || socket.exists()));
     // The first request starts the daemon, which serves it on the inherited socket.
     let answer = send(&socket, &Request::verify(SECRET)).unwrap();
@@ -190,8 +193,7 @@ fn accepts_a_socket_passed_by_socket_activation() {
         !dir.path().join("unused.sock").exists(),
         "the daemon did not bind its own socket"
     );
-    let _ = activator.kill();
-    let _ = activator.wait();
+    activator.stop().unwrap();
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use heare_auth_tests::daemon::binary;
+use heare_auth_tests::process::Group;
 use heare_auth_tests::wait_until;
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
@@ -197,26 +198,28 @@ pub fn run_limited(mut command: Command, input: &str, limit: Duration, dir: &Pat
     let out = dir.join("child.stdout");
     let err = dir.join("child.stderr");
     let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(File::create(&out).unwrap())
-        .stderr(File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn the child");
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(input.as_bytes());
-    drop(stdin);
+    // Its own process group, stopped whole: nothing it forked (bubblewrap's child) outlives it.
+    let mut child = Group::spawn(
+        command
+            .stdin(Stdio::piped())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap()),
+    )
+    .expect("spawn the child");
+    if let Some(mut stdin) = child.take_stdin() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
     let mut status = None;
     wait_until(limit, || {
         status = child.try_wait().unwrap();
         status.is_some()
     });
     let elapsed = started.elapsed();
+    let stopped = child.stop();
     let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{command:?} still running after {limit:?}");
+        panic!("{command:?} still running after {limit:?} ({stopped:?})");
     };
+    stopped.unwrap();
     Run {
         ok: status.success(),
         code: status.code(),
