@@ -3,13 +3,16 @@
 //! `s3_server` runs a real S3-compatible HTTP server on 127.0.0.1 (in-process s3s, or moto);
 //! `daemon` spawns the real `heare-authd` binary on a temporary socket and captures its log;
 //! `http` speaks raw HTTP/1.1 over a Unix socket (or TCP), so tests see exactly the bytes a client
-//! would; `keys` writes key files in the Python service's format. Tests live in `tests/tests/`,
-//! one file per behaviour.
+//! would; `keys` writes key files in the Python service's format; `docs` and `code_scan` read the
+//! documentation and the code for the drift test. Tests live in `tests/tests/`, one file per
+//! behaviour.
 
 pub mod change_cost;
+pub mod code_scan;
 pub mod collector;
 pub mod ctl;
 pub mod daemon;
+pub mod docs;
 pub mod fault_proxy;
 pub mod fleet;
 pub mod http;
