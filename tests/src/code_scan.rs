@@ -130,7 +130,7 @@ fn string_end(bytes: &[u8], start: usize) -> usize {
         .rev()
         .take_while(|b| **b == b'#')
         .count();
-    let raw = start >= hashes + 1 && bytes[start - hashes - 1] == b'r';
+    let raw = start > hashes && bytes[start - hashes - 1] == b'r';
     let mut at = start + 1;
     while at < bytes.len() {
         match bytes[at] {
