@@ -4,13 +4,16 @@
 //! `daemon` spawns the real `heare-authd` binary on a temporary socket and captures its log;
 //! `http` speaks raw HTTP/1.1 over a Unix socket (or TCP), so tests see exactly the bytes a client
 //! would; `keys` writes key files in the Python service's format; `process` runs third-party
-//! programs in a process group of their own and stops the whole group. Tests live in
-//! `tests/tests/`, one file per behaviour.
+//! programs in a process group of their own and stops the whole group; `docs` and `code_scan`
+//! read the documentation and the code for the drift test. Tests live in `tests/tests/`, one file
+//! per behaviour.
 
 pub mod change_cost;
+pub mod code_scan;
 pub mod collector;
 pub mod ctl;
 pub mod daemon;
+pub mod docs;
 pub mod fault_proxy;
 pub mod fleet;
 pub mod http;
@@ -19,7 +22,43 @@ pub mod load;
 pub mod process;
 pub mod s3_server;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
+
+/// The file `tests/run` names for skip records; it lists them all at the end of the run.
+pub const SKIP_LOG_ENV: &str = "HEARE_TEST_SKIP_LOG";
+
+/// Records that the running test skips its checks, and why: `SKIPPED: <file>::<test>: <reason>`
+/// on stderr and, when `HEARE_TEST_SKIP_LOG` names a file, appended there. Every test that
+/// skips says so through this macro (then returns), so that nothing is skipped silently.
+#[macro_export]
+macro_rules! skipped {
+    ($($reason:tt)+) => {
+        $crate::record_skip(module_path!(), &format!($($reason)+))
+    };
+}
+
+/// What [`skipped!`] does: the test's name is its file (`module`) and libtest's thread name.
+pub fn record_skip(module: &str, reason: &str) {
+    let thread = std::thread::current();
+    let name = match thread.name() {
+        Some(test) if test != "main" => format!("{module}::{test}"),
+        _ => module.to_string(),
+    };
+    let line = format!("SKIPPED: {name}: {reason}");
+    eprintln!("{line}");
+    let Some(path) = std::env::var_os(SKIP_LOG_ENV) else {
+        return;
+    };
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
+    if let Err(error) = appended {
+        panic!("cannot record the skip in {}: {error}", path.display());
+    }
+}
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {

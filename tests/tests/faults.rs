@@ -535,7 +535,7 @@ fn full_disk_under_the_cache_keeps_serving_and_logs_once_per_reload() {
     let _mount = match Mount::tmpfs(&cache_dir, "64k") {
         Ok(mount) => mount,
         Err(reason) => {
-            println!("SKIPPED: cannot mount a small tmpfs: {reason}");
+            heare_auth_tests::skipped!("cannot mount a small tmpfs: {reason}");
             return;
         }
     };
@@ -597,7 +597,7 @@ fn read_only_cache_directory_keeps_serving_and_logs_once_per_reload() {
     let _mount = match Mount::read_only(&cache_dir) {
         Ok(mount) => mount,
         Err(reason) => {
-            println!("SKIPPED: cannot bind-mount a read-only directory: {reason}");
+            heare_auth_tests::skipped!("cannot bind-mount a read-only directory: {reason}");
             return;
         }
     };

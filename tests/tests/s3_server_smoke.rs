@@ -101,7 +101,7 @@ fn sdk_put_get_round_trip() {
 fn requests_must_be_signed_with_the_test_credentials() {
     let server = server_with_bucket();
     if server.backend_name() == "moto" {
-        eprintln!("skipped: moto accepts any credentials");
+        heare_auth_tests::skipped!("moto accepts any credentials");
         return;
     }
     runtime().block_on(async {
@@ -250,7 +250,9 @@ fn put_if_none_match_star_on_existing_key_gives_412() {
 #[test]
 fn concurrent_if_match_puts_have_one_winner() {
     if std::env::var("HEARE_TEST_S3").as_deref() == Ok("moto") {
-        eprintln!("skipped: moto checks preconditions and writes in separate steps (not atomic)");
+        heare_auth_tests::skipped!(
+            "moto checks preconditions and writes in separate steps (not atomic)"
+        );
         return;
     }
     let server = server_with_bucket();
