@@ -232,17 +232,19 @@ async fn read_report(
         Ok(Fetched::Missing | Fetched::NotModified) => {
             Err(Unread::Skipped("it went away while being read".into()))
         }
-        Err(StoreError::TooLarge { size, .. }) if size > MAX_REPORT_BYTES => {
-            Err(Unread::Skipped(format!(
-                "over {} (a report may hold at most that)",
-                size::format(MAX_REPORT_BYTES)
-            )))
-        }
-        Err(StoreError::TooLarge { size, .. }) => {
-            Err(Unread::OverBudget(budget.read.saturating_add(size)))
-        }
+        Err(StoreError::TooLarge { size, .. }) => Err(too_large(size, budget)),
         Err(error) => Err(Unread::Skipped(error.to_string())),
     }
+}
+
+/// A report refused at `size` bytes (or more): skipped when over what one report may hold, else
+/// it passed what remained of `budget` (it grew after the listing, or came without its size).
+fn too_large(size: u64, budget: &Budget) -> Unread {
+    if size > MAX_REPORT_BYTES {
+        let limit = size::format(MAX_REPORT_BYTES);
+        return Unread::Skipped(format!("over {limit} (a report may hold at most that)"));
+    }
+    Unread::OverBudget(budget.read.saturating_add(size))
 }
 
 /// The error when the reports under `prefix` hold `total` bytes (or more) in all, over `limit`.
@@ -328,6 +330,18 @@ mod tests {
         assert_eq!(merged.verifications, 5, "the count stands");
         assert_eq!(merged.last_verified_at, None);
         assert!(!merged.last_used_previous_secret);
+    }
+
+    #[test]
+    fn a_report_refused_for_its_size_is_skipped_or_ends_the_reading() {
+        let budget = Budget {
+            limit: 100 << 20,
+            read: 90 << 20,
+        };
+        let skipped = too_large(MAX_REPORT_BYTES + 1, &budget);
+        assert!(matches!(skipped, Unread::Skipped(why) if why.contains("64MiB")));
+        let over = too_large(11 << 20, &budget);
+        assert!(matches!(over, Unread::OverBudget(total) if total == 101 << 20));
     }
 
     #[test]

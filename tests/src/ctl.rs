@@ -45,7 +45,10 @@ impl Ctl {
     pub fn run_measured(&self, args: &[&str]) -> (Output, u64) {
         let dir = self.config.parent().expect("the config's directory");
         let (out, err) = (dir.join("measured.stdout"), dir.join("measured.stderr"));
-        #[expect(clippy::zombie_processes, reason = "reaped by wait4 below, with its rusage")]
+        #[expect(
+            clippy::zombie_processes,
+            reason = "reaped by wait4 below, with its rusage"
+        )]
         let child = self
             .command(args)
             .stdout(std::fs::File::create(&out).expect("create the stdout file"))
