@@ -175,21 +175,37 @@ pub async fn fleet(
                 continue;
             }
         };
-        match report_reader::check(&body) {
-            Ok(head) => {
-                warn_if_odd(&head, &host, now);
-                let host: Arc<str> = Arc::from(host);
-                report_reader::each_key(&body, |usage| {
-                    let at = believable(&usage, now);
-                    merge.add(&host, usage, at);
-                })
-                .map_err(|e| CtlError::Other(format!("{}: {e}", name())))?;
-                hosts += 1;
-            }
-            Err(why) => eprintln!("warning: skipping {}: {why}", name()),
+        if merge_report(&body, host, &name(), &mut merge, now)? {
+            hosts += 1;
         }
     }
     Ok((merge.by_key, hosts))
+}
+
+/// Merges `body`, the report of `host` (at `name`), when it is a whole report (the answer); warns
+/// and merges nothing otherwise.
+fn merge_report(
+    body: &[u8],
+    host: String,
+    name: &str,
+    merge: &mut Merge,
+    now: UnixMillis,
+) -> Result<bool, CtlError> {
+    let head = match report_reader::check(body) {
+        Ok(head) => head,
+        Err(why) => {
+            eprintln!("warning: skipping {name}: {why}");
+            return Ok(false);
+        }
+    };
+    warn_if_odd(&head, &host, now);
+    let host: Arc<str> = Arc::from(host);
+    report_reader::each_key(body, |usage| {
+        let at = believable(&usage, now);
+        merge.add(&host, usage, at);
+    })
+    .map_err(|e| CtlError::Other(format!("{name}: {e}")))?;
+    Ok(true)
 }
 
 /// The bytes of reports read so far, against `--max-bytes`.
