@@ -24,6 +24,10 @@ pub struct Cli {
     /// write is refused, since it would make an old copy written back by someone else current.
     #[arg(long, global = true)]
     pub accept_older: bool,
+    /// How long a write to a file store waits for the key file's lock (`<key file>.lock`) held
+    /// by another process, before failing with nothing written (e.g. 30s, 500ms; 0 tries once).
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION")]
+    pub lock_timeout: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -159,9 +163,13 @@ pub enum Command {
         /// Read and merge every host's report under usage_report (s3://BUCKET/PREFIX/).
         #[arg(long)]
         fleet: bool,
-        /// With --fleet: each host's figures too.
+        /// Each host's figures too (with --fleet, memory then grows with hosts × keys).
         #[arg(long)]
         detailed: bool,
+        /// With --fleet: the most report bytes read in all (e.g. 1GiB, 64MiB, or bytes); past it
+        /// nothing is shown and the command fails.
+        #[arg(long, default_value = "1GiB", value_name = "SIZE")]
+        max_bytes: String,
     },
     /// Print shell completions.
     GenCompletions { shell: clap_complete::Shell },

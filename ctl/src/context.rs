@@ -9,7 +9,9 @@
 use crate::daemon_link;
 use crate::error::CtlError;
 use heare_auth_store::keyfile::{Document, StoredDocument};
-use heare_auth_store::{Fetched, KeyStore, StoreError, WriteCondition};
+use heare_auth_store::{
+    Fetched, FileStore, KeyStore, StoreError, StoreUrl, WriteCondition, duration,
+};
 use heare_authd::cli::Cli as DaemonCli;
 use heare_authd::config::Config;
 use rand::Rng;
@@ -66,21 +68,41 @@ fn daemon_cli(
     DaemonCli::try_parse_from(args).map_err(|e| CtlError::Usage(e.to_string()))
 }
 
+/// The configured store; a file store's writes wait at most `lock_timeout` for its lock (the
+/// daemon's user owns the directory and can hold the lock for ever).
+async fn open_store(config: &Config, lock_timeout: Duration) -> Box<dyn KeyStore> {
+    let settings = &config.store;
+    match &settings.url {
+        StoreUrl::File { path } => Box::new(
+            FileStore::new(path.clone(), settings.max_store_bytes).with_lock_timeout(lock_timeout),
+        ),
+        url => heare_auth_store::open(url, &settings.s3, settings.max_store_bytes).await,
+    }
+}
+
+/// A failed write as told to the operator: a held lock names the flag that sets the wait.
+fn write_error(error: StoreError) -> CtlError {
+    match error {
+        StoreError::Locked { .. } => CtlError::Other(format!(
+            "{error} (--lock-timeout sets how long to wait; whoever holds the lock may be another heare-authctl, or a process of the directory's owner)"
+        )),
+        other => other.into(),
+    }
+}
+
 impl Context {
     pub async fn open(
         config: Option<PathBuf>,
         store_url: Option<String>,
         socket: Option<PathBuf>,
         accept_older: bool,
+        lock_timeout: &str,
     ) -> Result<Context, CtlError> {
+        let lock_timeout = duration::parse(lock_timeout)
+            .map_err(|e| CtlError::Usage(format!("--lock-timeout: {e}")))?;
         let cli = daemon_cli(config, store_url, socket)?;
         let config = Config::load(&cli).map_err(|e| CtlError::Usage(e.to_string()))?;
-        let store = heare_auth_store::open(
-            &config.store.url,
-            &config.store.s3,
-            config.store.max_store_bytes,
-        )
-        .await;
+        let store = open_store(&config, lock_timeout).await;
         Ok(Context {
             config,
             store,
@@ -153,7 +175,7 @@ impl Context {
                         "{store} kept changing during {ATTEMPTS} attempts; nothing was written, try again"
                     )));
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(write_error(error)),
             }
         }
         Err(CtlError::Other("unreachable: the retry loop ended".into()))
@@ -176,7 +198,7 @@ impl Context {
             Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
                 "{store} {changed}; nothing was written, run again"
             ))),
-            Err(error) => Err(error.into()),
+            Err(error) => Err(write_error(error)),
         }
     }
 

@@ -7,6 +7,7 @@ mod context;
 mod daemon_link;
 mod error;
 mod keyview;
+mod report_reader;
 mod secrets;
 mod usage_source;
 mod validate;
@@ -53,6 +54,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         cli.store.clone(),
         cli.socket.clone(),
         cli.accept_older,
+        &cli.lock_timeout,
     )
     .await?;
     match cli.command {
@@ -118,12 +120,14 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             json,
             fleet,
             detailed,
+            max_bytes,
         } => {
             let args = usage::UsageArgs {
                 unused_for,
                 json,
                 fleet,
                 detailed,
+                max_bytes,
             };
             usage::run(&context, &args).await
         }

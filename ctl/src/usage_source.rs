@@ -1,16 +1,24 @@
 //! Where `heare-authctl usage` gets its numbers: the local daemon (`GET /usage`) or every host's
 //! report under the configured `usage_report` prefix in S3, merged — verifications summed, the
 //! latest use kept, and each host's own figures for `--detailed`.
+//!
+//! Any host that may write its report may write forged ones, so the fleet is read with its
+//! memory bounded: reports one at a time, each parsed key by key into the merge and dropped
+//! before the next is fetched, so that the merge grows with the number of distinct keys, not with
+//! the number of reports (per-host figures are kept only for `--detailed`); at most
+//! [`MAX_REPORT_BYTES`] per report, [`MAX_REPORTS`] reports, and `--max-bytes` in all.
 
 use crate::error::CtlError;
 use crate::keyview::shown;
+use crate::report_reader::{self, ReportHead};
 use heare_auth_client::transport;
-use heare_auth_client::wire::{KeyUsage, UsageReport};
+use heare_auth_client::wire::KeyUsage;
 use heare_auth_store::timestamp::{self, UnixMillis};
-use heare_auth_store::{Fetched, S3Options, StoreUrl};
+use heare_auth_store::{Fetched, ListedObject, S3Folder, S3Options, StoreError, size};
 use heare_authd::config::ReportPrefix;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Larger reports are skipped (a million used keys make a report of about 100 MB; 64 MiB holds
@@ -24,30 +32,66 @@ pub struct Merged {
     /// Unix milliseconds of the latest use on any host (a time that does not parse is none).
     pub last_verified_at: Option<UnixMillis>,
     pub last_used_previous_secret: bool,
-    /// Per host: (host id, that host's usage).
-    pub hosts: Vec<(String, KeyUsage)>,
+    /// Each host's own figures, in the order read; only when asked for (`--detailed`).
+    pub hosts: Vec<HostUsage>,
+}
+
+/// One host's figures for one key.
+#[derive(Debug, Clone)]
+pub struct HostUsage {
+    pub host: Arc<str>,
+    pub verifications: u64,
+    pub last_verified_at: Option<UnixMillis>,
 }
 
 impl Merged {
-    fn add(&mut self, host: &str, usage: &KeyUsage) {
+    fn add(&mut self, usage: &KeyUsage, at: Option<UnixMillis>) {
         self.verifications = self.verifications.saturating_add(usage.verifications);
-        let at = usage
-            .last_verified_at
-            .as_deref()
-            .and_then(|text| timestamp::parse(text).ok());
         if at > self.last_verified_at {
             self.last_verified_at = at;
             self.last_used_previous_secret = usage.last_used_previous_secret;
         }
-        self.hosts.push((host.to_string(), usage.clone()));
     }
 }
 
 /// Key id → usage.
 pub type UsageByKey = BTreeMap<String, Merged>;
 
-/// The local daemon's usage.
-pub fn local(socket: &Path) -> Result<UsageByKey, CtlError> {
+/// Usage merged key by key as it is read.
+struct Merge {
+    by_key: UsageByKey,
+    /// Keep each host's figures (`--detailed`).
+    detailed: bool,
+}
+
+impl Merge {
+    fn new(detailed: bool) -> Self {
+        Merge {
+            by_key: UsageByKey::new(),
+            detailed,
+        }
+    }
+
+    /// Adds `host`'s usage of one key, last used `at` (its id moved into the map when the key is
+    /// new).
+    fn add(&mut self, host: &Arc<str>, usage: KeyUsage, at: Option<UnixMillis>) {
+        let merged = match self.by_key.get_mut(&usage.key_id) {
+            Some(merged) => merged,
+            None => self.by_key.entry(usage.key_id.clone()).or_default(),
+        };
+        merged.add(&usage, at);
+        if self.detailed {
+            merged.hosts.push(HostUsage {
+                host: Arc::clone(host),
+                verifications: usage.verifications,
+                last_verified_at: at,
+            });
+        }
+    }
+}
+
+/// The local daemon's usage (as host `local` for `detailed`).
+pub fn local(socket: &Path, detailed: bool) -> Result<UsageByKey, CtlError> {
     let answer = transport::call(socket, "GET", "/usage", b"", Duration::from_secs(60))
         .map_err(|e| CtlError::Other(e.to_string()))?;
     if answer.status != 200 {
@@ -59,14 +103,13 @@ pub fn local(socket: &Path) -> Result<UsageByKey, CtlError> {
     let listed: Vec<KeyUsage> = serde_json::from_slice(&answer.body).map_err(|_| {
         CtlError::Other("heare-authd's /usage answer is not what this version expects".into())
     })?;
-    let mut merged = UsageByKey::new();
-    for usage in &listed {
-        merged
-            .entry(usage.key_id.clone())
-            .or_default()
-            .add("local", usage);
+    let host: Arc<str> = Arc::from("local");
+    let mut merge = Merge::new(detailed);
+    for usage in listed {
+        let at = last_use(&usage);
+        merge.add(&host, usage, at);
     }
-    Ok(merged)
+    Ok(merge.by_key)
 }
 
 /// Reports read at most: a fleet larger than this is a mistake in the prefix, or an attack.
@@ -76,62 +119,156 @@ const MAX_REPORTS: usize = 10_000;
 /// "used in 9999" would keep a key out of `--unused-for` for ever).
 const MAX_AHEAD_MS: i64 = 24 * 3600 * 1000;
 
-/// Every host's report under `prefix`, merged; unreadable reports are named on stderr and left
-/// out. Returns the merge and the number of hosts read. Only `PREFIX/<host>.json` objects count
-/// (a host name of letters, digits, `-`, `_` and `.`), at most [`MAX_REPORTS`] of them; a host
-/// is named by its object, never by what the report says.
-pub async fn fleet(prefix: &ReportPrefix, s3: &S3Options) -> Result<(UsageByKey, usize), CtlError> {
-    let keys =
-        heare_auth_store::list_objects(&prefix.bucket, &prefix.prefix, s3, MAX_REPORTS + 1).await?;
-    if keys.len() > MAX_REPORTS {
-        return Err(CtlError::Other(format!(
-            "over {MAX_REPORTS} objects under {prefix}: is usage_report the prefix the daemons write?"
-        )));
-    }
-    let now = timestamp::now();
-    let mut merged = UsageByKey::new();
-    let mut hosts = 0;
-    for key in &keys {
-        let Some(host) = host_of(&prefix.prefix, key) else {
-            continue;
-        };
-        match read_report(&prefix.bucket, key, s3).await {
-            Ok(report) => {
-                hosts += 1;
-                warn_if_odd(&report, &host, now);
-                for usage in &report.keys {
-                    let usage = believable(usage, now);
-                    merged
-                        .entry(usage.key_id.clone())
-                        .or_default()
-                        .add(&host, &usage);
-                }
-            }
-            Err(why) => eprintln!(
-                "warning: skipping {}: {why}",
-                shown(&format!("s3://{}/{key}", prefix.bucket))
-            ),
-        }
-    }
-    Ok((merged, hosts))
+/// How `--fleet` reads the reports.
+pub struct FleetReading {
+    /// `--max-bytes`: the most report bytes read in all.
+    pub max_bytes: u64,
+    /// `--detailed`: keep each host's figures.
+    pub detailed: bool,
 }
 
-async fn read_report(bucket: &str, key: &str, s3: &S3Options) -> Result<UsageReport, String> {
-    let url = StoreUrl::S3 {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-    };
-    let store = heare_auth_store::open(&url, s3, MAX_REPORT_BYTES).await;
-    match store.fetch(None).await.map_err(|e| e.to_string())? {
-        Fetched::Body { body, .. } => serde_json::from_slice(&body).map_err(|e| {
-            format!(
-                "not a usage report (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        }),
-        Fetched::Missing | Fetched::NotModified => Err("it went away while being read".into()),
+/// Every host's report under `prefix`, merged; unreadable reports are named on stderr and left
+/// out. Returns the merge and the number of hosts read. Only `PREFIX/<host>.json` objects count
+/// (a host name of letters, digits, `-`, `_` and `.`; nothing in a sub-prefix is even listed), at
+/// most [`MAX_REPORTS`] of them; a host is named by its object, never by what the report says.
+/// Past `reading.max_bytes` of reports in all, nothing is shown: an error says so.
+pub async fn fleet(
+    prefix: &ReportPrefix,
+    s3: &S3Options,
+    reading: &FleetReading,
+) -> Result<(UsageByKey, usize), CtlError> {
+    let folder = S3Folder::connect(&prefix.bucket, &prefix.prefix, s3).await;
+    let reports = folder
+        .list(MAX_REPORTS + 1, |key| {
+            host_of(&prefix.prefix, key).is_some()
+        })
+        .await?;
+    if reports.len() > MAX_REPORTS {
+        return Err(CtlError::Other(format!(
+            "over {MAX_REPORTS} reports under {prefix}: is usage_report the prefix the daemons write?"
+        )));
     }
+    let listed: u64 = reports
+        .iter()
+        .map(|report| report.size)
+        .filter(|size| *size <= MAX_REPORT_BYTES)
+        .sum();
+    if listed > reading.max_bytes {
+        return Err(over_budget(prefix, reading.max_bytes, listed));
+    }
+    let now = timestamp::now();
+    let mut merge = Merge::new(reading.detailed);
+    let mut budget = Budget::new(reading.max_bytes);
+    let mut hosts = 0;
+    for report in &reports {
+        let Some(host) = host_of(&prefix.prefix, &report.key) else {
+            continue;
+        };
+        let name = || shown(&format!("s3://{}/{}", prefix.bucket, report.key));
+        let body = match read_report(&folder, report, &mut budget).await {
+            Ok(body) => body,
+            Err(Unread::OverBudget(total)) => {
+                return Err(over_budget(prefix, reading.max_bytes, total));
+            }
+            Err(Unread::Skipped(why)) => {
+                eprintln!("warning: skipping {}: {why}", name());
+                continue;
+            }
+        };
+        if merge_report(&body, host, &name(), &mut merge, now)? {
+            hosts += 1;
+        }
+    }
+    Ok((merge.by_key, hosts))
+}
+
+/// Merges `body`, the report of `host` (at `name`), when it is a whole report (the answer); warns
+/// and merges nothing otherwise.
+fn merge_report(
+    body: &[u8],
+    host: String,
+    name: &str,
+    merge: &mut Merge,
+    now: UnixMillis,
+) -> Result<bool, CtlError> {
+    let head = match report_reader::check(body) {
+        Ok(head) => head,
+        Err(why) => {
+            eprintln!("warning: skipping {name}: {why}");
+            return Ok(false);
+        }
+    };
+    warn_if_odd(&head, &host, now);
+    let host: Arc<str> = Arc::from(host);
+    report_reader::each_key(body, |usage| {
+        let at = believable(&usage, now);
+        merge.add(&host, usage, at);
+    })
+    .map_err(|e| CtlError::Other(format!("{name}: {e}")))?;
+    Ok(true)
+}
+
+/// The bytes of reports read so far, against `--max-bytes`.
+struct Budget {
+    limit: u64,
+    read: u64,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Self {
+        Budget { limit, read: 0 }
+    }
+
+    fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.read)
+    }
+}
+
+/// Why a report was not read.
+enum Unread {
+    /// Reading it would pass `--max-bytes`: the bytes it would take in all (or more).
+    OverBudget(u64),
+    /// Left out with a warning: why.
+    Skipped(String),
+}
+
+/// The body of `report`, at most [`MAX_REPORT_BYTES`] and what remains of `budget`, which it is
+/// charged to.
+async fn read_report(
+    folder: &S3Folder,
+    report: &ListedObject,
+    budget: &mut Budget,
+) -> Result<Vec<u8>, Unread> {
+    let limit = MAX_REPORT_BYTES.min(budget.remaining());
+    match folder.read(&report.key, limit).await {
+        Ok(Fetched::Body { body, .. }) => {
+            budget.read = budget.read.saturating_add(body.len() as u64);
+            Ok(body)
+        }
+        Ok(Fetched::Missing | Fetched::NotModified) => {
+            Err(Unread::Skipped("it went away while being read".into()))
+        }
+        Err(StoreError::TooLarge { size, .. }) => Err(too_large(size, budget)),
+        Err(error) => Err(Unread::Skipped(error.to_string())),
+    }
+}
+
+/// A report refused at `size` bytes (or more): skipped when over what one report may hold, else
+/// it passed what remained of `budget` (it grew after the listing, or came without its size).
+fn too_large(size: u64, budget: &Budget) -> Unread {
+    if size > MAX_REPORT_BYTES {
+        let limit = size::format(MAX_REPORT_BYTES);
+        return Unread::Skipped(format!("over {limit} (a report may hold at most that)"));
+    }
+    Unread::OverBudget(budget.read.saturating_add(size))
+}
+
+/// The error when the reports under `prefix` hold `total` bytes (or more) in all, over `limit`.
+fn over_budget(prefix: &ReportPrefix, limit: u64, total: u64) -> CtlError {
+    CtlError::Other(format!(
+        "the reports under {prefix} hold {total} bytes or more, over the limit of --max-bytes {} ({limit} bytes); nothing is shown: raise --max-bytes if the fleet is that large, else look for reports that should not be there",
+        size::format(limit)
+    ))
 }
 
 /// The host a report object stands for: `PREFIX/<host>.json` with a plain host name; `None` for
@@ -146,7 +283,7 @@ fn host_of(prefix: &str, key: &str) -> Option<String> {
 }
 
 /// Warns (once per report) of a report that names another host, or is over a day old.
-fn warn_if_odd(report: &UsageReport, host: &str, now: UnixMillis) {
+fn warn_if_odd(report: &ReportHead, host: &str, now: UnixMillis) {
     if !report.host_id.is_empty() && report.host_id != host {
         eprintln!(
             "warning: the report of {host} says it is {}; shown as {host}",
@@ -162,19 +299,15 @@ fn warn_if_odd(report: &UsageReport, host: &str, now: UnixMillis) {
     }
 }
 
-/// `usage` with a last use more than a day in the future taken as unknown.
-fn believable(usage: &KeyUsage, now: UnixMillis) -> KeyUsage {
-    let future = usage
-        .last_verified_at
-        .as_deref()
-        .and_then(|text| timestamp::parse(text).ok())
-        .is_some_and(|at| at > now + MAX_AHEAD_MS);
-    let mut usage = usage.clone();
-    if future {
-        usage.last_verified_at = None;
-        usage.last_used_previous_secret = false;
-    }
-    usage
+/// The last use `usage` gives, if its time parses.
+fn last_use(usage: &KeyUsage) -> Option<UnixMillis> {
+    let text = usage.last_verified_at.as_deref()?;
+    timestamp::parse(text).ok()
+}
+
+/// The last use `usage` gives, none when it is more than a day in the future.
+fn believable(usage: &KeyUsage, now: UnixMillis) -> Option<UnixMillis> {
+    last_use(usage).filter(|at| *at <= now + MAX_AHEAD_MS)
 }
 
 #[cfg(test)]
@@ -202,24 +335,52 @@ mod tests {
     #[test]
     fn a_use_in_the_far_future_is_not_believed() {
         let now = timestamp::parse("2026-01-01T00:00:00Z").unwrap();
-        let forged = believable(&usage(1, Some("9999-12-31T00:00:00Z"), true), now);
-        assert_eq!(forged.last_verified_at, None);
-        assert!(!forged.last_used_previous_secret);
-        assert_eq!(forged.verifications, 1);
-        let fine = believable(&usage(1, Some("2026-01-01T00:00:00Z"), false), now);
-        assert!(fine.last_verified_at.is_some());
+        let forged = usage(5, Some("9999-12-31T00:00:00Z"), true);
+        assert_eq!(believable(&forged, now), None);
+        let fine = usage(1, Some("2026-01-01T00:00:00Z"), false);
+        assert!(believable(&fine, now).is_some());
+        let mut merge = Merge::new(false);
+        let at = believable(&forged, now);
+        merge.add(&Arc::from("a"), forged, at);
+        let merged = &merge.by_key["k"];
+        assert_eq!(merged.verifications, 5, "the count stands");
+        assert_eq!(merged.last_verified_at, None);
+        assert!(!merged.last_used_previous_secret);
+    }
+
+    #[test]
+    fn a_report_refused_for_its_size_is_skipped_or_ends_the_reading() {
+        let budget = Budget {
+            limit: 100 << 20,
+            read: 90 << 20,
+        };
+        let skipped = too_large(MAX_REPORT_BYTES + 1, &budget);
+        assert!(matches!(skipped, Unread::Skipped(why) if why.contains("64MiB")));
+        let over = too_large(11 << 20, &budget);
+        assert!(matches!(over, Unread::OverBudget(total) if total == 101 << 20));
     }
 
     #[test]
     fn merging_sums_counts_and_keeps_the_latest_use() {
-        let mut merged = Merged::default();
-        merged.add("a", &usage(3, Some("2026-01-02T00:00:00.000Z"), true));
-        merged.add("b", &usage(4, Some("2026-01-01T00:00:00.000Z"), false));
-        merged.add("c", &usage(0, None, false));
-        assert_eq!(merged.verifications, 7);
-        let latest = timestamp::parse("2026-01-02T00:00:00.000Z").ok();
-        assert_eq!(merged.last_verified_at, latest);
-        assert!(merged.last_used_previous_secret);
-        assert_eq!(merged.hosts.len(), 3);
+        let (a, b, c) = (Arc::from("a"), Arc::from("b"), Arc::from("c"));
+        for detailed in [false, true] {
+            let mut merge = Merge::new(detailed);
+            for (host, usage) in [
+                (&a, usage(3, Some("2026-01-02T00:00:00.000Z"), true)),
+                (&b, usage(4, Some("2026-01-01T00:00:00.000Z"), false)),
+                (&c, usage(0, None, false)),
+            ] {
+                let at = last_use(&usage);
+                merge.add(host, usage, at);
+            }
+            let merged = &merge.by_key["k"];
+            assert_eq!(merged.verifications, 7);
+            let latest = timestamp::parse("2026-01-02T00:00:00.000Z").ok();
+            assert_eq!(merged.last_verified_at, latest);
+            assert!(merged.last_used_previous_secret);
+            let hosts: Vec<&str> = merged.hosts.iter().map(|h| &*h.host).collect();
+            let expected: &[&str] = if detailed { &["a", "b", "c"] } else { &[] };
+            assert_eq!(hosts, expected, "per-host rows only when detailed");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Running the real `heare-authctl` binary against a store and a daemon's socket.
+//! Running the real `heare-authctl` binary against a store and a daemon's socket, and measuring
+//! its peak memory.
 
 use crate::daemon::binary;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,37 @@ impl Ctl {
 
     /// Runs a command; stdin is closed (not a terminal).
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(binary("heare-authctl"))
+        self.command(args).output().expect("run heare-authctl")
+    }
+
+    /// Runs a command as [`Ctl::run`] does, and returns with its output the process's peak
+    /// resident memory in KiB (`ru_maxrss` from `wait4` on its own pid: no other process counts).
+    pub fn run_measured(&self, args: &[&str]) -> (Output, u64) {
+        let dir = self.config.parent().expect("the config's directory");
+        let (out, err) = (dir.join("measured.stdout"), dir.join("measured.stderr"));
+        #[expect(
+            clippy::zombie_processes,
+            reason = "reaped by wait4 below, with its rusage"
+        )]
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&out).expect("create the stdout file"))
+            .stderr(std::fs::File::create(&err).expect("create the stderr file"))
+            .spawn()
+            .expect("run heare-authctl");
+        let (status, peak_kib) = wait4(child.id());
+        let output = Output {
+            status,
+            stdout: std::fs::read(&out).expect("read stdout"),
+            stderr: std::fs::read(&err).expect("read stderr"),
+        };
+        (output, peak_kib)
+    }
+
+    /// The command [`Ctl::run`] runs, for a caller that runs it its own way.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("heare-authctl"));
+        command
             .arg("--config")
             .arg(&self.config)
             .args(["--store", &self.store])
@@ -47,9 +78,8 @@ impl Ctl {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .envs(self.env.iter().cloned())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run heare-authctl")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Runs a command that must succeed; returns stdout.
@@ -75,4 +105,29 @@ impl Ctl {
             out["secret"].as_str().expect("secret").to_string(),
         )
     }
+}
+
+/// Waits for child `pid` (reaping it: its `Child` must not be waited for again) and returns its
+/// exit status with its peak resident memory in KiB.
+fn wait4(pid: u32) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if waited == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::Interrupted,
+            "wait4 {pid}: {error}"
+        );
+    }
+    let peak = u64::try_from(usage.ru_maxrss).expect("a peak size");
+    (std::process::ExitStatus::from_raw(status), peak)
 }

@@ -284,6 +284,25 @@ impl S3Server {
         Ok(())
     }
 
+    /// Copies `bucket`/`from` to `bucket`/`to` on the server (CopyObject): a large object many
+    /// times over without sending it again.
+    pub fn copy_object(&self, bucket: &str, from: &str, to: &str) -> anyhow::Result<()> {
+        let request = self
+            .client
+            .copy_object()
+            .bucket(bucket)
+            .copy_source(format!("{bucket}/{from}"))
+            .key(to);
+        self.block_on(async move { request.send().await })
+            .map_err(|e| {
+                anyhow!(
+                    "CopyObject {bucket}/{from} to {to}: {}",
+                    DisplayErrorContext(e)
+                )
+            })?;
+        Ok(())
+    }
+
     /// Simulates S3 being down: stops listening (new connections are refused)
     /// and drops every open connection. Idempotent.
     ///

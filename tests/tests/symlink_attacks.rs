@@ -5,15 +5,21 @@
 //! last-known-good cache — pointing at root-owned files and at a path that must never be
 //! created. Root's heare-authctl and the daemon must leave every target untouched (content,
 //! owner, mode), create nothing at the lock's target, and refuse a link at the key file or the
-//! cache with an error naming the path. Needs root (CI is).
+//! cache with an error naming the path. That user also holds the key file's lock for ever: root's
+//! every write gives up after `--lock-timeout`, naming the lock, with nothing written. Needs root
+//! (CI is).
+
+mod common;
 
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::DaemonBuilder;
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::S3Server;
+use std::io::BufRead;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const ATTACKER: u32 = 65534;
@@ -118,6 +124,46 @@ fn plant_link(at: &Path, target: &Path) {
     ));
 }
 
+/// The attacker holding an exclusive flock on a file until dropped — its own file, put in place
+/// of root's (it owns the directory) — one Perl process in a process group of its own, killed
+/// with its group and waited for.
+struct HeldLock {
+    child: Child,
+}
+
+impl HeldLock {
+    fn take(lock: &Path) -> HeldLock {
+        let script = "use Fcntl qw(:flock); unlink($ARGV[0]); open(my $f, '>>', $ARGV[0]) or die $!; \
+                      flock($f, LOCK_EX) or die $!; $| = 1; print qq(held\n); sleep 3600;";
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["perl", "-e", script])
+            .arg(lock)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run setpriv perl");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("the holder's stdout");
+        let read = std::io::BufReader::new(stdout).read_line(&mut line);
+        let held = HeldLock { child };
+        assert!(
+            read.is_ok() && line == "held\n",
+            "the attacker did not take the lock: {line:?}"
+        );
+        held
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
 fn failure(output: &std::process::Output) -> String {
     assert!(!output.status.success(), "the command should have failed");
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -207,6 +253,76 @@ fn root_ctl_writes_never_follow_links_planted_by_the_daemons_user() {
         "a planted link's target was changed"
     );
     assert!(!victims.nologin().exists());
+}
+
+#[test]
+fn a_lock_held_by_the_daemons_user_fails_every_root_write_after_the_lock_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let state = state_dir(root.path());
+    let store = state.join("keys.json");
+    let url = format!("file://{}", store.display());
+    let ctl = Ctl::new(root.path(), &url, &root.path().join("none.sock"));
+    let (id, _) = ctl.create(&["--name", "first", "--no-reload"]);
+    let import = root.path().join("import.json");
+    std::fs::write(&import, key_file(&[TestKey::new("key_imported", SECRET)])).unwrap();
+    let encrypting = Ctl::new(root.path(), &url, &root.path().join("none.sock"))
+        .env(vec![("STORAGE_SECRET".into(), "lock-test-secret".into())]);
+    let identity = |path: &Path| {
+        let metadata = std::fs::metadata(path).unwrap();
+        (
+            std::fs::read(path).unwrap(),
+            metadata.ino(),
+            metadata.mtime_nsec(),
+        )
+    };
+    let before = identity(&store);
+    let lock = state.join("keys.json.lock");
+    let held = HeldLock::take(&lock);
+
+    let import = import.to_str().unwrap();
+    let writes: [(&Ctl, Vec<&str>); 10] = [
+        (&ctl, vec!["create", "--name", "second"]),
+        (&ctl, vec!["delete", &id, "--yes"]),
+        (&ctl, vec!["rotate", &id]),
+        (&ctl, vec!["scopes", &id, "--add", "read"]),
+        (&ctl, vec!["expire", &id, "--now"]),
+        (&ctl, vec!["disable", &id]),
+        (&ctl, vec!["enable", &id]),
+        (&ctl, vec!["import", import]),
+        (&ctl, vec!["migrate", "--hash-secrets"]),
+        (&encrypting, vec!["migrate", "--encrypt", "--yes"]),
+    ];
+    for (ctl, args) in writes {
+        let mut all = vec!["--lock-timeout", "1s"];
+        all.extend(&args);
+        all.push("--no-reload");
+        // A hang guard, not a speed test: without a timeout the write would wait for ever.
+        let run = common::run_limited(ctl.command(&all), "", Duration::from_secs(60), root.path());
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&lock.display().to_string())
+                && run.stderr.contains("is held by another process")
+                && run.stderr.contains("--lock-timeout")
+                && run.stderr.contains("nothing was written"),
+            "{args:?}: the error names the held lock: {}",
+            run.stderr
+        );
+        assert!(
+            run.elapsed >= Duration::from_secs(1),
+            "{args:?} gave up before the timeout"
+        );
+    }
+    assert!(identity(&store) == before, "the key file is unchanged");
+    let output = ctl.run(&["--lock-timeout", "soon", "list"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a bad duration is a usage error"
+    );
+
+    drop(held);
+    ctl.ok(&["--lock-timeout", "1s", "disable", &id, "--no-reload"]);
+    assert!(identity(&store) != before, "written once the lock is free");
 }
 
 #[test]

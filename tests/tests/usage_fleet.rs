@@ -2,7 +2,14 @@
 //! daemons on one store each write `PREFIX/<host id>.json` on their schedule and at shutdown, and
 //! `heare-authctl usage --fleet` merges them — verifications summed, the latest use kept, each
 //! host's own figures with `--detailed`. A report that is not one is skipped with a warning.
+//!
+//! Any host may forge reports, so ctl's memory is bounded: twenty reports of the same keys cost
+//! no more than one (measured on the real process), `--max-bytes` caps the bytes read in all, and
+//! objects in sub-prefixes are neither read nor counted.
 
+use heare_auth_client::wire::{KeyUsage, UsageReport};
+use heare_auth_store::{size, timestamp};
+use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::Daemon;
 use heare_auth_tests::keys::{TestKey, key_file};
 use heare_auth_tests::s3_server::S3Server;
@@ -70,11 +77,7 @@ fn ctl_merges_every_hosts_report() {
         .unwrap();
 
     let ctl_dir = tempfile::tempdir().unwrap();
-    let ctl = s3
-        .ctl(ctl_dir.path(), (BUCKET, OBJECT), &a.socket, &[])
-        .config_text(&format!(
-            "usage_report = \"s3://{BUCKET}/fleet/usage/\"\n[s3]\npath_style = true\n"
-        ));
+    let ctl = fleet_ctl(&s3, ctl_dir.path(), &a.socket);
     let output = ctl.run(&["usage", "--fleet", "--json", "--detailed"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -117,4 +120,155 @@ fn ctl_merges_every_hosts_report() {
         ["key_fleet_unused"],
         "used on some host within the hour: not listed"
     );
+}
+
+/// heare-authctl reading the reports under `fleet/usage/` of `BUCKET`.
+fn fleet_ctl(s3: &S3Server, dir: &Path, socket: &Path) -> Ctl {
+    s3.ctl(dir, (BUCKET, OBJECT), socket, &[])
+        .config_text(&format!(
+            "usage_report = \"s3://{BUCKET}/fleet/usage/\"\n[s3]\npath_style = true\ntimeout = \"60s\"\n"
+        ))
+}
+
+/// A report as the daemon writes it: `keys` keys `key_fleet_<n>`, each verified `n + 1` times,
+/// last just now — but key 0, last verified two days ago.
+fn report_body(host_id: &str, keys: usize) -> Vec<u8> {
+    let now = timestamp::now();
+    let entry = |n: usize| {
+        let at = if n == 0 { now - 2 * 86_400_000 } else { now };
+        KeyUsage {
+            key_id: format!("key_fleet_{n:07}"),
+            verifications: n as u64 + 1,
+            last_verified_at: Some(timestamp::format(at)),
+            last_used_previous_secret: false,
+        }
+    };
+    let report = UsageReport {
+        host_id: host_id.to_string(),
+        written_at: timestamp::format(now),
+        keys: (0..keys).map(entry).collect(),
+    };
+    serde_json::to_vec(&report).unwrap()
+}
+
+/// `count` copies of the report `body` under `prefix`, as `host-<n>.json`: the first uploaded,
+/// the others copied on the server.
+fn put_reports(s3: &S3Server, prefix: &str, body: &[u8], count: usize) {
+    let first = format!("{prefix}host-0.json");
+    s3.put_object(BUCKET, &first, body).unwrap();
+    for n in 1..count {
+        let key = format!("{prefix}host-{n}.json");
+        s3.copy_object(BUCKET, &first, &key).unwrap();
+    }
+}
+
+/// `usage --fleet --unused-for 1d --json`: (rows, stderr, peak KiB); must succeed.
+fn unused_measured(ctl: &Ctl) -> (Vec<Value>, String, u64) {
+    let (output, peak) = ctl.run_measured(&["usage", "--fleet", "--unused-for", "1d", "--json"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (
+        serde_json::from_slice(&output.stdout).unwrap(),
+        stderr,
+        peak,
+    )
+}
+
+#[test]
+fn twenty_reports_of_the_same_keys_cost_the_memory_of_one() {
+    const KEYS: usize = 200_000;
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let body = report_body("forged", KEYS);
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = fleet_ctl(&s3, dir.path(), &dir.path().join("none.sock"));
+
+    put_reports(&s3, "fleet/usage/", &body, 1);
+    let (rows, stderr, one) = unused_measured(&ctl);
+    assert!(stderr.contains("1 host report(s)"), "{stderr}");
+    assert_eq!(rows.len(), 1, "only key 0 was unused for a day: {rows:?}");
+    assert_eq!(rows[0]["key_id"], "key_fleet_0000000");
+    assert_eq!(rows[0]["verifications"], 1);
+
+    for n in 1..20 {
+        let key = format!("fleet/usage/host-{n}.json");
+        s3.copy_object(BUCKET, "fleet/usage/host-0.json", &key)
+            .unwrap();
+    }
+    let (rows, stderr, twenty) = unused_measured(&ctl);
+    assert!(stderr.contains("20 host report(s)"), "{stderr}");
+    assert_eq!(rows[0]["verifications"], 20, "every report merged");
+    eprintln!(
+        "peak memory: {one} KiB for one report of {} bytes, {twenty} KiB for twenty",
+        body.len()
+    );
+    assert!(
+        twenty * 2 <= one * 3,
+        "twenty reports of the same keys took {twenty} KiB, over 1.5 times the {one} KiB of one"
+    );
+}
+
+#[test]
+fn max_bytes_caps_the_report_bytes_read_in_all() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let body = report_body("forged", 100);
+    put_reports(&s3, "fleet/usage/", &body, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = fleet_ctl(&s3, dir.path(), &dir.path().join("none.sock"));
+    let limit = 4 * body.len();
+
+    let output = ctl.run(&["usage", "--fleet", "--max-bytes", &limit.to_string()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--max-bytes {}", size::format(limit as u64)))
+            && stderr.contains("nothing is shown"),
+        "the error names the flag and the limit: {stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing is shown");
+
+    let within = (5 * body.len()).to_string();
+    let rows = ctl.ok(&["usage", "--fleet", "--json", "--max-bytes", &within]);
+    let rows: Vec<Value> = serde_json::from_str(&rows).unwrap();
+    assert_eq!(rows.len(), 100);
+    let output = ctl.run(&["usage", "--fleet", "--max-bytes", "1KiB"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--max-bytes 1KiB"));
+    let output = ctl.run(&["usage", "--fleet", "--max-bytes", "1GB"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-bytes") && stderr.contains("1GiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn reports_in_sub_prefixes_are_neither_read_nor_counted() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let body = report_body("host-0", 3);
+    put_reports(&s3, "fleet/usage/", &body, 1);
+    put_reports(&s3, "fleet/usage/sub/", &body, 3);
+    s3.put_object(BUCKET, "fleet/usage/sub/broken.json", b"{not a report")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = fleet_ctl(&s3, dir.path(), &dir.path().join("none.sock"));
+    // Within the bytes of the one direct report: the others are not counted against it either.
+    let limit = body.len().to_string();
+
+    let output = ctl.run(&["usage", "--fleet", "--json", "--max-bytes", &limit]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("1 host report(s)"), "{stderr}");
+    assert!(
+        !stderr.contains("sub/"),
+        "nothing under sub/ is read: {stderr}"
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let counts: Vec<u64> = rows
+        .iter()
+        .map(|r| r["verifications"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2, 3], "one report's counts, not four");
 }

@@ -7,10 +7,11 @@
 use crate::context::Context;
 use crate::error::CtlError;
 use crate::keyview;
-use crate::usage_source::{self, Merged, UsageByKey};
-use heare_auth_store::duration;
+use crate::usage_source::{self, FleetReading, Merged, UsageByKey};
 use heare_auth_store::timestamp::{self, UnixMillis};
+use heare_auth_store::{duration, size};
 use serde_json::{Map, Value, json};
+use std::io::Write;
 
 /// What `usage` was asked.
 pub struct UsageArgs {
@@ -18,6 +19,8 @@ pub struct UsageArgs {
     pub json: bool,
     pub fleet: bool,
     pub detailed: bool,
+    /// `--max-bytes`, as given.
+    pub max_bytes: String,
 }
 
 pub async fn run(context: &Context, args: &UsageArgs) -> Result<(), CtlError> {
@@ -30,33 +33,57 @@ pub async fn run(context: &Context, args: &UsageArgs) -> Result<(), CtlError> {
         }
         None => None,
     };
-    let usage = gather(context, args.fleet).await?;
+    let max_bytes =
+        size::parse(&args.max_bytes).map_err(|e| CtlError::Usage(format!("--max-bytes: {e}")))?;
+    let usage = gather(context, args, max_bytes).await?;
     let (stored, _) = context.read().await?;
-    let mut rows = joined(stored.document.keys(), &usage, now);
+    let mut rows = joined(stored.document.keys(), usage, now);
     if let Some(since) = unused_since {
         rows.retain(|row| unused(row, since));
     }
     if args.json {
-        let listed: Vec<Value> = rows.iter().map(|row| row.to_json(args.detailed)).collect();
-        println!("{}", Value::Array(listed));
+        print_json(&rows, args.detailed)
     } else {
         print_rows(&rows, args.detailed);
+        Ok(())
     }
-    Ok(())
 }
 
-async fn gather(context: &Context, fleet: bool) -> Result<UsageByKey, CtlError> {
-    if !fleet {
-        return usage_source::local(context.socket());
+async fn gather(
+    context: &Context,
+    args: &UsageArgs,
+    max_bytes: u64,
+) -> Result<UsageByKey, CtlError> {
+    if !args.fleet {
+        return usage_source::local(context.socket(), args.detailed);
     }
     let Some(prefix) = &context.config.usage.report else {
         return Err(CtlError::Usage(
             "--fleet reads the reports under usage_report: set usage_report = \"s3://BUCKET/PREFIX/\" in the configuration".into(),
         ));
     };
-    let (merged, hosts) = usage_source::fleet(prefix, &context.config.store.s3).await?;
+    let reading = FleetReading {
+        max_bytes,
+        detailed: args.detailed,
+    };
+    let (merged, hosts) = usage_source::fleet(prefix, &context.config.store.s3, &reading).await?;
     eprintln!("{hosts} host report(s) under {prefix}");
     Ok(merged)
+}
+
+/// The rows as one JSON array, written row by row (a fleet may use a million keys).
+fn print_json(rows: &[Row], detailed: bool) -> Result<(), CtlError> {
+    let failed = |e: std::io::Error| CtlError::Other(format!("cannot write the output: {e}"));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    out.write_all(b"[").map_err(failed)?;
+    for (n, row) in rows.iter().enumerate() {
+        if n > 0 {
+            out.write_all(b",").map_err(failed)?;
+        }
+        serde_json::to_writer(&mut out, &row.to_json(detailed)).map_err(|e| failed(e.into()))?;
+    }
+    out.write_all(b"]\n").map_err(failed)?;
+    out.flush().map_err(failed)
 }
 
 /// One key with its usage.
@@ -98,9 +125,10 @@ impl Row {
                 .usage
                 .hosts
                 .iter()
-                .map(|(host, usage)| {
-                    json!({"host_id": host, "verifications": usage.verifications,
-                           "last_verified_at": usage.last_verified_at})
+                .map(|host| {
+                    let last = host.last_verified_at.map(timestamp::format);
+                    json!({"host_id": &*host.host, "verifications": host.verifications,
+                           "last_verified_at": last})
                 })
                 .collect();
             row.insert("hosts".into(), Value::Array(hosts));
@@ -109,10 +137,11 @@ impl Row {
     }
 }
 
-/// Every stored key with its usage, then usage of keys the store no longer has.
+/// Every stored key with its usage, then usage of keys the store no longer has (each key's usage
+/// moved out of `usage`, not copied).
 fn joined<'a>(
     keys: impl Iterator<Item = &'a Map<String, Value>>,
-    usage: &UsageByKey,
+    mut usage: UsageByKey,
     now: UnixMillis,
 ) -> Vec<Row> {
     let mut rows: Vec<Row> = keys
@@ -121,20 +150,19 @@ fn joined<'a>(
             Row {
                 id: id.to_string(),
                 key: Some(keyview::public(key, now)),
-                usage: usage.get(id).cloned().unwrap_or_default(),
+                usage: usage.remove(id).unwrap_or_default(),
             }
         })
         .collect();
-    let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
-    for (id, merged) in usage {
-        if !stored.contains(id) && merged.verifications > 0 {
-            rows.push(Row {
-                id: id.clone(),
-                key: None,
-                usage: merged.clone(),
-            });
-        }
-    }
+    let gone = usage
+        .into_iter()
+        .filter(|(_, merged)| merged.verifications > 0)
+        .map(|(id, usage)| Row {
+            id,
+            key: None,
+            usage,
+        });
+    rows.extend(gone);
     rows
 }
 
@@ -181,16 +209,16 @@ fn print_rows(rows: &[Row], detailed: bool) {
             .to_string(),
         ]);
         if detailed {
-            for (host, usage) in &row.usage.hosts {
-                let last = keyview::text(&json!(usage.last_verified_at));
-                let host = keyview::text(&json!(host));
+            for host in &row.usage.hosts {
+                let last = keyview::text(&json!(host.last_verified_at.map(timestamp::format)));
+                let name = keyview::text(&json!(&*host.host));
                 table.push(vec![
-                    format!("  on {host}"),
+                    format!("  on {name}"),
                     String::new(),
                     String::new(),
                     String::new(),
                     String::new(),
-                    usage.verifications.to_string(),
+                    host.verifications.to_string(),
                     last,
                     String::new(),
                 ]);

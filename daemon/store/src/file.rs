@@ -2,22 +2,33 @@
 //!
 //! The version token is the file's identity — inode, size and modification time in nanoseconds —
 //! taken from the opened file itself, so a replacement by rename (as heare-authctl writes) always
-//! shows as a change. A missing file means "no keys yet".
+//! shows as a change. A missing file means "no keys yet". Writers serialize on `<name>.lock`,
+//! waiting for it at most the store's lock timeout: the directory's owner (the daemon's user)
+//! can hold that lock for ever, and root's heare-authctl must not hang on it.
 
 use crate::safe_file::{Dir, Ownership, SafeFileError};
 use crate::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::FileStat;
 use std::ffi::OsStr;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a write waits for the lock unless told otherwise (heare-authctl's `--lock-timeout`).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest sleep between two tries of a held lock.
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// A key file on the local filesystem.
 #[derive(Clone)]
 pub struct FileStore {
     path: PathBuf,
     max_body_bytes: u64,
+    lock_timeout: Duration,
 }
 
 impl FileStore {
@@ -25,6 +36,15 @@ impl FileStore {
         FileStore {
             path,
             max_body_bytes,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// The same store, whose writes wait at most `timeout` for the lock (zero: one try).
+    pub fn with_lock_timeout(self, timeout: Duration) -> Self {
+        FileStore {
+            lock_timeout: timeout,
+            ..self
         }
     }
 
@@ -158,19 +178,42 @@ impl FileStore {
         Ok(version_of(&written))
     }
 
+    /// Takes the exclusive lock on `<name>.lock`, trying without blocking and sleeping a little
+    /// longer after each refusal (up to [`LOCK_RETRY_MAX`]) until the lock timeout: no thread is
+    /// ever left blocked in `flock` by a holder that never lets go.
     fn lock(&self, dir: &Dir, name: &OsStr) -> Result<Flock<std::fs::File>, StoreError> {
         let mut lock_name = name.to_os_string();
         lock_name.push(".lock");
-        let file = dir
+        let mut file = dir
             .open_lock(&lock_name)
             .map_err(|error| StoreError::WriteFailed {
                 store: self.describe(),
                 message: format!("cannot open the lock file: {error}"),
             })?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| StoreError::WriteFailed {
-            store: self.describe(),
-            message: format!("cannot lock: {e}"),
-        })
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((file, Errno::EWOULDBLOCK | Errno::EINTR)) => file,
+                Err((_, error)) => {
+                    return Err(StoreError::WriteFailed {
+                        store: self.describe(),
+                        message: format!("cannot lock: {error}"),
+                    });
+                }
+            };
+            let waited = started.elapsed();
+            if waited >= self.lock_timeout {
+                return Err(StoreError::Locked {
+                    store: self.describe(),
+                    lock: self.path.with_file_name(&lock_name).display().to_string(),
+                    waited: self.lock_timeout,
+                });
+            }
+            std::thread::sleep(pause.min(self.lock_timeout - waited));
+            pause = (pause * 2).min(LOCK_RETRY_MAX);
+        }
     }
 }
 
@@ -390,6 +433,31 @@ mod tests {
             panic!()
         };
         assert_eq!(body, &content[..100]);
+    }
+
+    #[test]
+    fn a_held_lock_fails_the_write_after_the_timeout_naming_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(&path, b"before").unwrap();
+        let lock_path = dir.path().join("keys.json.lock");
+        let holder = std::fs::File::create(&lock_path).unwrap();
+        let held = Flock::lock(holder, FlockArg::LockExclusive).unwrap();
+        let store =
+            FileStore::new(path.clone(), 1024).with_lock_timeout(Duration::from_millis(200));
+        match store.put_blocking(b"after", &WriteCondition::Always) {
+            Err(StoreError::Locked { lock, waited, .. }) => {
+                assert_eq!(lock, lock_path.display().to_string());
+                assert_eq!(waited, Duration::from_millis(200));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"before");
+        drop(held);
+        store
+            .put_blocking(b"after", &WriteCondition::Always)
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"after");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! heare-auth-store: the key file and where it is kept — what heare-authd and heare-authctl
 //! share. The key file's document ([`keyfile`]), the `secret_hash` form ([`secret_hash`]), its
-//! encryption at rest ([`codec`]), its timestamps and durations ([`timestamp`], [`duration`]), the
+//! encryption at rest ([`codec`]), its timestamps, durations and sizes ([`timestamp`], [`duration`], [`size`]), the
 //! stores that hold it ([`FileStore`], and `S3Store` with the default feature `s3`) behind the
 //! [`KeyStore`] trait, named by a [`StoreUrl`], and safe file handling in a directory another user
 //! may write ([`safe_file`]).
@@ -24,6 +24,7 @@ mod s3;
 mod s3_options;
 pub mod safe_file;
 pub mod secret_hash;
+pub mod size;
 pub mod timestamp;
 mod url;
 
@@ -31,7 +32,7 @@ pub use file::FileStore;
 #[cfg(feature = "s3")]
 use s3::S3Store;
 #[cfg(feature = "s3")]
-pub use s3::list_objects;
+pub use s3::{ListedObject, S3Folder};
 pub use s3_options::S3Options;
 pub use url::{StoreUrl, StoreUrlError};
 
@@ -67,6 +68,15 @@ pub enum StoreError {
     Conflict { store: String },
     #[error("cannot write {store}: {message}")]
     WriteFailed { store: String, message: String },
+    /// Another process held the file store's lock for longer than the writer would wait.
+    #[error(
+        "cannot write {store}: its lock file {lock} is held by another process (waited {waited:?}); nothing was written"
+    )]
+    Locked {
+        store: String,
+        lock: String,
+        waited: std::time::Duration,
+    },
 }
 
 /// When a write may happen: the optimistic-concurrency half of read-modify-write.

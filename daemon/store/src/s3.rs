@@ -189,35 +189,77 @@ impl S3Store {
     }
 }
 
-/// The keys of the objects under `prefix` in `bucket`, at most `limit` of them (page by page),
-/// for reading a fleet's usage reports.
-pub async fn list_objects(
-    bucket: &str,
-    prefix: &str,
-    options: &S3Options,
-    limit: usize,
-) -> Result<Vec<String>, StoreError> {
-    let store = S3Store::connect(bucket.to_string(), prefix.to_string(), options, 0).await;
-    let mut keys = Vec::new();
-    let mut pages = store
-        .client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while keys.len() < limit
-        && let Some(page) = pages.next().await
-    {
-        let page = page.map_err(|error| store.unavailable(explain(&error, store.timeout)))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
-        );
+/// An object [`S3Folder::list`] found: its key and the size the listing gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+}
+
+/// The objects directly under a prefix of a bucket — a "folder", `/` delimiting — listed and read
+/// through one client: a fleet's usage reports. Objects in sub-prefixes (`PREFIX/sub/x`) are
+/// never listed, so they are neither read nor counted.
+pub struct S3Folder {
+    store: S3Store,
+    prefix: String,
+}
+
+impl S3Folder {
+    /// Builds a client from the AWS environment and `options`. Nothing is contacted yet.
+    pub async fn connect(bucket: &str, prefix: &str, options: &S3Options) -> Self {
+        let store = S3Store::connect(bucket.to_string(), prefix.to_string(), options, 0).await;
+        S3Folder {
+            store,
+            prefix: prefix.to_string(),
+        }
     }
-    keys.truncate(limit);
-    Ok(keys)
+
+    /// The objects directly under the prefix that `keep` accepts, at most `limit` of them (page
+    /// by page; objects `keep` refuses are neither kept nor counted).
+    pub async fn list(
+        &self,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ListedObject>, StoreError> {
+        let mut listed = Vec::new();
+        let mut pages = self
+            .store
+            .client
+            .list_objects_v2()
+            .bucket(&self.store.bucket)
+            .prefix(&self.prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while listed.len() < limit
+            && let Some(page) = pages.next().await
+        {
+            let page =
+                page.map_err(|error| self.store.unavailable(explain(&error, self.store.timeout)))?;
+            listed.extend(page.contents().iter().filter_map(|object| {
+                let key = object.key().filter(|key| keep(key))?;
+                Some(ListedObject {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                })
+            }));
+        }
+        listed.truncate(limit);
+        Ok(listed)
+    }
+
+    /// Reads one object of the bucket, refusing it past `max_body_bytes` (as the key store's
+    /// fetch does, within the S3 timeout).
+    pub async fn read(&self, key: &str, max_body_bytes: u64) -> Result<Fetched, StoreError> {
+        let object = S3Store {
+            client: self.store.client.clone(),
+            bucket: self.store.bucket.clone(),
+            key: key.to_string(),
+            max_body_bytes,
+            timeout: self.store.timeout,
+        };
+        object.fetch_object(None).await
+    }
 }
 
 /// The AWS environment (credentials chain, profile, region) with `region` over the chain's, and
