@@ -19,12 +19,16 @@
 //! lists the targets the daemon is held to (p99 at c=1, verifies/s at c=32, 1M-key load time,
 //! bytes per key), each with the value this run measured and whether it was met. `--monitoring`
 //! compares throughput with the monitoring (metrics listener scraped, stats push, usage file) off
-//! and on, in interleaved runs of the same invocation.
+//! and on, in interleaved runs of the same invocation. `--interleaved` and `--compare BINARY`
+//! measure the bare server and builds of heare-authd against each other in one run (`compare`).
 //!
 //! Run: `cargo build --release -p heare-auth-tests -p heare-authd &&
 //! target/release/heare-auth-bench [OPTIONS] [N,N,...]` (default 1000,100000,1000000); `--help`
 //! lists the options. `HEARE_BENCH_DAEMON_ARGS="--log-level warn"` passes extra flags to the
 //! daemon, `HEARE_BENCH_CONFIG` is the text of its configuration file.
+
+#[path = "bench/compare.rs"]
+mod compare;
 
 use rand::Rng;
 use std::io::{Read, Write};
@@ -49,6 +53,12 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
                     interleaved: off = no metrics listener, no stats push, no usage file; on =
                     metrics_listen scraped every second, the UDP stats push every second to a
                     local sink, the usage file (the per-verify counters are always on)
+  --interleaved     the bare server, this build logging at info (to a file) and at warn, each
+                    measured in turn in every run (order rotating): verifies/s at --connections,
+                    the server's CPU µs per verify, p50/p99 at c=1; medians and ratios to the bare
+                    server, at the first key count (default 100000)
+  --compare BINARY  --interleaved with another build of heare-authd (BINARY) at info and warn too,
+                    and this build's CPU per verify over the other's
   --change-cost     what one change of the key object costs each host at every key count: the
                     bytes fetched and the reload (fetch + build, and the whole /refresh with the
                     cache write), median of 3, the daemon on S3 (in-process s3s on 127.0.0.1)
@@ -70,6 +80,8 @@ struct Options {
     monitoring: bool,
     auth: bool,
     change_cost: bool,
+    interleaved: bool,
+    compare: Option<PathBuf>,
 }
 
 impl Options {
@@ -90,6 +102,8 @@ fn main() -> anyhow::Result<()> {
         monitoring: false,
         auth: false,
         change_cost: false,
+        interleaved: false,
+        compare: None,
     };
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
@@ -116,6 +130,8 @@ fn main() -> anyhow::Result<()> {
             "--monitoring" => options.monitoring = true,
             "--auth" => options.auth = true,
             "--change-cost" => options.change_cost = true,
+            "--interleaved" => options.interleaved = true,
+            "--compare" => options.compare = Some(PathBuf::from(value(&mut args, &arg)?)),
             "--write-keys" => {
                 let file = PathBuf::from(value(&mut args, &arg)?);
                 let count = value(&mut args, &arg)?.parse()?;
@@ -151,6 +167,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.change_cost {
         return bench_change_cost(&options);
+    }
+    if options.interleaved || options.compare.is_some() {
+        return compare::run(&options, options.compare.as_deref());
     }
     bench_daemon(&options)
 }
@@ -470,11 +489,7 @@ fn bench_change_cost(options: &Options) -> anyhow::Result<()> {
 fn bench_bare(options: &Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("bare.sock");
-    let mut server = Command::new(std::env::current_exe()?)
-        .arg("--serve-bare")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .spawn()?;
+    let mut server = serve_bare_command(&socket)?.spawn()?;
     while exchange(&socket, &verify_request("x")).is_err() {
         if let Some(status) = server.try_wait()? {
             anyhow::bail!("the bare server exited: {status}");
@@ -489,6 +504,13 @@ fn bench_bare(options: &Options) -> anyhow::Result<()> {
     );
     stop(&mut server);
     Ok(())
+}
+
+/// This program serving the bare server on `socket` (`--serve-bare`).
+fn serve_bare_command(socket: &Path) -> anyhow::Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("--serve-bare").arg(socket).stdin(Stdio::null());
+    Ok(command)
 }
 
 /// A bare hyper HTTP/1.1 server on a Unix socket answering every request with a fixed JSON body,
@@ -598,6 +620,19 @@ fn start_with(
     config_text: &str,
 ) -> anyhow::Result<(Child, Duration)> {
     let binary = std::env::current_exe()?.with_file_name("heare-authd");
+    start_daemon(dir, secrets, config_text, &binary, &extra_daemon_args())
+}
+
+/// Starts `binary` (a heare-authd) with `args` on `dir`'s key file and socket, its log in
+/// `dir/daemon.log`; returns once it answers (and verifies the first secret), with the time that
+/// took.
+fn start_daemon(
+    dir: &Path,
+    secrets: &[String],
+    config_text: &str,
+    binary: &Path,
+    args: &[String],
+) -> anyhow::Result<(Child, Duration)> {
     let config = dir.join("bench.toml");
     std::fs::write(&config, config_text)?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
@@ -609,10 +644,10 @@ fn start_with(
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut command = Command::new(program);
-            command.args(args).arg(&binary);
+            command.args(args).arg(binary);
             command
         }
-        None => Command::new(&binary),
+        None => Command::new(binary),
     };
     let mut child = command
         .arg("--config")
@@ -621,7 +656,7 @@ fn start_with(
         .arg(format!("file://{}", dir.join("keys.json").display()))
         .arg("--socket")
         .arg(socket(dir))
-        .args(extra_daemon_args())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(Stdio::inherit())
