@@ -68,7 +68,7 @@ impl<'s> Redactor<'s> {
             return Cow::Borrowed(&text[..cut]);
         };
         if self.presented.len() < MIN_MARKED_BYTES && runs.presented_found {
-            return Cow::Borrowed(MARKER);
+            return marker(limit);
         }
         let mut out = String::with_capacity(cut + MARKER.len());
         let mut copied = 0;
@@ -81,7 +81,7 @@ impl<'s> Redactor<'s> {
             out.push_str(&text[copied..cut]);
         }
         if !self.presented.is_empty() && memmem::find(out.as_bytes(), self.presented).is_some() {
-            return Cow::Borrowed(MARKER);
+            return marker(limit);
         }
         out.truncate(char_boundary_after(&out, limit));
         Cow::Owned(out)
@@ -94,6 +94,11 @@ impl<'s> Redactor<'s> {
             .next_start()
             .is_some()
     }
+}
+
+/// The marker alone, for a field hidden whole (cut to `limit` characters, as every field is).
+fn marker(limit: usize) -> Cow<'static, str> {
+    Cow::Borrowed(&MARKER[..char_boundary_after(MARKER, limit)])
 }
 
 /// The byte offset just after the first `limit` characters of `text` (its length if shorter).
