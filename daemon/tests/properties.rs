@@ -312,7 +312,9 @@ fn client_text(secret: String) -> impl Strategy<Value = String> {
 fn presented_secret() -> impl Strategy<Value = String> {
     prop_oneof![
         "sec_[01][0-9A-Za-z]{59}",
+        "sec_[0-9A-Za-z]{0,6}",
         "[a-z0-9]{1,16}",
+        "(ab){30,80}",
         "(ab){1,6}a?",
         "(hunter2){2,3}",
         "[a-z]{0,3}\\[redacted\\][a-z]{0,3}",
