@@ -216,7 +216,7 @@ impl<'a> Runs<'a> {
     }
 
     fn take_shaped(&mut self, run: (usize, usize)) -> Option<(usize, usize)> {
-        // `sec_` cannot overlap itself: the next one starts at or after this one's `_`.
+        // `sec_` cannot overlap itself: the next one starts after this one's `_`.
         self.next_shaped = self.find_shaped(run.0 + SECRET_PREFIX.len());
         Some(run)
     }
