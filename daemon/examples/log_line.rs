@@ -1,13 +1,15 @@
 //! Times what one verification's log line costs the request thread: `cargo run --release -p
 //! heare-authd --example log_line -- [LINES] [LEVEL] > /dev/null`. Installs the daemon's own JSON
 //! logging (`logging::init`, stdout through the batched writer), then logs LINES (default
-//! 1,000,000) `verification_success` events with the fields the verify handler logs, and prints to
+//! 1,000,000) `verification_success` events with the fields the verify handler logs (the User-Agent
+//! passed through `redact::Redactor` with a generated secret, as the handler does), and prints to
 //! stderr the CPU time of the logging thread per line (getrusage, user + system). With LEVEL `warn`
 //! (default `info`) the events are filtered out, which gives the cost of the call site alone;
 //! the difference is formatting and handing the line to the writer thread.
 
 use heare_authd::config::LogFormat;
 use heare_authd::logging;
+use heare_authd::redact::Redactor;
 use nix::sys::resource::{UsageWho, getrusage};
 use std::time::{Duration, Instant};
 
@@ -17,10 +19,12 @@ fn main() -> anyhow::Result<()> {
     let level = args.next().unwrap_or_else(|| "info".to_string());
     let guard = logging::init(LogFormat::Json, &level)?;
     let user_agent = "heare-auth-client/0.1.0 (rust)".to_string();
+    let secret = "sec_1AbCdEfGh123456789012345678901234567890123456789012345xYz789".to_string();
     let started = Instant::now();
     let cpu_before = thread_cpu()?;
     for n in 0..lines {
         let (uid, pid, address) = (Some(1000u32), Some(4242 + (n % 7) as i32), None::<String>);
+        let user_agent = Redactor::new(Some(&secret)).field(&user_agent, 256);
         tracing::info!(
             key_id = "key_0ABCDEFGH0123456789",
             key_name = "svc-17",

@@ -16,6 +16,10 @@
 //! - [`notify_event`]: `change_queue::event::classify`, a notify queue message's body (anyone
 //!   allowed to send to the queue writes it): never a panic, the same answer every time, and an
 //!   event for the key object still counts inside an SNS envelope.
+//! - [`redact`]: `redact::Redactor::field`, a client's text (a User-Agent, a forwarded path) and
+//!   the secret its request presents, against a naive model (every byte covered by an occurrence
+//!   or a `sec_` run marked, one marker per covered run): the result never holds the secret or a
+//!   secret-shaped run, stays within its bound, and is borrowed when nothing was hidden.
 //!
 //! The first input byte selects a mode where a target has several, so one fuzz corpus covers all.
 
@@ -24,8 +28,10 @@ use heare_auth_store::codec::{self, CodecError, StorageSecret};
 use heare_auth_store::keyfile::{Document, StoredDocument};
 use heare_authd::change_queue::event::{self, Notice};
 use heare_authd::keyset::{KeySet, LoadError, SecretDigest, SkippedKey, Verdict};
+use heare_authd::redact::{MARKER, MIN_MARKED_BYTES, Redactor};
 use heare_authd::verify_input::{BadVerifyBody, bearer_token, presented_secret};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// The `now` every verdict is taken at: 2025-06-15T15:06:40Z.
 pub const NOW: i64 = 1_750_000_000_000;
@@ -464,4 +470,100 @@ pub fn notify_event(data: &[u8]) {
             "an event for the object counts in an envelope too"
         );
     }
+}
+
+/// A client's text and the secret its request presents: the first byte is the bound in
+/// characters, the second the secret's length in bytes (cut where it would not be whole); both
+/// are read as UTF-8 with replacement characters.
+pub fn redact(data: &[u8]) {
+    let [limit, length, rest @ ..] = data else {
+        return;
+    };
+    let (secret, text) = rest.split_at(usize::from(*length).min(rest.len()));
+    let (secret, text) = (
+        String::from_utf8_lossy(secret),
+        String::from_utf8_lossy(text),
+    );
+    let limit = usize::from(*limit);
+    let presented = (!secret.is_empty()).then_some(secret.as_ref());
+    let redactor = Redactor::new(presented);
+    let out = redactor.field(&text, limit);
+    let expected = model_redacted(&text, &secret, limit);
+    assert_eq!(
+        out, expected,
+        "{text:?} presenting {secret:?}, {limit} characters"
+    );
+    assert!(out.chars().count() <= limit);
+    if !secret.is_empty() && !MARKER.contains(secret.as_ref()) {
+        assert!(!out.contains(secret.as_ref()), "{out:?} holds {secret:?}");
+    }
+    assert!(
+        model_covered(&out, "").iter().all(|c| !c),
+        "{out:?} holds a secret-shaped run"
+    );
+    let cut = text
+        .char_indices()
+        .nth(limit)
+        .map_or(text.len(), |(at, _)| at);
+    if !model_covered(&text, &secret)[..cut].contains(&true) {
+        assert!(
+            matches!(out, Cow::Borrowed(t) if t == &text[..cut]),
+            "{text:?}"
+        );
+    }
+    let anything = model_covered(&text, &secret).contains(&true);
+    assert_eq!(redactor.would_hide(&text), anything, "{text:?}");
+}
+
+/// Which bytes of `text` an occurrence of `secret` (when not empty) or a `sec_` run covers.
+fn model_covered(text: &str, secret: &str) -> Vec<bool> {
+    let bytes = text.as_bytes();
+    let mut covered = vec![false; bytes.len()];
+    for start in 0..bytes.len() {
+        if !secret.is_empty() && bytes[start..].starts_with(secret.as_bytes()) {
+            covered[start..start + secret.len()].fill(true);
+        }
+        if bytes[start..].starts_with(b"sec_") {
+            let run = bytes[start + 4..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .count();
+            if run > 0 {
+                covered[start..start + 4 + run].fill(true);
+            }
+        }
+    }
+    covered
+}
+
+/// What `Redactor::field` must write: the first `limit` characters, each covered run that starts
+/// among them one marker (a run that crosses the bound ends the text); the marker alone when a
+/// short secret occurs there or the result still spells the secret.
+fn model_redacted(text: &str, secret: &str, limit: usize) -> String {
+    let covered = model_covered(text, secret);
+    let cut = text
+        .char_indices()
+        .nth(limit)
+        .map_or(text.len(), |(at, _)| at);
+    let short_found = !secret.is_empty()
+        && secret.len() < MIN_MARKED_BYTES
+        && (0..cut).any(|start| text.as_bytes()[start..].starts_with(secret.as_bytes()));
+    let mut out = String::new();
+    let mut at = 0;
+    while at < cut {
+        if covered[at] {
+            out.push_str(MARKER);
+            while covered.get(at) == Some(&true) {
+                at += 1;
+            }
+        } else {
+            let c = text[at..].chars().next().unwrap();
+            out.push(c);
+            at += c.len_utf8();
+        }
+    }
+    if short_found || (!secret.is_empty() && out.contains(secret)) {
+        out = MARKER.to_string();
+    }
+    out.chars().take(limit).collect()
 }

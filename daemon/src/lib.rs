@@ -2,8 +2,8 @@
 //!
 //! The binary (`main.rs`) parses the command line ([`cli`]), resolves the configuration
 //! ([`config`]), sets up [`logging`] and calls [`daemon::run`]. Those are public because the binary
-//! and heare-authctl (which reads the daemon's configuration) use them; [`keyset`] and
-//! [`verify_input`] are public for the fuzz targets, the property tests and the load example.
+//! and heare-authctl (which reads the daemon's configuration) use them; [`keyset`],
+//! [`verify_input`] and [`redact`] are public for the fuzz targets, the property tests and the load example.
 //! Everything else is the daemon's own. The key file and its stores live in the
 //! `heare-auth-store` crate, shared with heare-authctl.
 
@@ -20,6 +20,7 @@ mod metrics;
 mod minify;
 mod notify;
 mod ports;
+pub mod redact;
 mod reload;
 mod reload_request;
 mod schedule;

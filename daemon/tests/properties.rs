@@ -47,6 +47,7 @@ fn fuzz_seeds_and_found_crashes_replay_cleanly() {
     replay("verify_body", checks::verify_body);
     replay("secret_format", checks::secret_format);
     replay("notify_event", checks::notify_event);
+    replay("redact", checks::redact);
 }
 
 // ---------------------------------------------------------------- strategies
@@ -284,6 +285,58 @@ proptest! {
     #[test]
     fn generated_secrets_catch_typos(bytes in prop::collection::vec(any::<u8>(), 62)) {
         checks::secret_format(&with_mode(1, &bytes));
+    }
+}
+
+/// A client's text built from pieces that meet at every boundary: the secret, pieces of it,
+/// `sec_` runs (whole, truncated, bare), key ids, the marker and its pieces, and other text.
+fn client_text(secret: String) -> impl Strategy<Value = String> {
+    let half = secret
+        .chars()
+        .take(secret.chars().count() / 2)
+        .collect::<String>();
+    let piece = prop_oneof![
+        3 => Just(secret),
+        1 => Just(half),
+        2 => "sec_[0-9A-Za-z]{0,64}",
+        1 => "key_[0-9A-Za-z]{1,19}",
+        1 => prop::sample::select(vec!["[redacted]", "[red", "acted]", "sec", "_", "%73", ";"])
+            .prop_map(str::to_string),
+        3 => text(),
+    ];
+    prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+/// Presented secrets: generated ones, imported words (short ones too), periodic ones, ones that
+/// hold or end like the marker, and anything.
+fn presented_secret() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "sec_[01][0-9A-Za-z]{59}",
+        "sec_[0-9A-Za-z]{0,6}",
+        "[a-z0-9]{1,16}",
+        "(ab){30,80}",
+        "(ab){1,6}a?",
+        "(hunter2){2,3}",
+        "[a-z]{0,3}\\[redacted\\][a-z]{0,3}",
+        "[a-z]{1,6}(d\\]|\\[r)",
+        any::<String>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(2000))]
+
+    /// For any text and any presented secret: never the secret, never a secret-shaped run,
+    /// within the bound, what the naive model writes, and borrowed when nothing is hidden.
+    #[test]
+    fn redacted_fields_hold_no_secret(
+        (secret, text) in presented_secret().prop_flat_map(|s| (Just(s.clone()), client_text(s))),
+        limit in prop_oneof![Just(255u8), 0..255u8],
+    ) {
+        let mut data = vec![limit, secret.len().min(255) as u8];
+        data.extend_from_slice(secret.as_bytes());
+        data.extend_from_slice(text.as_bytes());
+        checks::redact(&data);
     }
 }
 

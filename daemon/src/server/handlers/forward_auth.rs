@@ -10,12 +10,14 @@
 //! value is left out and logged by key id. No key or a bad one: `401` with `WWW-Authenticate:
 //! Bearer realm="heare-auth"` (`error="invalid_token"` for a bad one); a missing scope: `403`
 //! with `error="insufficient_scope"` (RFC 6750). Logged as `forward_auth_success` /
-//! `forward_auth_failed` with the original method and path (never the query string).
+//! `forward_auth_failed` with the original method and path (never the query string, path
+//! parameters or fragment), secrets hidden ([`logged`]).
 
 use crate::config::ForwardAuthSettings;
 use crate::keyset::{KeyView, Verdict, is_scope_token};
 use crate::metrics::VerifyResult;
-use crate::server::handlers::verify::user_agent;
+use crate::redact::Redactor;
+use crate::server::handlers::logged;
 use crate::server::peer::Peer;
 use crate::server::response::Body;
 use crate::state::Shared;
@@ -209,18 +211,19 @@ fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) ->
     }
     left_out.extend(map_metadata(key, &shared.forward_auth, headers));
     let (uid, pid, address) = peer.log_fields();
-    let (method, path) = original(asked.headers);
+    let redactor = Redactor::new(asked.key.as_deref());
+    let (method, path) = logged::original(asked.headers, &redactor);
     if !left_out.is_empty() {
         tracing::warn!(key_id = key.id, headers = ?left_out, "forward_auth_headers_omitted");
     }
     tracing::info!(
         key_id = key.id,
-        user_agent = &*user_agent(asked.headers),
+        user_agent = &*logged::user_agent(asked.headers, &redactor),
         peer_uid = uid,
         peer_pid = pid,
         peer_addr = address,
-        method = method,
-        path = path,
+        method = method.as_deref(),
+        path = path.as_deref(),
         "forward_auth_success"
     );
     answer
@@ -311,33 +314,19 @@ fn json_answer(status: StatusCode, body: &'static str) -> Response<Body> {
 
 fn log_failed(asked: &Asked<'_>, key_id: Option<&str>, reason: &str, peer: Peer) {
     let (uid, pid, address) = peer.log_fields();
-    let (method, path) = original(asked.headers);
+    let redactor = Redactor::new(asked.key.as_deref());
+    let (method, path) = logged::original(asked.headers, &redactor);
     tracing::warn!(
         key_id = key_id,
         reason = reason,
-        user_agent = &*user_agent(asked.headers),
+        user_agent = &*logged::user_agent(asked.headers, &redactor),
         peer_uid = uid,
         peer_pid = pid,
         peer_addr = address,
-        method = method,
-        path = path,
+        method = method.as_deref(),
+        path = path.as_deref(),
         "forward_auth_failed"
     );
-}
-
-/// The original request's method and path, as the proxy reports them (path only: the query
-/// string can hold secrets), bounded.
-fn original(headers: &HeaderMap) -> (Option<String>, Option<String>) {
-    let first = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
-            .map(|text| text.chars().take(256).collect::<String>())
-    };
-    let method = first(["x-forwarded-method", "x-original-method"]);
-    let path = first(["x-forwarded-uri", "x-original-uri"])
-        .map(|uri| uri.split(['?', '#']).next().unwrap_or_default().to_string());
-    (method, path)
 }
 
 #[cfg(test)]
@@ -371,18 +360,5 @@ mod tests {
         assert!(header_value("caf\u{e9}").is_none());
         assert!(header_value("nul\0").is_none());
         assert!(header_value(" padded").is_none());
-    }
-
-    #[test]
-    fn the_original_path_never_carries_the_query() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-original-uri",
-            HeaderValue::from_static("/api/x?api_key=sec_0abc"),
-        );
-        headers.insert("x-forwarded-method", HeaderValue::from_static("DELETE"));
-        let (method, path) = original(&headers);
-        assert_eq!(method.as_deref(), Some("DELETE"));
-        assert_eq!(path.as_deref(), Some("/api/x"));
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod forward_auth;
 pub mod health;
+pub mod logged;
 pub mod metrics;
 pub mod refresh;
 pub mod status;

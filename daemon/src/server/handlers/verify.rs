@@ -6,11 +6,14 @@
 //! parse errors are answered with a fixed text because serde's messages can quote the input. A
 //! refusal logs `secret_prefix` (the Python service's field) only when the input begins with the
 //! fixed token prefix `sec_` — then it is exactly that prefix; anything else (a Unix password
-//! typed at the wrong prompt) is logged as `key_shaped: false` and nothing of it.
+//! typed at the wrong prompt) is logged as `key_shaped: false` and nothing of it. The User-Agent
+//! is logged with anything secret-shaped and the presented secret hidden ([`logged`]).
 
 use crate::keyset::{KeyView, Verdict};
 use crate::metrics::VerifyResult;
+use crate::redact::Redactor;
 use crate::server::body::{BodyError, read_limited};
+use crate::server::handlers::logged;
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
@@ -20,9 +23,8 @@ use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_client::wire::VerifyResponse;
 use heare_auth_store::timestamp;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, USER_AGENT};
+use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 const BAD_BODY: &str = "the body must be a JSON object {\"api_key\": \"sec_...\"} (or send Authorization: Bearer sec_...)";
@@ -75,7 +77,7 @@ fn answer(
             return (refusal, VerifyResult::Malformed);
         }
     };
-    let user_agent = user_agent(headers);
+    let user_agent = logged::user_agent(headers, &Redactor::new(Some(&secret)));
     let now = timestamp::now();
     let (uid, pid, address) = peer.log_fields();
     if shared.too_stale(now) {
@@ -230,36 +232,12 @@ fn secret_prefix(secret: &str) -> Option<&'static str> {
     secret.starts_with(PREFIX).then_some(PREFIX)
 }
 
-/// The first `count` characters of `text`.
-fn first_chars(text: &str, count: usize) -> &str {
-    if text.len() <= count {
-        return text;
-    }
-    match text.char_indices().nth(count) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
-}
-
-/// The User-Agent for the log, bounded so a client cannot bloat the log; borrowed from the
-/// request unless it is not UTF-8.
-pub(super) fn user_agent(headers: &HeaderMap) -> Cow<'_, str> {
-    match headers
-        .get(USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-    {
-        None => Cow::Borrowed(""),
-        Some(Cow::Borrowed(text)) => Cow::Borrowed(first_chars(text, 256)),
-        Some(Cow::Owned(text)) => Cow::Owned(first_chars(&text, 256).to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use heare_auth_client::wire::{INSUFFICIENT_SCOPE, INVALID_API_KEY};
-    use hyper::header::HeaderValue;
     use serde_json::value::RawValue;
+    use std::borrow::Cow;
 
     #[test]
     fn hand_written_bodies_are_what_serde_writes() {
@@ -298,18 +276,5 @@ mod tests {
         assert_eq!(secret_prefix("hunter2"), None);
         assert_eq!(secret_prefix("sec"), None);
         assert_eq!(secret_prefix("Sec_abc"), None);
-    }
-
-    #[test]
-    fn user_agent_and_prefix_are_bounded_by_characters() {
-        assert_eq!(first_chars("sec_abc", 4), "sec_");
-        assert_eq!(first_chars("é😀", 4), "é😀");
-        assert_eq!(first_chars("ééééé", 4), "éééé");
-        let mut headers = HeaderMap::new();
-        assert_eq!(user_agent(&headers), "");
-        headers.insert(USER_AGENT, HeaderValue::from_str(&"a".repeat(300)).unwrap());
-        assert_eq!(user_agent(&headers).len(), 256);
-        headers.insert(USER_AGENT, HeaderValue::from_bytes(b"x\xffy").unwrap());
-        assert_eq!(user_agent(&headers), "x\u{fffd}y");
     }
 }
