@@ -309,20 +309,9 @@ fn tcp_sockets(
     configured: Option<SocketAddr>,
     states: &mut ListenerStates,
 ) -> anyhow::Result<Vec<TcpSocket>> {
-    let (setting, unit) = match name {
-        ListenerName::Metrics => ("metrics_listen", "heare-authd-metrics.socket"),
-        _ => ("listen_tcp", "heare-authd-tcp.socket"),
-    };
     if activated.is_empty() {
-        let Some(address) = configured else {
-            return Ok(Vec::new());
-        };
-        if !ports::is_privileged(address.port()) {
-            tracing::warn!(listener = name.name(), address = %address, unit, "tcp_listener_unprotected");
-        }
-        let state = states.add(name, address.to_string());
-        let bound = rebind::try_bind(address, &state).ok_or(address);
-        return Ok(vec![TcpSocket { name, state, bound }]);
+        let configured = configured.map(|address| bind_configured(name, address, states));
+        return Ok(configured.into_iter().collect());
     }
     let addresses: Vec<String> = activated
         .iter()
@@ -333,10 +322,10 @@ fn tcp_sockets(
         .collect();
     if let Some(configured) = configured {
         tracing::warn!(
-            setting,
+            setting = name.setting(),
             configured = %configured,
             activated = addresses.join(","),
-            unit,
+            unit = name.socket_unit(),
             "activated_socket_overrides_config"
         );
     }
@@ -352,6 +341,26 @@ fn tcp_sockets(
         });
     }
     Ok(sockets)
+}
+
+/// `listen_tcp` or `metrics_listen` bound here: a port any local user may bind is logged as
+/// `tcp_listener_unprotected`, naming the socket unit to use; a taken one is retried later.
+fn bind_configured(
+    name: ListenerName,
+    address: SocketAddr,
+    states: &mut ListenerStates,
+) -> TcpSocket {
+    if !ports::is_privileged(address.port()) {
+        tracing::warn!(
+            listener = name.name(),
+            address = %address,
+            unit = name.socket_unit(),
+            "tcp_listener_unprotected"
+        );
+    }
+    let state = states.add(name, address.to_string());
+    let bound = rebind::try_bind(address, &state).ok_or(address);
+    TcpSocket { name, state, bound }
 }
 
 /// The reloader over the configured store; a missing local key file is created empty first.

@@ -26,6 +26,24 @@ impl ListenerName {
             ListenerName::Metrics => "metrics",
         }
     }
+
+    /// The configuration key of the TCP listener the daemon binds itself.
+    pub fn setting(self) -> &'static str {
+        match self {
+            ListenerName::Unix => "socket",
+            ListenerName::Tcp => "listen_tcp",
+            ListenerName::Metrics => "metrics_listen",
+        }
+    }
+
+    /// The packaged unit that has systemd bind this listener as root.
+    pub fn socket_unit(self) -> &'static str {
+        match self {
+            ListenerName::Unix => "heare-authd.socket",
+            ListenerName::Tcp => "heare-authd-tcp.socket",
+            ListenerName::Metrics => "heare-authd-metrics.socket",
+        }
+    }
 }
 
 /// One listener's record.
