@@ -286,8 +286,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// `bind_unix` sets the process's umask for its bind: a directory another test creates
+    /// meanwhile would get the socket's mode (0660) and be refused. One test at a time.
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        UMASK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn a_directory_others_can_write_is_refused_and_nothing_is_bound() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
@@ -326,6 +337,7 @@ mod tests {
 
     #[test]
     fn binds_with_mode_and_removes_only_its_own_file() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/d.sock");
         let (listener, file) = bind_unix(&path, 0o660, None).unwrap();
@@ -342,6 +354,7 @@ mod tests {
 
     #[test]
     fn stale_socket_is_replaced_and_other_files_are_kept() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -362,6 +375,7 @@ mod tests {
 
     #[test]
     fn unknown_group_is_a_clear_error() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let error = bind_unix(&dir.path().join("s"), 0o660, Some("no-such-group-heare")).err();
         assert!(matches!(error, Some(ListenError::UnknownGroup(_))));
