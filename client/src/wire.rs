@@ -147,6 +147,24 @@ pub struct StatusResponse {
     /// The notify queue (`notify_queue`), when one is configured; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifyStatus>,
+    /// Every listener: the Unix socket, the TCP listener and the metrics listener, as configured
+    /// or handed over by systemd. Empty from daemons older than this field.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One listener as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// `unix` (the verify socket), `tcp` (the verify TCP listener) or `metrics`.
+    pub name: String,
+    /// The socket's path, or the TCP listener's `ip:port`.
+    pub address: String,
+    /// `listening`, or `failing` while the daemon cannot bind the address (another process
+    /// holds it); the daemon keeps trying and takes it once it is free.
+    pub state: String,
+    /// Why the last bind failed, while `failing`; `None` while listening.
+    pub error: Option<String>,
 }
 
 /// The notify queue as `/status` shows it.

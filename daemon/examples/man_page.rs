@@ -34,8 +34,13 @@ Under systemd, put them in
 .I /etc/heare-auth/heare-authd.env
 (root:heare-auth, mode 0640), which the unit reads as its EnvironmentFile.
 .TP
-.BR LISTEN_FDS ", " NOTIFY_SOCKET ", " WATCHDOG_USEC ", " JOURNAL_STREAM
+.BR LISTEN_FDS ", " LISTEN_FDNAMES ", " NOTIFY_SOCKET ", " WATCHDOG_USEC ", " JOURNAL_STREAM
 Set by systemd: socket activation, readiness and watchdog notification, logging to the journal.
+Of the sockets passed, a TCP socket named metrics is the metrics listener, every other TCP socket
+the verify TCP listener, every Unix socket the verify socket; each wins over listen_tcp or
+metrics_listen. The packaged heare-authd-tcp.socket and heare-authd-metrics.socket (installed,
+not enabled) pass them: root binds the ports and holds them across restarts, which a port the
+daemon binds itself is not.
 .SH SIGNALS
 .TP
 .B SIGHUP

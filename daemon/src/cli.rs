@@ -32,11 +32,14 @@ pub struct Cli {
     /// Group whose members may call the admin endpoints (/refresh, /status) on the socket.
     #[arg(long, value_name = "NAME")]
     pub admin_group: Option<String>,
-    /// Also listen on TCP (e.g. 127.0.0.1:8080), for HTTP clients of the Python service.
+    /// Also listen on TCP (e.g. 127.0.0.1:8080), for HTTP clients of the Python service. Under
+    /// systemd enable heare-authd-tcp.socket instead: root binds it and holds it across restarts.
+    /// A taken address does not stop the start; it is retried until free.
     #[arg(long, value_name = "ADDR")]
     pub listen_tcp: Option<String>,
     /// A TCP listener (e.g. 127.0.0.1:9464) that serves only GET /metrics, to anyone who can
     /// connect, and GET /health: for Prometheus, which cannot scrape a Unix socket. Off by default.
+    /// Under systemd enable heare-authd-metrics.socket instead.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Last-known-good cache file, or "none".

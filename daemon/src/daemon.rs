@@ -3,7 +3,9 @@
 //! Order matters and is deliberate. Signal handlers are installed first, so a SIGHUP during a slow
 //! first load cannot kill the process (SIGHUP's default action). The socket is bound before the
 //! first load, so a second daemon on the same socket fails at once, and clients that connect early
-//! wait in the backlog instead of failing. READY=1 is sent only once a key set is in memory. On
+//! wait in the backlog instead of failing. A TCP listener the daemon binds itself whose port
+//! another process holds does not stop the start: it is retried in the background
+//! ([`server::rebind`]) while the Unix socket serves. READY=1 is sent only once a key set is in memory. On
 //! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), then the
 //! reporting tasks (stats push, usage file, fleet report) do their last work with every request
 //! counted (bounded together), the socket file this daemon made is removed, and the process exits
@@ -16,17 +18,20 @@ use crate::config::{
 use crate::generation::Newest;
 use crate::logging::LogGuard;
 use crate::notify;
+use crate::ports;
 use crate::reload::{Initial, Reloader, status_line};
 use crate::reload_request::{ReloadRequest, Trigger};
 use crate::server::connections::{ConnectionTable, Limits};
+use crate::server::listener_state::{ListenerName, ListenerState, ListenerStates};
 use crate::server::listeners::{self, SocketFile};
 use crate::server::watchdog::Timeouts;
-use crate::server::{self, ConnectionPolicy, UnixAcceptor, fd_limit};
+use crate::server::{self, ConnectionPolicy, MetricsListener, UnixAcceptor, fd_limit, rebind};
 use crate::state::{AdminPolicy, Shared, Wiring};
 use crate::stats;
 use crate::usage::{self, fleet};
 use anyhow::Context;
 use heare_auth_store::StoreUrl;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -64,14 +69,23 @@ impl Signals {
     }
 }
 
-/// The sockets to serve on, and the socket file this daemon made (removed when dropped).
+/// The sockets to serve on, their records, and the socket file this daemon made (removed when
+/// dropped).
 struct Listeners {
     unix: Vec<std::os::unix::net::UnixListener>,
-    tcp: Vec<std::net::TcpListener>,
-    /// `metrics_listen`, serving only `/metrics` and `/health`.
-    metrics: Option<std::net::TcpListener>,
+    /// The verify TCP listeners and the metrics listeners (serving only `/metrics`, `/health`).
+    tcp: Vec<TcpSocket>,
+    states: Arc<ListenerStates>,
     socket_file: Option<SocketFile>,
     socket_activated: bool,
+}
+
+/// A TCP listener to serve: bound (by systemd or here), or to be bound once the daemon serves
+/// (its address was taken at start).
+struct TcpSocket {
+    name: ListenerName,
+    state: Arc<ListenerState>,
+    bound: Result<tokio::net::TcpListener, SocketAddr>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `admin_gid` is the admin group's gid, resolved by
@@ -98,7 +112,8 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     }
     let startup = initial.recorded.elapsed;
     let policy = connection_policy(&config.connections);
-    let (shared, reload_inbox) = share(&config, &reloader, logs, &policy, initial);
+    let states = listeners.states.clone();
+    let (shared, reload_inbox) = share(&config, &reloader, logs, &policy, initial, states);
 
     let (stop, stopped) = watch::channel(false);
     let reload_task = tokio::spawn(reloader.run(shared.clone(), reload_inbox, stopped.clone()));
@@ -178,6 +193,7 @@ fn share(
     logs: &LogGuard,
     policy: &ConnectionPolicy,
     initial: Initial,
+    listeners: Arc<ListenerStates>,
 ) -> (Arc<Shared>, mpsc::Receiver<ReloadRequest>) {
     let (reload_requests, reload_inbox) = mpsc::channel(64);
     let wiring = Wiring {
@@ -196,6 +212,7 @@ fn share(
             .notify_queue
             .as_ref()
             .map(|q| Arc::new(QueueState::new(q.url.clone()))),
+        listeners,
     };
     let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
     shared.set_serve_until(initial.serve_until);
@@ -241,10 +258,13 @@ fn start_background(
     tasks
 }
 
-/// The sockets systemd passed, else the configured socket bound here (and the TCP listener).
-/// Bound before the first load, so a second daemon on the same socket fails at once.
+/// The sockets systemd passed, else the configured socket bound here; the same for the TCP and
+/// metrics listeners, each on its own. Bound before the first load, so a second daemon on the same
+/// socket fails at once. A TCP address that cannot be bound does not stop the start: it is
+/// retried once the daemon serves.
 fn bind_listeners(config: &ListenSettings) -> anyhow::Result<Listeners> {
     let activated = listeners::activated()?;
+    let mut states = ListenerStates::default();
     let socket_activated = !activated.unix.is_empty();
     let (unix, socket_file) = if socket_activated {
         (activated.unix, None)
@@ -256,20 +276,93 @@ fn bind_listeners(config: &ListenSettings) -> anyhow::Result<Listeners> {
         )?;
         (vec![listener], Some(file))
     };
-    let mut tcp = activated.tcp;
-    if tcp.is_empty()
-        && let Some(address) = config.listen_tcp
-    {
-        tcp.push(listeners::bind_tcp(address)?);
+    for listener in &unix {
+        let address = listener.local_addr().ok();
+        let path = address.as_ref().and_then(|a| a.as_pathname());
+        let shown = path.map_or_else(|| "(unnamed)".to_string(), |p| p.display().to_string());
+        states.add(ListenerName::Unix, shown);
     }
-    let metrics = config.metrics_listen.map(listeners::bind_tcp).transpose()?;
+    let mut tcp = tcp_sockets(
+        ListenerName::Tcp,
+        activated.tcp,
+        config.listen_tcp,
+        &mut states,
+    )?;
+    tcp.extend(tcp_sockets(
+        ListenerName::Metrics,
+        activated.metrics,
+        config.metrics_listen,
+        &mut states,
+    )?);
     Ok(Listeners {
         unix,
         tcp,
-        metrics,
+        states: Arc::new(states),
         socket_file,
         socket_activated,
     })
+}
+
+/// The `name` listeners: the sockets systemd passed (they win over `configured`, with a
+/// warning), else `configured` bound here, at once if it is free.
+fn tcp_sockets(
+    name: ListenerName,
+    activated: Vec<std::net::TcpListener>,
+    configured: Option<SocketAddr>,
+    states: &mut ListenerStates,
+) -> anyhow::Result<Vec<TcpSocket>> {
+    if activated.is_empty() {
+        let configured = configured.map(|address| bind_configured(name, address, states));
+        return Ok(configured.into_iter().collect());
+    }
+    let addresses: Vec<String> = activated
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map_or_else(|_| "(unknown)".into(), |a| a.to_string())
+        })
+        .collect();
+    if let Some(configured) = configured {
+        tracing::warn!(
+            setting = name.setting(),
+            configured = %configured,
+            activated = addresses.join(","),
+            unit = name.socket_unit(),
+            "activated_socket_overrides_config"
+        );
+    }
+    let mut sockets = Vec::new();
+    for (listener, address) in activated.into_iter().zip(addresses) {
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("cannot register the activated TCP socket")?;
+        let state = states.add(name, address);
+        sockets.push(TcpSocket {
+            name,
+            state,
+            bound: Ok(listener),
+        });
+    }
+    Ok(sockets)
+}
+
+/// `listen_tcp` or `metrics_listen` bound here: a port any local user may bind is logged as
+/// `tcp_listener_unprotected`, naming the socket unit to use; a taken one is retried later.
+fn bind_configured(
+    name: ListenerName,
+    address: SocketAddr,
+    states: &mut ListenerStates,
+) -> TcpSocket {
+    if !ports::is_privileged(address.port()) {
+        tracing::warn!(
+            listener = name.name(),
+            address = %address,
+            unit = name.socket_unit(),
+            "tcp_listener_unprotected"
+        );
+    }
+    let state = states.add(name, address.to_string());
+    let bound = rebind::try_bind(address, &state).ok_or(address);
+    TcpSocket { name, state, bound }
 }
 
 /// The reloader over the configured store; a missing local key file is created empty first.
@@ -376,25 +469,37 @@ fn start_servers(
         let serve = server::serve(acceptor, shared.clone(), policy.clone(), stopped.clone());
         servers.spawn(serve);
     }
-    for listener in listeners.tcp {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .context("cannot register the TCP socket")?;
-        let serve = server::serve(listener, shared.clone(), policy.clone(), stopped.clone());
-        servers.spawn(serve);
-    }
-    if let Some(listener) = listeners.metrics {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .context("cannot register the metrics listener")?;
-        let listener = server::MetricsListener(listener);
-        let serve = server::serve(
-            listener,
-            shared.clone(),
-            metrics_policy(policy),
-            stopped.clone(),
-        );
-        servers.spawn(serve);
+    for socket in listeners.tcp {
+        let policy = match socket.name {
+            ListenerName::Metrics => metrics_policy(policy),
+            _ => policy.clone(),
+        };
+        servers.spawn(serve_tcp(socket, shared.clone(), policy, stopped.clone()));
     }
     Ok((servers, listeners.socket_file))
+}
+
+/// Serves one TCP listener; one whose address was taken at start is bound first (retried until
+/// it is free, or the daemon stops).
+async fn serve_tcp(
+    socket: TcpSocket,
+    shared: Arc<Shared>,
+    policy: ConnectionPolicy,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let listener = match socket.bound {
+        Ok(listener) => listener,
+        Err(address) => match rebind::until_bound(address, &socket.state, 1, &mut stopped).await {
+            Some(listener) => listener,
+            None => return,
+        },
+    };
+    match socket.name {
+        ListenerName::Metrics => {
+            server::serve(MetricsListener(listener), shared, policy, stopped).await;
+        }
+        _ => server::serve(listener, shared, policy, stopped).await,
+    }
 }
 
 /// Asks for a reload at every SIGHUP until SIGTERM or SIGINT.

@@ -5,7 +5,8 @@
 //! is retried after an exponential backoff with *full* jitter — uniform in
 //! [0, min(cap, base·2ⁿ)) — so that the end of an S3 outage does not bring every host back in the
 //! same second (the schedule AWS's architecture blog measured as the one with the fewest calls
-//! and the least bunching).
+//! and the least bunching). A TCP listener whose port another process holds is retried on the
+//! same schedule, capped lower.
 //!
 //! A few lines over `rand`'s thread generator; crates that do backoff (`backon`,
 //! `backoff`) run the retried call themselves, which the reloader's `select!` loop cannot use.
@@ -57,13 +58,19 @@ pub fn first_poll(period: Duration) -> Duration {
 /// The wait before retrying after `failures` failed loads in a row (1 for the first): uniform
 /// in [0, min(RETRY_CAP, RETRY_BASE·2^(failures-1))).
 pub fn retry_wait(failures: u32) -> Duration {
-    retry_window(failures).mul_f64(rand::rng().random_range(0.0..1.0))
+    retry_wait_within(failures, RETRY_CAP)
 }
 
-/// The window [`retry_wait`] draws from.
-pub fn retry_window(failures: u32) -> Duration {
+/// As [`retry_wait`], with the window capped at `cap` instead (a TCP listener whose port is
+/// taken retries within 30 s).
+pub fn retry_wait_within(failures: u32, cap: Duration) -> Duration {
+    retry_window_within(failures, cap).mul_f64(rand::rng().random_range(0.0..1.0))
+}
+
+/// The window [`retry_wait_within`] draws from.
+fn retry_window_within(failures: u32, cap: Duration) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
-    (RETRY_BASE * (1u32 << doublings)).min(RETRY_CAP)
+    (RETRY_BASE * (1u32 << doublings)).min(cap)
 }
 
 #[cfg(test)]
@@ -100,10 +107,21 @@ mod tests {
 
     #[test]
     fn retry_windows_double_up_to_the_cap() {
-        assert_eq!(retry_window(1), Duration::from_secs(1));
-        assert_eq!(retry_window(4), Duration::from_secs(8));
-        assert_eq!(retry_window(7), RETRY_CAP);
-        assert_eq!(retry_window(u32::MAX), RETRY_CAP);
+        let window = |failures| retry_window_within(failures, RETRY_CAP);
+        assert_eq!(window(1), Duration::from_secs(1));
+        assert_eq!(window(4), Duration::from_secs(8));
+        assert_eq!(window(7), RETRY_CAP);
+        assert_eq!(window(u32::MAX), RETRY_CAP);
+    }
+
+    #[test]
+    fn a_lower_cap_bounds_every_wait() {
+        let cap = Duration::from_secs(30);
+        assert_eq!(retry_window_within(3, cap), Duration::from_secs(4));
+        assert_eq!(retry_window_within(6, cap), cap);
+        let waits: Vec<Duration> = (0..2000).map(|_| retry_wait_within(40, cap)).collect();
+        assert!(waits.iter().all(|w| *w < cap));
+        assert!(waits.iter().any(|w| *w > Duration::from_secs(27)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::metrics::exposition::Gauges;
 use crate::reload_request::ReloadRequest;
 use crate::server::connections::ConnectionTable;
+use crate::server::listener_state::ListenerStates;
 use arc_swap::ArcSwap;
 use heare_auth_store::timestamp::UnixMillis;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -78,6 +79,7 @@ pub struct Wiring {
     pub connections: Arc<ConnectionTable>,
     pub forward_auth: ForwardAuthSettings,
     pub queue: Option<Arc<QueueState>>,
+    pub listeners: Arc<ListenerStates>,
 }
 
 /// State shared by every connection and the reloader.
@@ -100,6 +102,8 @@ pub struct Shared {
     pub forward_auth: ForwardAuthSettings,
     /// The notify queue's record, when one is configured.
     pub queue: Option<Arc<QueueState>>,
+    /// Every listener's address and state, for `/status` and `/metrics`.
+    pub listeners: Arc<ListenerStates>,
 }
 
 impl Shared {
@@ -118,6 +122,7 @@ impl Shared {
             metrics: Metrics::default(),
             forward_auth: wiring.forward_auth,
             queue: wiring.queue,
+            listeners: wiring.listeners,
         }
     }
 
@@ -130,6 +135,7 @@ impl Shared {
             connections_evicted: self.connections.evicted(),
             log_lines_dropped: self.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
             queue: self.queue.as_ref().map(|q| q.counts()),
+            listeners: self.listeners.up(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! must be at most 1.5 ("OK") by `systemd-analyze security --offline=yes --threshold=15`. Also the
 //! split between the daemon's group and its clients' group: the socket (unit and example
 //! configuration) belongs to heare-auth-clients, which sysusers creates without adding the
-//! daemon's user; the service leaves the socket's directory alone and may not dump core. The
+//! daemon's user; the service leaves the socket's directory alone and may not dump core; the TCP
+//! and metrics socket units name their sockets (`tcp`, `metrics`) and activate the service. The
 //! booted package test (`tests/package/run`) checks the same on an installed system.
 
 use heare_auth_tests::daemon::binary;
@@ -24,7 +25,16 @@ fn unit_setting(unit: &str, key: &str) -> Option<String> {
         .map(|(_, value)| value.trim().to_string())
 }
 
-fn units_with_built_binary(dir: &Path) -> (PathBuf, PathBuf) {
+/// The socket units: the verify socket, and the TCP and metrics listeners (not enabled).
+const SOCKETS: [&str; 3] = [
+    "heare-authd.socket",
+    "heare-authd-tcp.socket",
+    "heare-authd-metrics.socket",
+];
+
+/// The units copied to `dir`, the service's ExecStart pointing at the built binary: the service
+/// and the sockets.
+fn units_with_built_binary(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
     let source = systemd_dir();
     let service = std::fs::read_to_string(source.join("heare-authd.service")).unwrap();
     assert!(service.contains("ExecStart=/usr/sbin/heare-authd"));
@@ -34,19 +44,25 @@ fn units_with_built_binary(dir: &Path) -> (PathBuf, PathBuf) {
         &binary("heare-authd").display().to_string(),
     );
     let service_path = dir.join("heare-authd.service");
-    let socket_path = dir.join("heare-authd.socket");
     std::fs::write(&service_path, service).unwrap();
-    std::fs::copy(source.join("heare-authd.socket"), &socket_path).unwrap();
-    (service_path, socket_path)
+    let sockets = SOCKETS
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            std::fs::copy(source.join(name), &path).unwrap();
+            path
+        })
+        .collect();
+    (service_path, sockets)
 }
 
 #[test]
 fn units_verify_cleanly_and_the_service_is_hardened() {
     let dir = tempfile::tempdir().unwrap();
-    let (service, socket) = units_with_built_binary(dir.path());
+    let (service, sockets) = units_with_built_binary(dir.path());
     let verify = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
-        .arg(&socket)
+        .args(&sockets)
         .arg(&service)
         .output()
         .expect("systemd-analyze (package systemd)");
@@ -116,6 +132,28 @@ fn the_socket_belongs_to_the_clients_group_and_the_service_dumps_no_core() {
         unit_setting("heare-authd.service", "RuntimeDirectory"),
         None
     );
+}
+
+/// The TCP listeners come as socket units that root binds and holds across restarts, each
+/// named for the daemon to tell them apart, and activating the service.
+#[test]
+fn the_tcp_socket_units_name_their_sockets_and_activate_the_service() {
+    for (unit, name, address) in [
+        ("heare-authd-tcp.socket", "tcp", "127.0.0.1:8080"),
+        ("heare-authd-metrics.socket", "metrics", "127.0.0.1:9464"),
+    ] {
+        let setting = |key| unit_setting(unit, key);
+        assert_eq!(setting("FileDescriptorName").as_deref(), Some(name));
+        assert_eq!(setting("ListenStream").as_deref(), Some(address));
+        assert_eq!(setting("Service").as_deref(), Some("heare-authd.service"));
+        // Wanted by the service too: `systemctl restart heare-authd` after enabling starts it.
+        assert_eq!(
+            setting("WantedBy").as_deref(),
+            Some("sockets.target heare-authd.service")
+        );
+        // No other socket may join the port (SO_REUSEPORT), whoever owns it.
+        assert_eq!(setting("ReusePort"), None);
+    }
 }
 
 /// The example configuration, resolved by the daemon itself on a system that has the group (a

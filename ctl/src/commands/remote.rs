@@ -3,7 +3,7 @@
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::keyview::shown;
-use heare_auth_client::wire::NotifyStatus;
+use heare_auth_client::wire::{ListenerStatus, NotifyStatus};
 use std::path::Path;
 
 pub fn reload(socket: &Path, signal: bool, pid: Option<i32>) -> Result<(), CtlError> {
@@ -61,10 +61,31 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
     if let Some(notify) = &status.notify {
         print_notify(notify);
     }
+    for listener in &status.listeners {
+        print_listener(listener);
+    }
     for warning in &status.load_warnings {
         println!("  warning:       {}", shown(warning));
     }
     Ok(())
+}
+
+/// A listener's line, and its bind error while it fails (another process holds its address).
+fn print_listener(listener: &ListenerStatus) {
+    let failing = listener.state == "failing";
+    let state = if failing {
+        "FAILING".to_string()
+    } else {
+        shown(&listener.state)
+    };
+    println!(
+        "  listener:      {} {} ({state})",
+        shown(&listener.name),
+        shown(&listener.address)
+    );
+    if failing && let Some(error) = &listener.error {
+        println!("  bind error:    {}", shown(error));
+    }
 }
 
 /// The notify queue's lines: the queue, whether it answers, and its last error if it does not.

@@ -12,6 +12,7 @@
 use super::histogram::HistogramTotals;
 use super::{Metrics, ReloadResult, ReloadTrigger, VerifyResult};
 use crate::change_queue::state::{Health, QueueCounts};
+use crate::server::listener_state::ListenerUp;
 use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -31,6 +32,8 @@ pub struct Gauges {
     pub log_lines_dropped: u64,
     /// The notify queue's counts, when one is configured.
     pub queue: Option<QueueCounts>,
+    /// Every listener, and whether it is bound.
+    pub listeners: Vec<ListenerUp>,
 }
 
 /// When this process started, as noted by [`note_start`].
@@ -51,6 +54,7 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> Vec<u8> {
     if let Some(queue) = &gauges.queue {
         families.extend(queue_families(queue));
     }
+    families.push(listener_family(&gauges.listeners));
     families.extend(PROCESS.collect());
     if !families
         .iter()
@@ -166,6 +170,27 @@ fn queue_families(queue: &QueueCounts) -> Vec<MetricFamily> {
     ]
 }
 
+/// `heare_auth_listener_up`: one series per listener, by name and address.
+fn listener_family(listeners: &[ListenerUp]) -> MetricFamily {
+    let metrics = listeners
+        .iter()
+        .map(|listener| {
+            let mut metric =
+                labelled(&[("listener", listener.name), ("address", &listener.address)]);
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(f64::from(u8::from(listener.up)));
+            metric.set_gauge(gauge);
+            metric
+        })
+        .collect();
+    family(
+        "heare_auth_listener_up",
+        "1 while the listener accepts; 0 while its address cannot be bound (retried until it can).",
+        MetricType::GAUGE,
+        metrics,
+    )
+}
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 fn reload_counts(metrics: &Metrics) -> Vec<(Labels, f64)> {
@@ -276,6 +301,18 @@ mod tests {
             connections_evicted: 5,
             log_lines_dropped: 6,
             queue: None,
+            listeners: vec![
+                ListenerUp {
+                    name: "unix",
+                    address: "/run/heare-auth/heare-authd.sock".into(),
+                    up: true,
+                },
+                ListenerUp {
+                    name: "tcp",
+                    address: "127.0.0.1:8080".into(),
+                    up: false,
+                },
+            ],
         };
         let text = String::from_utf8(render(&metrics, &gauges)).unwrap();
         for line in [
@@ -291,6 +328,8 @@ mod tests {
             "heare_auth_connections_open 3",
             "heare_auth_connections_evicted_total 5",
             "heare_auth_log_lines_dropped_total 6",
+            "heare_auth_listener_up{listener=\"unix\",address=\"/run/heare-auth/heare-authd.sock\"} 1",
+            "heare_auth_listener_up{listener=\"tcp\",address=\"127.0.0.1:8080\"} 0",
             "# TYPE heare_auth_verify_duration_seconds histogram",
             "process_start_time_seconds ",
             "process_resident_memory_bytes ",

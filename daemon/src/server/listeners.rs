@@ -41,29 +41,35 @@ pub enum ListenError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("cannot listen on TCP {address}: {source}")]
-    Tcp {
-        address: std::net::SocketAddr,
-        source: io::Error,
-    },
+    #[error("the sockets systemd passed cannot be used (LISTEN_FDS, LISTEN_FDNAMES): {0}")]
+    Activation(io::Error),
     #[error("socket activation passed fd {fd}, which is neither a Unix nor a TCP socket")]
     UnknownActivated { fd: RawFd },
 }
 
-/// Listeners handed over by systemd (`LISTEN_FDS`), sorted by family.
+/// The name the metrics socket unit gives its socket (`FileDescriptorName=metrics`).
+pub const METRICS_FD_NAME: &str = "metrics";
+
+/// Listeners handed over by systemd (`LISTEN_FDS`), sorted by family and name.
 #[derive(Default)]
 pub struct Activated {
+    /// Every Unix socket: the verify socket.
     pub unix: Vec<std::os::unix::net::UnixListener>,
+    /// Every TCP socket not named `metrics`: the verify TCP listener.
     pub tcp: Vec<std::net::TcpListener>,
+    /// TCP sockets named `metrics`: the metrics listener.
+    pub metrics: Vec<std::net::TcpListener>,
 }
 
-/// Takes the listeners systemd passed, if any.
+/// Takes the listeners systemd passed, if any: only when `LISTEN_PID` is this process (a
+/// parent's variables, inherited, name descriptors that are not ours to take).
 pub fn activated() -> Result<Activated, ListenError> {
     let mut found = Activated::default();
-    let Ok(fds) = sd_notify::listen_fds() else {
+    if !passed_to_this_process() {
         return Ok(found);
-    };
-    for fd in fds {
+    }
+    let fds = sd_notify::listen_fds_with_names(true).map_err(ListenError::Activation)?;
+    for (fd, name) in fds {
         let family = getsockname::<SockaddrStorage>(fd)
             .ok()
             .and_then(|address| address.family());
@@ -73,9 +79,13 @@ pub fn activated() -> Result<Activated, ListenError> {
             Some(AddressFamily::Unix) => found
                 .unix
                 .push(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }),
-            Some(AddressFamily::Inet | AddressFamily::Inet6) => found
-                .tcp
-                .push(unsafe { std::net::TcpListener::from_raw_fd(fd) }),
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                match name.as_str() {
+                    METRICS_FD_NAME => found.metrics.push(listener),
+                    _ => found.tcp.push(listener),
+                }
+            }
             _ => return Err(ListenError::UnknownActivated { fd }),
         }
     }
@@ -93,9 +103,18 @@ pub fn activated() -> Result<Activated, ListenError> {
     found
         .tcp
         .iter()
+        .chain(&found.metrics)
         .try_for_each(|l| l.set_nonblocking(true))
         .map_err(unusable)?;
     Ok(found)
+}
+
+/// Whether `LISTEN_PID` names this process.
+fn passed_to_this_process() -> bool {
+    std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 /// The socket file this daemon created; removed on drop if it is still ours.
@@ -255,13 +274,10 @@ fn remove_if_stale(path: &Path) -> Result<(), ListenError> {
     }
 }
 
-/// Binds the optional TCP listener.
-pub fn bind_tcp(address: std::net::SocketAddr) -> Result<std::net::TcpListener, ListenError> {
-    let listener = std::net::TcpListener::bind(address)
-        .map_err(|source| ListenError::Tcp { address, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ListenError::Tcp { address, source })?;
+/// Binds a TCP listener (`listen_tcp`, `metrics_listen`), non-blocking.
+pub fn bind_tcp(address: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -270,8 +286,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// `bind_unix` sets the process's umask for its bind: a directory another test creates
+    /// meanwhile would get the socket's mode (0660) and be refused. One test at a time.
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        UMASK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn a_directory_others_can_write_is_refused_and_nothing_is_bound() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
         std::fs::create_dir(&open).unwrap();
@@ -310,6 +337,7 @@ mod tests {
 
     #[test]
     fn binds_with_mode_and_removes_only_its_own_file() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/d.sock");
         let (listener, file) = bind_unix(&path, 0o660, None).unwrap();
@@ -326,6 +354,7 @@ mod tests {
 
     #[test]
     fn stale_socket_is_replaced_and_other_files_are_kept() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
@@ -346,6 +375,7 @@ mod tests {
 
     #[test]
     fn unknown_group_is_a_clear_error() {
+        let _serial = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let error = bind_unix(&dir.path().join("s"), 0o660, Some("no-such-group-heare")).err();
         assert!(matches!(error, Some(ListenError::UnknownGroup(_))));

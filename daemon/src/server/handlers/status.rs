@@ -37,6 +37,7 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
             uptime_seconds: shared.started_at.elapsed().as_secs(),
             verify_results: verify_results(shared),
             notify: shared.queue.as_ref().map(|q| q.status()),
+            listeners: shared.listeners.status(),
         },
     )
 }
