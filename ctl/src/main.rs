@@ -20,6 +20,7 @@ use error::CtlError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -38,6 +39,15 @@ fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader has gone (`heare-authctl list | head
+/// -1`) would panic; with the default action the process ends quietly, as other tools do.
+fn restore_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler of ours; nothing else in this process has changed
+    // SIGPIPE's disposition or depends on it, and no thread has started yet.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 async fn run(cli: Cli) -> Result<(), CtlError> {

@@ -375,3 +375,34 @@ fn reload_by_socket_or_signal_and_status() {
     assert_eq!(status["stale"], false);
     assert!(ctl.ok(&["status"]).contains("keys loaded:   2"));
 }
+
+/// `heare-authctl list | head -1`: the reader goes away while ctl still prints. ctl ends as other
+/// tools do (SIGPIPE) instead of panicking with "failed printing to stdout".
+#[test]
+fn a_reader_that_goes_away_ends_ctl_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<TestKey> = (0..3_000)
+        .map(|n| TestKey::new(&format!("key_pipe_{n}"), &format!("sec_0Pipe{n:0>55}")))
+        .collect();
+    let (_daemon, ctl) = setup(dir.path(), &key_file(&keys));
+    let mut child = ctl
+        .command(&["list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {stderr}");
+}
