@@ -383,3 +383,43 @@ fn half_a_destination_is_a_configuration_error() {
     );
     assert!(daemon.log().contains("not supported"), "{}", daemon.log());
 }
+
+/// The review's attack on the fallback: the unit's `ProcSubset=pid` hides
+/// `ip_unprivileged_port_start`, and a network namespace (a container) may have lowered it to 0,
+/// so any user can bind port 80 and receive the secret. The daemon, as an unprivileged user with
+/// `/proc/sys` hidden, asks the kernel instead of assuming 1024: `--check-config` refuses the
+/// secret to 127.0.0.1:80 where any user may bind it, and accepts it where only root may.
+#[test]
+fn with_proc_sys_hidden_the_kernel_is_asked_which_ports_are_privileged() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("heare-authd.toml");
+    std::fs::write(&config, "").unwrap();
+    let daemon = heare_auth_tests::daemon::binary("heare-authd");
+    for (start, expected) in [(0, 2), (1024, 0)] {
+        let script = format!(
+            "sysctl -qw net.ipv4.ip_unprivileged_port_start={start} && \
+             mount -t proc -o subset=pid proc /proc && test ! -e /proc/sys && \
+             exec setpriv --reuid 65534 --regid 65534 --clear-groups {} --config {} --check-config",
+            daemon.display(),
+            config.display()
+        );
+        let output = Command::new("unshare")
+            .args(["--net", "--mount", "--fork", "sh", "-c", &script])
+            .envs(python_env("http", 80))
+            .output()
+            .expect("unshare (util-linux)");
+        let text = String::from_utf8_lossy(&output.stderr).to_string()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(expected),
+            "start {start}: {text}"
+        );
+        if expected == 2 {
+            assert!(text.contains("insecure_http = true"), "{text}");
+        }
+        assert!(!text.contains(COLLECTOR_SECRET), "{text}");
+    }
+}

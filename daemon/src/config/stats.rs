@@ -129,13 +129,11 @@ fn refuse_secret_in_clear(
     }
     let why = if loopback {
         format!(
-            "the stats secret would be sent unencrypted to {host}:{port}, a port any local user can bind while the collector is down (https is used only on port 443); use port 443, a collector on a port below {}, or set insecure_http = true in [stats]",
-            ports::unprivileged_port_start()
+            "the stats secret would be sent unencrypted to {host}:{port}, a port any local user can bind while the collector is down (https is used only on port 443); use port 443, a collector on a port only root can bind (below net.ipv4.ip_unprivileged_port_start), or set insecure_http = true in [stats]"
         )
     } else {
         format!(
-            "the stats secret would be sent unencrypted to {host}:{port} (https is used only on port 443); use port 443, a collector on this host on a port below {}, or set insecure_http = true in [stats]",
-            ports::unprivileged_port_start()
+            "the stats secret would be sent unencrypted to {host}:{port} (https is used only on port 443); use port 443, a collector on this host on a port only root can bind, or set insecure_http = true in [stats]"
         )
     };
     Err(invalid("stats.dest_port", why))
