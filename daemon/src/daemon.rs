@@ -376,13 +376,13 @@ async fn reloader(config: &StoreSettings) -> Reloader {
             "storage_secret_short"
         );
     }
+    let store = heare_auth_store::open(&config.url, &config.s3, config.max_store_bytes).await;
     if matches!(config.url, StoreUrl::S3 { .. }) {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        for (endpoint, why) in store_endpoint::unprotected(config, &env) {
+        for (endpoint, why) in store_endpoint::unprotected(config, store.endpoint(), &env) {
             tracing::warn!(%endpoint, why, "store_endpoint_unprotected");
         }
     }
-    let store = heare_auth_store::open(&config.url, &config.s3, config.max_store_bytes).await;
     Reloader {
         store,
         storage_secret: config.storage_secret.clone(),

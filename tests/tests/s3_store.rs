@@ -306,6 +306,43 @@ fn a_plain_http_endpoint_is_warned_about_unless_a_storage_secret_protects_the_se
             .contains("loopback")
     );
 
+    // The same endpoint spelled in capitals through the S3-only variable, and given only by a
+    // profile's endpoint_url in the AWS config file: both found (the review's spellings).
+    let endpoint = squatter.endpoint();
+    let profile = tempfile::tempdir().unwrap();
+    let config_file = profile.path().join("config");
+    std::fs::write(
+        &config_file,
+        format!("[default]\nendpoint_url = {endpoint}\n"),
+    )
+    .unwrap();
+    let without_endpoint: Vec<(String, String)> = squatter
+        .env_for_client()
+        .into_iter()
+        .filter(|(name, _)| name != "AWS_ENDPOINT_URL")
+        .collect();
+    let upper = endpoint.replacen("http://", "HTTP://", 1);
+    for (variable, value) in [
+        ("AWS_ENDPOINT_URL_S3", upper),
+        ("AWS_CONFIG_FILE", config_file.display().to_string()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = DaemonBuilder::new(dir.path())
+            .args([
+                "--store",
+                &format!("s3://{BUCKET}/{OBJECT}"),
+                "--s3-path-style",
+            ])
+            .config("[s3]\ntimeout = \"2s\"\n")
+            .envs(without_endpoint.clone())
+            .env(variable, value)
+            .start()
+            .unwrap();
+        assert_eq!(daemon.verify(FIRST).json()["key_id"], "key_squatters_own");
+        let warned = daemon.wait_events("store_endpoint_unprotected");
+        assert_eq!(warned.len(), 1, "{variable}: {}", daemon.log());
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let mut protected = daemon_on(&squatter, dir.path())
         .env("STORAGE_SECRET", STORAGE_SECRET)

@@ -1,7 +1,8 @@
 //! Whether the S3 (and SQS) endpoint the daemon talks to could be someone else.
 //!
-//! An endpoint override (`[s3] endpoint`, `--s3-endpoint`, or the AWS SDK's own
-//! `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_SQS`) in plain `http://` is
+//! An endpoint override (`[s3] endpoint`, `--s3-endpoint`, what the AWS SDK resolved from its
+//! environment — `AWS_ENDPOINT_URL`, a profile's `endpoint_url` — and the service-specific
+//! `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL_SQS`) in plain `http://` (in any letter case) is
 //! authenticated by nothing: off this host anyone on the path can answer, and on this host any
 //! local user can bind an unprivileged loopback port while the real server is down. Without a
 //! storage secret the daemon then serves whatever key set that answer holds. With a storage
@@ -22,28 +23,40 @@ const ENDPOINT_VARIABLES: [&str; 3] = [
 /// The endpoint overrides in effect that anyone but the real server could answer, each as
 /// `http://host[:port]` (never a user or password the URL may hold) with why; empty when a
 /// storage secret protects the key object or no override is plain http.
+/// `resolved` is what the store's client resolved ([`heare_auth_store::KeyStore::endpoint`]).
 pub fn unprotected(
     settings: &StoreSettings,
+    resolved: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<(String, &'static str)> {
     if settings.storage_secret.is_some() {
         return Vec::new();
     }
-    let configured = settings.s3.endpoint.clone().into_iter();
+    let configured = settings.s3.endpoint.clone().into_iter().chain(resolved);
     let from_env = ENDPOINT_VARIABLES.iter().filter_map(|name| env(name));
-    configured
-        .chain(from_env)
-        .filter_map(|endpoint| {
-            let authority = plain_http_authority(&endpoint)?;
-            why_unprotected(authority).map(|why| (format!("http://{authority}"), why))
-        })
-        .collect()
+    let mut found: Vec<(String, &'static str)> = Vec::new();
+    for endpoint in configured.chain(from_env) {
+        let Some(authority) = plain_http_authority(&endpoint) else {
+            continue;
+        };
+        let shown = format!("http://{authority}");
+        if let Some(why) = why_unprotected(authority)
+            && !found.iter().any(|(seen, _)| *seen == shown)
+        {
+            found.push((shown, why));
+        }
+    }
+    found
 }
 
 /// The `host[:port]` of a plain `http://` URL, without any user information; `None` for any
 /// other scheme.
 fn plain_http_authority(endpoint: &str) -> Option<&str> {
-    let rest = endpoint.trim().strip_prefix("http://")?;
+    let endpoint = endpoint.trim();
+    let scheme = endpoint.get(..7)?;
+    let rest = scheme
+        .eq_ignore_ascii_case("http://")
+        .then(|| &endpoint[7..])?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     authority.rsplit('@').next()
 }
@@ -91,12 +104,19 @@ mod tests {
             "http://minio.internal",
             "http://minio.internal:9000",
             "http://10.0.0.5:80",
+            "HTTP://127.0.0.1:9321",
+            "hTtP://localhost:9322/",
         ] {
             let authority = plain_http_authority(endpoint).unwrap();
             assert!(!authority.contains('@'), "{authority}");
             assert!(why_unprotected(authority).is_some(), "{endpoint}");
         }
-        for endpoint in ["https://s3.example.com", "https://127.0.0.1:9000"] {
+        for endpoint in [
+            "https://s3.example.com",
+            "https://127.0.0.1:9000",
+            "HTTPS://x",
+            "http:/",
+        ] {
             assert!(plain_http_authority(endpoint).is_none(), "{endpoint}");
         }
         for authority in ["127.0.0.1", "[::1]"] {

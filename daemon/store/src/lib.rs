@@ -95,6 +95,12 @@ pub trait KeyStore: Send + Sync {
     /// The store's URL, for logs and `/status` (never with credentials).
     fn describe(&self) -> String;
 
+    /// The endpoint override its client resolved from the settings and the AWS environment
+    /// (`AWS_ENDPOINT_URL`, a profile's `endpoint_url`), if any; `None` for the provider's own.
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
+
     /// Fetches the body, or only reports [`Fetched::NotModified`] when `if_changed_from` is the
     /// current version.
     fn fetch<'a>(

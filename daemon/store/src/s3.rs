@@ -23,6 +23,8 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
     key: String,
+    /// The endpoint override in effect, if any ([`KeyStore::endpoint`]).
+    endpoint: Option<String>,
     max_body_bytes: u64,
     timeout: Duration,
 }
@@ -58,8 +60,13 @@ impl S3Store {
         if let Some(endpoint) = &options.endpoint {
             config = config.endpoint_url(endpoint);
         }
+        let endpoint = options
+            .endpoint
+            .clone()
+            .or_else(|| shared.endpoint_url().map(str::to_string));
         S3Store {
             client: aws_sdk_s3::Client::from_conf(config.build()),
+            endpoint,
             bucket,
             key,
             max_body_bytes,
@@ -255,6 +262,7 @@ impl S3Folder {
             client: self.store.client.clone(),
             bucket: self.store.bucket.clone(),
             key: key.to_string(),
+            endpoint: self.store.endpoint.clone(),
             max_body_bytes,
             timeout: self.store.timeout,
         };
@@ -356,6 +364,10 @@ fn seconds(duration: Duration) -> String {
 impl KeyStore for S3Store {
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        self.endpoint.clone()
     }
 
     fn fetch<'a>(
