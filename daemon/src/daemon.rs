@@ -322,7 +322,11 @@ fn tcp_sockets(
                 .map_or_else(|_| "(unknown)".into(), |a| a.to_string())
         })
         .collect();
-    if let Some(configured) = configured {
+    // The same address configured too is the documented fallback (the daemon binds it itself,
+    // and reports it failing, if the socket unit ever comes up without it): nothing to warn of.
+    if let Some(configured) = configured
+        && !addresses.contains(&configured.to_string())
+    {
         tracing::warn!(
             setting = name.setting(),
             configured = %configured,

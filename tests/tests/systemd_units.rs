@@ -134,17 +134,32 @@ fn the_socket_belongs_to_the_clients_group_and_the_service_dumps_no_core() {
     );
 }
 
+/// Every value `key` has in `unit`, in order.
+fn unit_settings(unit: &str, key: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(systemd_dir().join(unit)).unwrap();
+    text.lines()
+        .filter_map(|line| line.trim().split_once('='))
+        .filter(|(name, _)| name.trim() == key)
+        .map(|(_, value)| value.trim().to_string())
+        .collect()
+}
+
 /// The TCP listeners come as socket units that root binds and holds across restarts, each
-/// named for the daemon to tell them apart, and activating the service.
+/// named for the daemon to tell them apart, and activating the service. Each holds its port on
+/// both loopbacks: a client of `localhost` may try ::1 first, where anyone could listen.
 #[test]
 fn the_tcp_socket_units_name_their_sockets_and_activate_the_service() {
-    for (unit, name, address) in [
-        ("heare-authd-tcp.socket", "tcp", "127.0.0.1:8080"),
-        ("heare-authd-metrics.socket", "metrics", "127.0.0.1:9464"),
+    for (unit, name, port) in [
+        ("heare-authd-tcp.socket", "tcp", 8080),
+        ("heare-authd-metrics.socket", "metrics", 9464),
     ] {
         let setting = |key| unit_setting(unit, key);
         assert_eq!(setting("FileDescriptorName").as_deref(), Some(name));
-        assert_eq!(setting("ListenStream").as_deref(), Some(address));
+        assert_eq!(
+            unit_settings(unit, "ListenStream"),
+            [format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
+        );
+        assert_eq!(setting("FreeBind").as_deref(), Some("yes"));
         assert_eq!(setting("Service").as_deref(), Some("heare-authd.service"));
         // Wanted by the service too: `systemctl restart heare-authd` after enabling starts it.
         assert_eq!(

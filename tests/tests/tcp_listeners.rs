@@ -424,3 +424,31 @@ fn activated_sockets_are_assigned_by_name_and_win_over_the_configuration() {
     .collect();
     assert_eq!(names, expected);
 }
+
+/// The documented fallback: `listen_tcp` kept at the socket unit's own address. While the unit
+/// hands the socket over, that is no conflict (no `activated_socket_overrides_config`); were the
+/// unit ever to come up without it (its bind lost to a squatter), the daemon would bind the
+/// address itself and show it failing (`ports_held_by_another_user_…`).
+#[test]
+fn listen_tcp_at_the_activated_address_is_a_silent_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    let [tcp, metrics_listen] = [(); 2].map(|_| format!("127.0.0.1:{}", free_port()));
+    let activated = Activated::start(
+        dir.path(),
+        &[&socket.display().to_string(), &tcp],
+        "heare-authd.socket:tcp",
+        [&tcp, &metrics_listen],
+    );
+    assert!(wait_until(Duration::from_secs(10), || daemon_answers_tcp(
+        &tcp
+    )));
+    assert_eq!(
+        activated.events("activated_socket_overrides_config"),
+        Vec::<Value>::new()
+    );
+    // metrics_listen has no socket of its own here: bound by the daemon, as configured.
+    assert!(wait_until(Duration::from_secs(10), || {
+        daemon_serves_metrics(&metrics_listen)
+    }));
+}
