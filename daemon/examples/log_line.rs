@@ -1,12 +1,14 @@
 //! Times what one verification's log line costs the request thread: `cargo run --release -p
-//! heare-authd --example log_line -- [LINES] [LEVEL] > /dev/null`. Installs the daemon's own JSON
-//! logging (`logging::init`, stdout through the batched writer), then logs LINES (default
-//! 1,000,000) `verification_success` events with the fields the verify handler logs (the User-Agent
-//! passed through `redact::Redactor` with a generated secret, as the handler does), and prints to
-//! stderr the CPU time of the logging thread per line (getrusage, user + system). With LEVEL `warn`
-//! (default `info`) the events are filtered out, which gives the cost of the call site alone;
-//! the difference is formatting and handing the line to the writer thread.
+//! heare-authd --example log_line -- [LINES] [LEVEL] [PATH] > /dev/null`. Installs the daemon's
+//! own JSON logging (`logging::init`, stdout through the batched writer), then logs LINES
+//! (default 1,000,000) `verification_success` lines with the fields the verify handler logs (the
+//! User-Agent passed through `redact::Redactor` with a generated secret, as the handler does), and
+//! prints to stderr the CPU time of the logging thread per line (getrusage, user + system). PATH
+//! is `direct` (default: the daemon's, `access_log` writing the line by hand) or `tracing` (the
+//! same event through tracing's formatter, as every other event and as before). With LEVEL `warn`
+//! (default `info`) the lines are filtered out, which gives the cost of the call site alone.
 
+use heare_authd::access_log::{AccessLog, PeerFields};
 use heare_authd::config::LogFormat;
 use heare_authd::logging;
 use heare_authd::redact::Redactor;
@@ -18,22 +20,25 @@ fn main() -> anyhow::Result<()> {
     let lines: u32 = args.next().map_or(Ok(1_000_000), |n| n.parse())?;
     let level = args.next().unwrap_or_else(|| "info".to_string());
     let guard = logging::init(LogFormat::Json, &level)?;
+    let log = match args.next().as_deref() {
+        None | Some("direct") => guard.access_log(),
+        Some("tracing") => AccessLog::Tracing,
+        Some(other) => anyhow::bail!("PATH is direct or tracing, not {other}"),
+    };
     let user_agent = "heare-auth-client/0.1.0 (rust)".to_string();
     let secret = "sec_1AbCdEfGh123456789012345678901234567890123456789012345xYz789".to_string();
     let started = Instant::now();
     let cpu_before = thread_cpu()?;
     for n in 0..lines {
-        let (uid, pid, address) = (Some(1000u32), Some(4242 + (n % 7) as i32), None::<String>);
-        let user_agent = Redactor::new(Some(&secret)).field(&user_agent, 256);
-        tracing::info!(
-            key_id = "key_0ABCDEFGH0123456789",
-            key_name = "svc-17",
-            user_agent = &*user_agent,
-            peer_uid = uid,
-            peer_pid = pid,
-            peer_addr = address,
-            "verification_success"
-        );
+        let peer = PeerFields {
+            uid: Some(1000),
+            pid: Some(4242 + (n % 7) as i32),
+            addr: None,
+        };
+        if log.logs_verify_successes() {
+            let user_agent = Redactor::new(Some(&secret)).field(&user_agent, 256);
+            log.verification_success("key_0ABCDEFGH0123456789", "svc-17", &user_agent, peer);
+        }
     }
     let cpu = thread_cpu()? - cpu_before;
     let wall = started.elapsed();

@@ -204,6 +204,7 @@ fn share(
         },
         store: reloader.store.describe(),
         log_drops: logs.counter(),
+        access_log: logs.access_log(),
         newest: reloader.newest.clone(),
         connections: policy.connections.clone(),
         forward_auth: config.forward_auth.clone(),

@@ -7,12 +7,14 @@
 //! Everything else is the daemon's own. The key file and its stores live in the
 //! `heare-auth-store` crate, shared with heare-authctl.
 
+pub mod access_log;
 mod cache;
 pub mod change_queue;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 mod generation;
+mod json_line;
 pub mod keyset;
 mod log_writer;
 pub mod logging;

@@ -86,6 +86,12 @@ impl BatchWriter {
     pub fn counter(&self) -> DropCounter {
         DropCounter(self.0.clone())
     }
+
+    /// Appends whole lines (each ending in a newline), or drops and counts them when the buffer
+    /// is at its limit.
+    pub fn append(&self, lines: &[u8]) {
+        let _ = LineSink(&self.0).write(lines);
+    }
 }
 
 fn write_batches(shared: &Shared, mut sink: impl Write) {

@@ -24,6 +24,7 @@
 //! 14.7 vs 15.4 µs in two series, inside the runs' spread of 1-3 µs (12.8-12.9 µs without
 //! per-verify logging, `--log-level warn`).
 
+use crate::access_log::{AccessLog, JsonSink};
 use crate::config::LogFormat;
 use crate::log_writer::{BUFFER_LIMIT, BatchWriter, DropCounter, FlushGuard};
 use heare_auth_store::timestamp;
@@ -45,9 +46,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 pub struct LogGuard {
     _worker: Option<FlushGuard>,
     dropped: Option<DropCounter>,
+    access: AccessLog,
 }
 
 impl LogGuard {
+    /// Where the verification lines go: straight into the batched writer for JSON lines,
+    /// through tracing otherwise ([`crate::access_log`]).
+    pub fn access_log(&self) -> AccessLog {
+        self.access.clone()
+    }
+
     /// Lines dropped because the sink could not keep up.
     pub fn dropped_lines(&self) -> u64 {
         self.dropped.as_ref().map_or(0, |c| c.dropped_lines())
@@ -81,15 +89,18 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
         return Ok(LogGuard {
             _worker: None,
             dropped: None,
+            access: AccessLog::Tracing,
         });
     }
     let (writer, worker) =
         BatchWriter::spawn(stdout_file(), BUFFER_LIMIT).map_err(LoggingError::Writer)?;
     let dropped = Some(writer.counter());
+    let journal = stdout_is_journal();
+    let direct = writer.clone();
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false);
-    match (format, stdout_is_journal()) {
+    match (format, journal) {
         (LogFormat::Json, true) => registry
             .with(layer.event_format(WithPriority(JsonLines)))
             .init(),
@@ -99,9 +110,15 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
             .init(),
         (_, false) => registry.with(layer).init(),
     }
+    // Asked of the filter only now that it is installed.
+    let access = match format {
+        LogFormat::Json => AccessLog::Json(JsonSink::new(direct, journal)),
+        _ => AccessLog::Tracing,
+    };
     Ok(LogGuard {
         _worker: Some(worker),
         dropped,
+        access,
     })
 }
 
@@ -414,6 +431,73 @@ mod tests {
             (&true.into(), &(-1).into())
         );
         assert!(line.get("message").is_none(), "{late}");
+    }
+
+    /// The verification lines written by hand ([`crate::access_log`]) are the lines the tracing
+    /// formatter writes for the same events, field for field, apart from the time.
+    #[test]
+    fn the_hand_written_verification_lines_are_what_tracing_writes() {
+        use crate::access_log::{AccessLog, Forwarded, JsonSink, PeerFields, Refused};
+        use crate::log_writer::BatchWriter;
+        let unix = PeerFields {
+            uid: Some(1000),
+            pid: Some(-1),
+            addr: None,
+        };
+        let tcp = PeerFields {
+            uid: None,
+            pid: None,
+            addr: Some("[::1]:4242".parse().unwrap()),
+        };
+        let refused = Refused {
+            key_id: None,
+            secret_prefix: Some("sec_"),
+            key_shaped: None,
+            reason: "unknown",
+        };
+        let password = Refused {
+            key_id: None,
+            secret_prefix: None,
+            key_shaped: Some(false),
+            reason: "unknown",
+        };
+        let request = Forwarded {
+            user_agent: "curl/8 \"q\"\u{1}é",
+            method: Some("POST"),
+            path: None,
+        };
+        let emit = |log: &AccessLog| {
+            for peer in [unix, tcp] {
+                log.verification_success("key_1", "a \"b\"\n", "ua\t", peer);
+                log.verification_failed(&refused, "", peer);
+                log.verification_failed(&password, "x", peer);
+                log.forward_auth_success("key_2", &request, peer);
+                log.forward_auth_failed(Some("key_3"), "expired", &request, peer);
+                log.forward_auth_failed(None, "no_key", &request, peer);
+            }
+        };
+        let by_tracing = json_lines_of(|| emit(&AccessLog::Tracing));
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::INFO)
+            .finish();
+        let by_hand = tracing::subscriber::with_default(subscriber, || {
+            let (writer, guard) = BatchWriter::spawn(capture.clone(), 1 << 20).unwrap();
+            emit(&AccessLog::Json(JsonSink::new(writer, false)));
+            drop(guard);
+            String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+        });
+        let untimed = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(|line| {
+                    let rest = line.split_once("\",\"level\"").unwrap().1;
+                    assert!(line.starts_with("{\"timestamp\":\"20"), "{line}");
+                    rest.to_string()
+                })
+                .collect()
+        };
+        assert_eq!(untimed(&by_hand), untimed(&by_tracing));
+        assert_eq!(by_hand.lines().count(), 12);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! deadline as an atomic, also read without a lock. Only the bookkeeping that `/status` shows sits
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
 
+use crate::access_log::AccessLog;
 use crate::change_queue::state::QueueState;
 use crate::config::ForwardAuthSettings;
 use crate::generation::Newest;
@@ -75,6 +76,7 @@ pub struct Wiring {
     pub admin: AdminPolicy,
     pub store: String,
     pub log_drops: Option<DropCounter>,
+    pub access_log: AccessLog,
     pub newest: Arc<Newest>,
     pub connections: Arc<ConnectionTable>,
     pub forward_auth: ForwardAuthSettings,
@@ -92,6 +94,8 @@ pub struct Shared {
     pub store: String,
     pub started_at: Instant,
     pub log_drops: Option<DropCounter>,
+    /// Where every verification's line goes.
+    pub access_log: AccessLog,
     /// The rollback guard's record, for `/status`.
     pub newest: Arc<Newest>,
     /// Every listener's connections, for `/metrics`.
@@ -117,6 +121,7 @@ impl Shared {
             store: wiring.store,
             started_at: Instant::now(),
             log_drops: wiring.log_drops,
+            access_log: wiring.access_log,
             newest: wiring.newest,
             connections: wiring.connections,
             metrics: Metrics::default(),

@@ -276,10 +276,10 @@ fn serve_connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 /// Logs a connection turned away because its peer is at its limit, at most every 10 s.
 fn warn_refused(peer: Peer, refusal: PeerAtLimit, table: &ConnectionTable) {
     if table.refusal_warning.due() {
-        let (uid, _, address) = peer.log_fields();
+        let fields = peer.log_fields();
         tracing::warn!(
-            peer_uid = uid,
-            peer_addr = address,
+            peer_uid = fields.uid,
+            peer_addr = fields.addr.map(tracing::field::display),
             limit = refusal.limit,
             "connection_refused_peer_limit"
         );

@@ -9,6 +9,7 @@
 //! a worker. On TCP there are no credentials: admin calls are refused unless explicitly allowed
 //! for loopback peers. Headers such as X-Forwarded-For are never consulted.
 
+use crate::access_log::PeerFields;
 use crate::server::connections::PeerKey;
 use crate::state::AdminPolicy;
 use std::net::{IpAddr, SocketAddr};
@@ -69,10 +70,18 @@ impl Peer {
     }
 
     /// The peer as log fields: uid and pid on the Unix socket, the address on TCP.
-    pub fn log_fields(self) -> (Option<u32>, Option<i32>, Option<String>) {
+    pub fn log_fields(self) -> PeerFields {
         match self {
-            Peer::Unix { uid, pid, .. } => (Some(uid), pid, None),
-            Peer::Tcp(address) => (None, None, Some(address.to_string())),
+            Peer::Unix { uid, pid, .. } => PeerFields {
+                uid: Some(uid),
+                pid,
+                addr: None,
+            },
+            Peer::Tcp(address) => PeerFields {
+                uid: None,
+                pid: None,
+                addr: Some(address),
+            },
         }
     }
 }

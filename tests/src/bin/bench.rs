@@ -66,7 +66,8 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
 Environment: HEARE_BENCH_DAEMON_ARGS (extra daemon flags), HEARE_BENCH_CONFIG (config file text),
-HEARE_BENCH_WRAPPER (a command to run the daemon under, e.g. valgrind --tool=callgrind).";
+HEARE_BENCH_WRAPPER (a command to run the server, the daemon or the bare one, under, e.g.
+valgrind --tool=callgrind).";
 
 #[derive(Clone)]
 struct Options {
@@ -508,9 +509,25 @@ fn bench_bare(options: &Options) -> anyhow::Result<()> {
 
 /// This program serving the bare server on `socket` (`--serve-bare`).
 fn serve_bare_command(socket: &Path) -> anyhow::Result<Command> {
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = wrapped(&std::env::current_exe()?);
     command.arg("--serve-bare").arg(socket).stdin(Stdio::null());
     Ok(command)
+}
+
+/// `program` under `$HEARE_BENCH_WRAPPER` when set (`valgrind --tool=callgrind` runs the
+/// server, the daemon or the bare one, under a profiler).
+fn wrapped(program: &Path) -> Command {
+    let wrapper: Vec<String> = std::env::var("HEARE_BENCH_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    match wrapper.split_first() {
+        Some((first, args)) => {
+            let mut command = Command::new(first);
+            command.args(args).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
 }
 
 /// A bare hyper HTTP/1.1 server on a Unix socket answering every request with a fixed JSON body,
@@ -637,19 +654,7 @@ fn start_daemon(
     std::fs::write(&config, config_text)?;
     let log = std::fs::File::create(dir.join("daemon.log"))?;
     let started = Instant::now();
-    // `HEARE_BENCH_WRAPPER="valgrind --tool=callgrind"` runs the daemon under a profiler.
-    let wrapper: Vec<String> = std::env::var("HEARE_BENCH_WRAPPER")
-        .map(|w| w.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(binary);
-            command
-        }
-        None => Command::new(binary),
-    };
-    let mut child = command
+    let mut child = wrapped(binary)
         .arg("--config")
         .arg(&config)
         .arg("--store")

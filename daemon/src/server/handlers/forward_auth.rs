@@ -13,6 +13,7 @@
 //! `forward_auth_failed` with the original method and path (never the query string, path
 //! parameters or fragment), secrets hidden ([`logged`]).
 
+use crate::access_log::{AccessLog, Forwarded};
 use crate::config::ForwardAuthSettings;
 use crate::keyset::{KeyView, Verdict, is_scope_token};
 use crate::metrics::VerifyResult;
@@ -149,16 +150,16 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
             StatusCode::BAD_REQUEST,
             r#"{"error":"a required scope is not a scope token"}"#,
         );
-        log_failed(asked, None, "bad_scope_request", peer);
+        log_failed(asked, &shared.access_log, None, "bad_scope_request", peer);
         return (answer, VerifyResult::Malformed);
     };
     let Some(key) = &asked.key else {
-        log_failed(asked, None, "no_key", peer);
+        log_failed(asked, &shared.access_log, None, "no_key", peer);
         return (unauthorized(false), VerifyResult::Malformed);
     };
     let now = timestamp::now();
     if shared.too_stale(now) {
-        log_failed(asked, None, "stale", peer);
+        log_failed(asked, &shared.access_log, None, "stale", peer);
         let answer = json_answer(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"error":"the key set is too old to trust"}"#,
@@ -166,7 +167,7 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         return (answer, VerifyResult::Stale);
     }
     if secret_shape(key) == SecretShape::BadChecksum {
-        log_failed(asked, None, "bad_checksum", peer);
+        log_failed(asked, &shared.access_log, None, "bad_checksum", peer);
         return (unauthorized(true), VerifyResult::BadChecksum);
     }
     let keys = shared.keys();
@@ -177,7 +178,13 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
                 return (granted(&view, asked, shared, peer), VerifyResult::Valid);
             }
             Some(_) => {
-                log_failed(asked, Some(view.id), "insufficient_scope", peer);
+                log_failed(
+                    asked,
+                    &shared.access_log,
+                    Some(view.id),
+                    "insufficient_scope",
+                    peer,
+                );
                 return (insufficient(required), VerifyResult::InsufficientScope);
             }
         },
@@ -186,7 +193,7 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         Verdict::Rotated { key_id } => (VerifyResult::Rotated, Some(key_id)),
         Verdict::Unknown => (VerifyResult::Unknown, None),
     };
-    log_failed(asked, key_id, result.name(), peer);
+    log_failed(asked, &shared.access_log, key_id, result.name(), peer);
     (unauthorized(true), result)
 }
 
@@ -210,22 +217,21 @@ fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) ->
         headers.insert(HeaderName::from_static(name), value);
     }
     left_out.extend(map_metadata(key, &shared.forward_auth, headers));
-    let (uid, pid, address) = peer.log_fields();
-    let redactor = Redactor::new(asked.key.as_deref());
-    let (method, path) = logged::original(asked.headers, &redactor);
     if !left_out.is_empty() {
         tracing::warn!(key_id = key.id, headers = ?left_out, "forward_auth_headers_omitted");
     }
-    tracing::info!(
-        key_id = key.id,
-        user_agent = &*logged::user_agent(asked.headers, &redactor),
-        peer_uid = uid,
-        peer_pid = pid,
-        peer_addr = address,
-        method = method.as_deref(),
-        path = path.as_deref(),
-        "forward_auth_success"
-    );
+    if shared.access_log.logs_auth_successes() {
+        let redactor = Redactor::new(asked.key.as_deref());
+        let (method, path) = logged::original(asked.headers, &redactor);
+        let request = Forwarded {
+            user_agent: &logged::user_agent(asked.headers, &redactor),
+            method: method.as_deref(),
+            path: path.as_deref(),
+        };
+        shared
+            .access_log
+            .forward_auth_success(key.id, &request, peer.log_fields());
+    }
     answer
 }
 
@@ -312,21 +318,18 @@ fn json_answer(status: StatusCode, body: &'static str) -> Response<Body> {
     answer
 }
 
-fn log_failed(asked: &Asked<'_>, key_id: Option<&str>, reason: &str, peer: Peer) {
-    let (uid, pid, address) = peer.log_fields();
+fn log_failed(asked: &Asked<'_>, log: &AccessLog, key_id: Option<&str>, reason: &str, peer: Peer) {
+    if !log.logs_auth_refusals() {
+        return;
+    }
     let redactor = Redactor::new(asked.key.as_deref());
     let (method, path) = logged::original(asked.headers, &redactor);
-    tracing::warn!(
-        key_id = key_id,
-        reason = reason,
-        user_agent = &*logged::user_agent(asked.headers, &redactor),
-        peer_uid = uid,
-        peer_pid = pid,
-        peer_addr = address,
-        method = method.as_deref(),
-        path = path.as_deref(),
-        "forward_auth_failed"
-    );
+    let request = Forwarded {
+        user_agent: &logged::user_agent(asked.headers, &redactor),
+        method: method.as_deref(),
+        path: path.as_deref(),
+    };
+    log.forward_auth_failed(key_id, reason, &request, peer.log_fields());
 }
 
 #[cfg(test)]

@@ -21,12 +21,12 @@ pub async fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
 }
 
 async fn refresh(shared: &Shared, peer: Peer) -> (Response<Body>, RefreshResult) {
-    let (uid, pid, address) = peer.log_fields();
     if let Err(refusal) = check_admin(peer, &shared.admin) {
+        let fields = peer.log_fields();
         tracing::warn!(
-            peer_uid = uid,
-            peer_pid = pid,
-            peer_addr = address,
+            peer_uid = fields.uid,
+            peer_pid = fields.pid,
+            peer_addr = fields.addr.map(tracing::field::display),
             "refresh_rejected"
         );
         let answer = response::error(StatusCode::FORBIDDEN, refusal.message());

@@ -9,6 +9,7 @@
 //! typed at the wrong prompt) is logged as `key_shaped: false` and nothing of it. The User-Agent
 //! is logged with anything secret-shaped and the presented secret hidden ([`logged`]).
 
+use crate::access_log::{AccessLog, Refused};
 use crate::keyset::{KeyView, Verdict};
 use crate::metrics::VerifyResult;
 use crate::redact::Redactor;
@@ -77,13 +78,18 @@ fn answer(
             return (refusal, VerifyResult::Malformed);
         }
     };
-    let user_agent = logged::user_agent(headers, &Redactor::new(Some(&secret)));
+    let asker = Asker {
+        headers,
+        secret: &secret,
+        peer,
+        log: &shared.access_log,
+    };
     let now = timestamp::now();
-    let (uid, pid, address) = peer.log_fields();
     if shared.too_stale(now) {
+        let fields = peer.log_fields();
         tracing::error!(
-            peer_uid = uid,
-            peer_pid = pid,
+            peer_uid = fields.uid,
+            peer_pid = fields.pid,
             "verification_unavailable_stale"
         );
         let refusal = response::json(
@@ -94,65 +100,79 @@ fn answer(
     }
     if secret_shape(&secret) == SecretShape::BadChecksum {
         // A generation-1 secret with a wrong checksum is a typo or a truncation: no lookup.
-        let refusal = refuse(Known::Prefix(&secret), "bad_checksum", &user_agent, peer);
-        return (refusal, VerifyResult::BadChecksum);
+        return asker.refused(Known::Prefix(&secret), VerifyResult::BadChecksum);
     }
     let keys = shared.keys();
     match keys.verify(&secret, now) {
         Verdict::Valid(key) if key.missing_scope(&required).is_some() => {
-            let refusal = insufficient_scope(&key, &user_agent, peer);
+            asker.log_refusal(Known::Key(key.id), "insufficient_scope");
+            let refusal =
+                response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INSUFFICIENT_BODY));
             (refusal, VerifyResult::InsufficientScope)
         }
         Verdict::Valid(key) => {
-            tracing::info!(
-                key_id = key.id,
-                key_name = key.name,
-                user_agent = &*user_agent,
-                peer_uid = uid,
-                peer_pid = pid,
-                peer_addr = address,
-                "verification_success"
-            );
+            asker.log_success(&key);
             keys.record_use(&key, now);
             let body = response::json_bytes(StatusCode::OK, valid_body(&key));
             (body, VerifyResult::Valid)
         }
-        Verdict::Expired { key_id } => {
-            refused(Known::Key(key_id), VerifyResult::Expired, &user_agent, peer)
-        }
-        Verdict::Disabled { key_id } => refused(
-            Known::Key(key_id),
-            VerifyResult::Disabled,
-            &user_agent,
-            peer,
-        ),
-        Verdict::Rotated { key_id } => {
-            refused(Known::Key(key_id), VerifyResult::Rotated, &user_agent, peer)
-        }
-        Verdict::Unknown => refused(
-            Known::Prefix(&secret),
-            VerifyResult::Unknown,
-            &user_agent,
-            peer,
-        ),
+        Verdict::Expired { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Expired),
+        Verdict::Disabled { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Disabled),
+        Verdict::Rotated { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Rotated),
+        Verdict::Unknown => asker.refused(Known::Prefix(&secret), VerifyResult::Unknown),
     }
 }
 
-/// [`refuse`] for `result`, with the result.
-fn refused(
-    known: Known<'_>,
-    result: VerifyResult,
-    user_agent: &str,
+/// Who asked, with what, and where that goes in the log: the User-Agent is read and redacted
+/// only for a line that is written.
+struct Asker<'a> {
+    headers: &'a HeaderMap,
+    secret: &'a str,
     peer: Peer,
-) -> (Response<Body>, VerifyResult) {
-    (refuse(known, result.name(), user_agent, peer), result)
+    log: &'a AccessLog,
 }
 
-/// 403 `Insufficient scope` for a valid key that lacks a required scope, logged as
-/// `verification_failed` with reason `insufficient_scope` and the key's id.
-fn insufficient_scope(key: &KeyView<'_>, user_agent: &str, peer: Peer) -> Response<Body> {
-    log_refusal(Known::Key(key.id), "insufficient_scope", user_agent, peer);
-    response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INSUFFICIENT_BODY))
+impl Asker<'_> {
+    /// Logs `verification_success` for `key`.
+    fn log_success(&self, key: &KeyView<'_>) {
+        if self.log.logs_verify_successes() {
+            let user_agent = logged::user_agent(self.headers, &Redactor::new(Some(self.secret)));
+            let fields = self.peer.log_fields();
+            self.log
+                .verification_success(key.id, key.name, &user_agent, fields);
+        }
+    }
+
+    /// 403 `Invalid API key` with `result`, logged as `verification_failed`.
+    fn refused(&self, known: Known<'_>, result: VerifyResult) -> (Response<Body>, VerifyResult) {
+        self.log_refusal(known, result.name());
+        let refusal = response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INVALID_BODY));
+        (refusal, result)
+    }
+
+    /// Logs `verification_failed` with the reason, the key or what may be said of the secret
+    /// (never the secret).
+    fn log_refusal(&self, known: Known<'_>, reason: &str) {
+        if !self.log.logs_verify_refusals() {
+            return;
+        }
+        let (key_id, secret_prefix, key_shaped) = match known {
+            Known::Key(id) => (Some(id), None, None),
+            Known::Prefix(secret) => match secret_prefix(secret) {
+                Some(prefix) => (None, Some(prefix), None),
+                None => (None, None, Some(false)),
+            },
+        };
+        let refused = Refused {
+            key_id,
+            secret_prefix,
+            key_shaped,
+            reason,
+        };
+        let user_agent = logged::user_agent(self.headers, &Redactor::new(Some(self.secret)));
+        self.log
+            .verification_failed(&refused, &user_agent, self.peer.log_fields());
+    }
 }
 
 /// The 403 body of a missing scope (what serde_json writes, checked by a test).
@@ -190,35 +210,6 @@ fn valid_body(key: &KeyView<'_>) -> Vec<u8> {
 enum Known<'a> {
     Key(&'a str),
     Prefix(&'a str),
-}
-
-/// 403 `Invalid API key`, logged as `verification_failed` with the reason and never the secret.
-fn refuse(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) -> Response<Body> {
-    log_refusal(known, reason, user_agent, peer);
-    response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INVALID_BODY))
-}
-
-/// Logs `verification_failed` with the reason, the key or what may be said of the secret.
-fn log_refusal(known: Known<'_>, reason: &str, user_agent: &str, peer: Peer) {
-    let (uid, pid, address) = peer.log_fields();
-    let (key_id, prefix, key_shaped) = match known {
-        Known::Key(id) => (Some(id), None, None),
-        Known::Prefix(secret) => match secret_prefix(secret) {
-            Some(prefix) => (None, Some(prefix), None),
-            None => (None, None, Some(false)),
-        },
-    };
-    tracing::warn!(
-        key_id = key_id,
-        secret_prefix = prefix,
-        key_shaped = key_shaped,
-        reason = reason,
-        user_agent = user_agent,
-        peer_uid = uid,
-        peer_pid = pid,
-        peer_addr = address,
-        "verification_failed"
-    );
 }
 
 /// The 403 body: what serde_json writes for `VerifyResponse::invalid(INVALID_API_KEY)`
