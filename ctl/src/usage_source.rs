@@ -4,9 +4,13 @@
 //!
 //! Any host that may write its report may write forged ones, so the fleet is read with its
 //! memory bounded: reports one at a time, each parsed key by key into the merge and dropped
-//! before the next is fetched, so that the merge grows with the number of distinct keys, not with
-//! the number of reports (per-host figures are kept only for `--detailed`); at most
-//! [`MAX_REPORT_BYTES`] per report, [`MAX_REPORTS`] reports, and `--max-bytes` in all.
+//! before the next is fetched, so that the merge grows with the store's keys, not with the number
+//! of reports nor with the key ids a forger makes up: usage of a key the store holds is always
+//! merged, usage of at most [`MAX_OTHER_KEYS`] other ids (a retired key's, shown as `not in
+//! store`) too, and any more is counted and left out with a warning (per-host figures are kept
+//! only for `--detailed`, and only for the ids kept). At most [`MAX_REPORT_BYTES`] per report,
+//! [`MAX_REPORTS`] reports, and `--max-bytes` in all are read, and the listing goes through at
+//! most [`MAX_LISTED`] objects and sub-prefixes.
 
 use crate::error::CtlError;
 use crate::keyview::shown;
@@ -14,9 +18,9 @@ use crate::report_reader::{self, ReportHead};
 use heare_auth_client::transport;
 use heare_auth_client::wire::KeyUsage;
 use heare_auth_store::timestamp::{self, UnixMillis};
-use heare_auth_store::{Fetched, ListedObject, S3Folder, S3Options, StoreError, size};
+use heare_auth_store::{Fetched, ListLimits, ListedObject, S3Folder, S3Options, StoreError, size};
 use heare_authd::config::ReportPrefix;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,30 +61,47 @@ impl Merged {
 /// Key id → usage.
 pub type UsageByKey = BTreeMap<String, Merged>;
 
+/// The ids of the store's keys: their usage is always merged.
+pub type StoredIds<'a> = HashSet<&'a str>;
+
+/// Key ids not in the store whose usage is merged at most (a retired key's is shown as `not in
+/// store`); usage of any further ones is counted and left out: a forged report may name millions
+/// of made-up ids, each far shorter than its place in the merge.
+const MAX_OTHER_KEYS: usize = 10_000;
+
 /// Usage merged key by key as it is read.
-struct Merge {
+struct Merge<'a> {
+    stored: &'a StoredIds<'a>,
     by_key: UsageByKey,
+    /// How many ids of `by_key` are not in `stored`.
+    others: usize,
+    /// Usages left out so far, of ids past [`MAX_OTHER_KEYS`].
+    left_out: u64,
     /// Keep each host's figures (`--detailed`).
     detailed: bool,
 }
 
-impl Merge {
-    fn new(detailed: bool) -> Self {
+impl<'a> Merge<'a> {
+    fn new(stored: &'a StoredIds<'a>, detailed: bool) -> Self {
         Merge {
+            stored,
             by_key: UsageByKey::new(),
+            others: 0,
+            left_out: 0,
             detailed,
         }
     }
 
-    /// Adds `host`'s usage of one key, last used `at` (its id moved into the map when the key is
-    /// new).
+    /// Adds `host`'s usage of one key, last used `at`, when its id is kept; counts it in
+    /// `left_out` otherwise.
     fn add(&mut self, host: &Arc<str>, usage: KeyUsage, at: Option<UnixMillis>) {
-        let merged = match self.by_key.get_mut(&usage.key_id) {
-            Some(merged) => merged,
-            None => self.by_key.entry(usage.key_id.clone()).or_default(),
+        let detailed = self.detailed;
+        let Some(merged) = self.entry(&usage.key_id) else {
+            self.left_out += 1;
+            return;
         };
         merged.add(&usage, at);
-        if self.detailed {
+        if detailed {
             merged.hosts.push(HostUsage {
                 host: Arc::clone(host),
                 verifications: usage.verifications,
@@ -88,10 +109,35 @@ impl Merge {
             });
         }
     }
+
+    /// The usage of key `id`: found, or made when the store holds the key or there is room for
+    /// one more other id; `None` when `id` is left out.
+    fn entry(&mut self, id: &str) -> Option<&mut Merged> {
+        if !self.by_key.contains_key(id) {
+            if !self.stored.contains(id) {
+                if self.others >= MAX_OTHER_KEYS {
+                    return None;
+                }
+                self.others += 1;
+            }
+            self.by_key.insert(id.to_string(), Merged::default());
+        }
+        self.by_key.get_mut(id)
+    }
 }
 
-/// The local daemon's usage (as host `local` for `detailed`).
-pub fn local(socket: &Path, detailed: bool) -> Result<UsageByKey, CtlError> {
+/// Warns that `source` named `left_out` usages of key ids not in the store that were left out.
+fn warn_left_out(source: &str, left_out: u64) {
+    if left_out > 0 {
+        eprintln!(
+            "warning: {source} names {left_out} more key id(s) that are not in the store: left out (at most {MAX_OTHER_KEYS} such ids are shown; that many is a forged report, or a store that lost its keys)"
+        );
+    }
+}
+
+/// The local daemon's usage (as host `local` for `detailed`), of the keys `stored` names and at
+/// most [`MAX_OTHER_KEYS`] others.
+pub fn local(socket: &Path, stored: &StoredIds, detailed: bool) -> Result<UsageByKey, CtlError> {
     let answer = transport::call(socket, "GET", "/usage", b"", Duration::from_secs(60))
         .map_err(|e| CtlError::Other(e.to_string()))?;
     if answer.status != 200 {
@@ -104,16 +150,21 @@ pub fn local(socket: &Path, detailed: bool) -> Result<UsageByKey, CtlError> {
         CtlError::Other("heare-authd's /usage answer is not what this version expects".into())
     })?;
     let host: Arc<str> = Arc::from("local");
-    let mut merge = Merge::new(detailed);
+    let mut merge = Merge::new(stored, detailed);
     for usage in listed {
         let at = last_use(&usage);
         merge.add(&host, usage, at);
     }
+    warn_left_out("the local daemon's usage", merge.left_out);
     Ok(merge.by_key)
 }
 
 /// Reports read at most: a fleet larger than this is a mistake in the prefix, or an attack.
 const MAX_REPORTS: usize = 10_000;
+
+/// Objects and sub-prefixes the listing of the reports goes through at most, reports or not: past
+/// it, a prefix flooded with other objects ends the reading with an error.
+const MAX_LISTED: usize = 10 * MAX_REPORTS;
 
 /// A report's times may run this far ahead of this clock; later ones are ignored (a forged
 /// "used in 9999" would keep a key out of `--unused-for` for ever).
@@ -127,22 +178,33 @@ pub struct FleetReading {
     pub detailed: bool,
 }
 
-/// Every host's report under `prefix`, merged; unreadable reports are named on stderr and left
-/// out. Returns the merge and the number of hosts read. Only `PREFIX/<host>.json` objects count
-/// (a host name of letters, digits, `-`, `_` and `.`; nothing in a sub-prefix is even listed), at
-/// most [`MAX_REPORTS`] of them; a host is named by its object, never by what the report says.
-/// Past `reading.max_bytes` of reports in all, nothing is shown: an error says so.
+/// Every host's report under `prefix`, merged (the keys `stored` names, and at most
+/// [`MAX_OTHER_KEYS`] others); unreadable reports are named on stderr and left out. Returns the
+/// merge and the number of hosts read. Only `PREFIX/<host>.json` objects count (a host name of
+/// letters, digits, `-`, `_` and `.`; nothing in a sub-prefix is even listed), at most
+/// [`MAX_REPORTS`] of them; a host is named by its object, never by what the report says. Past
+/// `reading.max_bytes` of reports in all, or [`MAX_LISTED`] objects and sub-prefixes listed,
+/// nothing is shown: an error says so.
 pub async fn fleet(
     prefix: &ReportPrefix,
     s3: &S3Options,
+    stored: &StoredIds<'_>,
     reading: &FleetReading,
 ) -> Result<(UsageByKey, usize), CtlError> {
     let folder = S3Folder::connect(&prefix.bucket, &prefix.prefix, s3).await;
+    let limits = ListLimits {
+        keep: MAX_REPORTS + 1,
+        seen: MAX_LISTED,
+    };
     let reports = folder
-        .list(MAX_REPORTS + 1, |key| {
-            host_of(&prefix.prefix, key).is_some()
-        })
-        .await?;
+        .list(limits, |key| host_of(&prefix.prefix, key).is_some())
+        .await
+        .map_err(|error| match error {
+            StoreError::TooManyListed { .. } => CtlError::Other(format!(
+                "{error}: is usage_report the prefix the daemons write? Move other objects out of it"
+            )),
+            error => error.into(),
+        })?;
     if reports.len() > MAX_REPORTS {
         return Err(CtlError::Other(format!(
             "over {MAX_REPORTS} reports under {prefix}: is usage_report the prefix the daemons write?"
@@ -157,7 +219,7 @@ pub async fn fleet(
         return Err(over_budget(prefix, reading.max_bytes, listed));
     }
     let now = timestamp::now();
-    let mut merge = Merge::new(reading.detailed);
+    let mut merge = Merge::new(stored, reading.detailed);
     let mut budget = Budget::new(reading.max_bytes);
     let mut hosts = 0;
     for report in &reports {
@@ -183,7 +245,7 @@ pub async fn fleet(
 }
 
 /// Merges `body`, the report of `host` (at `name`), when it is a whole report (the answer); warns
-/// and merges nothing otherwise.
+/// and merges nothing otherwise. Warns, too, of the usages it names that were left out.
 fn merge_report(
     body: &[u8],
     host: String,
@@ -200,11 +262,13 @@ fn merge_report(
     };
     warn_if_odd(&head, &host, now);
     let host: Arc<str> = Arc::from(host);
+    let left_out = merge.left_out;
     report_reader::each_key(body, |usage| {
         let at = believable(&usage, now);
         merge.add(&host, usage, at);
     })
     .map_err(|e| CtlError::Other(format!("{name}: {e}")))?;
+    warn_left_out(&format!("the report of {host}"), merge.left_out - left_out);
     Ok(true)
 }
 
@@ -339,7 +403,8 @@ mod tests {
         assert_eq!(believable(&forged, now), None);
         let fine = usage(1, Some("2026-01-01T00:00:00Z"), false);
         assert!(believable(&fine, now).is_some());
-        let mut merge = Merge::new(false);
+        let stored = StoredIds::new();
+        let mut merge = Merge::new(&stored, false);
         let at = believable(&forged, now);
         merge.add(&Arc::from("a"), forged, at);
         let merged = &merge.by_key["k"];
@@ -363,8 +428,9 @@ mod tests {
     #[test]
     fn merging_sums_counts_and_keeps_the_latest_use() {
         let (a, b, c) = (Arc::from("a"), Arc::from("b"), Arc::from("c"));
+        let stored = StoredIds::from(["k"]);
         for detailed in [false, true] {
-            let mut merge = Merge::new(detailed);
+            let mut merge = Merge::new(&stored, detailed);
             for (host, usage) in [
                 (&a, usage(3, Some("2026-01-02T00:00:00.000Z"), true)),
                 (&b, usage(4, Some("2026-01-01T00:00:00.000Z"), false)),
@@ -381,6 +447,49 @@ mod tests {
             let hosts: Vec<&str> = merged.hosts.iter().map(|h| &*h.host).collect();
             let expected: &[&str] = if detailed { &["a", "b", "c"] } else { &[] };
             assert_eq!(hosts, expected, "per-host rows only when detailed");
+        }
+    }
+
+    #[test]
+    fn ids_not_in_the_store_are_kept_up_to_a_limit_then_counted() {
+        let stored = StoredIds::from(["stored-1", "stored-2"]);
+        let host = Arc::from("h");
+        for detailed in [false, true] {
+            let mut merge = Merge::new(&stored, detailed);
+            let mut add = |id: String, n: u64| {
+                let usage = KeyUsage {
+                    key_id: id,
+                    ..usage(n, None, false)
+                };
+                merge.add(&host, usage, None);
+            };
+            add("stored-1".into(), 1);
+            for n in 0..MAX_OTHER_KEYS + 5 {
+                add(format!("other-{n}"), 1);
+            }
+            add("other-0".into(), 2);
+            add("stored-2".into(), 3);
+            add("stored-1".into(), 4);
+            add(format!("other-{}", MAX_OTHER_KEYS + 1), 1);
+            assert_eq!(merge.by_key.len(), MAX_OTHER_KEYS + 2);
+            assert_eq!(merge.left_out, 6, "five new ids, one of them twice");
+            assert_eq!(
+                merge.by_key["stored-1"].verifications, 5,
+                "past the limit too"
+            );
+            assert_eq!(merge.by_key["stored-2"].verifications, 3);
+            assert_eq!(
+                merge.by_key["other-0"].verifications, 3,
+                "a kept id still merges"
+            );
+            assert!(
+                !merge
+                    .by_key
+                    .contains_key(&format!("other-{MAX_OTHER_KEYS}"))
+            );
+            let rows: usize = merge.by_key.values().map(|m| m.hosts.len()).sum();
+            let expected = if detailed { MAX_OTHER_KEYS + 4 } else { 0 };
+            assert_eq!(rows, expected, "per-host rows only for the ids kept");
         }
     }
 }

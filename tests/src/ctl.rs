@@ -2,8 +2,9 @@
 //! its peak memory.
 
 use crate::daemon::binary;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 /// `heare-authctl --config <empty> --store URL --socket PATH …`, with a clean environment.
 pub struct Ctl {
@@ -41,32 +42,50 @@ impl Ctl {
     }
 
     /// Runs a command as [`Ctl::run`] does, and returns with its output the process's peak
-    /// resident memory in KiB (`ru_maxrss` from `wait4` on its own pid: no other process counts).
+    /// resident memory in KiB: its own, counted by `wait4` in the small `peak-rss` process that
+    /// spawns it (spawned from the test process, it would count this process's peak too).
     pub fn run_measured(&self, args: &[&str]) -> (Output, u64) {
         let dir = self.config.parent().expect("the config's directory");
         let (out, err) = (dir.join("measured.stdout"), dir.join("measured.stderr"));
-        #[expect(
-            clippy::zombie_processes,
-            reason = "reaped by wait4 below, with its rusage"
-        )]
-        let child = self
-            .command(args)
+        let report = dir.join("measured.peak");
+        let mut launcher = Command::new(binary("peak-rss"));
+        launcher.arg(&report).arg(binary("heare-authctl"));
+        let done = self
+            .configured(launcher, args)
             .stdout(std::fs::File::create(&out).expect("create the stdout file"))
             .stderr(std::fs::File::create(&err).expect("create the stderr file"))
-            .spawn()
-            .expect("run heare-authctl");
-        let (status, peak_kib) = wait4(child.id());
-        let output = Output {
-            status,
-            stdout: std::fs::read(&out).expect("read stdout"),
-            stderr: std::fs::read(&err).expect("read stderr"),
+            .status()
+            .expect("run peak-rss");
+        let stderr = std::fs::read(&err).expect("read stderr");
+        assert!(
+            done.success(),
+            "peak-rss: {}",
+            String::from_utf8_lossy(&stderr)
+        );
+        let measured = std::fs::read_to_string(&report).expect("read the peak-rss report");
+        let [status, peak] = measured
+            .split_whitespace()
+            .map(|n| n.parse::<i64>().expect("a number"))
+            .collect::<Vec<_>>()[..]
+        else {
+            panic!("peak-rss wrote {measured:?}");
         };
-        (output, peak_kib)
+        let output = Output {
+            status: ExitStatus::from_raw(i32::try_from(status).expect("a wait status")),
+            stdout: std::fs::read(&out).expect("read stdout"),
+            stderr,
+        };
+        (output, u64::try_from(peak).expect("a peak size"))
     }
 
     /// The command [`Ctl::run`] runs, for a caller that runs it its own way.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary("heare-authctl"));
+        self.configured(Command::new(binary("heare-authctl")), args)
+    }
+
+    /// `command` (heare-authctl, or a program that runs it with the arguments after its own)
+    /// with ctl's arguments, `args` and the clean environment.
+    fn configured(&self, mut command: Command, args: &[&str]) -> Command {
         command
             .arg("--config")
             .arg(&self.config)
@@ -105,29 +124,4 @@ impl Ctl {
             out["secret"].as_str().expect("secret").to_string(),
         )
     }
-}
-
-/// Waits for child `pid` (reaping it: its `Child` must not be waited for again) and returns its
-/// exit status with its peak resident memory in KiB.
-fn wait4(pid: u32) -> (std::process::ExitStatus, u64) {
-    use std::os::unix::process::ExitStatusExt;
-    let pid = libc::pid_t::try_from(pid).expect("a pid");
-    let mut status: libc::c_int = 0;
-    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: both pointers are to live locals of the right types.
-        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if waited == pid {
-            break;
-        }
-        let error = std::io::Error::last_os_error();
-        assert_eq!(
-            error.kind(),
-            std::io::ErrorKind::Interrupted,
-            "wait4 {pid}: {error}"
-        );
-    }
-    let peak = u64::try_from(usage.ru_maxrss).expect("a peak size");
-    (std::process::ExitStatus::from_raw(status), peak)
 }

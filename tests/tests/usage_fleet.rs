@@ -4,8 +4,9 @@
 //! host's own figures with `--detailed`. A report that is not one is skipped with a warning.
 //!
 //! Any host may forge reports, so ctl's memory is bounded: twenty reports of the same keys cost
-//! no more than one (measured on the real process), `--max-bytes` caps the bytes read in all, and
-//! objects in sub-prefixes are neither read nor counted.
+//! no more than one, and a report of millions of made-up key ids no more than one of the store's
+//! keys (measured on the real process); `--max-bytes` caps the bytes read in all, and other
+//! objects under the prefix and anything in its sub-prefixes are neither read nor counted.
 
 use heare_auth_client::wire::{KeyUsage, UsageReport};
 use heare_auth_store::{size, timestamp};
@@ -271,4 +272,182 @@ fn reports_in_sub_prefixes_are_neither_read_nor_counted() {
         .map(|r| r["verifications"].as_u64().unwrap())
         .collect();
     assert_eq!(counts, [1, 2, 3], "one report's counts, not four");
+}
+
+/// The store's keys for [`report_body`]: `key_fleet_<n>`, `count` of them.
+fn store_keys(count: usize) -> Vec<u8> {
+    let keys: Vec<TestKey> = (0..count)
+        .map(|n| {
+            let secret = format!("sec_0Fleet{n:055}");
+            TestKey::new(&format!("key_fleet_{n:07}"), &secret).hashed()
+        })
+        .collect();
+    key_file(&keys)
+}
+
+/// `body` with the usage of `key_fleet_retired` (no longer in the store) added: 5 verifications.
+fn with_retired_key(body: &[u8]) -> Vec<u8> {
+    let mut report: Value = serde_json::from_slice(body).unwrap();
+    let retired = KeyUsage {
+        key_id: "key_fleet_retired".into(),
+        verifications: 5,
+        last_verified_at: Some(timestamp::format(timestamp::now())),
+        last_used_previous_secret: false,
+    };
+    let keys = report["keys"].as_array_mut().unwrap();
+    keys.push(serde_json::to_value(retired).unwrap());
+    serde_json::to_vec(&report).unwrap()
+}
+
+/// `body`, a report, grown to exactly `len` bytes with a field no reader knows.
+fn padded(body: &[u8], len: usize) -> Vec<u8> {
+    const FIELD: &str = r#"{"padding":"","#;
+    let fill = len - body.len() - (FIELD.len() - 1);
+    let mut padded = format!(r#"{{"padding":"{}","#, "x".repeat(fill)).into_bytes();
+    padded.extend_from_slice(&body[1..]);
+    assert_eq!(padded.len(), len);
+    padded
+}
+
+/// `body`, a report, with `count` made-up key ids after its keys, none in the store, each in the
+/// shortest form serde accepts: a struct as an array, `["<hex>",1,null]` (about 17 bytes, where
+/// each would take some 150 bytes in a merge).
+fn with_made_up_keys(body: &[u8], count: usize) -> Vec<u8> {
+    let report: Value = serde_json::from_slice(body).unwrap();
+    let mut keys = serde_json::to_string(&report["keys"]).unwrap();
+    keys.pop();
+    for n in 0..count {
+        keys.push_str(&format!(",[\"{n:x}\",1,null]"));
+    }
+    keys.push(']');
+    let written_at = &report["written_at"];
+    format!(r#"{{"host_id":"host-0","written_at":{written_at},"keys":{keys}}}"#).into_bytes()
+}
+
+/// `usage --fleet --json` and more `args`: (rows, stderr, peak KiB); must succeed.
+fn rows_measured(ctl: &Ctl, args: &[&str]) -> (Vec<Value>, String, u64) {
+    let args = [&["usage", "--fleet", "--json"], args].concat();
+    let (output, peak) = ctl.run_measured(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    (
+        serde_json::from_slice(&output.stdout).unwrap(),
+        stderr,
+        peak,
+    )
+}
+
+/// The rows whose state is `not in store`.
+fn not_in_store(rows: &[Value]) -> Vec<&Value> {
+    rows.iter()
+        .filter(|row| row["state"] == "not in store")
+        .collect()
+}
+
+#[test]
+fn made_up_key_ids_in_a_forged_report_cost_no_more_than_the_stores_keys() {
+    const KEYS: usize = 1_000;
+    const MADE_UP: usize = 2_000_000;
+    /// Ids not in the store that ctl keeps (`usage_source::MAX_OTHER_KEYS`).
+    const KEPT: usize = 10_000;
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    s3.put_object(BUCKET, OBJECT, &store_keys(KEYS)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = fleet_ctl(&s3, dir.path(), &dir.path().join("none.sock"));
+    let genuine = with_retired_key(&report_body("host-0", KEYS));
+    let forged = with_made_up_keys(&genuine, MADE_UP);
+    let report = "fleet/usage/host-0.json";
+
+    // The store's keys and a retired one, in a report as large as the forged one.
+    s3.put_object(BUCKET, report, &padded(&genuine, forged.len()))
+        .unwrap();
+    let (rows, stderr, genuine_peak) = rows_measured(&ctl, &[]);
+    assert_eq!(rows.len(), KEYS + 1, "{stderr}");
+    assert_eq!(rows[5]["key_id"], "key_fleet_0000005");
+    assert_eq!(rows[5]["verifications"], 6);
+    let retired = not_in_store(&rows);
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0]["key_id"], "key_fleet_retired");
+    assert_eq!(retired[0]["verifications"], 5);
+    assert!(!stderr.contains("left out"), "{stderr}");
+
+    s3.put_object(BUCKET, report, &forged).unwrap();
+    let (rows, stderr, forged_peak) = rows_measured(&ctl, &[]);
+    eprintln!(
+        "peak memory for a report of {} bytes: {genuine_peak} KiB of the store's keys, {forged_peak} KiB with {MADE_UP} made-up ids",
+        forged.len()
+    );
+    let left_out = MADE_UP + 1 - KEPT;
+    assert!(
+        stderr.contains(&format!(
+            "the report of host-0 names {left_out} more key id(s) that are not in the store: left out"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(rows.len(), KEYS + KEPT);
+    assert_eq!(
+        rows[5]["verifications"], 6,
+        "the store's keys are all merged"
+    );
+    assert_eq!(not_in_store(&rows).len(), KEPT);
+    assert_eq!(
+        not_in_store(&rows)[0]["key_id"],
+        "0",
+        "the first ids read are kept"
+    );
+    assert!(
+        forged_peak <= genuine_peak + 8 * 1024,
+        "{MADE_UP} made-up key ids took {forged_peak} KiB, over the {genuine_peak} KiB of the store's keys and 8 MiB"
+    );
+
+    let (rows, _, _) = rows_measured(&ctl, &["--detailed"]);
+    let per_host: usize = rows
+        .iter()
+        .map(|r| r["hosts"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(per_host, KEYS + KEPT, "per-host rows only for the ids kept");
+}
+
+#[test]
+fn other_objects_under_the_prefix_are_neither_read_nor_counted() {
+    // Over one page of a listing (1000 entries) in all, with a report on each page.
+    const JUNK: usize = 500;
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    s3.put_object(BUCKET, OBJECT, &store_keys(3)).unwrap();
+    let body = report_body("host-a", 3);
+    s3.put_object(BUCKET, "fleet/usage/host-a.json", &body)
+        .unwrap();
+    s3.put_object(BUCKET, "fleet/usage/zz-host.json", &body)
+        .unwrap();
+    // Reports under other names and in sub-prefixes: read, they would change the counts.
+    s3.put_object(BUCKET, "fleet/usage/junk.txt", &body)
+        .unwrap();
+    for n in 0..JUNK {
+        let (other, nested) = (
+            format!("fleet/usage/junk-{n:04}.txt"),
+            format!("fleet/usage/sub-{n:04}/host.json"),
+        );
+        s3.copy_object(BUCKET, "fleet/usage/junk.txt", &other)
+            .unwrap();
+        s3.copy_object(BUCKET, "fleet/usage/junk.txt", &nested)
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = fleet_ctl(&s3, dir.path(), &dir.path().join("none.sock"));
+    // Within the bytes of the two reports: nothing else is counted against it.
+    let limit = (2 * body.len()).to_string();
+
+    let (rows, stderr, _) = rows_measured(&ctl, &["--max-bytes", &limit]);
+    assert!(stderr.contains("2 host report(s)"), "{stderr}");
+    assert!(
+        !stderr.contains("junk") && !stderr.contains("sub-"),
+        "no other object is read: {stderr}"
+    );
+    let counts: Vec<u64> = rows
+        .iter()
+        .map(|r| r["verifications"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [2, 4, 6], "the two reports' counts, no more");
 }

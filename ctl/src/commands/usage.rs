@@ -2,12 +2,15 @@
 //! local daemon's `GET /usage`) or over the fleet (`--fleet`: every host's report under
 //! `usage_report`) — so an operator sees keys nobody uses (`--unused-for 30d`) and keys whose
 //! clients still present the previous secret after a rotation (`PREVIOUS SECRET`). Keys that
-//! have usage but are no longer in the store are listed too, as `not in store`.
+//! have usage but are no longer in the store are listed too, as `not in store` (at most
+//! `usage_source::MAX_OTHER_KEYS` of them). The store is read first, and an unreadable store
+//! fails the command before any usage is read: the usage shown is that of the store's keys, and
+//! only the store's key ids bound what the reports may make the merge hold.
 
 use crate::context::Context;
 use crate::error::CtlError;
 use crate::keyview;
-use crate::usage_source::{self, FleetReading, Merged, UsageByKey};
+use crate::usage_source::{self, FleetReading, Merged, StoredIds, UsageByKey};
 use heare_auth_store::timestamp::{self, UnixMillis};
 use heare_auth_store::{duration, size};
 use serde_json::{Map, Value, json};
@@ -35,8 +38,13 @@ pub async fn run(context: &Context, args: &UsageArgs) -> Result<(), CtlError> {
     };
     let max_bytes =
         size::parse(&args.max_bytes).map_err(|e| CtlError::Usage(format!("--max-bytes: {e}")))?;
-    let usage = gather(context, args, max_bytes).await?;
     let (stored, _) = context.read().await?;
+    let ids: StoredIds = stored
+        .document
+        .keys()
+        .filter_map(|key| key.get("id").and_then(Value::as_str))
+        .collect();
+    let usage = gather(context, args, &ids, max_bytes).await?;
     let mut rows = joined(stored.document.keys(), usage, now);
     if let Some(since) = unused_since {
         rows.retain(|row| unused(row, since));
@@ -49,13 +57,16 @@ pub async fn run(context: &Context, args: &UsageArgs) -> Result<(), CtlError> {
     }
 }
 
+/// The usage of the keys `stored` names (and of a bounded number of others), from the local
+/// daemon or, with `--fleet`, every host's report.
 async fn gather(
     context: &Context,
     args: &UsageArgs,
+    stored: &StoredIds<'_>,
     max_bytes: u64,
 ) -> Result<UsageByKey, CtlError> {
     if !args.fleet {
-        return usage_source::local(context.socket(), args.detailed);
+        return usage_source::local(context.socket(), stored, args.detailed);
     }
     let Some(prefix) = &context.config.usage.report else {
         return Err(CtlError::Usage(
@@ -66,7 +77,8 @@ async fn gather(
         max_bytes,
         detailed: args.detailed,
     };
-    let (merged, hosts) = usage_source::fleet(prefix, &context.config.store.s3, &reading).await?;
+    let (merged, hosts) =
+        usage_source::fleet(prefix, &context.config.store.s3, stored, &reading).await?;
     eprintln!("{hosts} host report(s) under {prefix}");
     Ok(merged)
 }

@@ -32,7 +32,7 @@ pub use file::FileStore;
 #[cfg(feature = "s3")]
 use s3::S3Store;
 #[cfg(feature = "s3")]
-pub use s3::{ListedObject, S3Folder};
+pub use s3::{ListLimits, ListedObject, S3Folder};
 pub use s3_options::S3Options;
 pub use url::{StoreUrl, StoreUrlError};
 
@@ -66,6 +66,9 @@ pub enum StoreError {
     },
     #[error("{store} changed since it was read (someone else wrote it)")]
     Conflict { store: String },
+    /// A listing went through more objects and sub-prefixes than it may (see `S3Folder::list`).
+    #[error("over {limit} objects and sub-prefixes under {store}: the listing stopped there")]
+    TooManyListed { store: String, limit: usize },
     #[error("cannot write {store}: {message}")]
     WriteFailed { store: String, message: String },
     /// Another process held the file store's lock for longer than the writer would wait.

@@ -203,6 +203,36 @@ pub struct ListedObject {
     pub size: u64,
 }
 
+/// How far [`S3Folder::list`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListLimits {
+    /// The most objects kept.
+    pub keep: usize,
+    /// The most objects and sub-prefixes gone through in all, kept or not.
+    pub seen: usize,
+}
+
+/// The entries a listing has gone through, against its limit.
+struct Seen {
+    count: usize,
+    limit: usize,
+}
+
+impl Seen {
+    fn new(limit: usize) -> Self {
+        Seen { count: 0, limit }
+    }
+
+    /// Counts `entries` more; the limit when that passes it.
+    fn add(&mut self, entries: usize) -> Result<(), usize> {
+        self.count = self.count.saturating_add(entries);
+        if self.count > self.limit {
+            return Err(self.limit);
+        }
+        Ok(())
+    }
+}
+
 /// The objects directly under a prefix of a bucket — a "folder", `/` delimiting — listed and read
 /// through one client: a fleet's usage reports. Objects in sub-prefixes (`PREFIX/sub/x`) are
 /// never listed, so they are neither read nor counted.
@@ -221,14 +251,18 @@ impl S3Folder {
         }
     }
 
-    /// The objects directly under the prefix that `keep` accepts, at most `limit` of them (page
-    /// by page; objects `keep` refuses are neither kept nor counted).
+    /// The objects directly under the prefix that `keep` accepts, at most `limits.keep` of them
+    /// (page by page; objects `keep` refuses are not kept). Every object and sub-prefix a page
+    /// holds counts against `limits.seen`: past it the listing stops with
+    /// [`StoreError::TooManyListed`], so that a prefix flooded with other objects is not paged
+    /// through for ever.
     pub async fn list(
         &self,
-        limit: usize,
+        limits: ListLimits,
         keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<ListedObject>, StoreError> {
         let mut listed = Vec::new();
+        let mut seen = Seen::new(limits.seen);
         let mut pages = self
             .store
             .client
@@ -238,11 +272,16 @@ impl S3Folder {
             .delimiter("/")
             .into_paginator()
             .send();
-        while listed.len() < limit
+        while listed.len() < limits.keep
             && let Some(page) = pages.next().await
         {
             let page =
                 page.map_err(|error| self.store.unavailable(explain(&error, self.store.timeout)))?;
+            seen.add(page.contents().len() + page.common_prefixes().len())
+                .map_err(|limit| StoreError::TooManyListed {
+                    store: self.store.describe(),
+                    limit,
+                })?;
             listed.extend(page.contents().iter().filter_map(|object| {
                 let key = object.key().filter(|key| keep(key))?;
                 Some(ListedObject {
@@ -251,7 +290,7 @@ impl S3Folder {
                 })
             }));
         }
-        listed.truncate(limit);
+        listed.truncate(limits.keep);
         Ok(listed)
     }
 
@@ -383,5 +422,22 @@ impl KeyStore for S3Store {
         condition: WriteCondition,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         Box::pin(self.put_object(body, condition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_stops_past_its_limit_of_entries() {
+        let mut seen = Seen::new(2_500);
+        assert_eq!(seen.add(1_000), Ok(()));
+        assert_eq!(seen.add(1_000), Ok(()));
+        assert_eq!(seen.add(500), Ok(()), "up to the limit is fine");
+        assert_eq!(seen.add(1), Err(2_500), "one past it is not");
+        let mut flood = Seen::new(10);
+        assert_eq!(flood.add(usize::MAX), Err(10));
+        assert_eq!(flood.add(usize::MAX), Err(10), "the count does not wrap");
     }
 }
