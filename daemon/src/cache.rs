@@ -7,7 +7,6 @@
 //! never followed.
 
 use heare_auth_store::safe_file::{Dir, Ownership, SafeFileError};
-use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -40,15 +39,7 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, SystemTime), Sa
         let absent = std::io::Error::new(std::io::ErrorKind::NotFound, "it does not exist");
         failed("read", absent)
     })?;
-    let mut body = Vec::new();
-    file.by_ref()
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut body)
-        .map_err(|source| failed("read", source))?;
-    if body.len() as u64 > limit {
-        let large = std::io::Error::new(std::io::ErrorKind::FileTooLarge, "it is too large");
-        return Err(failed("read", large));
-    }
+    let body = heare_auth_store::safe_file::read_bounded(&mut file, path, limit)?;
     let written = file
         .metadata()
         .and_then(|metadata| metadata.modified())
