@@ -4,10 +4,10 @@
 //! atomically — temporary file, fsync, rename, fsync of the directory — with mode 0600, so a crash
 //! mid-write leaves the previous cache intact and no other user can read it. Both directions go
 //! through [`heare_auth_store::safe_file`]: a link or a non-regular file at the cache's name is refused,
-//! never followed.
+//! never followed, and a cache larger than the store's bodies may be (`max_store_bytes`) is
+//! refused rather than read whole.
 
 use heare_auth_store::safe_file::{Dir, Ownership, SafeFileError};
-use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -23,13 +23,9 @@ pub fn write(path: &Path, body: &[u8]) -> Result<(), SafeFileError> {
     dir.replace(&name, body, private).map(drop)
 }
 
-/// Reads the cache: its body and when it was written.
-pub fn read(path: &Path) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
-    read_limited(path, u64::MAX)
-}
-
-/// [`read`] of a file that must not be larger than `limit` bytes (refused if it is).
-pub fn read_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
+/// Reads the cache (or another file written by [`write`]): its body and when it was written; a
+/// file larger than `limit` bytes is refused.
+pub fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, SystemTime), SafeFileError> {
     let failed = |action, source| SafeFileError::Io {
         action,
         path: path.to_path_buf(),
@@ -40,15 +36,7 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, SystemTime), Sa
         let absent = std::io::Error::new(std::io::ErrorKind::NotFound, "it does not exist");
         failed("read", absent)
     })?;
-    let mut body = Vec::new();
-    file.by_ref()
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut body)
-        .map_err(|source| failed("read", source))?;
-    if body.len() as u64 > limit {
-        let large = std::io::Error::new(std::io::ErrorKind::FileTooLarge, "it is too large");
-        return Err(failed("read", large));
-    }
+    let body = heare_auth_store::safe_file::read_bounded(&mut file, path, limit)?;
     let written = file
         .metadata()
         .and_then(|metadata| metadata.modified())
@@ -67,8 +55,12 @@ mod tests {
         let path = dir.path().join("keys.cache");
         write(&path, b"one").unwrap();
         write(&path, b"two").unwrap();
-        let (body, _) = read(&path).unwrap();
+        let (body, _) = read(&path, 3).unwrap();
         assert_eq!(body, b"two");
+        assert!(matches!(
+            read(&path, 2),
+            Err(SafeFileError::TooLarge { limit: 2, .. })
+        ));
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600

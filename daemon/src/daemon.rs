@@ -392,6 +392,7 @@ async fn reloader(config: &StoreSettings) -> Reloader {
         store,
         storage_secret: config.storage_secret.clone(),
         cache_path: config.cache_path.clone(),
+        max_cache_bytes: config.max_store_bytes,
         max_stale: config.max_stale,
         refresh_interval: config.refresh_interval,
         refresh_jitter: config.refresh_jitter,

@@ -95,6 +95,9 @@ pub struct Reloader {
     pub store: Box<dyn KeyStore>,
     pub storage_secret: Option<StorageSecret>,
     pub cache_path: Option<PathBuf>,
+    /// A cache larger than this (`max_store_bytes`: no store body it holds can be larger) is
+    /// refused, not read whole.
+    pub max_cache_bytes: u64,
     pub max_stale: Option<Duration>,
     pub refresh_interval: Option<Duration>,
     pub refresh_jitter: Jitter,
@@ -472,7 +475,8 @@ impl Reloader {
             cause,
         };
         let owned = path.to_path_buf();
-        let (body, written) = tokio::task::spawn_blocking(move || cache::read(&owned))
+        let limit = self.max_cache_bytes;
+        let (body, written) = tokio::task::spawn_blocking(move || cache::read(&owned, limit))
             .await
             .map_err(|e| ReloadError::Cancelled(e.to_string()))?
             .map_err(|e| unusable(BodyError::File(Arc::new(e))))?;

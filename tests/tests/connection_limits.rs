@@ -547,3 +547,65 @@ fn many_loopback_addresses_cannot_take_the_unix_sockets_slots() {
     );
     drop(held);
 }
+
+/// Sets process `pid`'s descriptor limits (root may set any process's).
+fn set_nofile(pid: u32, soft: u64, hard: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: `limit` is a live local of the right type; the old limits are not asked for.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The daemon caps `max_connections` to its descriptors, so a flood never reaches EMFILE (above);
+/// only its limit lowered while it runs (`prlimit`, as here) does. Then every accept fails, each
+/// 50 ms back-off: `accept_failed` is logged once per 10 s with the failures left out counted,
+/// not twenty times a second, and the waiting client is served once descriptors are back.
+#[test]
+fn a_lasting_accept_failure_is_logged_once_per_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = builder(dir.path(), "").start().unwrap();
+    let pid = daemon.pid().as_raw() as u32;
+    let (soft, hard) = nofile_of(pid);
+    set_nofile(pid, 0, hard);
+    let mut client = UnixStream::connect(&daemon.socket).unwrap();
+    client
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let first = daemon.wait_events("accept_failed");
+    let mut lines = Vec::new();
+    let second = heare_auth_tests::wait_until(Duration::from_secs(30), || {
+        lines = daemon.events("accept_failed");
+        lines.len() >= 2
+    });
+    set_nofile(pid, soft, hard);
+    let mut answer = String::new();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = client.read_to_string(&mut answer);
+
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["suppressed"], 0, "{}", first[0]);
+    assert!(
+        first[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Too many open files")),
+        "{}",
+        first[0]
+    );
+    assert!(second, "no second accept_failed line: {}", daemon.log());
+    // Seen as soon as there were two: a third is 10 s away.
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let suppressed = lines[1]["suppressed"].as_u64().unwrap_or(0);
+    assert!(suppressed > 0, "{}", lines[1]);
+    let at = |line: &serde_json::Value| {
+        heare_auth_store::timestamp::parse(line["timestamp"].as_str().unwrap()).unwrap()
+    };
+    assert!(at(&lines[1]) - at(&lines[0]) >= 10_000, "{lines:?}");
+    println!("accept failed {suppressed} times between the two lines, unlogged");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

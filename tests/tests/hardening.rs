@@ -1,15 +1,18 @@
 //! Smaller holes found in review, each performed against the real binaries: an empty secret that
 //! verified, a Unix password typed at the wrong prompt landing in the log, a configuration error
-//! quoting the storage secret, and a daemon whose memory and environment (STORAGE_SECRET) any
-//! other process of its user could read.
+//! quoting the storage secret, a daemon whose memory and environment (STORAGE_SECRET) any
+//! other process of its user could read, and secret files (a FIFO, a link, a huge file planted by
+//! the owner of their directory) that hung or fed the start and heare-authctl.
 
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{DaemonBuilder, binary};
 use heare_auth_tests::http::Request;
 use heare_auth_tests::keys::{TestKey, key_file, secret_hash};
+use heare_auth_tests::process::Group;
 use heare_auth_tests::wait_until;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -282,5 +285,168 @@ fn key_names_cannot_drive_the_operators_terminal() {
             "{args:?} printed a control character: {out:?}"
         );
         assert!(out.contains("key_escape"), "{out}");
+    }
+}
+
+/// `nobody`, the owner of a directory the secret files were put in.
+const NOBODY: u32 = 65534;
+
+/// A directory `nobody` owns (as the daemon's user owns its state directory), in `root`.
+fn nobodys_directory(root: &Path) -> PathBuf {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "switches to nobody with setpriv: run as root (CI does)"
+    );
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = root.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    theirs
+}
+
+/// Runs `program args` as `nobody`: the directory's owner planting something.
+fn as_nobody(program: &str, args: &[&str]) {
+    let status = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(program)
+        .args(args)
+        .status()
+        .expect("run setpriv");
+    assert!(status.success(), "nobody's {program} {args:?} failed");
+}
+
+/// The configuration naming `path` as `setting`'s secret file.
+fn secret_file_config(setting: &str, path: &Path) -> String {
+    match setting {
+        "storage_secret_file" => {
+            format!("storage_secret_file = {:?}\n", path.display().to_string())
+        }
+        _ => format!(
+            "[stats]\nprotocol = \"udp\"\ndest_host = \"127.0.0.1\"\ndest_port = 8125\nsecret_file = {:?}\n",
+            path.display().to_string()
+        ),
+    }
+}
+
+/// Runs `command` as the leader of a process group of its own, for at most 20 s: its exit
+/// status and stderr, or `None` when it had not finished (the whole group is then stopped).
+fn run_bounded(command: &mut Command, dir: &Path) -> (Option<std::process::ExitStatus>, String) {
+    let stderr = dir.join("bounded.stderr");
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    let mut group = Group::spawn(command).unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(20), || {
+        status = group.try_wait().ok().flatten();
+        status.is_some()
+    });
+    drop(group);
+    (status, std::fs::read_to_string(&stderr).unwrap_or_default())
+}
+
+/// The daemon's start and `heare-authctl list` (which reads the daemon's configuration, as root)
+/// with `config`: each must end by itself with exit 2 and an error holding `expected`.
+fn start_and_ctl_refuse(dir: &Path, config: &str, expected: &str) {
+    let store = dir.join("keys.json");
+    std::fs::write(&store, key_file(&[TestKey::new("key_h", SECRET)])).unwrap();
+    let url = format!("file://{}", store.display());
+    let config_path = dir.join("daemon.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let socket = dir.join("d.sock");
+    let mut daemon = Command::new(binary("heare-authd"));
+    daemon
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--store", &url])
+        .arg("--socket")
+        .arg(&socket)
+        .env_clear();
+    let ctl = Ctl::new(dir, &url, &socket).config_text(config);
+    for (who, mut command) in [
+        ("heare-authd", daemon),
+        ("heare-authctl list", ctl.command(&["list"])),
+    ] {
+        let (status, stderr) = run_bounded(&mut command, dir);
+        assert!(status.is_some(), "{who} hung on {config:?}");
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{who}: {stderr}");
+        assert!(stderr.contains(expected), "{who}: {stderr}");
+        assert!(!socket.exists(), "{who} served");
+    }
+}
+
+/// The directory holding `storage_secret_file` or `[stats] secret_file` belongs to another user,
+/// who plants a FIFO at the name. Before, the daemon's start and every heare-authctl command
+/// blocked for ever in `open` (no timeout covers it, `--lock-timeout` included); now both end at
+/// once with exit 2, naming the setting and the file. The configuration file itself (`--config`)
+/// gets the same check.
+#[test]
+fn a_fifo_planted_at_a_secret_file_hangs_neither_the_start_nor_ctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = nobodys_directory(dir.path());
+    for setting in ["storage_secret_file", "stats.secret_file"] {
+        let fifo = theirs.join(setting);
+        as_nobody("mkfifo", &[fifo.to_str().unwrap()]);
+        let expected = format!(
+            "setting {setting}: refusing {}: it is not a regular file",
+            fifo.display()
+        );
+        start_and_ctl_refuse(dir.path(), &secret_file_config(setting, &fifo), &expected);
+    }
+    let fifo = theirs.join("config.toml");
+    as_nobody("mkfifo", &[fifo.to_str().unwrap()]);
+    let (status, stderr) = run_bounded(
+        Command::new(binary("heare-authd"))
+            .arg("--config")
+            .arg(&fifo)
+            .arg("--check-config")
+            .env_clear(),
+        dir.path(),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("configuration file") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}
+
+/// The same directory's owner plants a link at the secret file's name, to a root-only file they
+/// cannot read (root's heare-authctl would use its content as the storage secret, telling them
+/// whether it is blank or large and deriving from it a key they may test guesses against), or a
+/// file too large to be a secret (64 KiB + 1): both refused, at start and by heare-authctl, with
+/// the setting named.
+#[test]
+fn a_link_or_a_huge_file_at_a_secret_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = nobodys_directory(dir.path());
+    let root_only = dir.path().join("root-only");
+    std::fs::write(&root_only, "a root-only file\n").unwrap();
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for setting in ["storage_secret_file", "stats.secret_file"] {
+        let link = theirs.join(format!("{setting}.link"));
+        as_nobody(
+            "ln",
+            &["-s", root_only.to_str().unwrap(), link.to_str().unwrap()],
+        );
+        let expected = format!(
+            "setting {setting}: refusing {}: it is a symbolic link",
+            link.display()
+        );
+        start_and_ctl_refuse(dir.path(), &secret_file_config(setting, &link), &expected);
+
+        let huge = theirs.join(format!("{setting}.huge"));
+        as_nobody(
+            "sh",
+            &[
+                "-c",
+                &format!("head -c 65537 /dev/zero | tr '\\0' a > {}", huge.display()),
+            ],
+        );
+        let expected = format!(
+            "setting {setting}: refusing {}: it is larger than 65536 bytes",
+            huge.display()
+        );
+        start_and_ctl_refuse(dir.path(), &secret_file_config(setting, &huge), &expected);
     }
 }

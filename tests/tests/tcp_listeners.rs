@@ -6,8 +6,9 @@
 //! failing in `/status`, `/metrics` and `heare-authctl status`, retries with a backoff that
 //! grows to 30 s, and takes the ports within 35 s once the holder lets go. The cure, the packaged socket units, hand the daemon sockets that systemd binds
 //! as root; `systemd-socket-activate --fdname` plays systemd here: a TCP socket named `metrics`
-//! is the metrics listener, every other TCP socket the verify listener, and both win over
-//! `listen_tcp` and `metrics_listen` with a warning.
+//! is the metrics listener, every other TCP socket the verify listener (a name other than `tcp`
+//! is warned about once), and both win over `listen_tcp` and `metrics_listen` with a warning. A
+//! socket that is not a listening stream socket (`--datagram`, `--accept`) refuses the start.
 
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder, binary};
@@ -279,6 +280,23 @@ struct Activated {
 
 impl Activated {
     fn start(dir: &Path, sockets: &[&str], names: &str, configured: [&str; 2]) -> Self {
+        let configured = [
+            "--listen-tcp",
+            configured[0],
+            "--metrics-listen",
+            configured[1],
+        ];
+        Self::spawn(dir, &[], sockets, names, &configured)
+    }
+
+    /// `systemd-socket-activate OPTIONS --listen SOCKET… --fdname=NAMES heare-authd … ARGS`.
+    fn spawn(
+        dir: &Path,
+        options: &[&str],
+        sockets: &[&str],
+        names: &str,
+        daemon_args: &[&str],
+    ) -> Self {
         let activate = std::env::var("PATH")
             .unwrap_or_default()
             .split(':')
@@ -289,6 +307,7 @@ impl Activated {
         let log = dir.join("daemon.log");
         let output = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(activate);
+        command.args(options);
         for socket in sockets {
             command.args(["--listen", socket]);
         }
@@ -300,12 +319,7 @@ impl Activated {
             .args(["--store", &store(dir)])
             .arg("--socket")
             .arg(dir.join("unused.sock"))
-            .args([
-                "--listen-tcp",
-                configured[0],
-                "--metrics-listen",
-                configured[1],
-            ])
+            .args(daemon_args)
             .env_clear()
             .process_group(0)
             .stdin(Stdio::null())
@@ -314,6 +328,10 @@ impl Activated {
             .spawn()
             .unwrap();
         Activated { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The log's lines with `"event": event`, once the daemon logged `ready` (the log is
@@ -331,8 +349,7 @@ impl Activated {
     }
 
     fn events_so_far(&self, event: &str) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.log_text()
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
             .filter(|line| line["event"] == event)
@@ -400,6 +417,12 @@ fn activated_sockets_are_assigned_by_name_and_win_over_the_configuration() {
         activated.events("tcp_listener_unprotected"),
         Vec::<Value>::new()
     );
+    // `other` is served as promised, but said once: a typo (`Metrics`) would be. Neither `tcp`,
+    // `metrics` nor the Unix socket's name is.
+    let unknown = activated.events("activated_socket_unknown_name");
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0]["name"], "other", "{}", unknown[0]);
+    assert_eq!(unknown[0]["address"], other.as_str(), "{}", unknown[0]);
 
     let status = send(&socket, &Request::new("GET", "/status"))
         .unwrap()
@@ -451,4 +474,68 @@ fn listen_tcp_at_the_activated_address_is_a_silent_fallback() {
     assert!(wait_until(Duration::from_secs(10), || {
         daemon_serves_metrics(&metrics_listen)
     }));
+}
+
+/// An activated socket that is not a listening stream socket — a datagram socket passed as `tcp`
+/// (`ListenDatagram=` in a drop-in) — refuses the start (exit 1, naming the descriptor and why)
+/// instead of being shown listening while `accept_failed` is logged twenty times a second.
+#[test]
+fn an_activated_datagram_socket_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut activated = Activated::spawn(
+        dir.path(),
+        &["--datagram"],
+        &[&address],
+        "tcp",
+        &["--log-format", "json"],
+    );
+    // systemd-socket-activate starts the daemon at the first datagram: send until it exits.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(20), || {
+        let _ = udp.send_to(b"x", &address);
+        status = activated.child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    let log = activated.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(
+        log.contains(
+            "heare-authd: socket activation passed fd 3 (named \"tcp\"), which is a datagram socket"
+        ),
+        "{log}"
+    );
+    assert_eq!(log.matches("accept_failed").count(), 0, "{log}");
+    assert_eq!(activated.events_so_far("listening"), Vec::<Value>::new());
+}
+
+/// A connection handed over as the socket (a unit with `Accept=yes`) is a stream socket that
+/// does not listen: refused at start too.
+#[test]
+fn an_activated_connection_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let activated = Activated::spawn(
+        dir.path(),
+        &["--accept"],
+        &[&address],
+        "tcp",
+        &["--log-format", "json"],
+    );
+    // Each connection starts a daemon with it: connect until one has said why it stops.
+    let refused = wait_until(Duration::from_secs(20), || {
+        let _ = std::net::TcpStream::connect(&address);
+        activated
+            .log_text()
+            .contains("heare-authd: socket activation passed")
+    });
+    let log = activated.log_text();
+    assert!(refused, "{log}");
+    assert!(
+        log.contains("socket activation passed fd 3 (named \"tcp\"), which is not listening"),
+        "{log}"
+    );
+    assert_eq!(log.matches("accept_failed").count(), 0, "{log}");
 }

@@ -5,10 +5,19 @@
 //! text quotes the offending line and can quote the value (`invalid type: integer `98765…``), so
 //! only the first line of its message is kept, and an error on a secret setting's line gets a
 //! fixed text instead, whatever the value's TOML type.
+//!
+//! The file is read through [`heare_auth_store::safe_file::read_small`]: without blocking, only a
+//! regular file, at most [`MAX_CONFIG_FILE_BYTES`]. A link at its name is followed: its directory
+//! (`/etc/heare-auth`) is root's, so a link there is the administrator's, pointing at a file they
+//! keep (as the package's postinst treats the environment file).
 
 use super::{ConfigError, LogFormat};
+use heare_auth_store::safe_file::{Links, read_small};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+/// The largest configuration file read: a real one is a few KiB.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Settings whose values are secrets: no error ever quotes them.
 const SECRET_SETTINGS: [&str; 2] = ["storage_secret", "secret"];
@@ -105,18 +114,17 @@ pub(super) fn read_file(
     default: &Path,
 ) -> Result<FileConfig, ConfigError> {
     let path = explicit.unwrap_or(default);
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if explicit.is_none() && error.kind() == std::io::ErrorKind::NotFound => {
+    let body = match read_small(path, MAX_CONFIG_FILE_BYTES, Links::Follow) {
+        Ok(body) => body,
+        Err(error) if explicit.is_none() && error.is_not_found() => {
             return Ok(FileConfig::default());
         }
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        Err(error) => return Err(ConfigError::Read(error)),
     };
+    let text = String::from_utf8(body).map_err(|_| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: "it is not UTF-8 text".into(),
+    })?;
     parse_file(&text).map_err(|message| ConfigError::Parse {
         path: path.to_path_buf(),
         message,

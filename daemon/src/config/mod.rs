@@ -11,6 +11,7 @@ mod file;
 mod forward_auth;
 mod freshness;
 mod resolve;
+mod secret_file;
 mod stats;
 pub mod store_endpoint;
 mod usage;
@@ -68,10 +69,12 @@ impl std::str::FromStr for LogFormat {
 /// A configuration that cannot be used, and what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
+    #[error("the configuration file cannot be used: {0}")]
+    Read(heare_auth_store::safe_file::SafeFileError),
+    #[error("setting {setting}: {source}")]
+    SecretFile {
+        setting: &'static str,
+        source: heare_auth_store::safe_file::SafeFileError,
     },
     #[error("the configuration file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -544,6 +547,37 @@ mod tests {
         assert_eq!(config.store.cache_path, None);
         assert_eq!(config.store.s3.timeout, Duration::from_secs(2));
         assert!(config.store.s3.path_style);
+    }
+
+    #[test]
+    fn the_configuration_file_is_a_small_regular_file_and_may_be_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let large = dir.path().join("large.toml");
+        let comment = format!("#{}\n", "x".repeat(1023));
+        std::fs::write(&large, comment.repeat(1025)).unwrap();
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, "refresh_interval = \"42s\"\n").unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let read = |path: &Path| file::read_file(Some(path), Path::new("/nonexistent"));
+        for (path, expected) in [
+            (&fifo, "not a regular file"),
+            (&large, "larger than 1048576 bytes"),
+        ] {
+            let error = read(path).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                error.contains("configuration file") && error.contains(expected),
+                "{error}"
+            );
+        }
+        // Its directory is root's: a link there is the administrator's, and is followed.
+        let file = read(&link).unwrap();
+        assert!(file.refresh_interval.is_some());
+        // The default file may be missing; a file given with --config may not.
+        assert!(file::read_file(None, &dir.path().join("absent")).is_ok());
+        assert!(read(&dir.path().join("absent")).is_err());
     }
 
     #[test]

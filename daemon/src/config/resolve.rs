@@ -115,7 +115,7 @@ fn storage_secret(
             why: "set storage_secret or storage_secret_file, not both".into(),
         }),
         (Some(secret), None) => non_blank("storage_secret", secret.clone()).map(Some),
-        (None, Some(path)) => read_secret_file(path).map(Some),
+        (None, Some(path)) => read_secret_file("storage_secret_file", path).map(Some),
         (None, None) => credential_secret(env),
     }
 }
@@ -133,19 +133,16 @@ fn non_blank(setting: &'static str, secret: String) -> Result<StorageSecret, Con
     Ok(StorageSecret::new(secret))
 }
 
-fn read_secret_file(path: &Path) -> Result<StorageSecret, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let secret = text.trim_end_matches(['\n', '\r']);
+/// The storage secret in the file `setting` names; blank is refused, as for `storage_secret`.
+fn read_secret_file(setting: &'static str, path: &Path) -> Result<StorageSecret, ConfigError> {
+    let secret = super::secret_file::read(setting, path)?;
     if secret.trim().is_empty() {
         return Err(ConfigError::Invalid {
-            setting: "storage_secret_file",
+            setting,
             why: format!("{} is empty or blank", path.display()),
         });
     }
-    Ok(StorageSecret::new(secret))
+    Ok(StorageSecret::new(secret.as_str()))
 }
 
 /// systemd's `LoadCredential=storage_secret:…` puts the secret in `$CREDENTIALS_DIRECTORY`.
@@ -156,10 +153,10 @@ fn credential_secret(
         return Ok(None);
     };
     let path = Path::new(&dir).join("storage_secret");
-    if !path.exists() {
-        return Ok(None);
+    match read_secret_file("$CREDENTIALS_DIRECTORY/storage_secret", &path) {
+        Err(ConfigError::SecretFile { source, .. }) if source.is_not_found() => Ok(None),
+        read => read.map(Some),
     }
-    read_secret_file(&path).map(Some)
 }
 
 /// Where the daemon listens and who may do what there.

@@ -183,21 +183,14 @@ fn secret(
 }
 
 fn read_secret_file(path: &Path) -> Result<StatsSecret, ConfigError> {
-    let text =
-        Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?,
-        );
-    let secret = text.trim_end_matches(['\n', '\r']);
+    let secret = super::secret_file::read("stats.secret_file", path)?;
     if secret.is_empty() {
         return Err(invalid(
             "stats.secret_file",
             format!("{} is empty", path.display()),
         ));
     }
-    Ok(StatsSecret(Zeroizing::new(secret.to_string())))
+    Ok(StatsSecret(secret))
 }
 
 fn flush_interval(section: &StatsSection) -> Result<Duration, ConfigError> {

@@ -42,7 +42,7 @@ fn batch(capacity: usize) -> usize {
 }
 
 /// At most one warning of each kind per this period.
-const WARN_EVERY: Duration = Duration::from_secs(10);
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Who a connection counts against for the per-peer limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

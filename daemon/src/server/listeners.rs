@@ -10,13 +10,20 @@
 //! for the bind), and its group is set without following a link, so there is no moment when it
 //! is more open than configured. [`SocketFile`] removes it again at exit, but only if the path
 //! still holds the socket this daemon made.
+//!
+//! Every socket systemd hands over must be a listening stream socket (`SO_TYPE` `SOCK_STREAM`,
+//! `SO_ACCEPTCONN`): a datagram socket (`ListenDatagram=`) or a connection (`Accept=yes`) can
+//! never be accepted from, and serving one would only log `accept_failed` for ever while
+//! `/status` said it listened. Such a socket refuses the start, naming its descriptor and why.
 
 use nix::fcntl::{AT_FDCWD, AtFlags};
-use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+use nix::sys::socket::{
+    AddressFamily, SockType, SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt,
+};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{Group, fchownat, geteuid};
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -43,12 +50,24 @@ pub enum ListenError {
     },
     #[error("the sockets systemd passed cannot be used (LISTEN_FDS, LISTEN_FDNAMES): {0}")]
     Activation(io::Error),
-    #[error("socket activation passed fd {fd}, which is neither a Unix nor a TCP socket")]
-    UnknownActivated { fd: RawFd },
+    #[error(
+        "socket activation passed fd {fd} (named {name:?}), which {why}; heare-authd serves only listening stream sockets (ListenStream= in a socket unit without Accept=yes)"
+    )]
+    UnusableActivated {
+        fd: RawFd,
+        name: String,
+        why: String,
+    },
 }
 
 /// The name the metrics socket unit gives its socket (`FileDescriptorName=metrics`).
 pub const METRICS_FD_NAME: &str = "metrics";
+/// The name the TCP socket unit gives its socket (`FileDescriptorName=tcp`).
+pub const TCP_FD_NAME: &str = "tcp";
+/// The name systemd gives the sockets of `heare-authd.socket`, which sets no
+/// `FileDescriptorName=`: its unit's name. Its Unix socket is the verify socket (as is a Unix
+/// socket of any name), and a TCP socket added to it is the verify TCP listener.
+pub const VERIFY_UNIT_FD_NAME: &str = "heare-authd.socket";
 
 /// Listeners handed over by systemd (`LISTEN_FDS`), sorted by family and name.
 #[derive(Default)]
@@ -69,24 +88,31 @@ pub fn activated() -> Result<Activated, ListenError> {
         return Ok(found);
     }
     let fds = sd_notify::listen_fds_with_names(true).map_err(ListenError::Activation)?;
-    for (fd, name) in fds {
-        let family = getsockname::<SockaddrStorage>(fd)
-            .ok()
-            .and_then(|address| address.family());
-        // SAFETY: systemd passed this descriptor to this process for it to own (LISTEN_FDS with
-        // our LISTEN_PID); nothing else in the process uses it.
+    // SAFETY: systemd passed these descriptors to this process for it to own (LISTEN_FDS with our
+    // LISTEN_PID); nothing else in the process uses them. Owned at once, so that every one is
+    // closed if the start is refused.
+    let owned: Vec<(OwnedFd, String)> = fds
+        .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
+        .collect();
+    for (socket, name) in owned {
+        let family = usable(&socket).map_err(|why| ListenError::UnusableActivated {
+            fd: socket.as_raw_fd(),
+            name: name.clone(),
+            why,
+        })?;
         match family {
-            Some(AddressFamily::Unix) => found
-                .unix
-                .push(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }),
-            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
-                let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            Family::Unix => found.unix.push(socket.into()),
+            Family::Tcp => {
+                let listener = std::net::TcpListener::from(socket);
                 match name.as_str() {
                     METRICS_FD_NAME => found.metrics.push(listener),
-                    _ => found.tcp.push(listener),
+                    TCP_FD_NAME | VERIFY_UNIT_FD_NAME => found.tcp.push(listener),
+                    _ => {
+                        warn_unknown_name(&name, &listener);
+                        found.tcp.push(listener);
+                    }
                 }
             }
-            _ => return Err(ListenError::UnknownActivated { fd }),
         }
     }
     // systemd hands sockets over in blocking mode; tokio needs them non-blocking.
@@ -107,6 +133,56 @@ pub fn activated() -> Result<Activated, ListenError> {
         .try_for_each(|l| l.set_nonblocking(true))
         .map_err(unusable)?;
     Ok(found)
+}
+
+/// What an activated socket is served as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Unix,
+    Tcp,
+}
+
+/// The family of `socket` if it is a listening stream socket the daemon can serve; else why not.
+fn usable(socket: &OwnedFd) -> Result<Family, String> {
+    let family = getsockname::<SockaddrStorage>(socket.as_raw_fd())
+        .ok()
+        .and_then(|address| address.family());
+    let family = match family {
+        Some(AddressFamily::Unix) => Family::Unix,
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => Family::Tcp,
+        _ => return Err("is neither a Unix nor a TCP/IP socket".into()),
+    };
+    match getsockopt(socket, sockopt::SockType) {
+        Ok(SockType::Stream) => {}
+        Ok(SockType::Datagram) => {
+            return Err("is a datagram socket (ListenDatagram=), not a stream socket".into());
+        }
+        Ok(other) => return Err(format!("is a {other:?} socket, not a stream socket")),
+        Err(error) => return Err(format!("cannot be inspected (SO_TYPE: {error})")),
+    }
+    match getsockopt(socket, sockopt::AcceptConn) {
+        Ok(true) => Ok(family),
+        Ok(false) => Err(
+            "is not listening (a single connection, as Accept=yes passes, or a socket never put to listen)"
+                .into(),
+        ),
+        Err(error) => Err(format!("cannot be inspected (SO_ACCEPTCONN: {error})")),
+    }
+}
+
+/// A TCP socket whose name is neither `tcp` nor `metrics` (a typo such as `Metrics`) is served
+/// as the verify TCP listener, as promised; said once at start, so the typo can be seen.
+fn warn_unknown_name(name: &str, listener: &std::net::TcpListener) {
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "(unknown)".into(), |a| a.to_string());
+    tracing::warn!(
+        name,
+        address,
+        served_as = "tcp",
+        expected = "tcp or metrics (FileDescriptorName=)",
+        "activated_socket_unknown_name"
+    );
 }
 
 /// Whether `LISTEN_PID` names this process.
@@ -294,6 +370,32 @@ mod tests {
         UMASK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    #[test]
+    fn only_listening_stream_sockets_are_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let unix = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
+        assert_eq!(usable(&tcp.try_clone().unwrap().into()), Ok(Family::Tcp));
+        assert_eq!(usable(&unix.try_clone().unwrap().into()), Ok(Family::Unix));
+
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram = std::os::unix::net::UnixDatagram::bind(dir.path().join("d")).unwrap();
+        for socket in [OwnedFd::from(udp), OwnedFd::from(datagram)] {
+            let why = usable(&socket).unwrap_err();
+            assert!(why.contains("datagram"), "{why}");
+        }
+        // A connection (what Accept=yes passes) is a stream socket that does not listen.
+        let connection = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+        let (accepted, _) = tcp.accept().unwrap();
+        for socket in [OwnedFd::from(connection), OwnedFd::from(accepted)] {
+            let why = usable(&socket).unwrap_err();
+            assert!(why.contains("not listening"), "{why}");
+        }
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let why = usable(&read).unwrap_err();
+        assert!(why.contains("neither"), "{why}");
     }
 
     #[test]

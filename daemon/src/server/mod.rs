@@ -29,7 +29,7 @@ use peer::Peer;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use watchdog::{Activity, Timeouts, Watched};
@@ -154,6 +154,7 @@ pub async fn serve<L: Accept>(
     let name = listener.describe();
     tracing::info!(listener = %name, "listening");
     let graceful = GracefulShutdown::new();
+    let mut failures = AcceptFailures::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -163,7 +164,9 @@ pub async fn serve<L: Accept>(
             Ok(connection) => connection,
             Err(error) => {
                 // EMFILE and friends: back off instead of spinning, keep serving.
-                tracing::warn!(listener = %name, %error, "accept_failed");
+                if let Some(suppressed) = failures.note(Instant::now()) {
+                    tracing::warn!(listener = %name, %error, suppressed, "accept_failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -273,6 +276,32 @@ fn serve_connection<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     }
 }
 
+/// One listener's failed accepts, logged as `accept_failed` at most once per
+/// [`connections::WARN_EVERY`]: a lasting failure (out of descriptors, `EMFILE`) fails every
+/// 50 ms back-off, and would otherwise log twenty lines a second for as long as it lasts.
+#[derive(Default)]
+struct AcceptFailures {
+    last_logged: Option<Instant>,
+    /// Failures since the last line, not logged.
+    suppressed: u64,
+}
+
+impl AcceptFailures {
+    /// Counts a failure at `now`: `Some(suppressed)` when it is to be logged, with the number of
+    /// failures left unlogged since the previous line; `None` when it is one of those.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .last_logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= connections::WARN_EVERY);
+        if !due {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Logs a connection turned away because its peer is at its limit, at most every 10 s.
 fn warn_refused(peer: Peer, refusal: PeerAtLimit, table: &ConnectionTable) {
     if table.refusal_warning.due() {
@@ -293,5 +322,28 @@ async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
             ticks.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_per_period_with_the_count_left_out() {
+        let start = Instant::now();
+        let mut failures = AcceptFailures::default();
+        assert_eq!(failures.note(start), Some(0));
+        // Twenty a second, as the 50 ms back-off fails, for just under a period.
+        let back_off = Duration::from_millis(50);
+        let mut at = start;
+        for _ in 0..199 {
+            at += back_off;
+            assert_eq!(failures.note(at), None);
+        }
+        assert_eq!(failures.note(start + connections::WARN_EVERY), Some(199));
+        assert_eq!(failures.note(start + connections::WARN_EVERY), None);
+        // A failure long after the last: logged at once, with what was left out before it.
+        assert_eq!(failures.note(start + 10 * connections::WARN_EVERY), Some(1));
     }
 }

@@ -23,7 +23,7 @@ pub fn restore(path: &Path, set: &KeySet) {
     // What the keys of `set` can need (ids of up to a few hundred bytes), so a planted file
     // cannot hold up or exhaust the start.
     let limit = 1_048_576 + 512 * set.len() as u64;
-    let body = match cache::read_limited(path, limit) {
+    let body = match cache::read(path, limit) {
         Ok((body, _)) => body,
         Err(error) if error.is_not_found() => return,
         Err(error) => {

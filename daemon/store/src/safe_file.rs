@@ -10,6 +10,11 @@
 //! opened must be a regular file; temporary files get an unpredictable name and `O_EXCL`; owner
 //! and mode are set on the open descriptor, never by path; a replacement is renamed into place
 //! within the same directory descriptor. Errors name the path and say what was refused.
+//!
+//! The small files the configuration names — the secret files, the configuration file itself —
+//! are read whole through [`read_small`]: the same non-blocking open and regular-file check, and
+//! a size limit, so neither a FIFO, a device nor a huge file planted there can hang or exhaust
+//! the daemon's start or heare-authctl.
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -18,7 +23,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags};
 use rand::Rng;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
@@ -33,6 +38,8 @@ pub enum SafeFileError {
     Symlink(PathBuf),
     #[error("refusing {0}: it is not a regular file")]
     NotRegular(PathBuf),
+    #[error("refusing {path}: it is larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{0} has no file name")]
     NoFileName(PathBuf),
     #[error("cannot {action} {path}: {source}")]
@@ -48,6 +55,70 @@ impl SafeFileError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, SafeFileError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
+}
+
+/// Whether [`read_small`] follows a symbolic link at the file's own name. The directories on the
+/// way are always followed: they are the path the administrator wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// A link at the name is refused: whoever can write the file's directory could otherwise
+    /// make a reader running as root read a file they cannot (its size, whether it is blank,
+    /// and a key derived from it would tell them about it).
+    Refuse,
+    /// A link at the name is followed to the regular file it points at.
+    Follow,
+}
+
+/// Reads the whole of `path`, a small file the configuration names: opened without blocking (a
+/// FIFO or device there cannot hang the read), read only if the open descriptor is a regular
+/// file, and refused when larger than `limit` bytes (a huge file cannot exhaust memory). A
+/// missing file is an error for which [`SafeFileError::is_not_found`] holds.
+pub fn read_small(path: &Path, limit: u64, links: Links) -> Result<Vec<u8>, SafeFileError> {
+    let mut file = match links {
+        Links::Refuse => {
+            let (dir, name) = Dir::of(path)?;
+            dir.open_existing(&name)?
+                .ok_or_else(|| io_error("open", path, io::ErrorKind::NotFound.into()))?
+        }
+        Links::Follow => open_following(path)?,
+    };
+    read_bounded(&mut file, path, limit)
+}
+
+/// Opens `path` for reading, following links, without blocking; only a regular file.
+fn open_following(path: &Path) -> Result<File, SafeFileError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(path, flags, Mode::empty())
+        .map(File::from)
+        .map_err(|errno| io_error("open", path, errno.into()))?;
+    let stat = nix::sys::stat::fstat(&file).map_err(|e| io_error("stat", path, e.into()))?;
+    check_regular(&stat, || path.to_path_buf())?;
+    Ok(file)
+}
+
+/// Reads all of the open regular `file` (at `path`), refused when larger than `limit` bytes,
+/// whether its size says so at once or it grows while read.
+pub fn read_bounded(file: &mut File, path: &Path, limit: u64) -> Result<Vec<u8>, SafeFileError> {
+    let too_large = || SafeFileError::TooLarge {
+        path: path.to_path_buf(),
+        limit,
+    };
+    let size = file
+        .metadata()
+        .map_err(|source| io_error("stat", path, source))?
+        .len();
+    if size > limit {
+        return Err(too_large());
+    }
+    // Room for the whole file at once: a secret is not copied about by a growing buffer.
+    let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut body)
+        .map_err(|source| io_error("read", path, source))?;
+    if body.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(body)
 }
 
 /// Who owns a file that [`Dir::replace`] writes, and its mode.
@@ -365,6 +436,57 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
         let link = std::fs::symlink_metadata(dir.path().join("keys.cache")).unwrap();
         assert!(link.file_type().is_file());
+    }
+
+    #[test]
+    fn read_small_never_blocks_and_reads_only_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"s3cret\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let to_fifo = dir.path().join("to-fifo");
+        std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+        for links in [Links::Refuse, Links::Follow] {
+            // A FIFO with no writer: a blocking open would wait for ever.
+            assert!(matches!(
+                read_small(&fifo, 64, links),
+                Err(SafeFileError::NotRegular(_))
+            ));
+            assert_eq!(read_small(&secret, 64, links).unwrap(), b"s3cret\n");
+            assert!(matches!(
+                read_small(&secret, 6, links),
+                Err(SafeFileError::TooLarge { limit: 6, .. })
+            ));
+            assert!(
+                read_small(&dir.path().join("absent"), 64, links)
+                    .unwrap_err()
+                    .is_not_found()
+            );
+        }
+        assert!(matches!(
+            read_small(&link, 64, Links::Refuse),
+            Err(SafeFileError::Symlink(_))
+        ));
+        assert_eq!(read_small(&link, 64, Links::Follow).unwrap(), b"s3cret\n");
+        assert!(matches!(
+            read_small(&to_fifo, 64, Links::Follow),
+            Err(SafeFileError::NotRegular(_))
+        ));
+        // A device that never ends is not a regular file either.
+        assert!(matches!(
+            read_small(Path::new("/dev/zero"), 64, Links::Follow),
+            Err(SafeFileError::NotRegular(_))
+        ));
+        let error = read_small(&secret, 6, Links::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("secret") && error.contains("larger than 6 bytes"),
+            "{error}"
+        );
     }
 
     #[test]
