@@ -17,9 +17,10 @@
 //!   allowed to send to the queue writes it): never a panic, the same answer every time, and an
 //!   event for the key object still counts inside an SNS envelope.
 //! - [`redact`]: `redact::Redactor::field`, a client's text (a User-Agent, a forwarded path) and
-//!   the secret its request presents, against a naive model (every byte covered by an occurrence
-//!   or a `sec_` run marked, one marker per covered run): the result never holds the secret or a
-//!   secret-shaped run, stays within its bound, and is borrowed when nothing was hidden.
+//!   the secret its request presents, against a naive model (every byte covered by an occurrence,
+//!   a `sec_` run or a run of at least 40 base62 characters marked, one marker per covered run):
+//!   the result never holds the secret, a secret-shaped run or such a long run, stays within its
+//!   bound, and is borrowed when nothing was hidden.
 //!
 //! The first input byte selects a mode where a target has several, so one fuzz corpus covers all.
 
@@ -28,7 +29,7 @@ use heare_auth_store::codec::{self, CodecError, StorageSecret};
 use heare_auth_store::keyfile::{Document, StoredDocument};
 use heare_authd::change_queue::event::{self, Notice};
 use heare_authd::keyset::{KeySet, LoadError, SecretDigest, SkippedKey, Verdict};
-use heare_authd::redact::{MARKER, MIN_MARKED_BYTES, Redactor};
+use heare_authd::redact::{MARKER, MIN_BARE_BODY, MIN_MARKED_BYTES, Redactor};
 use heare_authd::verify_input::{BadVerifyBody, bearer_token, presented_secret};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -515,10 +516,21 @@ pub fn redact(data: &[u8]) {
     assert_eq!(redactor.would_hide(&text), anything, "{text:?}");
 }
 
-/// Which bytes of `text` an occurrence of `secret` (when not empty) or a `sec_` run covers.
+/// Which bytes of `text` an occurrence of `secret` (when not empty), a `sec_` run or a whole run
+/// of at least [`MIN_BARE_BODY`] base62 characters covers.
 fn model_covered(text: &str, secret: &str) -> Vec<bool> {
     let bytes = text.as_bytes();
     let mut covered = vec![false; bytes.len()];
+    let mut run_start = 0;
+    for at in 0..=bytes.len() {
+        if bytes.get(at).is_some_and(u8::is_ascii_alphanumeric) {
+            continue;
+        }
+        if at - run_start >= MIN_BARE_BODY {
+            covered[run_start..at].fill(true);
+        }
+        run_start = at + 1;
+    }
     for start in 0..bytes.len() {
         if !secret.is_empty() && bytes[start..].starts_with(secret.as_bytes()) {
             covered[start..start + secret.len()].fill(true);

@@ -1,6 +1,6 @@
 //! What of a client's text may reach the log. Every value a request brings that a log line shows
 //! — the User-Agent, the original method and path a proxy forwards, any field added later — goes
-//! through [`Redactor::field`], which hides two things, each covered run becoming `[redacted]`
+//! through [`Redactor::field`], which hides three things, each covered run becoming `[redacted]`
 //! ([`MARKER`]), and bounds the result to a number of characters.
 //!
 //! - Anything shaped like a secret: `sec_` followed by at least one character of the secret
@@ -8,8 +8,13 @@
 //!   Python service and heare-authctl generate is `sec_` and 60 of them (`heare_auth_client::
 //!   token`), and nothing else follows the prefix. One character is enough, so a truncated or
 //!   mistyped secret is hidden too (and a route named `/sec_reports` with it); `sec_` alone is
-//!   not, since it is the fixed prefix that `secret_prefix` already logs. Key ids (`key_` and
-//!   base62) are never hidden for their shape: they name a key, they do not open it.
+//!   not, since it is the fixed prefix that `secret_prefix` already logs.
+//! - A secret's body without its prefix: any run of at least [`MIN_BARE_BODY`] (40) base62
+//!   characters, whatever comes before it — so a secret whose prefix was escaped (`%73ec_…`),
+//!   spelled in overlong UTF-8 (`%C1%B3ec_…`, which decodes to no `s`) or cut off is still
+//!   hidden. A long hex digest or a JWT segment in a path goes with it. Key ids (`key_` and 19
+//!   base62 characters, 23 in all) are never hidden for their shape: they name a key, they do
+//!   not open it, and their run of 19 is far below the bound.
 //! - The secret presented in this very request, wherever it occurs, overlapping occurrences
 //!   included (`hunter2hunter2hunter2` holds two): an imported secret may have any shape, and
 //!   only the request knows it. It wins over a key id: if it is part of one in the text, that
@@ -26,15 +31,18 @@
 //!
 //! This runs on every verify, so a field with nothing to hide costs no allocation (the text is
 //! borrowed back) and one left-to-right walk over its first `limit` characters (plus a presented
-//! secret's length) with memchr's vectorised `memmem` for `sec_` and for the secret; no regex. A
-//! presented secret that is itself a `sec_` run (every generated one) is not searched for: the
-//! run covers it wherever it occurs. Measured (callgrind, release, instructions per field with
-//! nothing to hide): 225 for an empty value, 330 for a 30-character User-Agent, 545 for a
-//! 110-character one with a generated secret presented, 1,100 with a word presented (memchr
-//! builds a searcher for it), 650 for a short path with a word; hiding a secret in a path and
-//! allocating the result, 1,900. Writing the line itself takes about 5,500 (`logging`). A hostile
-//! periodic secret (`aaaa…` in `aaaa…`) costs one search per overlapping occurrence that ends
-//! before the bound, each as long as the secret: at most the bound's bytes squared.
+//! secret's length) with memchr's vectorised `memmem` for `sec_` and for the secret, and a scan
+//! for long base62 runs that reads a few bytes per 40 of text made of short words (a long run is
+//! read at most twice); no regex. A presented secret that is itself a `sec_` run (every generated
+//! one) is not searched for: the run covers it wherever it occurs. Measured (callgrind, release,
+//! instructions per field, the call and dropping its result included): 275 for an empty value,
+//! 390 for a 30-character User-Agent, 665 for a 110-character one with a generated secret
+//! presented, 1,240 with a word presented (memchr builds a searcher for it), 720 for a short path
+//! with a word; hiding a secret in a path and allocating the result, 3,150. The scan for long runs
+//! added 40 to 115 to each field with nothing to hide. Writing the line itself takes about 5,500
+//! (`logging`). A hostile periodic secret (`aaaa…` in `aaaa…`) costs one search per overlapping
+//! occurrence that ends before the bound, each as long as the secret: at most the bound's bytes
+//! squared.
 
 use memchr::memmem;
 use std::borrow::Cow;
@@ -48,6 +56,10 @@ pub const SECRET_PREFIX: &str = "sec_";
 
 /// A presented secret shorter than this (in bytes) hides the whole field it occurs in.
 pub const MIN_MARKED_BYTES: usize = 8;
+
+/// A run of at least this many base62 characters is hidden whatever precedes it: a secret's body
+/// (60) without its prefix, or most of it. Key ids have 19 after `key_`.
+pub const MIN_BARE_BODY: usize = 40;
 
 static PREFIX_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(SECRET_PREFIX));
@@ -119,6 +131,17 @@ fn char_boundary_after(text: &str, limit: usize) -> usize {
         .map_or(text.len(), |(at, _)| at)
 }
 
+/// Which bytes are base62 characters (one load per byte where a scan reads many).
+static BASE62_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = (byte as u8).is_ascii_alphanumeric();
+        byte += 1;
+    }
+    table
+};
+
 /// Whether `text` is a secret-shaped run from end to end: `sec_` and only base62 after it.
 fn is_shaped(text: &[u8]) -> bool {
     // A fold without an early exit, which the compiler vectorises.
@@ -142,6 +165,8 @@ struct Runs<'a> {
     searched: bool,
     next_presented: Option<(usize, usize)>,
     next_shaped: Option<(usize, usize)>,
+    /// The next base62 run of at least [`MIN_BARE_BODY`] characters.
+    next_bare: Option<(usize, usize)>,
     /// Whether an occurrence of the presented secret was found.
     presented_found: bool,
     done: bool,
@@ -159,11 +184,13 @@ impl<'a> Runs<'a> {
             searched,
             next_presented: None,
             next_shaped: None,
+            next_bare: None,
             presented_found: false,
             done: false,
         };
         runs.next_presented = runs.find_presented(0);
         runs.next_shaped = runs.find_shaped(0);
+        runs.next_bare = runs.find_bare(0);
         runs
     }
 
@@ -196,29 +223,51 @@ impl<'a> Runs<'a> {
         }
     }
 
+    /// The first run of at least [`MIN_BARE_BODY`] base62 characters starting at or after
+    /// `from` (0 or the end of a run) and before `cut`; its end is not looked for past `cut`, but
+    /// its length is, so a run that starts before `cut` and reaches the length after it counts.
+    /// It reads a window of that length from its end: the last gap in it moves the window just
+    /// past the gap, so each byte is read at most twice, and in a text of short words only a few
+    /// per window.
+    fn find_bare(&self, from: usize) -> Option<(usize, usize)> {
+        let gap = |b: &u8| !BASE62_BYTES[usize::from(*b)];
+        let mut start = from;
+        while start < self.cut {
+            let end = start + MIN_BARE_BODY;
+            match self.text.get(start..end)?.iter().rposition(gap) {
+                Some(at) => start += at + 1,
+                None => {
+                    let stop = self.cut.max(end);
+                    let more = self.text[end..stop].iter().position(gap);
+                    return Some((start, more.map_or(stop, |at| end + at)));
+                }
+            }
+        }
+        None
+    }
+
     /// Where the next run starts, if one does before `cut`.
     fn next_start(&self) -> Option<usize> {
-        let starts = [self.next_presented, self.next_shaped];
+        let starts = [self.next_presented, self.next_shaped, self.next_bare];
         starts.into_iter().flatten().map(|(start, _)| start).min()
     }
 
-    /// Takes the earlier of the two next runs and finds the one after it.
+    /// Takes the earliest of the next runs and finds the one of its kind after it.
     fn take_first(&mut self) -> Option<(usize, usize)> {
-        match (self.next_presented, self.next_shaped) {
-            (Some(p), Some(s)) if s.0 < p.0 => self.take_shaped(s),
-            (Some(p), _) => {
-                self.next_presented = self.find_presented(p.0 + 1);
-                Some(p)
-            }
-            (None, Some(s)) => self.take_shaped(s),
-            (None, None) => None,
+        let start = self.next_start()?;
+        let at_start = |run: Option<(usize, usize)>| run.filter(|(at, _)| *at == start);
+        if let Some(run) = at_start(self.next_presented) {
+            self.next_presented = self.find_presented(run.0 + 1);
+            Some(run)
+        } else if let Some(run) = at_start(self.next_shaped) {
+            // `sec_` cannot overlap itself: the next one starts after this one's `_`.
+            self.next_shaped = self.find_shaped(run.0 + SECRET_PREFIX.len());
+            Some(run)
+        } else {
+            let run = self.next_bare?;
+            self.next_bare = self.find_bare(run.1);
+            Some(run)
         }
-    }
-
-    fn take_shaped(&mut self, run: (usize, usize)) -> Option<(usize, usize)> {
-        // `sec_` cannot overlap itself: the next one starts after this one's `_`.
-        self.next_shaped = self.find_shaped(run.0 + SECRET_PREFIX.len());
-        Some(run)
     }
 }
 
@@ -261,6 +310,8 @@ mod tests {
             "sec_",
             "/sec_/x",
             "key_1AbCdEfGh0123456789",
+            "/keys/key_0AbCdEfGh0123456789/key_0AbCdEfGh0123456789",
+            &"a".repeat(MIN_BARE_BODY - 1),
         ] {
             assert!(
                 matches!(redactor.field(text, 256), Cow::Borrowed(t) if t == text),
@@ -287,6 +338,38 @@ mod tests {
             hidden(&format!("key_0abc/{SECRET}"), None),
             "key_0abc/[redacted]"
         );
+    }
+
+    #[test]
+    fn long_base62_runs_are_hidden_whatever_precedes_them() {
+        let body = &SECRET[SECRET_PREFIX.len()..];
+        assert_eq!(
+            hidden(&format!("/p/%73ec_{body}"), None),
+            "/p/%73ec_[redacted]"
+        );
+        assert_eq!(
+            hidden(&format!("/p/%C1%B3ec_{body}"), None),
+            "/p/%C1%B3ec_[redacted]"
+        );
+        assert_eq!(hidden(&format!("tool ({body})"), None), "tool ([redacted])");
+        let forty = "A".repeat(MIN_BARE_BODY);
+        assert_eq!(hidden(&format!("x-{forty}-y"), None), "x-[redacted]-y");
+        let shorter = &forty[1..];
+        assert_eq!(
+            hidden(&format!("x-{shorter}-y"), None),
+            format!("x-{shorter}-y")
+        );
+        // A run touching a `sec_` run or a key id is one run with it.
+        assert_eq!(hidden(&format!("{forty}sec_1"), None), "[redacted]");
+        assert_eq!(
+            hidden(&format!("key_0AbCdEfGh0123456789{forty}"), None),
+            "key_[redacted]"
+        );
+        // The run starts before the bound and reaches 40 characters after it.
+        let text = format!("{}{forty}", "/".repeat(250));
+        assert_eq!(hidden(&text, None), format!("{}[redac", "/".repeat(250)));
+        let text = format!("{}{shorter}", "/".repeat(250));
+        assert!(matches!(hidden_cow(&text), Cow::Borrowed(_)));
     }
 
     #[test]
@@ -324,15 +407,15 @@ mod tests {
 
     #[test]
     fn the_bound_never_cuts_a_secret_in_two() {
-        let text = format!("{}hunter2hunter2", "a".repeat(250));
+        let text = format!("{}hunter2hunter2", "a-".repeat(125));
         let out = Redactor::new(Some("hunter2hunter2")).field(&text, 256);
-        assert_eq!(out, format!("{}[redac", "a".repeat(250)));
-        let text = format!("{}{SECRET}", "a".repeat(250));
-        assert_eq!(hidden(&text, None), format!("{}[redac", "a".repeat(250)));
+        assert_eq!(out, format!("{}[redac", "a-".repeat(125)));
+        let text = format!("{}{SECRET}", "a-".repeat(125));
+        assert_eq!(hidden(&text, None), format!("{}[redac", "a-".repeat(125)));
         let text = format!("{}{SECRET} tail", "é".repeat(250));
         assert_eq!(hidden(&text, None).chars().count(), 256);
         // Beyond the bound: not read, not shown.
-        let text = format!("{}{SECRET}", "a".repeat(300));
+        let text = format!("{}{SECRET}", "a-".repeat(150));
         assert!(matches!(hidden_cow(&text), Cow::Borrowed(_)));
     }
 
@@ -344,7 +427,8 @@ mod tests {
     fn would_hide_reads_everything() {
         let redactor = Redactor::new(Some("hunter2hunter2"));
         assert!(!redactor.would_hide("/orders/7"));
-        assert!(redactor.would_hide(&format!("{}hunter2hunter2", "x".repeat(1000))));
-        assert!(redactor.would_hide(&format!("{}sec_0", "x".repeat(1000))));
+        assert!(redactor.would_hide(&format!("{}hunter2hunter2", "x/".repeat(500))));
+        assert!(redactor.would_hide(&format!("{}sec_0", "x/".repeat(500))));
+        assert!(redactor.would_hide(&format!("{}{}", "x/".repeat(500), "A".repeat(40))));
     }
 }

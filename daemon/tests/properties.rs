@@ -289,7 +289,8 @@ proptest! {
 }
 
 /// A client's text built from pieces that meet at every boundary: the secret, pieces of it,
-/// `sec_` runs (whole, truncated, bare), key ids, the marker and its pieces, and other text.
+/// `sec_` runs (whole, truncated, bare), base62 runs around the 40 characters that hide a bare
+/// run (alone or joined to their neighbours), key ids, the marker and its pieces, and other text.
 fn client_text(secret: String) -> impl Strategy<Value = String> {
     let half = secret
         .chars()
@@ -299,6 +300,7 @@ fn client_text(secret: String) -> impl Strategy<Value = String> {
         3 => Just(secret),
         1 => Just(half),
         2 => "sec_[0-9A-Za-z]{0,64}",
+        2 => "[0-9A-Za-z]{15,45}",
         1 => "key_[0-9A-Za-z]{1,19}",
         1 => prop::sample::select(vec!["[redacted]", "[red", "acted]", "sec", "_", "%73", ";"])
             .prop_map(str::to_string),

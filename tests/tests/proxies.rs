@@ -8,15 +8,18 @@
 //! (encoded letters, `;`, `%3B`, `%2F`, `//`, any case) is 403 to a key without scope `write`
 //! and reaches the upstream as sent with one; a path a service could read otherwise than the
 //! proxy (dot segments in any spelling, `..;`, a segment starting with `;`, backslashes, double
-//! encoding, NUL) is 400 for every key and never forwarded; `/writers` and other near names are
-//! other paths; a deleted key is refused after the reload; with the daemon stopped the proxy
-//! answers 5xx and the upstream is never reached (fail closed); stopping a proxy leaves none of
-//! its processes (nginx's worker included). nginx-light and caddy come from Debian (tests/run
-//! installs them).
+//! encoding, NUL, bytes that are not UTF-8 once decoded — overlong forms such as `%C1%B7` for
+//! `w`, escaped or raw —, whitespace or a control character at either end of a segment) is 400
+//! for every key and never forwarded; `/writers` and other near names are other paths, and so
+//! are Unicode look-alikes of `/write` (dotless i, fullwidth w), which both proxies forward to a
+//! key without scope `write` (the service must not fold them); a deleted key is refused after
+//! the reload; with the daemon stopped the proxy answers 5xx and the upstream is never reached
+//! (fail closed); stopping a proxy leaves none of its processes (nginx's worker included).
+//! nginx-light and caddy come from Debian (tests/run installs them).
 
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
-use heare_auth_tests::http::{Request, Response, send_tcp};
+use heare_auth_tests::http::{Request, Response, exchange_raw, send_tcp};
 use heare_auth_tests::process::{Group, is_alive};
 use heare_auth_tests::{free_port, wait_until};
 use std::io::{BufRead, BufReader, Write};
@@ -64,16 +67,14 @@ fn echo(stream: std::net::TcpStream, hits: &AtomicUsize) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut headers = serde_json::Map::new();
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(line) = read_line(&mut reader) else {
             return;
-        }
+        };
         let target = line.split(' ').nth(1).unwrap_or_default().to_string();
         loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+            let Some(header) = read_line(&mut reader) else {
                 return;
-            }
+            };
             let header = header.trim_end();
             if header.is_empty() {
                 break;
@@ -91,6 +92,16 @@ fn echo(stream: std::net::TcpStream, hits: &AtomicUsize) {
         if reader.get_mut().write_all(answer.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// A line as text (bytes that are not UTF-8 become U+FFFD, so such a target still counts as a
+/// hit); `None` at the end of the stream.
+fn read_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    match reader.read_until(b'\n', &mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(String::from_utf8_lossy(&line).into_owned()),
     }
 }
 
@@ -174,6 +185,21 @@ fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Response {
         request = request.header(name, value.to_string());
     }
     send_tcp(&format!("127.0.0.1:{}", proxy.port), &request).unwrap()
+}
+
+/// A GET whose request target is `target` byte for byte (not UTF-8, where a test needs that).
+fn get_raw(proxy: &Proxy, target: &[u8], key: &str) -> Response {
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(target);
+    request.extend_from_slice(
+        format!(" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-API-Key: {key}\r\n\r\n")
+            .as_bytes(),
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    exchange_raw(&mut stream, &request).unwrap()
 }
 
 /// A daemon whose keys come from ctl, mapping metadata `user` to `X-User`.
@@ -302,7 +328,6 @@ const WRITE_PATHS: &[&str] = &[
     "///write/x",
     "/write?x=1",
     "/write.json",
-    "/write%20",
     "/write%09x",
     "/write%3Fx",
     "/write%23x",
@@ -311,7 +336,8 @@ const WRITE_PATHS: &[&str] = &[
 ];
 
 /// Paths a service could read otherwise than the proxy (dot segments in any spelling, `..;`, a
-/// segment starting with `;`, backslashes, double encoding, NUL): 400 for every key.
+/// segment starting with `;`, backslashes, double encoding, NUL, bytes that are not UTF-8 once
+/// decoded, whitespace or a control character at either end of a segment): 400 for every key.
 const AMBIGUOUS_PATHS: &[&str] = &[
     "/./write",
     "/x/../write",
@@ -347,6 +373,54 @@ const AMBIGUOUS_PATHS: &[&str] = &[
     "/x/%252e%252e/write",
     "/write%00",
     "/%00/write",
+    // Not UTF-8 once decoded. Overlong forms, which a lenient decoder reads as ASCII: `w` in two,
+    // three and four bytes, `.` and `/`.
+    "/%C1%B7rite",
+    "/%E0%81%B7rite",
+    "/%F0%80%81%B7rite",
+    "/x/%C0%AE%C0%AE/write",
+    "/x/..%C0%AFwrite",
+    "/%c1%b7rite",
+    // A surrogate, a code point past U+10FFFF, bytes never used, a stray continuation byte,
+    // sequences cut short.
+    "/%ED%A0%80write",
+    "/%F4%90%80%80write",
+    "/%F5write",
+    "/%ffwrite",
+    "/x/..%ff/write",
+    "/write%ff",
+    "/%80write",
+    "/%C3/write",
+    "/write%E2%80",
+    // Whitespace or a control character at the start or the end of a segment (a service that
+    // trims segments reads `/write`, or `..`).
+    "/%20write",
+    "/%09write",
+    "/%0Bwrite",
+    "/write%20",
+    "/write%20/x",
+    "/write%20;x",
+    "/write%0A",
+    "/write%0D",
+    "/write%7F",
+    "/x/..%20/write",
+    "/x/%2e%2e%09/write",
+    "/x/%09../write",
+    "/%C2%A0write",
+    "/%C2%85write",
+    "/%E2%80%80write",
+    "/%E3%80%80write",
+    "/%EF%BB%BFwrite",
+    "/write%E2%80%A8",
+];
+
+/// Raw bytes in the request target that are not UTF-8 (overlong `w`, overlong `..`, a byte never
+/// used), and a raw no-break space at the start of a segment: 400 for every key.
+const RAW_AMBIGUOUS_TARGETS: &[&[u8]] = &[
+    b"/\xC1\xB7rite",
+    b"/x/\xC0\xAE\xC0\xAE/write",
+    b"/\xFFwrite",
+    b"/\xC2\xA0write",
 ];
 
 /// Near names that are other paths: any valid key.
@@ -364,7 +438,17 @@ const OTHER_PATHS: &[&str] = &[
     "/wr%69ters",
     "/100%25",
     "/...",
+    "/my%20file",
+    "/a%09b/c",
+    "/caf%C3%A9",
 ];
+
+/// Unicode look-alikes of `/write` (`/wrıte` with a dotless i, `/ｗrite` with a fullwidth w):
+/// valid UTF-8, so neither proxy can tell them from any other path, and both forward them, as
+/// sent, to a key without scope `write`. This is not a grant of `/write`: only a service that
+/// folds case beyond ASCII or applies NFKC would route them there, which docs/forward-auth.md
+/// forbids.
+const LOOKALIKES_FORWARDED_AS_OTHER_PATHS: &[&str] = &["/wr%C4%B1te", "/%EF%BD%97rite"];
 
 fn scope_rule(make: fn(&Path, &Path, u16) -> Proxy) {
     let dir = tempfile::tempdir().unwrap();
@@ -396,8 +480,26 @@ fn scope_rule(make: fn(&Path, &Path, u16) -> Proxy) {
         expect(path, &reader, 400, false);
         expect(path, &writer, 400, false);
     }
-    for path in OTHER_PATHS {
+    for path in OTHER_PATHS
+        .iter()
+        .chain(LOOKALIKES_FORWARDED_AS_OTHER_PATHS)
+    {
         expect(path, &reader, 200, true);
+    }
+    for target in RAW_AMBIGUOUS_TARGETS {
+        for key in [&reader, &writer] {
+            let before = upstream.hits();
+            let answer = get_raw(&proxy, target, key);
+            if answer.status != 400 || upstream.hits() != before {
+                wrong.push(format!(
+                    "{}: {} (upstream reached: {}) {}",
+                    target.escape_ascii(),
+                    answer.status,
+                    upstream.hits() != before,
+                    answer.body
+                ));
+            }
+        }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

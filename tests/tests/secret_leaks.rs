@@ -838,3 +838,91 @@ fn client_fields_in_the_log_never_hold_a_secret_at_trace_level() {
         "{errors:?}"
     );
 }
+
+/// A secret the client escaped twice (`%2573ec_…`, `sec%255F…`) or three times, spelled with an
+/// overlong `s` (`%C1%B3ec_…`), or escaped once in the User-Agent (`sec%5F…`) and the forwarded
+/// method (`%73ec_…`); an imported word escaped twice in the path and once in the User-Agent:
+/// none of it reaches the log (each field is decoded until nothing changes, at most three times,
+/// and a secret's body is hidden whatever precedes it). The first seven all leaked in review.
+#[test]
+fn escaped_secrets_in_logged_fields_are_hidden_at_every_round() {
+    let mut scan = Scan::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("keys.json").display());
+    let daemon = DaemonBuilder::new(dir.path())
+        .args([
+            "--store",
+            &store,
+            "--log-level",
+            TRACE_ALL,
+            "--log-format",
+            "json",
+        ])
+        .start()
+        .unwrap();
+    let ctl = Ctl::new(dir.path(), &store, &daemon.socket);
+    let word = "p@ss/w0rd!long-enough";
+    let python = dir.path().join("python-keys.json");
+    std::fs::write(&python, key_file(&[TestKey::new(WORD_ID, word)])).unwrap();
+    ctl.ok(&["import", python.to_str().unwrap()]);
+    let (_, generated) = ctl.create(&["--name", "escaped", "--scope", "read"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        daemon.verify(&generated).status == 200 && daemon.verify(word).status == 200
+    }));
+    scan.secret(&generated);
+    scan.secret(word);
+    let body = &generated["sec_".len()..];
+    let bearer = format!("Bearer {generated}");
+    let twice_escaped_word: String = escaped(word).replace('%', "%25");
+    let thrice_escaped_prefix = format!("{}{body}", escaped("sec_").replace('%', "%2525"));
+    let cases: Vec<Vec<(&str, String)>> = vec![
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-original-uri", format!("/p/%2573ec_{body}")),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-original-uri", format!("/p/sec%255F{body}")),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("user-agent", format!("tool (sec%5F{body})")),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-forwarded-method", format!("%73ec_{body}")),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-original-uri", format!("/p/%C1%B3ec_{body}")),
+        ],
+        vec![
+            ("x-api-key", word.to_string()),
+            ("x-original-uri", format!("/login/{twice_escaped_word}")),
+        ],
+        vec![
+            ("x-api-key", word.to_string()),
+            ("user-agent", escaped(word)),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-original-uri", format!("/p/{thrice_escaped_prefix}")),
+        ],
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-original-uri", format!("/p/%252573ec_{body}")),
+        ],
+    ];
+    for headers in &cases {
+        let mut request = Request::new("GET", "/auth");
+        for (name, value) in headers {
+            request = request.header(name, value.clone());
+        }
+        assert_eq!(scan.response("escaped", &daemon, &request), 200);
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        daemon.events("forward_auth_success").len() >= cases.len()
+    }));
+    scan.output("daemon log", daemon.log());
+    scan.assert_clean();
+}

@@ -1,31 +1,43 @@
 //! What a log line may show of a request's own text: the User-Agent (`/verify`, `/auth`) and the
-//! original method and path a proxy forwards to `/auth`. Each is read here, bounded to
-//! [`FIELD_CHARS`] characters so a client cannot bloat the log, and passed through
-//! [`Redactor::field`] with the secret the request presents; a handler that logs another client
-//! value reads it here too, so nothing from a request reaches the log around the redaction.
+//! original method and path a proxy forwards to `/auth`. Each is read here and passed through
+//! one function, [`fit`]. A value holding a `%` is percent-decoded again and again until nothing
+//! changes (at most [`DECODE_ROUNDS`] times) and logged as the marker alone if the redactor would
+//! hide anything at any round (a secret spelled `%73ec_…`, escaped twice as `%2573ec_…` or
+//! `sec%255F…`, the presented secret escaped) or if an escape is still left after the last round.
+//! Otherwise the value as sent goes through [`Redactor::field`] with the secret the request
+//! presents, bounded to [`FIELD_CHARS`] characters so a client cannot bloat the log. Decoded
+//! bytes that are not UTF-8 read as U+FFFD, never as ASCII: an overlong `%C1%B3ec_…` hides
+//! nothing once decoded, but the secret's body after it is a long base62 run, hidden as sent
+//! (an imported word spelled so is not). A handler that logs another client value reads it here
+//! too, so nothing from a request reaches the log around the redaction. A value without `%`
+//! costs no decoding, and one with nothing to hide no allocation (unless it has escapes to
+//! decode).
 
 use crate::redact::{MARKER, Redactor};
 use hyper::HeaderMap;
 use hyper::header::USER_AGENT;
+use percent_encoding::percent_decode;
 use std::borrow::Cow;
 
 /// Characters of a client value a log line shows at most.
 pub const FIELD_CHARS: usize = 256;
+
+/// How many times a value is percent-decoded at most to look for a secret in it.
+pub const DECODE_ROUNDS: usize = 3;
 
 /// The User-Agent for the log (`""` when there is none); borrowed from the request unless it is
 /// not UTF-8 or something in it had to be hidden.
 pub fn user_agent<'h>(headers: &'h HeaderMap, redactor: &Redactor<'_>) -> Cow<'h, str> {
     match headers.get(USER_AGENT) {
         None => Cow::Borrowed(""),
-        Some(value) => bounded(String::from_utf8_lossy(value.as_bytes()), redactor),
+        Some(value) => fit(String::from_utf8_lossy(value.as_bytes()), redactor),
     }
 }
 
 /// The original request's method and path, as the proxy reports them (`X-Forwarded-Method` or
 /// `X-Original-Method`, `X-Forwarded-Uri` or `X-Original-URI`). The path is cut at the first
 /// `?`, `;` or `#`: query strings, path parameters (`/p;api_key=…`) and fragments are where
-/// clients put keys. A path with `%` escapes that would have something hidden once decoded (a
-/// secret spelled `%73ec_…`, or the presented secret escaped) is logged as the marker alone.
+/// clients put keys.
 pub fn original<'h>(
     headers: &'h HeaderMap,
     redactor: &Redactor<'_>,
@@ -36,28 +48,41 @@ pub fn original<'h>(
             .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
     };
     let method = first(["x-forwarded-method", "x-original-method"])
-        .map(|method| redactor.field(method, FIELD_CHARS));
+        .map(|method| fit(Cow::Borrowed(method), redactor));
     let path = first(["x-forwarded-uri", "x-original-uri"]).map(|uri| {
         let path = uri.split(['?', ';', '#']).next().unwrap_or_default();
-        if path.contains('%') && redactor.would_hide(&decoded(path)) {
-            return Cow::Borrowed(MARKER);
-        }
-        redactor.field(path, FIELD_CHARS)
+        fit(Cow::Borrowed(path), redactor)
     });
     (method, path)
 }
 
-/// `path` with its `%XX` escapes decoded once (not UTF-8: with replacement characters).
-fn decoded(path: &str) -> Cow<'_, str> {
-    percent_encoding::percent_decode_str(path).decode_utf8_lossy()
-}
-
-/// [`Redactor::field`] of a value that may already be owned.
-fn bounded<'h>(text: Cow<'h, str>, redactor: &Redactor<'_>) -> Cow<'h, str> {
+/// A client value fit for the log (see the module's paragraph): the marker alone when its
+/// escapes would reveal something, else [`Redactor::field`] of it as sent.
+fn fit<'h>(text: Cow<'h, str>, redactor: &Redactor<'_>) -> Cow<'h, str> {
+    if text.contains('%') && escapes_hide(&text, redactor) {
+        return Cow::Borrowed(MARKER);
+    }
     match text {
         Cow::Borrowed(text) => redactor.field(text, FIELD_CHARS),
         Cow::Owned(text) => Cow::Owned(redactor.field(&text, FIELD_CHARS).into_owned()),
     }
+}
+
+/// Whether `text`, percent-decoded up to [`DECODE_ROUNDS`] times (each round's bytes read as
+/// UTF-8 with replacement characters), has something to hide at any round, or still holds an
+/// escape after the last.
+fn escapes_hide(text: &str, redactor: &Redactor<'_>) -> bool {
+    let mut current = Cow::Borrowed(text.as_bytes());
+    for _ in 0..DECODE_ROUNDS {
+        let Cow::Owned(decoded) = Cow::from(percent_decode(&current)) else {
+            return false;
+        };
+        if redactor.would_hide(&String::from_utf8_lossy(&decoded)) {
+            return true;
+        }
+        current = Cow::Owned(decoded);
+    }
+    matches!(Cow::from(percent_decode(&current)), Cow::Owned(_))
 }
 
 #[cfg(test)]
@@ -79,7 +104,7 @@ mod tests {
     fn user_agents_are_bounded_by_characters_and_redacted() {
         let none = Redactor::new(None);
         assert_eq!(user_agent(&HeaderMap::new(), &none), "");
-        let long = headers(&[("user-agent", &"a".repeat(300))]);
+        let long = headers(&[("user-agent", &"ab ".repeat(100))]);
         assert_eq!(user_agent(&long, &none).len(), 256);
         let wide = headers(&[("user-agent", &"é".repeat(300))]);
         assert_eq!(user_agent(&wide, &none).chars().count(), 256);
@@ -129,5 +154,60 @@ mod tests {
         }
         let sent = headers(&[("x-original-method", &format!("GET{SECRET}"))]);
         assert_eq!(original(&sent, &word).0.as_deref(), Some("GET[redacted]"));
+    }
+
+    #[test]
+    fn escapes_are_decoded_in_every_field_until_nothing_changes() {
+        let word = Redactor::new(Some("hunter2 hunter2"));
+        let body = &SECRET[4..];
+        let marked = |name: &'static str, value: &str| {
+            let sent = headers(&[(name, value)]);
+            let logged = match name {
+                "user-agent" => user_agent(&sent, &word),
+                "x-forwarded-method" => original(&sent, &word).0.unwrap(),
+                _ => original(&sent, &word).1.unwrap(),
+            };
+            logged == MARKER
+        };
+        for (name, value) in [
+            ("x-original-uri", format!("/p/%2573ec_{body}")),
+            ("x-original-uri", format!("/p/sec%255F{body}")),
+            ("x-original-uri", format!("/p/%C1%B3ec_{body}")),
+            ("x-original-uri", "/p/hunter2%252520hunter2".to_string()),
+            ("user-agent", format!("tool (sec%5F{body})")),
+            ("user-agent", "tool hunter2%20hunter2".to_string()),
+            ("x-forwarded-method", format!("%73ec_{body}")),
+            ("x-forwarded-method", "%2573ec_0".to_string()),
+            // Escaped four times: still an escape after three rounds.
+            ("x-original-uri", "/p/%2525252541".to_string()),
+        ] {
+            assert!(marked(name, &value), "{name}: {value}");
+        }
+        for (name, value) in [
+            ("x-original-uri", "/p/%252541"),
+            ("x-original-uri", "/100%25"),
+            ("user-agent", "tool/1 (50%)"),
+            ("user-agent", "tool/1 (%7e)"),
+            ("x-forwarded-method", "GET%"),
+        ] {
+            assert!(!marked(name, value), "{name}: {value}");
+        }
+    }
+
+    #[test]
+    fn a_value_with_nothing_to_decode_or_hide_is_borrowed() {
+        let word = Redactor::new(Some("hunter2 hunter2"));
+        for value in ["/orders/7", "/100%", "/a%zz", "/p/key_0AbCdEfGh0123456789"] {
+            let sent = headers(&[("x-original-uri", value), ("x-forwarded-method", value)]);
+            let (method, path) = original(&sent, &word);
+            assert!(
+                matches!(method, Some(Cow::Borrowed(m)) if m == value),
+                "{value}"
+            );
+            assert!(
+                matches!(path, Some(Cow::Borrowed(p)) if p == value),
+                "{value}"
+            );
+        }
     }
 }
