@@ -37,7 +37,8 @@ fn main() -> anyhow::Result<()> {
         };
         if log.logs_verify_successes() {
             let user_agent = Redactor::new(Some(&secret)).field(&user_agent, 256);
-            log.verification_success("key_0ABCDEFGH0123456789", "svc-17", &user_agent, peer);
+            let at = std::time::SystemTime::now();
+            log.verification_success(at, "key_0ABCDEFGH0123456789", "svc-17", &user_agent, peer);
         }
     }
     let cpu = thread_cpu()? - cpu_before;

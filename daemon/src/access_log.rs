@@ -1,7 +1,8 @@
 //! The lines logged on every verification: `verification_success` and `verification_failed`
 //! (`POST /verify`), `forward_auth_success` and `forward_auth_failed` (`/auth`).
 //!
-//! Each event has one function here, with its fields in the order the log has always had them.
+//! Each event has one function here, with its fields in the order the log has always had them,
+//! and the time the handler read once for the whole request (`at`).
 //! When the log is JSON lines through the batched writer (the default, and under systemd), the
 //! line is written by hand ([`crate::json_line`]) into a buffer of the request thread and handed
 //! to the writer in one append: no tracing dispatch, no field visitor, no serde serializer, no
@@ -68,7 +69,13 @@ impl JsonSink {
     }
 
     /// Writes one line: `fields` adds the event's own fields after the common ones.
-    fn line(&self, info: bool, event: &str, fields: impl FnOnce(&mut JsonLine<'_>)) {
+    fn line(
+        &self,
+        at: SystemTime,
+        info: bool,
+        event: &str,
+        fields: impl FnOnce(&mut JsonLine<'_>),
+    ) {
         thread_local! {
             static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
         }
@@ -80,7 +87,7 @@ impl JsonSink {
         let priority = self.priority.then_some(priority);
         LINE.with_borrow_mut(|buffer| {
             buffer.clear();
-            let mut line = JsonLine::start(buffer, priority, SystemTime::now(), level, event);
+            let mut line = JsonLine::start(buffer, priority, at, level, event);
             fields(&mut line);
             line.finish();
             self.writer.append(buffer);
@@ -100,6 +107,7 @@ impl AccessLog {
     /// A key verified (`POST /verify`).
     pub fn verification_success(
         &self,
+        at: SystemTime,
         key_id: &str,
         key_name: &str,
         user_agent: &str,
@@ -107,7 +115,7 @@ impl AccessLog {
     ) {
         match self {
             AccessLog::Json(sink) if sink.verify_info => {
-                sink.line(true, "verification_success", |line| {
+                sink.line(at, true, "verification_success", |line| {
                     line.str("key_id", key_id)
                         .str("key_name", key_name)
                         .str("user_agent", user_agent);
@@ -130,10 +138,16 @@ impl AccessLog {
 
     /// A verify refused: the key it belongs to, or what may be said of the secret
     /// (`secret_prefix`, only ever `sec_`; else `key_shaped: false`), and why.
-    pub fn verification_failed(&self, refused: &Refused<'_>, user_agent: &str, peer: PeerFields) {
+    pub fn verification_failed(
+        &self,
+        at: SystemTime,
+        refused: &Refused<'_>,
+        user_agent: &str,
+        peer: PeerFields,
+    ) {
         match self {
             AccessLog::Json(sink) if sink.verify_warn => {
-                sink.line(false, "verification_failed", |line| {
+                sink.line(at, false, "verification_failed", |line| {
                     line.opt_str("key_id", refused.key_id)
                         .opt_str("secret_prefix", refused.secret_prefix)
                         .opt_bool("key_shaped", refused.key_shaped)
@@ -159,10 +173,16 @@ impl AccessLog {
     }
 
     /// `/auth` let a request through.
-    pub fn forward_auth_success(&self, key_id: &str, request: &Forwarded<'_>, peer: PeerFields) {
+    pub fn forward_auth_success(
+        &self,
+        at: SystemTime,
+        key_id: &str,
+        request: &Forwarded<'_>,
+        peer: PeerFields,
+    ) {
         match self {
             AccessLog::Json(sink) if sink.auth_info => {
-                sink.line(true, "forward_auth_success", |line| {
+                sink.line(at, true, "forward_auth_success", |line| {
                     line.str("key_id", key_id)
                         .str("user_agent", request.user_agent);
                     peer.write(line);
@@ -188,6 +208,7 @@ impl AccessLog {
     /// `/auth` refused a request: the key when known, and why.
     pub fn forward_auth_failed(
         &self,
+        at: SystemTime,
         key_id: Option<&str>,
         reason: &str,
         request: &Forwarded<'_>,
@@ -195,7 +216,7 @@ impl AccessLog {
     ) {
         match self {
             AccessLog::Json(sink) if sink.auth_warn => {
-                sink.line(false, "forward_auth_failed", |line| {
+                sink.line(at, false, "forward_auth_failed", |line| {
                     line.opt_str("key_id", key_id)
                         .str("reason", reason)
                         .str("user_agent", request.user_agent);

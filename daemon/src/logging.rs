@@ -467,13 +467,14 @@ mod tests {
             path: None,
         };
         let emit = |log: &AccessLog| {
+            let at = SystemTime::now();
             for peer in [unix, tcp] {
-                log.verification_success("key_1", "a \"b\"\n", "ua\t", peer);
-                log.verification_failed(&refused, "", peer);
-                log.verification_failed(&password, "x", peer);
-                log.forward_auth_success("key_2", &request, peer);
-                log.forward_auth_failed(Some("key_3"), "expired", &request, peer);
-                log.forward_auth_failed(None, "no_key", &request, peer);
+                log.verification_success(at, "key_1", "a \"b\"\n", "ua\t", peer);
+                log.verification_failed(at, &refused, "", peer);
+                log.verification_failed(at, &password, "x", peer);
+                log.forward_auth_success(at, "key_2", &request, peer);
+                log.forward_auth_failed(at, Some("key_3"), "expired", &request, peer);
+                log.forward_auth_failed(at, None, "no_key", &request, peer);
             }
         };
         let by_tracing = json_lines_of(|| emit(&AccessLog::Tracing));

@@ -16,13 +16,27 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Milliseconds since the first call (a process-wide monotonic base), never 0.
+///
+/// Read several times per request (bytes arriving, a request starting and ending, writes), so
+/// it reads the kernel's coarse monotonic clock: a memory read in the vDSO, no time-stamp
+/// counter, to the kernel's tick (1–4 ms), which is finer than any timeout it serves. The
+/// precise clock cost 1.5% of the daemon's CPU under load (perf, cpu-clock, `__vdso_clock_gettime`).
 fn now_ms() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    static BASE: OnceLock<u64> = OnceLock::new();
+    let now = coarse_ms();
+    now.saturating_sub(*BASE.get_or_init(|| now)) + 1
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in milliseconds (0 if it could not be read, which Linux never does).
+fn coarse_ms() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE).map_or(0, |now| {
+        (now.tv_sec() as u64) * 1000 + (now.tv_nsec() as u64) / 1_000_000
+    })
 }
 
 /// What a connection has been doing, shared by its I/O wrapper, its service and its watchdog.

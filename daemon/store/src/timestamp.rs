@@ -46,6 +46,11 @@ pub fn now() -> UnixMillis {
     Utc::now().timestamp_millis()
 }
 
+/// `at` as Unix milliseconds (for a caller that read the clock once for several uses).
+pub fn millis(at: std::time::SystemTime) -> UnixMillis {
+    DateTime::<Utc>::from(at).timestamp_millis()
+}
+
 /// Formats Unix milliseconds as RFC 3339 in UTC with a `Z` (`2025-01-20T10:30:00.123Z`).
 pub fn format(at: UnixMillis) -> String {
     DateTime::<Utc>::from_timestamp_millis(at)

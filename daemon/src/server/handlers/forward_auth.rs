@@ -32,6 +32,7 @@ use hyper::header::{
 };
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use std::time::Instant;
+use std::time::SystemTime;
 
 const REALM: &str = r#"Bearer realm="heare-auth""#;
 
@@ -145,21 +146,28 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, VerifyResult) {
+    // The one reading of the wall clock for this request: expiry, usage and the log line.
+    let at = SystemTime::now();
+    let record = Record {
+        log: &shared.access_log,
+        at,
+        peer,
+    };
     let Ok(required) = &asked.required else {
         let answer = json_answer(
             StatusCode::BAD_REQUEST,
             r#"{"error":"a required scope is not a scope token"}"#,
         );
-        log_failed(asked, &shared.access_log, None, "bad_scope_request", peer);
+        record.failed(asked, None, "bad_scope_request");
         return (answer, VerifyResult::Malformed);
     };
     let Some(key) = &asked.key else {
-        log_failed(asked, &shared.access_log, None, "no_key", peer);
+        record.failed(asked, None, "no_key");
         return (unauthorized(false), VerifyResult::Malformed);
     };
-    let now = timestamp::now();
+    let now = timestamp::millis(at);
     if shared.too_stale(now) {
-        log_failed(asked, &shared.access_log, None, "stale", peer);
+        record.failed(asked, None, "stale");
         let answer = json_answer(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"error":"the key set is too old to trust"}"#,
@@ -167,7 +175,7 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         return (answer, VerifyResult::Stale);
     }
     if secret_shape(key) == SecretShape::BadChecksum {
-        log_failed(asked, &shared.access_log, None, "bad_checksum", peer);
+        record.failed(asked, None, "bad_checksum");
         return (unauthorized(true), VerifyResult::BadChecksum);
     }
     let keys = shared.keys();
@@ -175,16 +183,10 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         Verdict::Valid(view) => match view.missing_scope(required) {
             None => {
                 keys.record_use(&view, now);
-                return (granted(&view, asked, shared, peer), VerifyResult::Valid);
+                return (granted(&view, asked, shared, &record), VerifyResult::Valid);
             }
             Some(_) => {
-                log_failed(
-                    asked,
-                    &shared.access_log,
-                    Some(view.id),
-                    "insufficient_scope",
-                    peer,
-                );
+                record.failed(asked, Some(view.id), "insufficient_scope");
                 return (insufficient(required), VerifyResult::InsufficientScope);
             }
         },
@@ -193,12 +195,17 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         Verdict::Rotated { key_id } => (VerifyResult::Rotated, Some(key_id)),
         Verdict::Unknown => (VerifyResult::Unknown, None),
     };
-    log_failed(asked, &shared.access_log, key_id, result.name(), peer);
+    record.failed(asked, key_id, result.name());
     (unauthorized(true), result)
 }
 
 /// 200, empty body, the identity headers.
-fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) -> Response<Body> {
+fn granted(
+    key: &KeyView<'_>,
+    asked: &Asked<'_>,
+    shared: &Shared,
+    record: &Record<'_>,
+) -> Response<Body> {
     let mut answer = Response::new(Full::new(Bytes::new()));
     let scopes = key.scopes().collect::<Vec<_>>().join(",");
     let headers = answer.headers_mut();
@@ -220,18 +227,7 @@ fn granted(key: &KeyView<'_>, asked: &Asked<'_>, shared: &Shared, peer: Peer) ->
     if !left_out.is_empty() {
         tracing::warn!(key_id = key.id, headers = ?left_out, "forward_auth_headers_omitted");
     }
-    if shared.access_log.logs_auth_successes() {
-        let redactor = Redactor::new(asked.key.as_deref());
-        let (method, path) = logged::original(asked.headers, &redactor);
-        let request = Forwarded {
-            user_agent: &logged::user_agent(asked.headers, &redactor),
-            method: method.as_deref(),
-            path: path.as_deref(),
-        };
-        shared
-            .access_log
-            .forward_auth_success(key.id, &request, peer.log_fields());
-    }
+    record.granted(asked, key.id);
     answer
 }
 
@@ -318,18 +314,51 @@ fn json_answer(status: StatusCode, body: &'static str) -> Response<Body> {
     answer
 }
 
-fn log_failed(asked: &Asked<'_>, log: &AccessLog, key_id: Option<&str>, reason: &str, peer: Peer) {
-    if !log.logs_auth_refusals() {
-        return;
+/// Where a request's `/auth` line goes, with the time and the peer.
+struct Record<'a> {
+    log: &'a AccessLog,
+    at: SystemTime,
+    peer: Peer,
+}
+
+impl Record<'_> {
+    /// Logs `forward_auth_success` for the key.
+    fn granted(&self, asked: &Asked<'_>, key_id: &str) {
+        if self.log.logs_auth_successes() {
+            let fields = |request: &Forwarded<'_>| {
+                self.log
+                    .forward_auth_success(self.at, key_id, request, self.peer.log_fields());
+            };
+            with_forwarded(asked, fields);
+        }
     }
+
+    /// Logs `forward_auth_failed` with the key when known, and why.
+    fn failed(&self, asked: &Asked<'_>, key_id: Option<&str>, reason: &str) {
+        if self.log.logs_auth_refusals() {
+            let fields = |request: &Forwarded<'_>| {
+                self.log.forward_auth_failed(
+                    self.at,
+                    key_id,
+                    reason,
+                    request,
+                    self.peer.log_fields(),
+                );
+            };
+            with_forwarded(asked, fields);
+        }
+    }
+}
+
+/// Calls `log` with what the line shows of the proxied request, each value redacted.
+fn with_forwarded(asked: &Asked<'_>, log: impl FnOnce(&Forwarded<'_>)) {
     let redactor = Redactor::new(asked.key.as_deref());
     let (method, path) = logged::original(asked.headers, &redactor);
-    let request = Forwarded {
+    log(&Forwarded {
         user_agent: &logged::user_agent(asked.headers, &redactor),
         method: method.as_deref(),
         path: path.as_deref(),
-    };
-    log.forward_auth_failed(key_id, reason, &request, peer.log_fields());
+    });
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use heare_auth_store::timestamp;
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const BAD_BODY: &str = "the body must be a JSON object {\"api_key\": \"sec_...\"} (or send Authorization: Bearer sec_...)";
 const STALE: &str = "the key set is older than max_stale allows and the store cannot be read";
@@ -78,13 +78,16 @@ fn answer(
             return (refusal, VerifyResult::Malformed);
         }
     };
+    // The one reading of the wall clock for this verify: expiry, usage and the log line.
+    let at = SystemTime::now();
+    let now = timestamp::millis(at);
     let asker = Asker {
         headers,
         secret: &secret,
         peer,
+        at,
         log: &shared.access_log,
     };
-    let now = timestamp::now();
     if shared.too_stale(now) {
         let fields = peer.log_fields();
         tracing::error!(
@@ -129,6 +132,7 @@ struct Asker<'a> {
     headers: &'a HeaderMap,
     secret: &'a str,
     peer: Peer,
+    at: SystemTime,
     log: &'a AccessLog,
 }
 
@@ -139,7 +143,7 @@ impl Asker<'_> {
             let user_agent = logged::user_agent(self.headers, &Redactor::new(Some(self.secret)));
             let fields = self.peer.log_fields();
             self.log
-                .verification_success(key.id, key.name, &user_agent, fields);
+                .verification_success(self.at, key.id, key.name, &user_agent, fields);
         }
     }
 
@@ -171,7 +175,7 @@ impl Asker<'_> {
         };
         let user_agent = logged::user_agent(self.headers, &Redactor::new(Some(self.secret)));
         self.log
-            .verification_failed(&refused, &user_agent, self.peer.log_fields());
+            .verification_failed(self.at, &refused, &user_agent, self.peer.log_fields());
     }
 }
 
