@@ -14,39 +14,91 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub fn refresh(socket: &Path) -> Result<usize, CtlError> {
     let answer = transport::call(socket, "POST", "/refresh", b"", TIMEOUT)
         .map_err(|e| CtlError::Other(e.to_string()))?;
-    if let Ok(refresh) = serde_json::from_slice::<RefreshResponse>(&answer.body) {
-        return match refresh.error {
-            None if answer.status == 200 => Ok(refresh.keys_loaded),
-            error => Err(CtlError::Other(format!(
-                "heare-authd could not reload: {}",
-                error.unwrap_or_else(|| format!("HTTP {}", answer.status))
-            ))),
-        };
-    }
-    Err(CtlError::Other(describe_refusal(
-        answer.status,
-        &answer.body,
-    )))
+    refreshed(answer.status, &answer.body).map_err(CtlError::Other)
 }
 
-/// After a write: reload unless told not to; problems are warnings.
-pub fn reload_after_write(socket: &Path, skip: bool) {
+/// What became of the reload that follows a write: the write itself is done in every case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterWrite {
+    /// The daemon reloaded and now serves the change.
+    Reloaded { keys_loaded: usize },
+    /// `--no-reload`: nothing was asked.
+    NotAsked,
+    /// No daemon listens on the socket; it loads the change when it starts.
+    NotRunning { socket: String },
+    /// The daemon was asked and did not reload (why, in words).
+    Failed { reason: String },
+}
+
+impl AfterWrite {
+    /// The line on stderr: the reload and its key count, or the warning saying why not.
+    pub fn report(&self) {
+        match self {
+            AfterWrite::Reloaded { keys_loaded } => {
+                eprintln!("heare-authd reloaded: {keys_loaded} keys")
+            }
+            AfterWrite::NotAsked => {}
+            AfterWrite::NotRunning { socket } => eprintln!(
+                "warning: heare-authd is not running on {socket}; it will load the change when it starts"
+            ),
+            AfterWrite::Failed { reason } => {
+                eprintln!(
+                    "warning: the change is stored, but the daemon was not reloaded: {reason}"
+                )
+            }
+        }
+    }
+
+    /// The `daemon` field of a write's `--json` output.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            AfterWrite::Reloaded { keys_loaded } => {
+                json!({"reloaded": true, "keys_loaded": keys_loaded})
+            }
+            AfterWrite::NotAsked => json!({"reloaded": false, "reason": "--no-reload"}),
+            AfterWrite::NotRunning { socket } => json!({"reloaded": false,
+                "reason": format!("heare-authd is not running on {socket}")}),
+            AfterWrite::Failed { reason } => json!({"reloaded": false, "reason": reason}),
+        }
+    }
+}
+
+/// After a write: asks the daemon to reload unless told not to, and says what became of it.
+pub fn reload_after_write(socket: &Path, skip: bool) -> AfterWrite {
     if skip {
-        return;
+        return AfterWrite::NotAsked;
     }
     match transport::call(socket, "POST", "/refresh", b"", TIMEOUT) {
-        Err(TransportError::NoSocket(_) | TransportError::Refused(_)) => eprintln!(
-            "warning: heare-authd is not running on {}; it will load the change when it starts",
-            socket.display()
-        ),
-        Err(error) => {
-            eprintln!("warning: the change is stored, but the daemon was not reloaded: {error}")
-        }
-        Ok(answer) if answer.status == 200 => {}
-        Ok(answer) => eprintln!(
-            "warning: the change is stored, but the daemon was not reloaded: {}",
-            describe_refusal(answer.status, &answer.body)
-        ),
+        Err(TransportError::NoSocket(_) | TransportError::Refused(_)) => AfterWrite::NotRunning {
+            socket: socket.display().to_string(),
+        },
+        Err(error) => AfterWrite::Failed {
+            reason: error.to_string(),
+        },
+        Ok(answer) => match refreshed(answer.status, &answer.body) {
+            Ok(keys_loaded) => AfterWrite::Reloaded { keys_loaded },
+            Err(reason) => AfterWrite::Failed { reason },
+        },
+    }
+}
+
+/// Reloads after a write and prints the outcome on stderr (for commands without `--json`).
+pub fn reload_and_report(socket: &Path, skip: bool) {
+    reload_after_write(socket, skip).report();
+}
+
+/// The key count of a `/refresh` answer, or why it is not a successful reload.
+fn refreshed(status: u16, body: &[u8]) -> Result<usize, String> {
+    match serde_json::from_slice::<RefreshResponse>(body) {
+        Ok(refresh) => match refresh.error {
+            None if status == 200 => Ok(refresh.keys_loaded),
+            error => Err(format!(
+                "heare-authd could not reload: {}",
+                error.unwrap_or_else(|| format!("HTTP {status}"))
+            )),
+        },
+        Err(_) => Err(describe_refusal(status, body)),
     }
 }
 

@@ -48,21 +48,27 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
         .await?;
 
     if args.json {
+        // One JSON object, so the reload's outcome comes before it is printed.
+        let daemon = daemon_link::reload_after_write(context.socket(), args.write.no_reload);
         let out = json!({"id": id, "secret": secret, "name": name, "created_at": created_at,
-                         "expires_at": expires_at, "metadata": metadata, "scopes": scopes});
+                         "expires_at": expires_at, "metadata": metadata, "scopes": scopes,
+                         "daemon": daemon.to_json()});
         println!("{out}");
-    } else {
-        println!("Created API key:");
-        println!("  ID:      {id}");
-        println!("  Secret:  {secret}");
-        println!("  Name:    {name}");
-        println!("  Created: {created_at}");
-        println!("  Expires: {}", expires_at.as_deref().unwrap_or("never"));
-        if !scopes.is_empty() {
-            println!("  Scopes:  {}", scopes.join(" "));
-        }
+        eprintln!("Save the secret now: it is not stored and will not be shown again.");
+        daemon.report();
+        return Ok(());
+    }
+    // The secret is shown before the reload, which may wait for the daemon.
+    println!("Created API key:");
+    println!("  ID:      {id}");
+    println!("  Secret:  {secret}");
+    println!("  Name:    {name}");
+    println!("  Created: {created_at}");
+    println!("  Expires: {}", expires_at.as_deref().unwrap_or("never"));
+    if !scopes.is_empty() {
+        println!("  Scopes:  {}", scopes.join(" "));
     }
     eprintln!("Save the secret now: it is not stored and will not be shown again.");
-    daemon_link::reload_after_write(context.socket(), args.write.no_reload);
+    daemon_link::reload_and_report(context.socket(), args.write.no_reload);
     Ok(())
 }

@@ -21,6 +21,6 @@ pub async fn run(context: &Context, id: &str, yes: bool, no_reload: bool) -> Res
         })
         .await?;
     println!("Deleted {id}");
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }

@@ -81,7 +81,7 @@ pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(
         })
         .await?;
     println!("imported {count} keys (secrets stored as hashes)");
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }
 
@@ -137,7 +137,7 @@ pub async fn migrate(
 async fn hash_secrets(context: &Context, no_reload: bool) -> Result<(), CtlError> {
     let (total, hashed) = context.edit(|document| Ok(hash_all(document))).await?;
     println!("{hashed} of {total} keys had a plaintext secret; the store now holds only hashes");
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }
 
@@ -233,6 +233,6 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
         );
     }
     println!("the store is encrypted (HEARE_ENCRYPTED_V1), {total} keys");
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }

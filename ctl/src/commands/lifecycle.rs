@@ -31,7 +31,7 @@ pub async fn expire(
         })
         .await?;
     println!("{id} expires at {when}");
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }
 
@@ -55,7 +55,7 @@ pub async fn set_disabled(
         })
         .await?;
     println!("{id} {}", if disabled { "disabled" } else { "enabled" });
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }
 
@@ -100,6 +100,6 @@ pub async fn scopes(
         held.join(" ")
     };
     println!("{id} scopes: {}", crate::keyview::text(&json!(shown)));
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
 }

@@ -45,8 +45,23 @@ pub async fn run(
             Ok(until)
         })
         .await?;
-    print_rotated(id, &secret, &timestamp::format(grace_until), as_json);
-    daemon_link::reload_after_write(context.socket(), no_reload);
+    let grace_until = timestamp::format(grace_until);
+    if as_json {
+        // One JSON object, so the reload's outcome comes before it is printed.
+        let daemon = daemon_link::reload_after_write(context.socket(), no_reload);
+        let out = json!({"id": id, "secret": secret, "old_secret_valid_until": grace_until,
+                         "daemon": daemon.to_json()});
+        println!("{out}");
+        eprintln!("{SAVE_NOW}");
+        daemon.report();
+    } else {
+        // The secret is shown before the reload, which may wait for the daemon.
+        println!("Rotated {id}:");
+        println!("  New secret:         {secret}");
+        println!("  Old secret valid until {grace_until}");
+        eprintln!("{SAVE_NOW}");
+        daemon_link::reload_and_report(context.socket(), no_reload);
+    }
     Ok(())
 }
 
@@ -87,16 +102,4 @@ fn current_grace(key: &Map<String, Value>, now: i64) -> Vec<Value> {
         .collect()
 }
 
-fn print_rotated(id: &str, secret: &str, grace_end: &str, as_json: bool) {
-    if as_json {
-        println!(
-            "{}",
-            json!({"id": id, "secret": secret, "old_secret_valid_until": grace_end})
-        );
-    } else {
-        println!("Rotated {id}:");
-        println!("  New secret:         {secret}");
-        println!("  Old secret valid until {grace_end}");
-    }
-    eprintln!("Save the secret now: it is not stored and will not be shown again.");
-}
+const SAVE_NOW: &str = "Save the secret now: it is not stored and will not be shown again.";
