@@ -205,6 +205,12 @@ fn ports_held_by_another_user_neither_stop_the_daemon_nor_stay_taken() {
         "{shown}"
     );
     assert!(shown.contains("bind error:    "), "{shown}");
+    let first = shown.lines().next().unwrap_or_default();
+    assert!(first.starts_with("ATTENTION: serving "), "{first}");
+    assert!(
+        first.contains(&format!("listener tcp {tcp} FAILING")),
+        "{first}"
+    );
 
     // The holders stay until the retries' window has grown to its cap (30 s: the 6th failure
     // on), then go: the daemon takes both ports within the cap.
@@ -240,6 +246,7 @@ fn ports_held_by_another_user_neither_stop_the_daemon_nor_stay_taken() {
         "{shown}"
     );
     assert!(!shown.contains("FAILING"), "{shown}");
+    assert!(shown.starts_with("OK: serving "), "{shown}");
 }
 
 /// A loopback port below 1024 that root can bind now.
