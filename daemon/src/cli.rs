@@ -59,6 +59,10 @@ pub struct Cli {
     /// each one reloads at once; polling stays as the fallback (every 300 s unless set).
     #[arg(long, value_name = "URL")]
     pub notify_queue: Option<String>,
+    /// Watch a file store: reload within about a second of any change to the key file (default
+    /// true; ignored for S3 stores).
+    #[arg(long, value_name = "BOOL")]
+    pub watch_store: Option<bool>,
     /// Refuse to verify once the served set has gone unconfirmed by the store this long.
     #[arg(long, value_name = "DURATION")]
     pub max_stale: Option<String>,

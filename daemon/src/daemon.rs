@@ -3,7 +3,9 @@
 //! Order matters and is deliberate. Signal handlers are installed first, so a SIGHUP during a slow
 //! first load cannot kill the process (SIGHUP's default action). The socket is bound before the
 //! first load, so a second daemon on the same socket fails at once, and clients that connect early
-//! wait in the backlog instead of failing. A TCP listener the daemon binds itself whose port
+//! wait in the backlog instead of failing. A file store is watched ([`store_watch`], unless
+//! `watch_store = false`) beside the reloader, so a write the daemon is not told of is served
+//! within about a second. A TCP listener the daemon binds itself whose port
 //! another process holds does not stop the start: it is retried in the background
 //! ([`server::rebind`]) while the Unix socket serves. READY=1 is sent only once a key set is in memory. On
 //! SIGTERM/SIGINT the listeners stop accepting, in-flight requests finish (bounded), then the
@@ -28,6 +30,7 @@ use crate::server::watchdog::Timeouts;
 use crate::server::{self, ConnectionPolicy, MetricsListener, UnixAcceptor, fd_limit, rebind};
 use crate::state::{AdminPolicy, Shared, Wiring};
 use crate::stats;
+use crate::store_watch;
 use crate::usage::{self, fleet};
 use anyhow::Context;
 use heare_auth_store::StoreUrl;
@@ -120,6 +123,9 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     let (finish, finishing) = watch::channel(false);
     let mut background = start_background(&config, &shared, startup, host_id, &finishing);
     background.push(reload_task);
+    if let Some(watcher) = watch_store(&config.store, &shared, &stopped) {
+        background.push(watcher);
+    }
     if let Some(queue) = config.store.notify_queue.clone() {
         if config.store.refresh_interval.is_none() {
             // The queue says nothing when a subscription or policy breaks: polling is what
@@ -257,6 +263,24 @@ fn start_background(
         ));
     }
     tasks
+}
+
+/// The file store's watcher ([`store_watch`]), when the store is a file and `watch_store` is on.
+fn watch_store(
+    config: &StoreSettings,
+    shared: &Shared,
+    stopped: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let StoreUrl::File { path } = &config.url else {
+        return None;
+    };
+    config.watch_store.then(|| {
+        store_watch::spawn(
+            path.clone(),
+            shared.reload_requests.clone(),
+            stopped.clone(),
+        )
+    })
 }
 
 /// The sockets systemd passed, else the configured socket bound here; the same for the TCP and

@@ -29,5 +29,6 @@ mod schedule;
 mod server;
 mod state;
 mod stats;
+mod store_watch;
 mod usage;
 pub mod verify_input;

@@ -1,14 +1,15 @@
 //! The one task that loads key sets: at start, then on every reload trigger.
 //!
-//! SIGHUP, `POST /refresh`, the poll timer, the retry timer and the notify queue only *ask* this
+//! SIGHUP, `POST /refresh`, the poll timer, the retry timer, the notify queue and the file
+//! store's watcher ([`crate::store_watch`]) only *ask* this
 //! task (through a channel); requests that arrive while a load runs are answered by the next
 //! single load, so a burst of triggers costs one fetch. A load fetches, decrypts and indexes off
 //! to the side and then publishes the new set in one atomic swap. A failed load — store
 //! unreachable, corrupt JSON, wrong storage secret, duplicate secret — changes nothing that is
 //! served: the previous set stays, `/status` shows the error and that the set is stale, and
 //! retries back off up to a minute with full jitter ([`crate::schedule`]). Explicit triggers
-//! (SIGHUP, /refresh) always fetch the whole object; the timers and the queue ask "only if
-//! changed", so an unchanged object costs one 304.
+//! (SIGHUP, /refresh) always fetch the whole object; the timers, the queue and the watcher ask
+//! "only if changed", so an unchanged object costs one 304 (a file: one `fstat`).
 
 use crate::cache;
 use crate::generation::{self, Newest};

@@ -1,5 +1,6 @@
 //! Asking the reloader: why a reload was asked for ([`Trigger`]), the request
-//! ([`ReloadRequest`]) that SIGHUP, `POST /refresh` and the reloader's own timers send, and what
+//! ([`ReloadRequest`]) that SIGHUP, `POST /refresh`, the file store's watcher and the reloader's
+//! own timers send, and what
 //! comes back ([`ReloadOutcome`], [`ReloadError`]). Kept apart from the reloader so that the
 //! state every connection shares can hold the request channel without depending on the reloader.
 
@@ -23,6 +24,8 @@ pub enum Trigger {
     /// An S3 event for the key object arrived on the notify queue.
     #[cfg_attr(not(feature = "s3"), allow(dead_code))] // only the queue listener sends it
     Notify,
+    /// The file store's watcher saw the key file change (or is starting).
+    Watch,
 }
 
 impl Trigger {
@@ -34,6 +37,7 @@ impl Trigger {
             Trigger::Poll => "poll",
             Trigger::Retry => "retry",
             Trigger::Notify => "notify",
+            Trigger::Watch => "watch",
         }
     }
 
@@ -45,14 +49,18 @@ impl Trigger {
             Trigger::Poll => ReloadTrigger::Poll,
             Trigger::Retry => ReloadTrigger::Retry,
             Trigger::Notify => ReloadTrigger::Notify,
+            Trigger::Watch => ReloadTrigger::Watch,
         }
     }
 
-    /// Whether the reload fetches only if the stored version changed (the timers, and a queue
-    /// message, which anyone allowed to send to the queue could forge), rather than the whole
-    /// object (someone with admin rights asked).
+    /// Whether the reload fetches only if the stored version changed (the timers, a queue
+    /// message, which anyone allowed to send to the queue could forge, and the file watcher),
+    /// rather than the whole object (someone with admin rights asked).
     pub fn is_conditional(self) -> bool {
-        matches!(self, Trigger::Poll | Trigger::Retry | Trigger::Notify)
+        matches!(
+            self,
+            Trigger::Poll | Trigger::Retry | Trigger::Notify | Trigger::Watch
+        )
     }
 }
 

@@ -12,12 +12,14 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
+/// A daemon on a file store, and ctl on it. The store is not watched (`--watch-store false`):
+/// what these tests see served after a write is ctl's own reload, or its absence.
 fn setup(dir: &Path, initial: &[u8]) -> (Daemon, Ctl) {
     let store = dir.join("keys.json");
     std::fs::write(&store, initial).unwrap();
     let url = format!("file://{}", store.display());
     let daemon = DaemonBuilder::new(dir)
-        .args(["--store", &url])
+        .args(["--store", &url, "--watch-store", "false"])
         .start()
         .unwrap();
     let ctl = Ctl::new(dir, &url, &daemon.socket);

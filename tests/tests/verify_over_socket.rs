@@ -26,12 +26,17 @@ fn keys() -> Vec<TestKey> {
 }
 
 fn start(dir: &Path) -> Daemon {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
     let store = dir.join("keys.json");
     std::fs::write(&store, key_file(&keys())).unwrap();
     DaemonBuilder::new(dir)
         .arg("--store")
         .arg(format!("file://{}", store.display()))
         .args(["--log-level", "trace"])
+        .args(extra.iter().copied())
         .start()
         .unwrap()
 }
@@ -179,7 +184,8 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_refused() {
 #[test]
 fn sighup_and_refresh_reload_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start(dir.path());
+    // Not watched: the changes below must come through /refresh and SIGHUP alone.
+    let daemon = start_with(dir.path(), &["--watch-store", "false"]);
     let store = dir.path().join("keys.json");
     let added = "sec_0AddedAfterStartFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF";
     assert_eq!(daemon.verify(added).status, 403);

@@ -90,6 +90,7 @@ pub(super) struct FileConfig {
     pub refresh_interval: Option<DurationSetting>,
     pub refresh_jitter: Option<JitterSetting>,
     pub notify_queue: Option<String>,
+    pub watch_store: Option<bool>,
     pub max_stale: Option<DurationSetting>,
     pub storage_secret: Option<String>,
     pub storage_secret_file: Option<PathBuf>,

@@ -1,5 +1,6 @@
 //! How the daemon learns that the store changed: `refresh_interval` (polling), `refresh_jitter`
-//! (its spread) and `notify_queue` (the SQS queue of the object's S3 event notifications).
+//! (its spread), `notify_queue` (the SQS queue of the object's S3 event notifications) and
+//! `watch_store` (a file store's key file watched, on by default; S3 stores ignore it).
 //!
 //! A queue makes polling the fallback: without an explicit `refresh_interval` it polls every
 //! 300 s (an explicit `0` still turns polling off). The queue needs an S3 store — its events name
@@ -28,11 +29,12 @@ pub struct NotifyQueue {
     pub key: String,
 }
 
-/// The resolved trio.
+/// The resolved settings.
 pub(super) struct Freshness {
     pub refresh_interval: Option<Duration>,
     pub refresh_jitter: Jitter,
     pub notify_queue: Option<NotifyQueue>,
+    pub watch_store: bool,
 }
 
 pub(super) fn resolve(
@@ -60,6 +62,7 @@ pub(super) fn resolve(
         refresh_interval,
         refresh_jitter: jitter(cli, file)?,
         notify_queue,
+        watch_store: cli.watch_store.or(file.watch_store).unwrap_or(true),
     })
 }
 

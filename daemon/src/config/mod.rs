@@ -94,6 +94,8 @@ pub struct StoreSettings {
     pub refresh_jitter: Jitter,
     /// The SQS queue of the store object's change notifications; `None`: none.
     pub notify_queue: Option<NotifyQueue>,
+    /// Watch a file store's key file and reload when it changes (ignored for S3).
+    pub watch_store: bool,
     /// Stop verifying once the set has gone unconfirmed this long; `None`: never.
     pub max_stale: Option<Duration>,
     pub storage_secret: Option<StorageSecret>,
@@ -280,6 +282,7 @@ impl StoreSettings {
                 "notify_queue = {}",
                 or_none(self.notify_queue.as_ref().map(|q| q.url.clone()))
             ),
+            format!("watch_store = {}", self.watch_store),
             format!("max_stale = {}", seconds(self.max_stale)),
             format!("storage_secret = {secret}"),
             format!("max_store_bytes = {}", self.max_store_bytes),
@@ -532,6 +535,26 @@ mod tests {
         assert!(resolve(Cli::default(), &[], "listen_tcp = \"localhost\"").is_err());
         assert!(resolve(Cli::default(), &[], "refresh_interval = \"soon\"").is_err());
         assert!(resolve(Cli::default(), &[], "store = \"ftp://x/y\"").is_err());
+    }
+
+    #[test]
+    fn watch_store_is_on_by_default_and_a_flag_beats_the_file() {
+        assert!(resolve(Cli::default(), &[], "").unwrap().store.watch_store);
+        let file = "watch_store = false\n";
+        assert!(
+            !resolve(Cli::default(), &[], file)
+                .unwrap()
+                .store
+                .watch_store
+        );
+        let on = resolve(cli(&["--watch-store", "true"], &[]), &[], file).unwrap();
+        assert!(on.store.watch_store);
+        assert!(on.describe().contains("watch_store = true\n"));
+        let off = resolve(cli(&["--watch-store", "false"], &[]), &[], "").unwrap();
+        assert!(off.describe().contains("watch_store = false\n"));
+        use clap::Parser;
+        assert!(Cli::try_parse_from(["heare-authd", "--watch-store", "yes"]).is_err());
+        assert!(resolve(Cli::default(), &[], "watch_store = \"no\"\n").is_err());
     }
 
     #[test]

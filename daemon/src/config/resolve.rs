@@ -40,6 +40,7 @@ pub(super) fn store(
         refresh_interval: freshness.refresh_interval,
         refresh_jitter: freshness.refresh_jitter,
         notify_queue: freshness.notify_queue,
+        watch_store: freshness.watch_store,
         max_stale: nonzero(duration_of(
             "max_stale",
             cli.max_stale.as_deref(),

@@ -25,16 +25,18 @@ pub enum ReloadTrigger {
     Poll,
     Retry,
     Notify,
+    Watch,
 }
 
 impl ReloadTrigger {
-    pub const ALL: [ReloadTrigger; 6] = [
+    pub const ALL: [ReloadTrigger; 7] = [
         ReloadTrigger::Start,
         ReloadTrigger::Signal,
         ReloadTrigger::Http,
         ReloadTrigger::Poll,
         ReloadTrigger::Retry,
         ReloadTrigger::Notify,
+        ReloadTrigger::Watch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl ReloadTrigger {
             ReloadTrigger::Poll => "poll",
             ReloadTrigger::Retry => "retry",
             ReloadTrigger::Notify => "notify",
+            ReloadTrigger::Watch => "watch",
         }
     }
 }
@@ -95,7 +98,7 @@ pub struct RefreshCounts {
 pub struct Metrics {
     pub verify: VerifyCounts,
     /// `[trigger][result]`, in the order of the `ALL` arrays.
-    reloads: [[AtomicU64; 3]; 6],
+    reloads: [[AtomicU64; 3]; ReloadTrigger::ALL.len()],
     reload_duration: Histogram<{ RELOAD_BOUNDS.len() }>,
     /// Unix milliseconds of the last successful load; 0 before the first.
     last_reload_success_ms: AtomicI64,
