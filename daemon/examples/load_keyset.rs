@@ -1,14 +1,16 @@
 //! Times loading a key file the way the daemon does: `cargo run --release -p heare-authd --example
-//! load_keyset -- FILE [THREADS]` (the file as `heare-auth-bench --write-keys FILE N` writes it).
-//! Reads it through the file store, then builds the key set with THREADS threads (default: one
-//! per CPU), and prints the two times apart, so load-time regressions can be found without
-//! starting the daemon. The figures measured with it are in `daemon/src/keyset/load.rs`.
+//! load_keyset -- FILE [THREADS] [--no-fast-path]` (the file as `heare-auth-bench --write-keys`
+//! writes it). Reads it through the file store, then builds the key set with THREADS threads
+//! (default: one per CPU), and prints the two times apart, so load-time regressions can be found
+//! without starting the daemon. `--no-fast-path` sets [`Plan::fast_path`] off: every key object is
+//! parsed by serde_json instead of the hand-written parser (the module doc of
+//! `daemon/src/keyset/load.rs` has the measured difference).
 
 use heare_auth_store::{Fetched, FileStore, KeyStore};
 use heare_authd::keyset::{KeySet, Plan};
 use std::time::Instant;
 
-const USAGE: &str = "usage: load_keyset FILE [THREADS]";
+const USAGE: &str = "usage: load_keyset FILE [THREADS] [--no-fast-path]";
 
 fn main() -> anyhow::Result<()> {
     let (path, plan) = arguments()?;
@@ -25,11 +27,12 @@ fn main() -> anyhow::Result<()> {
     let (keys, skipped) = KeySet::from_json_with(&body, plan)?;
     let built = started.elapsed();
     println!(
-        "{} keys ({} skipped) from {} MB with {} threads: read {:?}, parse+index {:?}, heap {} B/key",
+        "{} keys ({} skipped) from {} MB with {} threads, fast path {}: read {:?}, parse+index {:?}, heap {} B/key",
         keys.len(),
         skipped.len(),
         body.len() / 1_000_000,
         plan.threads,
+        if plan.fast_path { "on" } else { "off" },
         read,
         built,
         keys.heap_bytes() / keys.len().max(1)
@@ -39,13 +42,21 @@ fn main() -> anyhow::Result<()> {
 
 /// The file and the plan the command line asks for.
 fn arguments() -> anyhow::Result<(String, Plan)> {
-    let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or_else(|| anyhow::anyhow!(USAGE))?;
     let mut plan = Plan::for_this_host();
-    if let Some(threads) = args.next() {
+    let mut positional = Vec::new();
+    for argument in std::env::args().skip(1) {
+        match argument.as_str() {
+            "--no-fast-path" => plan.fast_path = false,
+            flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}; {USAGE}"),
+            _ => positional.push(argument),
+        }
+    }
+    let mut positional = positional.into_iter();
+    let path = positional.next().ok_or_else(|| anyhow::anyhow!(USAGE))?;
+    if let Some(threads) = positional.next() {
         plan.threads = threads.parse()?;
     }
-    if args.next().is_some() {
+    if positional.next().is_some() {
         anyhow::bail!(USAGE);
     }
     Ok((path, plan))

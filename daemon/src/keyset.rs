@@ -15,10 +15,11 @@
 //! load, because either would make verification ambiguous.
 //!
 //! Loading runs on every core ([`load`]): the `keys` array is parsed in runs by several threads
-//! ([`scan`], each key object by serde_json, [`chunk`]) and joined into sharded digest indexes
-//! ([`index`]), with the same result as one sequential pass for every input.
+//! ([`scan`], plain key objects by hand in [`fast`], [`chunk`]) and joined into sharded digest
+//! indexes ([`index`]), with the same result as one sequential pass for every input.
 
 mod chunk;
+mod fast;
 mod index;
 mod load;
 mod scan;
@@ -611,6 +612,7 @@ mod parallel_tests {
         Plan {
             threads,
             min_parallel_bytes: 0,
+            fast_path: true,
         }
     }
 

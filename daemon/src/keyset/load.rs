@@ -14,17 +14,16 @@
 //! runs interleaved, median of 5, parse+index time):
 //! - The split is kept: 2 threads take 1,212 ms (1,128–1,270) against 1,915 ms (1,806–2,212) on
 //!   one, 37% less.
-//! - Every key object is parsed by serde_json (borrowed strings, `RawValue` for the metadata).
-//!   A hand-written parser for plain key objects was removed: it saved 16% and 19% in two series
-//!   (2 threads: 964 vs 1,150 ms and 988 vs 1,218 ms; 1 thread: 11%, 1,933 vs 2,184 ms), under
-//!   the 25% that would have paid for keeping it (callgrind, 100,000 keys on one thread: 5.5%
-//!   fewer instructions). Through the daemon (`heare-auth-bench 1000000 --only load`, 3 runs
-//!   each, interleaved) it was 5%: start 1,406 ms (1,231–1,421) without it, 1,333 ms
-//!   (1,299–1,356) with it.
+//! - Plain key objects are parsed by hand ([`fast`]), everything else by serde_json. The fast
+//!   path was removed on 2026-12-01 when it saved 16–19% of parse+index (under the 25% asked of
+//!   hand-written code then) and brought back on 2026-12-03 for the 1.0 s target of a million-key
+//!   start: without it this build's `load_keyset FILE 2` took 749–880 ms (median 803) against
+//!   7ae68c2's 631–684 ms (median 640) with it, five runs each alternating on a quiet VM, and the
+//!   daemon's build step 770–990 ms against 594–769 ms (six each).
 
 use super::chunk::{Chunk, FileKey};
 use super::scan::{self, Fail, Stopped};
-use super::{KeySet, LoadError, SkippedKey, index};
+use super::{KeySet, LoadError, SkippedKey, fast, index};
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
@@ -36,6 +35,9 @@ pub struct Plan {
     pub threads: usize,
     /// Files smaller than this are parsed on one thread (threads cost more than they save).
     pub min_parallel_bytes: usize,
+    /// Whether plain key objects take the hand-written parser ([`fast`]); `false` parses every
+    /// key with serde_json (for measurements and tests; the result is the same).
+    pub fast_path: bool,
 }
 
 impl Plan {
@@ -46,6 +48,7 @@ impl Plan {
                 .map_or(1, std::num::NonZeroUsize::get)
                 .clamp(1, 8),
             min_parallel_bytes: 1 << 20,
+            fast_path: true,
         }
     }
 }
@@ -161,14 +164,17 @@ impl Runner<'_> {
         // let a denser file grow the vectors (large ones grow by remapping, not copying).
         let estimate = range.len() / 256 + 16;
         let mut chunk = Chunk::new(estimate, self.id_hasher.clone());
-        let result = scan::elements(
-            json,
-            start,
-            stop,
-            cancel,
-            scan::parse_one,
-            |key: FileKey| chunk.add(key),
-        );
+        let parse = |json, pos| parse_key(json, pos, self.plan.fast_path);
+        let result = scan::elements(json, start, stop, cancel, parse, |key| chunk.add(key));
         (chunk, result)
+    }
+}
+
+/// One key object: by the fast path when the plan allows it and the key is in the plain form,
+/// else by serde_json.
+fn parse_key(json: &[u8], pos: usize, fast_path: bool) -> Result<(FileKey<'_>, usize), Fail> {
+    match fast_path.then(|| fast::key(json, pos)).flatten() {
+        Some(parsed) => Ok(parsed),
+        None => scan::parse_one(json, pos),
     }
 }

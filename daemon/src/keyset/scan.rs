@@ -97,7 +97,7 @@ fn line_column(json: &[u8], offset: usize) -> (usize, usize) {
 }
 
 /// The first position at or after `pos` that is not JSON whitespace.
-fn skip_whitespace(json: &[u8], mut pos: usize) -> usize {
+pub(super) fn skip_whitespace(json: &[u8], mut pos: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\r' | b'\t') = json.get(pos) {
         pos += 1;
     }
