@@ -3,6 +3,7 @@
 //! write is done and the daemon loads it when it (re)starts.
 
 use crate::error::CtlError;
+use crate::keyview::shown;
 use heare_auth_client::transport::{self, TransportError};
 use heare_auth_client::wire::{ErrorResponse, RefreshResponse, StatusResponse};
 use std::path::Path;
@@ -14,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub fn refresh(socket: &Path) -> Result<usize, CtlError> {
     let answer = transport::call(socket, "POST", "/refresh", b"", TIMEOUT)
         .map_err(|e| CtlError::Other(e.to_string()))?;
-    refreshed(answer.status, &answer.body).map_err(CtlError::Other)
+    refreshed(answer.status, &answer.body).map_err(|reason| CtlError::Other(shown(&reason)))
 }
 
 /// What became of the reload that follows a write: the write itself is done in every case.
@@ -39,13 +40,15 @@ impl AfterWrite {
             }
             AfterWrite::NotAsked => {}
             AfterWrite::NotRunning { socket } => eprintln!(
-                "warning: heare-authd is not running on {socket}; it will load the change when it starts"
+                "warning: heare-authd is not running on {}; it will load the change when it starts",
+                shown(socket)
             ),
-            AfterWrite::Failed { reason } => {
-                eprintln!(
-                    "warning: the change is stored, but the daemon was not reloaded: {reason}"
-                )
-            }
+            // The reason may quote the daemon's answer (an S3 error message): escaped like every
+            // value from elsewhere that reaches the terminal.
+            AfterWrite::Failed { reason } => eprintln!(
+                "warning: the change is stored, but the daemon was not reloaded: {}",
+                shown(reason)
+            ),
         }
     }
 
@@ -64,12 +67,28 @@ impl AfterWrite {
     }
 }
 
+/// How long a write whose `--json` output waits for the reload's answer: that output holds the
+/// new secret, which a hung daemon must not keep from the user (a timeout in a script, Ctrl-C).
+pub const JSON_RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// After a write: asks the daemon to reload unless told not to, and says what became of it.
 pub fn reload_after_write(socket: &Path, skip: bool) -> AfterWrite {
+    reload_within(socket, skip, TIMEOUT)
+}
+
+/// [`reload_after_write`] waiting at most `timeout` for the answer; a daemon that takes longer
+/// may still finish the reload.
+pub fn reload_within(socket: &Path, skip: bool, timeout: Duration) -> AfterWrite {
     if skip {
         return AfterWrite::NotAsked;
     }
-    match transport::call(socket, "POST", "/refresh", b"", TIMEOUT) {
+    match transport::call(socket, "POST", "/refresh", b"", timeout) {
+        Err(TransportError::Timeout(_)) => AfterWrite::Failed {
+            reason: format!(
+                "heare-authd did not answer within {} s (it may still finish the reload)",
+                timeout.as_secs()
+            ),
+        },
         Err(TransportError::NoSocket(_) | TransportError::Refused(_)) => AfterWrite::NotRunning {
             socket: socket.display().to_string(),
         },

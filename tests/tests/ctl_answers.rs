@@ -141,3 +141,62 @@ fn status_names_a_store_that_cannot_be_read_in_its_first_line() {
     assert!(first.contains("STALE"), "{first}");
     assert!(first.contains("last load failed: "), "{first}");
 }
+
+/// A key store with no daemon, and a socket where something else listens.
+fn fake_daemon_setup(dir: &Path) -> (Ctl, std::os::unix::net::UnixListener) {
+    let store = dir.join("keys.json");
+    std::fs::write(&store, br#"{"keys": []}"#).unwrap();
+    let socket = dir.join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let ctl = Ctl::new(dir, &format!("file://{}", store.display()), &socket);
+    (ctl, listener)
+}
+
+/// The `--json` object holds the only copy of the new secret: a daemon that accepts the reload
+/// and never answers must not keep it from the user (a script's timeout, Ctrl-C). ctl waits a few
+/// seconds, then prints the object with the reason.
+#[test]
+fn a_hung_daemon_does_not_keep_the_new_secret_from_json_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, _listener) = fake_daemon_setup(dir.path());
+    let (out, said) = run(&ctl, &["create", "--json", "--name", "kept"]);
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert!(created["secret"].as_str().unwrap().starts_with("sec_1"));
+    assert_eq!(created["daemon"]["reloaded"], false, "{created}");
+    let reason = created["daemon"]["reason"].as_str().unwrap();
+    assert!(reason.contains("did not answer within 5 s"), "{reason}");
+    assert!(said.contains("warning: the change is stored"), "{said}");
+}
+
+/// What the daemon answers (an S3 error it quotes, say) reaches the terminal escaped: a forged
+/// "reloaded" line cannot be drawn over the warning.
+#[test]
+fn a_reload_error_with_terminal_escapes_is_shown_escaped() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (ctl, listener) = fake_daemon_setup(dir.path());
+    let answering = std::thread::spawn(move || {
+        let body = "{\"error\":\"\\u001b[2K\\rheare-authd reloaded: 7 keys\"}";
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    let said = stderr(&ctl.run(&["create", "--name", "escaped"]));
+    assert!(!said.contains('\u{1b}'), "{said:?}");
+    assert!(
+        said.contains("\\u{1b}[2K\\rheare-authd reloaded: 7 keys"),
+        "{said:?}"
+    );
+    let output = ctl.run(&["reload"]);
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(!said.contains('\u{1b}'), "{said:?}");
+    answering.join().unwrap();
+}

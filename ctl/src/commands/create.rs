@@ -48,8 +48,13 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
         .await?;
 
     if args.json {
-        // One JSON object, so the reload's outcome comes before it is printed.
-        let daemon = daemon_link::reload_after_write(context.socket(), args.write.no_reload);
+        // One JSON object, so the reload's outcome comes before it is printed; asked with a short
+        // deadline, since the object holds the only copy of the new secret.
+        let daemon = daemon_link::reload_within(
+            context.socket(),
+            args.write.no_reload,
+            daemon_link::JSON_RELOAD_TIMEOUT,
+        );
         let out = json!({"id": id, "secret": secret, "name": name, "created_at": created_at,
                          "expires_at": expires_at, "metadata": metadata, "scopes": scopes,
                          "daemon": daemon.to_json()});

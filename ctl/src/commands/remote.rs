@@ -27,13 +27,13 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
     // Errors and warnings quote key ids from the store: escaped like every table cell.
     let or_dash = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), shown);
     println!("{}", summary(&status, timestamp::now()));
-    println!("heare-authd {}", status.daemon_version);
+    println!("heare-authd {}", shown(&status.daemon_version));
     println!("  keys loaded:   {}", status.keys_loaded);
-    println!("  store:         {}", status.store);
+    println!("  store:         {}", shown(&status.store));
     println!("  version:       {}", or_dash(&status.store_version));
     println!(
         "  source:        {}{}",
-        status.source,
+        shown(&status.source),
         if status.stale { " (STALE)" } else { "" }
     );
     println!("  last load:     {}", or_dash(&status.last_load_at));

@@ -47,8 +47,13 @@ pub async fn run(
         .await?;
     let grace_until = timestamp::format(grace_until);
     if as_json {
-        // One JSON object, so the reload's outcome comes before it is printed.
-        let daemon = daemon_link::reload_after_write(context.socket(), no_reload);
+        // One JSON object, so the reload's outcome comes before it is printed; asked with a short
+        // deadline, since the object holds the only copy of the new secret.
+        let daemon = daemon_link::reload_within(
+            context.socket(),
+            no_reload,
+            daemon_link::JSON_RELOAD_TIMEOUT,
+        );
         let out = json!({"id": id, "secret": secret, "old_secret_valid_until": grace_until,
                          "daemon": daemon.to_json()});
         println!("{out}");
