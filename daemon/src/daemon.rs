@@ -279,6 +279,7 @@ fn watch_store(
             path.clone(),
             shared.reload_requests.clone(),
             stopped.clone(),
+            store_watch::confirmation_period(config.max_stale),
         )
     })
 }

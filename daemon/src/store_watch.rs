@@ -12,6 +12,12 @@
 //! before writing the new one does not empty the served set for a moment. A failed stat (other
 //! than "missing") is logged as `store_watch_failed` once per kind of error and asks for nothing;
 //! the watcher keeps looking until the daemon stops.
+//!
+//! With `max_stale` set, an unchanged file is also confirmed now and then (a conditional reload
+//! every quarter of `max_stale`, at most a minute apart): a file store is not polled by default,
+//! so without it the set's "last confirmed" time would stay at its load, and the first failed
+//! reload a week later (an editor's save with a typo, which the watcher picks up) would refuse
+//! every verify at once instead of serving the set in force for `max_stale`.
 
 use crate::reload_request::{ReloadRequest, Trigger};
 use std::io::ErrorKind;
@@ -20,10 +26,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 /// How often the key file is looked at.
 const PERIOD: Duration = Duration::from_secs(1);
+/// The longest wait between two confirmations of an unchanged file when `max_stale` is set.
+const LONGEST_CONFIRMATION_WAIT: Duration = Duration::from_secs(60);
+
+/// How often an unchanged file is confirmed: `None` without `max_stale`, else a quarter of it,
+/// between one look and a minute.
+pub fn confirmation_period(max_stale: Option<Duration>) -> Option<Duration> {
+    max_stale.map(|stale| (stale / 4).clamp(PERIOD, LONGEST_CONFIRMATION_WAIT))
+}
 
 /// What identifies one content of the key file: a replacement by rename changes the inode, a
 /// write in place the size or the times.
@@ -80,23 +94,27 @@ impl Watcher {
 }
 
 /// Starts watching the key file at `path`, sending reload requests to `requests`, until
-/// `stopped` turns true (or the reloader is gone).
+/// `stopped` turns true (or the reloader is gone); an unchanged file is confirmed every
+/// `confirm_every` ([`confirmation_period`]).
 pub fn spawn(
     path: PathBuf,
     requests: mpsc::Sender<ReloadRequest>,
     stopped: watch::Receiver<bool>,
+    confirm_every: Option<Duration>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(watch_file(path, requests, stopped))
+    tokio::spawn(watch_file(path, requests, stopped, confirm_every))
 }
 
 async fn watch_file(
     path: PathBuf,
     requests: mpsc::Sender<ReloadRequest>,
     mut stopped: watch::Receiver<bool>,
+    confirm_every: Option<Duration>,
 ) {
     let mut ticks = tokio::time::interval(PERIOD);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut watcher = Watcher::default();
+    let mut last_asked = Instant::now();
     loop {
         let seen = tokio::select! {
             seen = async { ticks.tick().await; look(&path).await } => seen,
@@ -105,8 +123,13 @@ async fn watch_file(
         if let Some(kind) = Watcher::new_failure(watcher.previous, seen) {
             tracing::warn!(store = %path.display(), error = %kind, "store_watch_failed");
         }
-        if watcher.decide(seen) && !ask_reload(&requests) {
-            return;
+        let confirm = matches!(seen, Seen::Present(_))
+            && confirm_every.is_some_and(|every| last_asked.elapsed() >= every);
+        if watcher.decide(seen) || confirm {
+            if !ask_reload(&requests) {
+                return;
+            }
+            last_asked = Instant::now();
         }
     }
 }
@@ -148,6 +171,15 @@ mod tests {
             mtime: (5, 6),
             ctime: (5, 6),
         })
+    }
+
+    #[test]
+    fn an_unchanged_file_is_confirmed_a_quarter_of_max_stale_apart_within_bounds() {
+        let s = Duration::from_secs;
+        assert_eq!(confirmation_period(None), None);
+        assert_eq!(confirmation_period(Some(s(8))), Some(s(2)));
+        assert_eq!(confirmation_period(Some(s(2))), Some(PERIOD));
+        assert_eq!(confirmation_period(Some(s(7 * 86400))), Some(s(60)));
     }
 
     #[test]

@@ -305,3 +305,35 @@ fn the_first_key_on_a_fresh_host_is_served_though_its_question_started_the_daemo
     );
     activator.stop().unwrap();
 }
+
+/// With `max_stale`, a file store (not polled by default) is confirmed by the watcher while it is
+/// unchanged, so a broken save after a quiet spell longer than `max_stale` keeps the set in force
+/// served (stale) instead of refusing every verify at once; without the watcher the same break
+/// refuses at once, which is what the confirmation prevents.
+#[test]
+fn an_unchanged_file_is_confirmed_so_a_broken_save_does_not_refuse_everyone_at_once() {
+    for (watching, served_after_break) in [(true, true), (false, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = if watching { "true" } else { "false" };
+        let (daemon, _ctl) = start(
+            dir.path(),
+            &[TestKey::new("key_first", FIRST)],
+            &["--max-stale", "4s", "--watch-store", flag],
+        );
+        assert!(served(&daemon, FIRST));
+        std::thread::sleep(Duration::from_secs(6));
+        std::fs::write(store(dir.path()), b"{ \"keys\": [ not json").unwrap();
+        assert_eq!(
+            daemon.refresh().status,
+            500,
+            "the broken file does not load"
+        );
+        assert_eq!(
+            served(&daemon, FIRST),
+            served_after_break,
+            "watching {watching}: {}",
+            daemon.log()
+        );
+        assert_eq!(daemon.status()["stale"], true);
+    }
+}
