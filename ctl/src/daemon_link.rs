@@ -71,13 +71,9 @@ impl AfterWrite {
 /// new secret, which a hung daemon must not keep from the user (a timeout in a script, Ctrl-C).
 pub const JSON_RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// After a write: asks the daemon to reload unless told not to, and says what became of it.
-pub fn reload_after_write(socket: &Path, skip: bool) -> AfterWrite {
-    reload_within(socket, skip, TIMEOUT)
-}
-
-/// [`reload_after_write`] waiting at most `timeout` for the answer; a daemon that takes longer
-/// may still finish the reload.
+/// After a write: asks the daemon to reload unless told not to, waiting at most `timeout` for
+/// the answer (a daemon that takes longer may still finish the reload), and says what became of
+/// it.
 pub fn reload_within(socket: &Path, skip: bool, timeout: Duration) -> AfterWrite {
     if skip {
         return AfterWrite::NotAsked;
@@ -104,7 +100,7 @@ pub fn reload_within(socket: &Path, skip: bool, timeout: Duration) -> AfterWrite
 
 /// Reloads after a write and prints the outcome on stderr (for commands without `--json`).
 pub fn reload_and_report(socket: &Path, skip: bool) {
-    reload_after_write(socket, skip).report();
+    reload_within(socket, skip, TIMEOUT).report();
 }
 
 /// The key count of a `/refresh` answer, or why it is not a successful reload.

@@ -59,7 +59,7 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
                          "expires_at": expires_at, "metadata": metadata, "scopes": scopes,
                          "daemon": daemon.to_json()});
         println!("{out}");
-        eprintln!("Save the secret now: it is not stored and will not be shown again.");
+        eprintln!("{}", super::SAVE_NOW);
         daemon.report();
         return Ok(());
     }
@@ -73,7 +73,7 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
     if !scopes.is_empty() {
         println!("  Scopes:  {}", scopes.join(" "));
     }
-    eprintln!("Save the secret now: it is not stored and will not be shown again.");
+    eprintln!("{}", super::SAVE_NOW);
     daemon_link::reload_and_report(context.socket(), args.write.no_reload);
     Ok(())
 }

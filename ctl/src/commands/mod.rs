@@ -11,6 +11,9 @@ pub mod rotate;
 pub mod usage;
 
 use crate::error::CtlError;
+
+/// Said on stderr after a new secret is printed (create, rotate).
+pub const SAVE_NOW: &str = "Save the secret now: it is not stored and will not be shown again.";
 use heare_auth_store::keyfile::Document;
 use serde_json::{Map, Value};
 use std::io::{BufRead, IsTerminal, Write};

@@ -57,14 +57,14 @@ pub async fn run(
         let out = json!({"id": id, "secret": secret, "old_secret_valid_until": grace_until,
                          "daemon": daemon.to_json()});
         println!("{out}");
-        eprintln!("{SAVE_NOW}");
+        eprintln!("{}", super::SAVE_NOW);
         daemon.report();
     } else {
         // The secret is shown before the reload, which may wait for the daemon.
         println!("Rotated {id}:");
         println!("  New secret:         {secret}");
         println!("  Old secret valid until {grace_until}");
-        eprintln!("{SAVE_NOW}");
+        eprintln!("{}", super::SAVE_NOW);
         daemon_link::reload_and_report(context.socket(), no_reload);
     }
     Ok(())
@@ -106,5 +106,3 @@ fn current_grace(key: &Map<String, Value>, now: i64) -> Vec<Value> {
         .cloned()
         .collect()
 }
-
-const SAVE_NOW: &str = "Save the secret now: it is not stored and will not be shown again.";
