@@ -28,6 +28,10 @@ pub struct Cli {
     /// by another process, before failing with nothing written (e.g. 30s, 500ms; 0 tries once).
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION")]
     pub lock_timeout: String,
+    /// Why: recorded with a write in the store's change log (`heare-authctl log`), one line of
+    /// at most 500 characters.
+    #[arg(long, global = true, value_name = "TEXT")]
+    pub reason: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -137,6 +141,33 @@ pub enum Command {
         yes: bool,
         #[command(flatten)]
         write: WriteArgs,
+    },
+    /// The store's change log: every write, oldest first, with author and reason (never a secret).
+    Log {
+        /// Only changes made since TIME (ISO 8601) or for DURATION back (24h, 7d).
+        #[arg(long, value_name = "TIME", conflicts_with = "from")]
+        since: Option<String>,
+        /// Only changes numbered N and later.
+        #[arg(long, value_name = "N")]
+        from: Option<u64>,
+        /// Only changes of this key.
+        #[arg(long, value_name = "ID")]
+        key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete change objects the key object already contains (--keep), or an invalid one that
+    /// stops writers (--drop-invalid).
+    Compact {
+        /// Keep changes younger than DURATION (e.g. 90d); older ones the key object contains go.
+        #[arg(long, value_name = "DURATION", conflicts_with = "drop_invalid")]
+        keep: Option<String>,
+        /// Delete change N, beyond the key object, if it is invalid (asks on a terminal).
+        #[arg(long, value_name = "N")]
+        drop_invalid: Option<u64>,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Ask the local daemon to reload its keys.
     Reload {

@@ -1,11 +1,12 @@
 //! What every command needs: the resolved configuration (the daemon's own), the open store, and
-//! read-modify-write of the key file with optimistic concurrency.
+//! the reads and checks a write makes (generation, encoding).
 //!
-//! A write reads the document with its version, applies the command's change, and writes back
-//! only if the version is unchanged (S3 `If-Match`, or `If-None-Match: *` for a new object; the
-//! file store's lock-and-compare). When someone else wrote in between, it re-reads and re-applies
-//! the same change, up to [`ATTEMPTS`] times with random jitter, then gives up with exit code 4.
+//! A write is committed as one change of the store's log and then written back into the key
+//! object only if its version is unchanged (S3 `If-Match`, or `If-None-Match: *` for a new
+//! object; the file store's lock-and-compare): [`crate::commit`] owns that protocol and its
+//! retries; this module hands it the document and the body to store.
 
+use crate::commit;
 use crate::daemon_link;
 use crate::error::CtlError;
 use heare_auth_store::keyfile::{Document, StoredDocument};
@@ -14,7 +15,6 @@ use heare_auth_store::{
 };
 use heare_authd::cli::Cli as DaemonCli;
 use heare_authd::config::Config;
-use rand::Rng;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,16 +26,14 @@ fn now_ms() -> u64 {
 /// How far ahead of this clock a key file's generation may be.
 const MAX_AHEAD_MS: u64 = 24 * 3600 * 1000;
 
-/// Tries of one write before exit code 4.
-pub const ATTEMPTS: u32 = 8;
-
 /// How a command reads the stored body and writes it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
     /// As stored, written back the same way; a plain body is refused when a storage secret is
     /// configured (the daemon refuses it too).
     AsStored,
-    /// `migrate --encrypt`: a plain body is accepted, and written back encrypted.
+    /// `migrate --encrypt`: a plain body is accepted (the command then marks it to be written
+    /// back encrypted).
     Encrypting,
 }
 
@@ -44,6 +42,11 @@ pub struct Context {
     pub store: Box<dyn KeyStore>,
     /// `--accept-older`: write over an older (or future-dated) key file.
     accept_older: bool,
+    /// `--reason`: why, recorded in the change log with every write.
+    pub reason: Option<String>,
+    /// The generation the local daemon serves, asked once per run (every attempt of a write
+    /// checks against it).
+    served: std::sync::OnceLock<Option<u64>>,
 }
 
 /// The daemon's command line with ctl's `--config`, `--store` and `--socket`, parsed by clap so
@@ -81,13 +84,41 @@ async fn open_store(config: &Config, lock_timeout: Duration) -> Box<dyn KeyStore
 }
 
 /// A failed write as told to the operator: a held lock names the flag that sets the wait.
-fn write_error(error: StoreError) -> CtlError {
+pub(crate) fn write_error(error: StoreError) -> CtlError {
     match error {
         StoreError::Locked { .. } => CtlError::Other(format!(
             "{error} (--lock-timeout sets how long to wait; whoever holds the lock may be another heare-authctl, or a process of the directory's owner)"
         )),
         other => other.into(),
     }
+}
+
+/// Most characters of a `--reason`.
+const REASON_MAX_CHARS: usize = 500;
+
+/// A `--reason` as recorded: one line of printable text, short, and nothing shaped like a secret
+/// (the log is read by anyone allowed to audit the store).
+fn checked_reason(reason: String) -> Result<String, CtlError> {
+    let reason = reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > REASON_MAX_CHARS {
+        return Err(CtlError::Usage(format!(
+            "--reason: give 1 to {REASON_MAX_CHARS} characters"
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(CtlError::Usage(
+            "--reason: one line of text without control characters".into(),
+        ));
+    }
+    if reason
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(heare_auth_client::token::is_secret_shaped)
+    {
+        return Err(CtlError::Usage(
+            "--reason: it holds something shaped like a secret, which the change log would keep; nothing was written".into(),
+        ));
+    }
+    Ok(reason)
 }
 
 impl Context {
@@ -97,6 +128,7 @@ impl Context {
         socket: Option<PathBuf>,
         accept_older: bool,
         lock_timeout: &str,
+        reason: Option<String>,
     ) -> Result<Context, CtlError> {
         let lock_timeout = duration::parse(lock_timeout)
             .map_err(|e| CtlError::Usage(format!("--lock-timeout: {e}")))?;
@@ -107,6 +139,8 @@ impl Context {
             config,
             store,
             accept_older,
+            reason: reason.map(checked_reason).transpose()?,
+            served: std::sync::OnceLock::new(),
         })
     }
 
@@ -124,10 +158,9 @@ impl Context {
             Fetched::Body { body, version } => {
                 let stored = match reading {
                     Reading::AsStored => StoredDocument::decode(&body, secret)?,
-                    Reading::Encrypting => StoredDocument {
-                        encrypted: true,
-                        ..StoredDocument::decode_accepting_plaintext(&body, secret)?
-                    },
+                    Reading::Encrypting => {
+                        StoredDocument::decode_accepting_plaintext(&body, secret)?
+                    }
                 };
                 Ok((stored, WriteCondition::IfVersion(version)))
             }
@@ -145,69 +178,63 @@ impl Context {
         }
     }
 
-    /// Applies `change` to the document and writes it back, retrying on concurrent writes.
+    /// Applies `change` to the document and commits it as one change of the log (`operation`
+    /// names it in the record), retrying on concurrent writes ([`crate::commit`]).
     pub async fn edit<T>(
         &self,
+        operation: &'static str,
         change: impl FnMut(&mut Document) -> Result<T, CtlError>,
     ) -> Result<T, CtlError> {
-        self.edit_as(Reading::AsStored, change).await
+        self.edit_as(operation, Reading::AsStored, change).await
     }
 
     /// As [`Context::edit`], reading and writing back the body as `reading` says.
     pub async fn edit_as<T>(
         &self,
+        operation: &'static str,
         reading: Reading,
-        mut change: impl FnMut(&mut Document) -> Result<T, CtlError>,
+        change: impl FnMut(&mut Document) -> Result<T, CtlError>,
     ) -> Result<T, CtlError> {
-        for attempt in 1..=ATTEMPTS {
-            let (mut stored, condition) = self.read_as(reading).await?;
-            let served = self.check_generation(&stored.document)?;
-            let outcome = change(&mut stored.document)?;
-            let body = self.encode(&mut stored, served)?;
-            match self.store.put(body, condition).await {
-                Ok(_) => return Ok(outcome),
-                Err(StoreError::Conflict { .. }) if attempt < ATTEMPTS => {
-                    let jitter = rand::rng().random_range(20..100) * u64::from(attempt);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
-                }
-                Err(StoreError::Conflict { store }) => {
-                    return Err(CtlError::Conflict(format!(
-                        "{store} kept changing during {ATTEMPTS} attempts; nothing was written, try again"
-                    )));
-                }
-                Err(error) => return Err(write_error(error)),
-            }
-        }
-        Err(CtlError::Other("unreachable: the retry loop ended".into()))
+        let operation = commit::Operation {
+            name: operation,
+            reading,
+        };
+        commit::edit(self, operation, change).await
     }
 
-    /// Writes `stored` once, only if the store still holds the version it was read at; a
-    /// conflict is exit code 4 with `changed` as the reason (no retry: what was shown to the
-    /// operator is what is written).
+    /// Gives the key object its store identity if it has none yet (a write of its own, before a
+    /// command that writes once shows the operator what it will write).
+    pub async fn prepare_log(&self, reading: Reading) -> Result<(), CtlError> {
+        commit::prepare(self, reading).await
+    }
+
+    /// Writes `stored` (changed from `read_as`, as the operator reviewed it) once, as a snapshot
+    /// change, only if the store still holds the version it was read at; a conflict is exit
+    /// code 4 with `changed` as the reason (no retry: what was shown to the operator is what is
+    /// written).
     pub async fn write_once(
         &self,
+        operation: &'static str,
         stored: &StoredDocument,
+        read_as: &StoredDocument,
         condition: WriteCondition,
         changed: &str,
     ) -> Result<(), CtlError> {
-        let served = self.check_generation(&stored.document)?;
-        let mut stored = stored.clone();
-        let body = self.encode(&mut stored, served)?;
-        match self.store.put(body, condition).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
-                "{store} {changed}; nothing was written, run again"
-            ))),
-            Err(error) => Err(write_error(error)),
-        }
+        let operation = commit::Operation {
+            name: operation,
+            reading: Reading::Encrypting,
+        };
+        commit::write_reviewed(self, operation, stored, read_as, condition, changed).await
     }
 
     /// Refuses to write over a key file older than what the local daemon serves (or without a
     /// generation once one was served, or none at all then), or one dated more than a day ahead:
     /// the write would make an old copy written back by someone else current. Returns the
     /// daemon's served generation, when it could be asked.
-    fn check_generation(&self, document: &Document) -> Result<Option<u64>, CtlError> {
-        let served = daemon_link::generation_served(self.socket());
+    pub(crate) fn check_generation(&self, document: &Document) -> Result<Option<u64>, CtlError> {
+        let served = *self
+            .served
+            .get_or_init(|| daemon_link::generation_served(self.socket()));
         if self.accept_older {
             return Ok(served);
         }
@@ -233,7 +260,7 @@ impl Context {
     /// The body to store: the document one generation newer (with `--accept-older`, also newer
     /// than what the daemon serves and no longer future-dated), encrypted as it was read (or as a
     /// new file is, with a storage secret configured).
-    fn encode(
+    pub(crate) fn encode(
         &self,
         stored: &mut StoredDocument,
         served: Option<u64>,

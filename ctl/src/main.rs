@@ -1,8 +1,10 @@
 //! `heare-authctl`: manage heare-auth keys in the store and reload the local daemon.
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 key not found, 4 conflict after retries.
 
+mod author;
 mod cli;
 mod commands;
+mod commit;
 mod context;
 mod daemon_link;
 mod error;
@@ -14,7 +16,7 @@ mod validate;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{create, delete, generate, import, lifecycle, list, remote, rotate, usage};
+use commands::{changes, create, delete, generate, import, lifecycle, list, remote, rotate, usage};
 use context::Context;
 use error::CtlError;
 use std::process::ExitCode;
@@ -65,6 +67,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         cli.socket.clone(),
         cli.accept_older,
         &cli.lock_timeout,
+        cli.reason.clone(),
     )
     .await?;
     match cli.command {
@@ -122,6 +125,32 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
                 yes,
             };
             import::migrate(&context, migration, write.no_reload).await
+        }
+        Command::Log {
+            since,
+            from,
+            key,
+            json,
+        } => {
+            let args = changes::LogArgs {
+                since,
+                from,
+                key,
+                json,
+            };
+            changes::log(&context, &args).await
+        }
+        Command::Compact {
+            keep,
+            drop_invalid,
+            yes,
+        } => {
+            let args = changes::CompactArgs {
+                keep,
+                drop_invalid,
+                yes,
+            };
+            changes::compact(&context, &args).await
         }
         Command::Reload { signal, pid } => remote::reload(context.socket(), signal, pid),
         Command::Status { json } => remote::status(context.socket(), json),

@@ -9,7 +9,7 @@ use heare_auth_client::token::{BASE62, CHECKSUM_LEN, SECRET_LEN, base62_fixed, c
 use rand::rngs::OsRng;
 use rand::{Rng, TryRngCore};
 
-fn random_base62(count: usize) -> String {
+pub(crate) fn random_base62(count: usize) -> String {
     let mut rng = OsRng.unwrap_err();
     (0..count)
         .map(|_| BASE62[rng.random_range(0..BASE62.len())] as char)

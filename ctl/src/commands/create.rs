@@ -41,7 +41,7 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
         key.insert("scopes".into(), json!(scopes));
     }
     context
-        .edit(|document| {
+        .edit("create", |document| {
             document.push(key.clone());
             Ok(())
         })

@@ -12,7 +12,7 @@ pub async fn run(context: &Context, id: &str, yes: bool, no_reload: bool) -> Res
         "not deleted",
     )?;
     context
-        .edit(|document| {
+        .edit("delete", |document| {
             if document.remove(id) {
                 Ok(())
             } else {

@@ -72,7 +72,7 @@ pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(
     }
     let count = new_keys.len();
     context
-        .edit(|document| {
+        .edit("import", |document| {
             check_unique(document, &new_keys)?;
             for key in &new_keys {
                 document.push(key.clone());
@@ -135,7 +135,9 @@ pub async fn migrate(
 }
 
 async fn hash_secrets(context: &Context, no_reload: bool) -> Result<(), CtlError> {
-    let (total, hashed) = context.edit(|document| Ok(hash_all(document))).await?;
+    let (total, hashed) = context
+        .edit("migrate", |document| Ok(hash_all(document)))
+        .await?;
     println!("{hashed} of {total} keys had a plaintext secret; the store now holds only hashes");
     daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
@@ -192,7 +194,10 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
             "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
         ));
     }
+    context.prepare_log(Reading::Encrypting).await?;
     let (mut stored, condition) = context.read_as(Reading::Encrypting).await?;
+    let read_as = stored.clone();
+    stored.encrypted = true;
     let now = heare_auth_store::timestamp::now();
     let keys: Vec<_> = stored.document.keys().collect();
     println!(
@@ -222,7 +227,9 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
     };
     context
         .write_once(
+            "migrate",
             &stored,
+            &read_as,
             condition,
             "changed while its keys were being reviewed",
         )

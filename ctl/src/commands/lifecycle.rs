@@ -23,7 +23,7 @@ pub async fn expire(
             .ok_or_else(|| CtlError::Usage("give --at TIME or --now".into()))?
     };
     context
-        .edit(|document| {
+        .edit("expire", |document| {
             let key = super::key_mut(document, id)?;
             key.insert("expires_at".into(), json!(when));
             super::touch(key, now);
@@ -43,7 +43,7 @@ pub async fn set_disabled(
 ) -> Result<(), CtlError> {
     let now = timestamp::now();
     context
-        .edit(|document| {
+        .edit(if disabled { "disable" } else { "enable" }, |document| {
             let key = super::key_mut(document, id)?;
             if disabled {
                 key.insert("disabled".into(), Value::Bool(true));
@@ -75,7 +75,7 @@ pub async fn scopes(
     let now = timestamp::now();
     let mut held: Vec<String> = Vec::new();
     context
-        .edit(|document| {
+        .edit("scopes", |document| {
             let key = super::key_mut(document, id)?;
             let current: Vec<String> = key
                 .get("scopes")

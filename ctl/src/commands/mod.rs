@@ -1,5 +1,6 @@
 //! One module per command (or per pair of closely related commands).
 
+pub mod changes;
 pub mod create;
 pub mod delete;
 pub mod generate;

@@ -22,7 +22,7 @@ pub async fn run(
     let secret = secrets::new_secret();
     let now = timestamp::now();
     let grace_until = context
-        .edit(|document| {
+        .edit("rotate", |document| {
             let key = super::key_mut(document, id)?;
             let until = grace_end(key, now, grace);
             let mut kept = current_grace(key, now);

@@ -238,6 +238,13 @@ fn ownership_for(dir: &Dir, current: Option<&FileStat>) -> Result<Ownership, Saf
     })
 }
 
+/// Who owns a new file beside the key file `name` (a change object): the key file's owner, group
+/// and read/write bits, or what a new key file would get.
+pub(crate) fn key_file_ownership(dir: &Dir, name: &OsStr) -> Result<Ownership, SafeFileError> {
+    let current = dir.stat(name)?;
+    ownership_for(dir, current.as_ref())
+}
+
 /// The file's identity: inode, size and modification time.
 fn version_of(stat: &FileStat) -> String {
     format!(
@@ -249,6 +256,13 @@ fn version_of(stat: &FileStat) -> String {
 impl KeyStore for FileStore {
     fn describe(&self) -> String {
         format!("file://{}", self.path.display())
+    }
+
+    fn change_log(&self) -> Option<Box<dyn crate::change_log::ChangeLog + '_>> {
+        Some(Box::new(crate::change_log::FileChangeLog::new(
+            &self.path,
+            self.max_body_bytes,
+        )))
     }
 
     fn fetch<'a>(

@@ -86,6 +86,32 @@ impl Document {
         self.root.insert(GENERATION_FIELD.into(), Value::from(next));
     }
 
+    /// The number of the last change of the log the document contains
+    /// ([`crate::change::CHANGE_SEQ_FIELD`]); `None` for a file no log-aware writer wrote last.
+    pub fn change_seq(&self) -> Option<u64> {
+        self.root
+            .get(crate::change::CHANGE_SEQ_FIELD)
+            .and_then(Value::as_u64)
+    }
+
+    pub fn set_change_seq(&mut self, seq: u64) {
+        self.root
+            .insert(crate::change::CHANGE_SEQ_FIELD.into(), Value::from(seq));
+    }
+
+    /// The store's identity ([`crate::change::STORE_ID_FIELD`]), written once.
+    pub fn store_id(&self) -> Option<&str> {
+        self.root
+            .get(crate::change::STORE_ID_FIELD)
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+    }
+
+    pub fn set_store_id(&mut self, id: &str) {
+        self.root
+            .insert(crate::change::STORE_ID_FIELD.into(), Value::from(id));
+    }
+
     /// The top-level fields other than `keys`.
     pub fn other_fields(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.root.iter().filter(|(name, _)| *name != "keys")

@@ -13,6 +13,9 @@
 //! Without the `s3` feature (the fuzz targets, tools that need no S3) the AWS SDK is not built;
 //! `s3://` URLs still parse, and opening one gives a store that says it is not supported.
 
+pub mod change;
+pub mod change_fold;
+pub mod change_log;
 pub mod codec;
 pub mod duration;
 pub mod file;
@@ -21,6 +24,8 @@ pub mod keyfile;
 pub mod queue;
 #[cfg(feature = "s3")]
 mod s3;
+#[cfg(feature = "s3")]
+mod s3_change_log;
 mod s3_options;
 pub mod safe_file;
 pub mod secret_hash;
@@ -110,6 +115,11 @@ pub trait KeyStore: Send + Sync {
         &'a self,
         if_changed_from: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, StoreError>>;
+
+    /// The numbered change objects kept beside the key object; `None` for a store without one.
+    fn change_log(&self) -> Option<Box<dyn change_log::ChangeLog + '_>> {
+        None
+    }
 
     /// Writes `body` if `condition` still holds, atomically; returns the new version.
     /// [`StoreError::Conflict`] when it does not hold.

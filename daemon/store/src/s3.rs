@@ -74,6 +74,74 @@ impl S3Store {
         }
     }
 
+    /// Another object of the same bucket, through the same client and limits.
+    pub(crate) fn sibling(&self, key: String) -> S3Store {
+        S3Store {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key,
+            endpoint: self.endpoint.clone(),
+            max_body_bytes: self.max_body_bytes,
+            timeout: self.timeout,
+        }
+    }
+
+    /// The object's key in its bucket.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Deletes the object (S3 answers success for one that is not there).
+    pub(crate) async fn delete_object(&self) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&self.key);
+        match tokio::time::timeout(self.timeout, request.send()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(StoreError::WriteFailed {
+                store: self.describe(),
+                message: explain(&error, self.timeout),
+            }),
+            Err(_) => Err(StoreError::WriteFailed {
+                store: self.describe(),
+                message: format!(
+                    "no answer within the S3 timeout of {}",
+                    seconds(self.timeout)
+                ),
+            }),
+        }
+    }
+
+    /// The keys under `prefix` (no delimiter), ascending, at most `limit`.
+    pub(crate) async fn list_keys(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while keys.len() < limit
+            && let Some(page) = pages.next().await
+        {
+            let page = page.map_err(|error| self.unavailable(explain(&error, self.timeout)))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
     fn unavailable(&self, message: String) -> StoreError {
         StoreError::Unavailable {
             store: self.describe(),
@@ -82,7 +150,10 @@ impl S3Store {
     }
 
     /// Fetches the object, the body included, within the configured timeout.
-    async fn fetch_object(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
+    pub(crate) async fn fetch_object(
+        &self,
+        if_changed_from: Option<&str>,
+    ) -> Result<Fetched, StoreError> {
         match tokio::time::timeout(self.timeout, self.fetch_unbounded(if_changed_from)).await {
             Ok(fetched) => fetched,
             Err(_) => Err(self.unavailable(format!(
@@ -160,7 +231,7 @@ impl S3Store {
         }
     }
 
-    async fn put_object(
+    pub(crate) async fn put_object(
         &self,
         body: Vec<u8>,
         condition: WriteCondition,
@@ -407,6 +478,10 @@ impl KeyStore for S3Store {
 
     fn endpoint(&self) -> Option<String> {
         self.endpoint.clone()
+    }
+
+    fn change_log(&self) -> Option<Box<dyn crate::change_log::ChangeLog + '_>> {
+        Some(Box::new(crate::s3_change_log::S3ChangeLog::new(self)))
     }
 
     fn fetch<'a>(

@@ -40,6 +40,10 @@ pub enum SafeFileError {
     NotRegular(PathBuf),
     #[error("refusing {path}: it is larger than {limit} bytes")]
     TooLarge { path: PathBuf, limit: u64 },
+    #[error("refusing {0}: it is not a directory (a link or a file stands at its name)")]
+    NotDirectory(PathBuf),
+    #[error("refusing {0}: it belongs to another user than its parent directory's owner or root")]
+    ForeignOwner(PathBuf),
     #[error("{0} has no file name")]
     NoFileName(PathBuf),
     #[error("cannot {action} {path}: {source}")]
@@ -236,14 +240,126 @@ impl Dir {
         result
     }
 
-    fn fill_and_rename(
+    /// Opens the directory `name` inside this one without following a link; `None` when it does
+    /// not exist. It must belong to this directory's owner, root, or the caller: a directory
+    /// someone else made there is refused.
+    pub fn open_subdir(&self, name: &OsStr) -> Result<Option<Dir>, SafeFileError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = match nix::fcntl::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                return Err(SafeFileError::NotDirectory(self.join(name)));
+            }
+            Err(errno) => return Err(self.error("open the directory", &self.join(name), errno)),
+        };
+        let dir = Dir {
+            fd,
+            path: self.join(name),
+        };
+        let (uid, _) = dir.owner()?;
+        let allowed = [self.owner()?.0, 0, nix::unistd::geteuid().as_raw()];
+        if !allowed.contains(&uid) {
+            return Err(SafeFileError::ForeignOwner(dir.path));
+        }
+        Ok(Some(dir))
+    }
+
+    /// The directory `name` inside this one, made with `ownership` (its mode gains the search bit
+    /// wherever it has the read bit) when it does not exist yet.
+    pub fn open_or_create_subdir(
         &self,
-        file: &mut File,
-        temp: &OsStr,
+        name: &OsStr,
+        ownership: Ownership,
+    ) -> Result<Dir, SafeFileError> {
+        if let Some(dir) = self.open_subdir(name)? {
+            return Ok(dir);
+        }
+        let mode = ownership.mode | ((ownership.mode & 0o444) >> 2);
+        match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(self.error("create the directory", &self.join(name), errno)),
+        }
+        let dir = self
+            .open_subdir(name)?
+            .ok_or_else(|| self.io_gone("open the directory", name))?;
+        dir.set_ownership(Ownership { mode, ..ownership })?;
+        Ok(dir)
+    }
+
+    /// Sets owner and mode of the directory itself, on its descriptor.
+    fn set_ownership(&self, ownership: Ownership) -> Result<(), SafeFileError> {
+        if let Some((uid, gid)) = ownership.owner {
+            nix::unistd::fchown(&self.fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| self.error("set the owner of", &self.path, e))?;
+        }
+        nix::sys::stat::fchmod(&self.fd, Mode::from_bits_truncate(ownership.mode))
+            .map_err(|e| self.error("set the mode of", &self.path, e))
+    }
+
+    /// Creates `name` holding `body` only if nothing is at that name, atomically and whole: the
+    /// body goes into an unpredictable temporary file (owner and mode set on its descriptor,
+    /// fsynced) that is then hard-linked to `name` — `linkat` never replaces anything, so of two
+    /// racing creators exactly one succeeds — and removed. Returns `false` when `name` existed.
+    pub fn create_whole(
+        &self,
         name: &OsStr,
         body: &[u8],
         ownership: Ownership,
-    ) -> Result<FileStat, SafeFileError> {
+    ) -> Result<bool, SafeFileError> {
+        let (mut file, temp) = self.create_temp(name, ownership.mode)?;
+        let filled = self.fill(&mut file, &temp, body, ownership);
+        let linked = filled.and_then(|()| {
+            match nix::unistd::linkat(&self.fd, temp.as_os_str(), &self.fd, name, AtFlags::empty())
+            {
+                Ok(()) => nix::unistd::fsync(&self.fd)
+                    .map(|()| true)
+                    .map_err(|e| self.error("sync", &self.path, e)),
+                Err(Errno::EEXIST) => Ok(false),
+                Err(errno) => Err(self.error("create", &self.join(name), errno)),
+            }
+        });
+        let _ = nix::unistd::unlinkat(&self.fd, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        linked
+    }
+
+    /// The names in the directory (not `.` and `..`).
+    pub fn names(&self) -> Result<Vec<OsString>, SafeFileError> {
+        let listing_error = |e| self.error("list", &self.path, e);
+        let fd = nix::unistd::dup(&self.fd).map_err(listing_error)?;
+        let mut listing = nix::dir::Dir::from_fd(fd).map_err(listing_error)?;
+        let mut names = Vec::new();
+        for entry in listing.iter() {
+            let entry = entry.map_err(listing_error)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name != "." && name != ".." {
+                names.push(name.to_os_string());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Removes the file `name` (never a directory); `false` when nothing was there.
+    pub fn remove(&self, name: &OsStr) -> Result<bool, SafeFileError> {
+        match nix::unistd::unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(errno) => Err(self.error("remove", &self.join(name), errno)),
+        }
+    }
+
+    fn io_gone(&self, action: &'static str, name: &OsStr) -> SafeFileError {
+        io_error(action, &self.join(name), io::ErrorKind::NotFound.into())
+    }
+
+    /// Owner, mode and body of a new file, on its descriptor; fsynced.
+    fn fill(
+        &self,
+        file: &mut File,
+        temp: &OsStr,
+        body: &[u8],
+        ownership: Ownership,
+    ) -> Result<(), SafeFileError> {
         let path = self.join(temp);
         if let Some((uid, gid)) = ownership.owner {
             nix::unistd::fchown(&*file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
@@ -254,7 +370,19 @@ impl Dir {
             .map_err(|source| io_error("set the mode of", &path, source))?;
         file.write_all(body)
             .and_then(|()| file.sync_all())
-            .map_err(|source| io_error("write", &path, source))?;
+            .map_err(|source| io_error("write", &path, source))
+    }
+
+    fn fill_and_rename(
+        &self,
+        file: &mut File,
+        temp: &OsStr,
+        name: &OsStr,
+        body: &[u8],
+        ownership: Ownership,
+    ) -> Result<FileStat, SafeFileError> {
+        self.fill(file, temp, body, ownership)?;
+        let path = self.join(temp);
         let stat = nix::sys::stat::fstat(&*file).map_err(|e| self.error("stat", &path, e))?;
         nix::fcntl::renameat(&self.fd, temp, &self.fd, name)
             .map_err(|e| self.error("rename into place", &self.join(name), e))?;

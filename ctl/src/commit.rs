@@ -1,0 +1,425 @@
+//! A write as a numbered change of the log beside the key object.
+//!
+//! Each attempt reads the key object, reads what the log holds beyond it (`change_seq`), folds
+//! that in (an earlier writer stopped between its two steps: said on stderr), applies the
+//! command, and commits the change as change n+1 with a create-only write. Of two writers racing
+//! for n+1 exactly one commits; the other re-reads and re-applies its command on the new state.
+//! Then the key object is rewritten (If-Match) with `change_seq = n+1`. A conflict there (someone
+//! folded or wrote meanwhile) re-reads and folds again; once the key object contains the change,
+//! the write is done. So there is no lost update, no gap and no duplicate number.
+//!
+//! A change of more than [`MAX_KEYS`] keys, the first change after the key object was written by
+//! a writer that keeps no log (the Python service's CLI, an older heare-authctl), and a
+//! re-encryption are `snapshot` changes: daemons load the key object for them. A snapshot only its
+//! writer can fold (by applying its command again); another writer waits for it for
+//! [`SNAPSHOT_WAIT`] after its time, then skips it as abandoned, and says so.
+
+use crate::author;
+use crate::context::{Context, Reading};
+use crate::error::CtlError;
+use heare_auth_store::change::{Change, FORMAT, KeyChange, MAX_KEYS, SNAPSHOT};
+use heare_auth_store::change_fold::{changed_keys, fold};
+use heare_auth_store::change_log::ChangeLog;
+use heare_auth_store::codec::{self, StorageSecret};
+use heare_auth_store::keyfile::{Document, StoredDocument};
+use heare_auth_store::{StoreError, WriteCondition, timestamp};
+use rand::Rng;
+use std::time::Duration;
+
+/// Tries of one write before exit code 4.
+pub const ATTEMPTS: u32 = 16;
+
+/// How long another writer's snapshot that the key object lacks is waited for.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
+
+/// Most change objects a listing goes through to find the end of the log.
+const LIST_LIMIT: usize = 1_000_000;
+
+/// Most change objects read beyond the key object before a writer gives up.
+const PROBE_LIMIT: u64 = 100_000;
+
+/// What a write is, for the change's record.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub name: &'static str,
+    pub reading: Reading,
+}
+
+/// The log beyond what the key object contains.
+struct Beyond {
+    /// The last number of the log.
+    head: u64,
+    /// The changes after the key object's `change_seq`, in order.
+    pending: Vec<Change>,
+    /// The key object has no `change_seq` while the log has changes: a writer that keeps no log
+    /// wrote it last.
+    foreign: bool,
+}
+
+/// Our change, once committed.
+struct Committed<T> {
+    change: Change,
+    outcome: T,
+}
+
+/// Applies `change` as one committed change, retrying on concurrent writers.
+pub async fn edit<T>(
+    context: &Context,
+    operation: Operation,
+    mut change: impl FnMut(&mut Document) -> Result<T, CtlError>,
+) -> Result<T, CtlError> {
+    let log = change_log(context)?;
+    let mut committed: Option<Committed<T>> = None;
+    // The key object was last written by a writer that keeps no log (seen before the identity
+    // write that hides it).
+    let mut foreign = false;
+    for attempt in 1..=ATTEMPTS {
+        let (mut stored, condition) = context.read_as(operation.reading).await?;
+        let served = context.check_generation(&stored.document)?;
+        let beyond = read_beyond(context, &*log, &stored, operation.reading).await?;
+        if let Some(ours) = &committed
+            && stored.document.change_seq() >= Some(ours.change.seq)
+        {
+            break;
+        }
+        if stored.document.store_id().is_none() {
+            foreign |= beyond.foreign;
+            if !establish_identity(context, stored, condition, served, beyond.head).await? {
+                pause(attempt).await;
+            }
+            continue;
+        }
+        catch_up(&mut stored.document, &beyond, &mut committed, &mut change)?;
+        if committed.is_none() {
+            let before = stored.document.clone();
+            let outcome = change(&mut stored.document)?;
+            let snapshot = foreign || beyond.foreign;
+            let record = record(
+                context,
+                &stored,
+                operation.name,
+                &before,
+                beyond.head + 1,
+                snapshot,
+            );
+            match log
+                .create(record.seq, encode(context, &stored, &record))
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    pause(attempt).await;
+                    continue;
+                }
+                Err(error) => return Err(not_committed(error)),
+            }
+            committed = Some(Committed {
+                change: record,
+                outcome,
+            });
+        }
+        let head = beyond
+            .head
+            .max(committed.as_ref().map_or(0, |c| c.change.seq));
+        stored.document.set_change_seq(head);
+        let body = context.encode(&mut stored, served)?;
+        match context.store.put(body, condition).await {
+            Ok(_) => break,
+            Err(StoreError::Conflict { .. }) => pause(attempt).await,
+            Err(error) => return Err(committed_only(error, committed.map(|c| c.change.seq))),
+        }
+        if attempt == ATTEMPTS && committed.is_some() {
+            eprintln!(
+                "warning: the key object kept changing; the change is committed in the log and the next write brings the key object up to date"
+            );
+        }
+    }
+    match committed {
+        Some(ours) => Ok(ours.outcome),
+        None => Err(CtlError::Conflict(format!(
+            "{} kept changing during {ATTEMPTS} attempts; nothing was written, try again",
+            context.store.describe()
+        ))),
+    }
+}
+
+/// Writes `stored` (already changed, as reviewed by the operator) as one snapshot change, only
+/// if the store still holds the version it was read at and the log has nothing beyond it.
+pub async fn write_reviewed(
+    context: &Context,
+    operation: Operation,
+    stored: &StoredDocument,
+    read_as: &StoredDocument,
+    condition: WriteCondition,
+    changed: &str,
+) -> Result<(), CtlError> {
+    let log = change_log(context)?;
+    let conflict = || {
+        CtlError::Conflict(format!(
+            "{} {changed}; nothing was written, run again",
+            context.store.describe()
+        ))
+    };
+    let served = context.check_generation(&stored.document)?;
+    let beyond = read_beyond(context, &*log, read_as, operation.reading).await?;
+    if !beyond.pending.is_empty() {
+        return Err(conflict());
+    }
+    if read_as.document.store_id().is_none() {
+        return Err(conflict()); // prepare() gave it one: someone rewrote the key object since
+    }
+    let mut stored = stored.clone();
+    let seq = beyond.head + 1;
+    let record = record(
+        context,
+        &stored,
+        operation.name,
+        &read_as.document,
+        seq,
+        true,
+    );
+    match log.create(seq, encode(context, &stored, &record)).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { .. }) => return Err(conflict()),
+        Err(error) => return Err(not_committed(error)),
+    }
+    stored.document.set_change_seq(seq);
+    let body = context.encode(&mut stored, served)?;
+    match context.store.put(body, condition).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
+            "{store} {changed}; the key object was not written (change {seq}, committed for it, announces a snapshot that never came: writers skip it after {}s), run again",
+            SNAPSHOT_WAIT.as_secs()
+        ))),
+        Err(error) => Err(committed_only(error, Some(seq))),
+    }
+}
+
+/// Gives the key object its store identity, `store_` and 20 random base62 characters, with a
+/// conditional write of its own before any change is committed: of writers racing to do so one
+/// wins and the others read its identity, so every change names the same store. `change_seq` is
+/// set to the log's last number (0 for a new log), where the numbering goes on. Returns whether
+/// the write went through (`false`: someone else wrote first, read again).
+async fn establish_identity(
+    context: &Context,
+    mut stored: StoredDocument,
+    condition: WriteCondition,
+    served: Option<u64>,
+    head: u64,
+) -> Result<bool, CtlError> {
+    let id = format!("store_{}", crate::secrets::random_base62(20));
+    stored.document.set_store_id(&id);
+    stored.document.set_change_seq(head);
+    let body = context.encode(&mut stored, served)?;
+    match context.store.put(body, condition).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { .. }) => Ok(false),
+        Err(error) => Err(crate::context::write_error(error)),
+    }
+}
+
+/// Gives the key object its identity if it has none (for a command that writes once).
+pub async fn prepare(context: &Context, reading: Reading) -> Result<(), CtlError> {
+    let log = change_log(context)?;
+    for attempt in 1..=ATTEMPTS {
+        let (stored, condition) = context.read_as(reading).await?;
+        if stored.document.store_id().is_some() {
+            return Ok(());
+        }
+        let served = context.check_generation(&stored.document)?;
+        let beyond = read_beyond(context, &*log, &stored, reading).await?;
+        if establish_identity(context, stored, condition, served, beyond.head).await? {
+            return Ok(());
+        }
+        pause(attempt).await;
+    }
+    Err(CtlError::Conflict(format!(
+        "{} kept changing during {ATTEMPTS} attempts; nothing was written, try again",
+        context.store.describe()
+    )))
+}
+
+fn change_log(context: &Context) -> Result<Box<dyn ChangeLog + '_>, CtlError> {
+    context.store.change_log().ok_or_else(|| {
+        CtlError::Other(format!(
+            "{} keeps no change log; nothing was written",
+            context.store.describe()
+        ))
+    })
+}
+
+/// Folds the changes the key object lacks into it: another writer's (said on stderr), and our
+/// own once committed (a snapshot of ours by applying the command again).
+fn catch_up<T>(
+    document: &mut Document,
+    beyond: &Beyond,
+    committed: &mut Option<Committed<T>>,
+    change: &mut impl FnMut(&mut Document) -> Result<T, CtlError>,
+) -> Result<(), CtlError> {
+    let ours = committed.as_ref().map(|c| c.change.seq);
+    let others: Vec<&Change> = beyond
+        .pending
+        .iter()
+        .filter(|c| Some(c.seq) != ours)
+        .collect();
+    if let (Some(first), Some(last)) = (others.first(), others.last()) {
+        eprintln!(
+            "the key object lacked changes {}..{} of the log (a writer stopped before rewriting it): brought up to date",
+            first.seq, last.seq
+        );
+    }
+    for pending in &beyond.pending {
+        match committed {
+            Some(ours) if ours.change.seq == pending.seq && ours.change.is_snapshot() => {
+                ours.outcome = change(document)?;
+            }
+            _ if pending.is_snapshot() => skip_or_wait(pending)?,
+            _ => {
+                fold(document, &pending.keys);
+            }
+        }
+    }
+    if beyond.foreign
+        && let Some(ours) = committed
+    {
+        // The key object was rewritten by a writer that keeps no log after our commit: ours is
+        // applied again on what it wrote.
+        match ours.change.is_snapshot() {
+            true => ours.outcome = change(document)?,
+            false => {
+                fold(document, &ours.change.keys);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Another writer's snapshot the key object lacks: wait for it while it is recent, skip it after.
+fn skip_or_wait(snapshot: &Change) -> Result<(), CtlError> {
+    let age = timestamp::parse(&snapshot.time)
+        .map(|at| timestamp::now().saturating_sub(at))
+        .unwrap_or(i64::MAX);
+    if age < SNAPSHOT_WAIT.as_millis() as i64 {
+        return Err(CtlError::Conflict(format!(
+            "change {} ({} by {} at {}) is a snapshot whose writer has not rewritten the key object yet; nothing was written, try again in a minute",
+            snapshot.seq, snapshot.operation, snapshot.author.user, snapshot.time
+        )));
+    }
+    eprintln!(
+        "warning: change {} ({} by {} at {}) announced a snapshot that never reached the key object (its writer stopped): skipped",
+        snapshot.seq, snapshot.operation, snapshot.author.user, snapshot.time
+    );
+    Ok(())
+}
+
+/// The change object for a write that turned `before` into `stored`.
+fn record(
+    context: &Context,
+    stored: &StoredDocument,
+    operation: &str,
+    before: &Document,
+    seq: u64,
+    snapshot: bool,
+) -> Change {
+    let keys: Vec<KeyChange> = changed_keys(before, &stored.document);
+    let snapshot = snapshot || keys.len() > MAX_KEYS;
+    Change {
+        format: FORMAT.into(),
+        seq,
+        store_id: stored.document.store_id().unwrap_or_default().to_string(),
+        operation: if snapshot { SNAPSHOT } else { operation }.into(),
+        keys: if snapshot { Vec::new() } else { keys },
+        time: timestamp::format(timestamp::now()),
+        author: author::current(),
+        ctl_version: env!("CARGO_PKG_VERSION").into(),
+        reason: context.reason.clone().map(|reason| match snapshot {
+            true => format!("{operation}: {reason}"),
+            false => reason,
+        }),
+    }
+}
+
+/// The change as stored: encrypted when the key object is.
+fn encode(context: &Context, stored: &StoredDocument, change: &Change) -> Vec<u8> {
+    let secret = context.config.store.storage_secret.as_ref();
+    change.encode(secret.filter(|_| stored.encrypted))
+}
+
+/// Reads the log beyond the key object: the changes after its `change_seq`, each checked (an
+/// invalid one stops every writer, naming it); without a `change_seq`, the log's last number.
+async fn read_beyond(
+    context: &Context,
+    log: &dyn ChangeLog,
+    stored: &StoredDocument,
+    reading: Reading,
+) -> Result<Beyond, CtlError> {
+    let Some(from) = stored.document.change_seq() else {
+        let numbers = log.list(LIST_LIMIT).await?;
+        let head = numbers.last().copied().unwrap_or(0);
+        return Ok(Beyond {
+            head,
+            pending: Vec::new(),
+            foreign: head > 0,
+        });
+    };
+    let store_id = stored.document.store_id().unwrap_or_default();
+    let secret = context.config.store.storage_secret.as_ref();
+    let mut pending = Vec::new();
+    let mut seq = from;
+    while let Some(body) = log.read(seq + 1).await? {
+        seq += 1;
+        let secret = change_secret(secret, &body, reading);
+        let change = Change::decode(&body, secret, seq, store_id)
+            .map_err(|error| invalid_change(log, seq, &error))?;
+        pending.push(change);
+        if seq - from >= PROBE_LIMIT {
+            return Err(CtlError::Other(format!(
+                "the log holds more than {PROBE_LIMIT} changes beyond the key object; nothing was written"
+            )));
+        }
+    }
+    Ok(Beyond {
+        head: seq,
+        pending,
+        foreign: false,
+    })
+}
+
+/// The secret a change is decoded with: for `migrate --encrypt` a plain change is accepted, as
+/// the plain key object is.
+fn change_secret<'s>(
+    secret: Option<&'s StorageSecret>,
+    body: &[u8],
+    reading: Reading,
+) -> Option<&'s StorageSecret> {
+    match reading {
+        Reading::Encrypting if !codec::is_encrypted(body) => None,
+        _ => secret,
+    }
+}
+
+fn invalid_change(log: &dyn ChangeLog, seq: u64, error: &dyn std::fmt::Display) -> CtlError {
+    CtlError::Other(format!(
+        "change {seq} of the log ({}) cannot be applied: {error}. Nothing was written: writers stop at it. Inspect who wrote it, then remove it with `heare-authctl compact --drop-invalid {seq}`",
+        log.describe(seq)
+    ))
+}
+
+fn not_committed(error: StoreError) -> CtlError {
+    CtlError::Other(format!(
+        "cannot commit the change to the log: {error}; nothing was written"
+    ))
+}
+
+fn committed_only(error: StoreError, seq: Option<u64>) -> CtlError {
+    let seq = seq.map_or(String::new(), |seq| format!(" {seq}"));
+    let told = crate::context::write_error(error);
+    CtlError::Other(format!(
+        "the change{seq} is committed in the log, but the key object could not be rewritten: {told}; the next write brings it up to date"
+    ))
+}
+
+async fn pause(attempt: u32) {
+    let jitter = rand::rng().random_range(20..100) * u64::from(attempt.min(8));
+    tokio::time::sleep(Duration::from_millis(jitter)).await;
+}

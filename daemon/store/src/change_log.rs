@@ -1,0 +1,239 @@
+//! Where change objects are kept: the [`ChangeLog`] of a store, and its file form.
+//!
+//! A log is a folder beside the key object, `<key object>.changes/`, holding one object per change
+//! named by its number ([`crate::change::object_name`]). An object is created once, with a
+//! create-only write — S3 `If-None-Match: *`, or for a file store a whole temporary file
+//! hard-linked to its name under the directory's descriptor (`linkat` never replaces, so of two
+//! writers racing for one number exactly one gets it, and a reader never sees half an object) —
+//! and never rewritten; only `heare-authctl compact` deletes what the key object already contains.
+//!
+//! The file form's directory is opened without following a link and must belong to the key
+//! file's directory owner (or root); heare-authctl, running as root, creates it and its objects
+//! with the key file's owner and read/write bits, so the daemon's user can read them.
+
+use crate::change::{object_name, seq_of_name};
+use crate::file::key_file_ownership;
+use crate::safe_file::{Dir, SafeFileError};
+use crate::{BoxFuture, StoreError};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The numbered change objects beside a key object.
+pub trait ChangeLog: Send + Sync {
+    /// Where change `seq` is kept, for messages.
+    fn describe(&self, seq: u64) -> String;
+
+    /// The stored body of change `seq`; `None` when there is none.
+    fn read(&self, seq: u64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Creates change `seq` holding `body` if no object has that number;
+    /// [`StoreError::Conflict`] when one has.
+    fn create(&self, seq: u64, body: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The numbers present, ascending, at most `limit` of them (the lowest).
+    fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<u64>, StoreError>>;
+
+    /// Deletes change `seq`; deleting one that is not there is not an error.
+    fn delete(&self, seq: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// The change log of a file store: `<key file>.changes/` beside it.
+#[derive(Clone)]
+pub struct FileChangeLog {
+    key_file: PathBuf,
+    max_body_bytes: u64,
+}
+
+impl FileChangeLog {
+    pub fn new(key_file: &Path, max_body_bytes: u64) -> Self {
+        FileChangeLog {
+            key_file: key_file.to_path_buf(),
+            max_body_bytes,
+        }
+    }
+
+    /// The directory's name beside the key file.
+    fn dir_name(&self) -> Result<OsString, SafeFileError> {
+        let mut name = self
+            .key_file
+            .file_name()
+            .ok_or_else(|| SafeFileError::NoFileName(self.key_file.clone()))?
+            .to_os_string();
+        name.push(".changes");
+        Ok(name)
+    }
+
+    fn path(&self) -> PathBuf {
+        let mut path = self.key_file.clone().into_os_string();
+        path.push(".changes");
+        PathBuf::from(path)
+    }
+
+    /// The log's directory; `None` when there is none yet.
+    fn open(&self) -> Result<Option<Dir>, SafeFileError> {
+        let (parent, _) = match Dir::of(&self.key_file) {
+            Ok(found) => found,
+            Err(error) if error.is_not_found() => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        parent.open_subdir(&self.dir_name()?)
+    }
+
+    fn read_blocking(&self, seq: u64) -> Result<Option<Vec<u8>>, SafeFileError> {
+        let Some(dir) = self.open()? else {
+            return Ok(None);
+        };
+        let Some(mut file) = dir.open_existing(object_name(seq).as_ref())? else {
+            return Ok(None);
+        };
+        let path = self.path().join(object_name(seq));
+        crate::safe_file::read_bounded(&mut file, &path, self.max_body_bytes).map(Some)
+    }
+
+    fn create_blocking(&self, seq: u64, body: &[u8]) -> Result<bool, SafeFileError> {
+        let (parent, key_name) = Dir::of(&self.key_file)?;
+        let ownership = key_file_ownership(&parent, &key_name)?;
+        let dir = parent.open_or_create_subdir(&self.dir_name()?, ownership)?;
+        dir.create_whole(object_name(seq).as_ref(), body, ownership)
+    }
+
+    fn list_blocking(&self, limit: usize) -> Result<Vec<u64>, SafeFileError> {
+        let Some(dir) = self.open()? else {
+            return Ok(Vec::new());
+        };
+        let mut numbers: Vec<u64> = dir
+            .names()?
+            .iter()
+            .filter_map(|name| seq_of_name(name.to_str()?))
+            .collect();
+        numbers.sort_unstable();
+        numbers.truncate(limit);
+        Ok(numbers)
+    }
+
+    fn delete_blocking(&self, seq: u64) -> Result<(), SafeFileError> {
+        if let Some(dir) = self.open()? {
+            dir.remove(object_name(seq).as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Runs `step` on a blocking thread, its error told as `error`.
+    fn blocking<T: Send + 'static>(
+        &self,
+        seq: u64,
+        step: impl FnOnce(&FileChangeLog) -> Result<T, SafeFileError> + Send + 'static,
+        error: fn(String, String) -> StoreError,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let log = self.clone();
+        let store = self.describe(seq);
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || step(&log)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(failure)) => Err(error(store, failure.to_string())),
+                Err(cancelled) => Err(error(store, format!("cancelled: {cancelled}"))),
+            }
+        })
+    }
+}
+
+fn unavailable(store: String, message: String) -> StoreError {
+    StoreError::Unavailable { store, message }
+}
+
+fn write_failed(store: String, message: String) -> StoreError {
+    StoreError::WriteFailed { store, message }
+}
+
+impl ChangeLog for FileChangeLog {
+    fn describe(&self, seq: u64) -> String {
+        format!("file://{}", self.path().join(object_name(seq)).display())
+    }
+
+    fn read(&self, seq: u64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        self.blocking(seq, move |log| log.read_blocking(seq), unavailable)
+    }
+
+    fn create(&self, seq: u64, body: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let created = self.blocking(
+            seq,
+            move |log| log.create_blocking(seq, &body),
+            write_failed,
+        );
+        Box::pin(async move {
+            match created.await? {
+                true => Ok(()),
+                false => Err(StoreError::Conflict {
+                    store: self.describe(seq),
+                }),
+            }
+        })
+    }
+
+    fn list(&self, limit: usize) -> BoxFuture<'_, Result<Vec<u64>, StoreError>> {
+        self.blocking(0, move |log| log.list_blocking(limit), unavailable)
+    }
+
+    fn delete(&self, seq: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.blocking(seq, move |log| log.delete_blocking(seq), write_failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_number_is_created_once_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("keys.json");
+        std::fs::write(&key_file, b"{\"keys\": []}").unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let log = FileChangeLog::new(&key_file, 1 << 20);
+        runtime().block_on(async {
+            assert_eq!(log.read(1).await.unwrap(), None);
+            assert_eq!(log.list(10).await.unwrap(), Vec::<u64>::new());
+            log.create(1, b"one".to_vec()).await.unwrap();
+            assert!(matches!(
+                log.create(1, b"again".to_vec()).await,
+                Err(StoreError::Conflict { .. })
+            ));
+            log.create(2, b"two".to_vec()).await.unwrap();
+            assert_eq!(log.read(1).await.unwrap().as_deref(), Some(&b"one"[..]));
+            assert_eq!(log.list(10).await.unwrap(), vec![1, 2]);
+            assert_eq!(log.list(1).await.unwrap(), vec![1]);
+            log.delete(1).await.unwrap();
+            assert_eq!(log.list(10).await.unwrap(), vec![2]);
+        });
+        let changes = dir.path().join("keys.json.changes");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&changes), 0o750);
+        assert_eq!(mode(&changes.join(object_name(2))), 0o640);
+        let leftovers = std::fs::read_dir(&changes).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_link_at_the_directorys_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("keys.json");
+        std::fs::write(&key_file, b"{\"keys\": []}").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("keys.json.changes")).unwrap();
+        let log = FileChangeLog::new(&key_file, 1 << 20);
+        runtime().block_on(async {
+            let error = log.create(1, b"x".to_vec()).await.unwrap_err();
+            assert!(error.to_string().contains("not a directory"), "{error}");
+            assert!(log.read(1).await.is_err());
+        });
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+}
