@@ -45,7 +45,17 @@ fn bucket_with_keys(moto: &Moto, bucket: &str) {
     block_on(async { client.create_bucket().bucket(bucket).send().await })
         .unwrap()
         .unwrap();
-    put_key_object(moto, bucket, key_file(&keys()));
+    put_key_object(moto, bucket, with_identity(key_file(&keys())));
+}
+
+/// The key file as a log-aware heare-authctl leaves it (a store identity and `change_seq`), so
+/// that a revocation is one write of the key object: on a store without an identity the first
+/// write of ctl establishes it with a write of its own, which would be a second event.
+fn with_identity(body: Vec<u8>) -> Vec<u8> {
+    let mut document: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    document["store_id"] = "store_notifytest000000000".into();
+    document["change_seq"] = 0.into();
+    serde_json::to_vec(&document).unwrap()
 }
 
 /// Writes `body` as the key object of `bucket` (an event follows when push is wired).
