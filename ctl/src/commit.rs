@@ -123,7 +123,7 @@ pub async fn edit<T>(
             .max(committed.as_ref().map_or(0, |c| c.change.seq));
         stored.document.set_change_seq(head);
         let body = context.encode(&mut stored, served)?;
-        match context.store.put(body, condition).await {
+        match context.store.put_at_change(body, condition, head).await {
             Ok(_) => break,
             Err(StoreError::Conflict { .. }) => pause(attempt).await,
             Err(error) => return Err(committed_only(error, committed.map(|c| c.change.seq))),
@@ -185,7 +185,7 @@ pub async fn write_reviewed(
     }
     stored.document.set_change_seq(seq);
     let body = context.encode(&mut stored, served)?;
-    match context.store.put(body, condition).await {
+    match context.store.put_at_change(body, condition, seq).await {
         Ok(_) => Ok(()),
         Err(StoreError::Conflict { store }) => Err(CtlError::Conflict(format!(
             "{store} {changed}; the key object was not written (change {seq}, committed for it, announces a snapshot that never came: writers skip it after {}s), run again",
@@ -211,7 +211,7 @@ async fn establish_identity(
     stored.document.set_store_id(&id);
     stored.document.set_change_seq(head);
     let body = context.encode(&mut stored, served)?;
-    match context.store.put(body, condition).await {
+    match context.store.put_at_change(body, condition, head).await {
         Ok(_) => Ok(true),
         Err(StoreError::Conflict { .. }) => Ok(false),
         Err(error) => Err(crate::context::write_error(error)),

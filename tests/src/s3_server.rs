@@ -276,6 +276,19 @@ impl S3Server {
         })
     }
 
+    /// The user metadata of `bucket`/`key` (HeadObject), by name without `x-amz-meta-`.
+    pub fn metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        let request = self.client.head_object().bucket(bucket).key(key);
+        let output = self
+            .block_on(async move { request.send().await })
+            .map_err(|e| anyhow!("HeadObject {bucket}/{key}: {}", DisplayErrorContext(e)))?;
+        Ok(output.metadata.unwrap_or_default())
+    }
+
     /// Deletes `bucket`/`key` (succeeds if it does not exist, like S3).
     pub fn delete_object(&self, bucket: &str, key: &str) -> anyhow::Result<()> {
         let request = self.client.delete_object().bucket(bucket).key(key);

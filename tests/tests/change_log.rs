@@ -222,6 +222,13 @@ fn racing_writers_on_s3_commit_every_change_once_with_no_gap() {
         serde_json::from_slice(&s3.get_object("log", "keys.json").unwrap().unwrap()).unwrap();
     assert_eq!(object["change_seq"], 20);
     assert_eq!(object["keys"].as_array().unwrap().len(), 20);
+    // Readers learn the number with a HEAD: the object's metadata says it too.
+    let metadata = s3.metadata("log", "keys.json").unwrap();
+    assert_eq!(
+        metadata.get("change-seq").map(String::as_str),
+        Some("20"),
+        "{metadata:?}"
+    );
     let mut ids = Vec::new();
     for seq in 1..=20u64 {
         let key = format!("keys.json.changes/{seq:020}.json");
@@ -432,4 +439,56 @@ fn compact_deletes_only_old_changes_the_key_object_contains() {
     assert_eq!(left, [false, false, false, true]);
     ctl.create(&["--name", "E", "--no-reload"]);
     assert_eq!(key_object(dir.path())["keys"].as_array().unwrap().len(), 5);
+}
+
+/// What the Python service needs of the key object to load it: `{"keys": [...]}` with, for every
+/// key, a string `id`, `secret` and `name` (its model's required fields); anything else it
+/// ignores. Returns the plaintext secrets it would verify.
+fn python_loadable_secrets(object: &Value) -> Vec<String> {
+    let keys = object["keys"].as_array().expect("a keys array");
+    keys.iter()
+        .map(|key| {
+            assert!(key["id"].is_string() && key["name"].is_string(), "{key}");
+            key["secret"]
+                .as_str()
+                .expect("a plaintext secret")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_python_store_still_loads_there_after_each_kind_of_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [
+        TestKey::new("key_0python0001", "sec_python_plaintext_secret_one_00"),
+        TestKey::new("key_0python0002", "sec_python_plaintext_secret_two_00"),
+        TestKey::new("key_0python0003", "sec_python_plaintext_secret_three0"),
+    ];
+    std::fs::write(dir.path().join("keys.json"), key_file(&keys)).unwrap();
+    let ctl = file_ctl(dir.path());
+    let steps: [&[&str]; 4] = [
+        &["disable", "key_0python0001", "--no-reload"],
+        &["scopes", "key_0python0002", "--add", "read", "--no-reload"],
+        &[
+            "expire",
+            "key_0python0003",
+            "--at",
+            "2099-01-01T00:00:00Z",
+            "--no-reload",
+        ],
+        &["delete", "key_0python0001", "--yes", "--no-reload"],
+    ];
+    for step in steps {
+        ctl.ok(step);
+        let secrets = python_loadable_secrets(&key_object(dir.path()));
+        assert!(
+            secrets.contains(&"sec_python_plaintext_secret_two_00".to_string()),
+            "{step:?}"
+        );
+    }
+    let secrets = python_loadable_secrets(&key_object(dir.path()));
+    assert_eq!(secrets.len(), 2, "the deleted key is gone");
+    assert!(!secrets.contains(&"sec_python_plaintext_secret_one_00".to_string()));
+    assert_eq!(key_object(dir.path())["change_seq"], 4);
 }

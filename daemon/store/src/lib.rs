@@ -128,6 +128,19 @@ pub trait KeyStore: Send + Sync {
         body: Vec<u8>,
         condition: WriteCondition,
     ) -> BoxFuture<'a, Result<String, StoreError>>;
+
+    /// As [`KeyStore::put`], for a key object that contains the change log up to `change_seq`:
+    /// a store that can keep it beside the body (S3's object metadata, `change-seq`, read with a
+    /// HEAD) records it, so a reader learns it without fetching the body.
+    fn put_at_change<'a>(
+        &'a self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+        change_seq: u64,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let _ = change_seq;
+        self.put(body, condition)
+    }
 }
 
 /// Opens the store a URL names.

@@ -18,6 +18,10 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::time::Duration;
 
+/// The key object's user metadata (`x-amz-meta-change-seq`) holding the number of the last
+/// change of the log it contains, as its `change_seq` field does.
+pub const CHANGE_SEQ_METADATA: &str = "change-seq";
+
 /// One S3 object holding the key file.
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -236,12 +240,28 @@ impl S3Store {
         body: Vec<u8>,
         condition: WriteCondition,
     ) -> Result<String, StoreError> {
+        self.put_object_with(body, condition, None).await
+    }
+
+    /// PutObject, with the user metadata `change-seq` when given.
+    async fn put_object_with(
+        &self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+        change_seq: Option<u64>,
+    ) -> Result<String, StoreError> {
         let mut request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(&self.key)
             .content_type("application/json")
+            .set_metadata(change_seq.map(|seq| {
+                std::collections::HashMap::from([(
+                    CHANGE_SEQ_METADATA.to_string(),
+                    seq.to_string(),
+                )])
+            }))
             .body(body.into());
         request = match condition {
             WriteCondition::IfVersion(etag) => request.if_match(etag),
@@ -497,6 +517,15 @@ impl KeyStore for S3Store {
         condition: WriteCondition,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         Box::pin(self.put_object(body, condition))
+    }
+
+    fn put_at_change<'a>(
+        &'a self,
+        body: Vec<u8>,
+        condition: WriteCondition,
+        change_seq: u64,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(self.put_object_with(body, condition, Some(change_seq)))
     }
 }
 
