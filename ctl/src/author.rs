@@ -1,20 +1,21 @@
 //! Who is writing, for the change log's record: the user heare-authctl runs as, the name the
 //! session logged in as when it differs (the kernel's audit login uid, which survives `sudo` and
-//! `su` and is not taken from the environment), and the host's name. Names come from the user
-//! database; a uid without a name is recorded as `uid N`.
+//! `su` and is not taken from the environment), the host's name, and with an S3 store on AWS the
+//! principal of the credentials ([`heare_auth_store::sts`]). Names come from the user database;
+//! a uid without a name is recorded as `uid N`.
 
 use heare_auth_store::change::Author;
 use nix::unistd::{Uid, User};
 
-/// The author of a write made now by this process.
-pub fn current() -> Author {
+/// The author of a write made now by this process; `aws_principal` as STS named it, if it did.
+pub fn current(aws_principal: Option<String>) -> Author {
     let user = name_of(Uid::current());
     let login = login_uid().map(name_of).filter(|login| *login != user);
     Author {
         user,
         login,
         host: host_name(),
-        aws_principal: None,
+        aws_principal,
     }
 }
 

@@ -94,14 +94,14 @@ pub async fn edit<T>(
             let before = stored.document.clone();
             let outcome = change(&mut stored.document)?;
             let snapshot = foreign || beyond.foreign;
-            let record = record(
-                context,
-                &stored,
-                operation.name,
-                &before,
-                beyond.head + 1,
+            let proposal = Proposal {
+                operation: operation.name,
+                before: &before,
+                seq: beyond.head + 1,
                 snapshot,
-            );
+            };
+            let principal = context.aws_principal().await;
+            let record = record(context, principal, &stored, proposal);
             match log
                 .create(record.seq, encode(context, &stored, &record))
                 .await
@@ -170,14 +170,14 @@ pub async fn write_reviewed(
     }
     let mut stored = stored.clone();
     let seq = beyond.head + 1;
-    let record = record(
-        context,
-        &stored,
-        operation.name,
-        &read_as.document,
+    let proposal = Proposal {
+        operation: operation.name,
+        before: &read_as.document,
         seq,
-        true,
-    );
+        snapshot: true,
+    };
+    let principal = context.aws_principal().await;
+    let record = record(context, principal, &stored, proposal);
     match log.create(seq, encode(context, &stored, &record)).await {
         Ok(()) => {}
         Err(StoreError::Conflict { .. }) => return Err(conflict()),
@@ -312,15 +312,28 @@ fn skip_or_wait(snapshot: &Change) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// The change object for a write that turned `before` into `stored`.
-fn record(
-    context: &Context,
-    stored: &StoredDocument,
-    operation: &str,
-    before: &Document,
+/// What a write proposes to commit: its operation, the document before it, its number, and
+/// whether daemons must load the key object for it.
+struct Proposal<'a> {
+    operation: &'a str,
+    before: &'a Document,
     seq: u64,
     snapshot: bool,
+}
+
+/// The change object for a write that turned `proposal.before` into `stored`.
+fn record(
+    context: &Context,
+    principal: Option<String>,
+    stored: &StoredDocument,
+    proposal: Proposal<'_>,
 ) -> Change {
+    let Proposal {
+        operation,
+        before,
+        seq,
+        snapshot,
+    } = proposal;
     let keys: Vec<KeyChange> = changed_keys(before, &stored.document);
     let snapshot = snapshot || keys.len() > MAX_KEYS;
     Change {
@@ -330,7 +343,7 @@ fn record(
         operation: if snapshot { SNAPSHOT } else { operation }.into(),
         keys: if snapshot { Vec::new() } else { keys },
         time: timestamp::format(timestamp::now()),
-        author: author::current(),
+        author: author::current(principal),
         ctl_version: env!("CARGO_PKG_VERSION").into(),
         reason: context.reason.clone().map(|reason| match snapshot {
             true => format!("{operation}: {reason}"),

@@ -47,6 +47,8 @@ pub struct Context {
     /// The generation the local daemon serves, asked once per run (every attempt of a write
     /// checks against it).
     served: std::sync::OnceLock<Option<u64>>,
+    /// [`Context::aws_principal`], once asked.
+    principal: tokio::sync::OnceCell<Option<String>>,
 }
 
 /// The daemon's command line with ctl's `--config`, `--store` and `--socket`, parsed by clap so
@@ -141,6 +143,7 @@ impl Context {
             accept_older,
             reason: reason.map(checked_reason).transpose()?,
             served: std::sync::OnceLock::new(),
+            principal: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -274,6 +277,18 @@ impl Context {
         }
         stored.document.advance_generation(now);
         Ok(stored.encode(self.config.store.storage_secret.as_ref())?)
+    }
+
+    /// The AWS principal writing, for an S3 store on AWS (asked once per run; `None` for a file
+    /// store, a store with `[s3] endpoint`, or no answer within the S3 timeout).
+    pub async fn aws_principal(&self) -> Option<String> {
+        if !matches!(self.config.store.url, StoreUrl::S3 { .. }) {
+            return None;
+        }
+        self.principal
+            .get_or_init(|| heare_auth_store::sts::caller_arn(&self.config.store.s3))
+            .await
+            .clone()
     }
 
     pub fn socket(&self) -> &std::path::Path {

@@ -492,3 +492,56 @@ fn a_python_store_still_loads_there_after_each_kind_of_write() {
     assert!(!secrets.contains(&"sec_python_plaintext_secret_one_00".to_string()));
     assert_eq!(key_object(dir.path())["change_seq"], 4);
 }
+
+/// The author of a change on S3 names the AWS principal, asked of STS (moto answers as AWS
+/// would); with `[s3] endpoint` set (an S3-compatible server, no STS) it is not asked.
+#[test]
+fn the_aws_principal_is_recorded_from_sts_and_not_asked_of_an_s3_endpoint() {
+    use heare_auth_tests::fleet::moto::{Moto, block_on, s3_client};
+    use heare_auth_tests::s3_server::{ACCESS_KEY, REGION, SECRET_KEY};
+    let moto = Moto::start().unwrap();
+    let client = s3_client(&moto.endpoint());
+    block_on(async { client.create_bucket().bucket("sts").send().await })
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+        ("AWS_REGION".to_string(), REGION.to_string()),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+    ];
+    let sock = dir.path().join("none.sock");
+    let via_environment = Ctl::new(dir.path(), "s3://sts/keys.json", &sock)
+        .config_text("[s3]\npath_style = true\n")
+        .env(env.clone())
+        .env(vec![("AWS_ENDPOINT_URL".to_string(), moto.endpoint())]);
+    via_environment.create(&["--name", "A", "--no-reload"]);
+    let read = |seq: u64| -> Value {
+        let key = format!("keys.json.changes/{seq:020}.json");
+        let body = block_on(async { client.get_object().bucket("sts").key(key).send().await })
+            .unwrap()
+            .unwrap();
+        let bytes = block_on(async { body.body.collect().await })
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&bytes.into_bytes()).unwrap()
+    };
+    let principal = read(1)["author"]["aws_principal"].clone();
+    assert!(
+        principal
+            .as_str()
+            .is_some_and(|arn| arn.starts_with("arn:aws:")),
+        "{principal}"
+    );
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let configured = Ctl::new(dir2.path(), "s3://sts/keys.json", &sock)
+        .config_text(&format!(
+            "[s3]\npath_style = true\nendpoint = \"{}\"\n",
+            moto.endpoint()
+        ))
+        .env(env);
+    configured.create(&["--name", "B", "--no-reload"]);
+    assert_eq!(read(2)["author"].get("aws_principal"), None, "{}", read(2));
+}

@@ -30,6 +30,8 @@ mod s3_options;
 pub mod safe_file;
 pub mod secret_hash;
 pub mod size;
+#[cfg(feature = "s3")]
+pub mod sts;
 pub mod timestamp;
 mod url;
 
