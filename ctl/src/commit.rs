@@ -18,10 +18,10 @@ use crate::author;
 use crate::context::{Context, Reading};
 use crate::error::CtlError;
 use heare_auth_store::change::{Change, FORMAT, KeyChange, MAX_KEYS, SNAPSHOT};
-use heare_auth_store::change_fold::{changed_keys, fold};
+use heare_auth_store::change_fold::{fold, touched_keys};
 use heare_auth_store::change_log::ChangeLog;
 use heare_auth_store::codec::{self, StorageSecret};
-use heare_auth_store::keyfile::{Document, StoredDocument};
+use heare_auth_store::keyfile::{Document, StoredDocument, Touched};
 use heare_auth_store::{StoreError, WriteCondition, timestamp};
 use rand::Rng;
 use std::time::Duration;
@@ -91,12 +91,11 @@ pub async fn edit<T>(
         }
         catch_up(&mut stored.document, &beyond, &mut committed, &mut change)?;
         if committed.is_none() {
-            let before = stored.document.clone();
+            stored.document.clear_touched();
             let outcome = change(&mut stored.document)?;
             let snapshot = foreign || beyond.foreign;
             let proposal = Proposal {
                 operation: operation.name,
-                before: &before,
                 seq: beyond.head + 1,
                 snapshot,
             };
@@ -172,7 +171,6 @@ pub async fn write_reviewed(
     let seq = beyond.head + 1;
     let proposal = Proposal {
         operation: operation.name,
-        before: &read_as.document,
         seq,
         snapshot: true,
     };
@@ -312,16 +310,15 @@ fn skip_or_wait(snapshot: &Change) -> Result<(), CtlError> {
     Ok(())
 }
 
-/// What a write proposes to commit: its operation, the document before it, its number, and
-/// whether daemons must load the key object for it.
+/// What a write proposes to commit: its operation, its number, and whether daemons must load
+/// the key object for it.
 struct Proposal<'a> {
     operation: &'a str,
-    before: &'a Document,
     seq: u64,
     snapshot: bool,
 }
 
-/// The change object for a write that turned `proposal.before` into `stored`.
+/// The change object for the keys `stored` says the command touched.
 fn record(
     context: &Context,
     principal: Option<String>,
@@ -330,12 +327,12 @@ fn record(
 ) -> Change {
     let Proposal {
         operation,
-        before,
         seq,
         snapshot,
     } = proposal;
-    let keys: Vec<KeyChange> = changed_keys(before, &stored.document);
-    let snapshot = snapshot || keys.len() > MAX_KEYS;
+    let keys: Vec<KeyChange> = touched_keys(&stored.document).unwrap_or_default();
+    let every_key = matches!(stored.document.touched(), Touched::Every);
+    let snapshot = snapshot || every_key || keys.len() > MAX_KEYS;
     Change {
         format: FORMAT.into(),
         seq,

@@ -1,5 +1,5 @@
-//! Between the key object and its change objects: which keys a write changed, in the stored form
-//! a change object carries ([`changed_keys`]), and a change folded back into a key object
+//! Between the key object and its change objects: the keys a write touched, in the stored form
+//! a change object carries ([`touched_keys`]), and a change folded back into a key object
 //! ([`fold`]) — what heare-authctl does when it finds the key object behind the log (an earlier
 //! writer stopped between committing its change and rewriting the key object).
 //!
@@ -9,41 +9,38 @@
 //! verifying there.
 
 use crate::change::KeyChange;
-use crate::keyfile::Document;
+use crate::keyfile::{Document, Touched};
 use crate::secret_hash::SecretDigest;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
-/// The keys that differ between `before` and `after`, in `after`'s order, then the keys removed.
-/// Keys without a string id are not carried (no daemon serves them).
-pub fn changed_keys(before: &Document, after: &Document) -> Vec<KeyChange> {
-    let old: HashMap<&str, &Map<String, Value>> = by_id(before).collect();
-    let mut seen = HashSet::new();
+/// The keys `document` says were touched, as they are now (in the document's order), then those
+/// touched and no longer there (removed); `None` when every key was touched (the change is then
+/// a snapshot). One pass over the keys, no copy of the document.
+pub fn touched_keys(document: &Document) -> Option<Vec<KeyChange>> {
+    let ids: &BTreeSet<String> = match document.touched() {
+        Touched::Nothing => return Some(Vec::new()),
+        Touched::Ids(ids) => ids,
+        Touched::Every => return None,
+    };
+    let mut present = HashSet::new();
     let mut changes = Vec::new();
-    for (id, key) in by_id(after) {
-        seen.insert(id);
-        if old.get(id) != Some(&key) {
+    for key in document.keys() {
+        let Some(id) = key.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        if ids.contains(id) && present.insert(id) {
             changes.push(KeyChange {
                 id: id.to_string(),
                 key: Some(stored_form(key)),
             });
         }
     }
-    for (id, _) in by_id(before) {
-        if !seen.contains(id) {
-            changes.push(KeyChange {
-                id: id.to_string(),
-                key: None,
-            });
-        }
-    }
-    changes
-}
-
-fn by_id(document: &Document) -> impl Iterator<Item = (&str, &Map<String, Value>)> {
-    document
-        .keys()
-        .filter_map(|key| Some((key.get("id")?.as_str()?, key)))
+    changes.extend(ids.iter().filter(|id| !present.contains(id.as_str())).map(|id| KeyChange {
+        id: id.clone(),
+        key: None,
+    }));
+    Some(changes)
 }
 
 /// The key as a change object carries it: a plaintext `secret` replaced by its `secret_hash`. A
@@ -110,15 +107,26 @@ mod tests {
         Document::parse(json.as_bytes()).unwrap()
     }
 
+    fn edited(before: &Document) -> Document {
+        let mut after = before.clone();
+        after.clear_touched();
+        after.find_mut("key_a").unwrap().insert("name".into(), "A2".into());
+        after.remove("key_c");
+        let mut new = Map::new();
+        new.insert("id".into(), "key_d".into());
+        new.insert("secret_hash".into(), "sha256:dd".into());
+        after.push(new);
+        after
+    }
+
     #[test]
-    fn only_what_changed_is_carried_and_never_a_plaintext_secret() {
-        let before = doc(r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
+    fn only_what_was_touched_is_carried_and_never_a_plaintext_secret() {
+        let before = doc(
+            r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
                          {"id": "key_b", "secret_hash": "sha256:bb", "name": "B"},
-                         {"id": "key_c", "secret": "s3"}]}"#);
-        let after = doc(r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A2"},
-                         {"id": "key_b", "secret_hash": "sha256:bb", "name": "B"},
-                         {"id": "key_d", "secret_hash": "sha256:dd"}]}"#);
-        let changes = changed_keys(&before, &after);
+                         {"id": "key_c", "secret": "s3"}]}"#,
+        );
+        let changes = touched_keys(&edited(&before)).unwrap();
         let ids: Vec<_> = changes
             .iter()
             .map(|c| (c.id.as_str(), c.key.is_some()))
@@ -130,16 +138,20 @@ mod tests {
             a["secret_hash"],
             Value::String(SecretDigest::of_secret("s1").to_field())
         );
+        let mut all = before.clone();
+        let _ = all.keys_mut().count();
+        assert_eq!(touched_keys(&all), None, "every key touched: a snapshot");
     }
 
     #[test]
     fn folding_a_change_gives_the_writers_document_with_plaintext_kept() {
-        let before = doc(r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
-                         {"id": "key_c", "secret": "s3"}], "generation": 5}"#);
-        let after = doc(r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A2"},
-                         {"id": "key_d", "secret_hash": "sha256:dd"}], "generation": 5}"#);
+        let before = doc(
+            r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
+                         {"id": "key_c", "secret": "s3"}], "generation": 5}"#,
+        );
+        let after = edited(&before);
         let mut folded = before.clone();
-        assert_eq!(fold(&mut folded, &changed_keys(&before, &after)), 3);
+        assert_eq!(fold(&mut folded, &touched_keys(&after).unwrap()), 3);
         assert_eq!(folded, after);
     }
 

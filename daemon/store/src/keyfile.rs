@@ -29,10 +29,42 @@ pub enum KeyFileError {
 /// newest it has served (an old copy written back by someone who can write the store).
 pub const GENERATION_FIELD: &str = "generation";
 
-/// Every key of a key file, and whatever else the file holds.
-#[derive(Debug, Clone, PartialEq)]
+/// Every key of a key file, and whatever else the file holds — and which keys were touched since
+/// [`Document::clear_touched`], so a write knows what its change object carries without copying
+/// and comparing a million keys.
+#[derive(Debug, Clone)]
 pub struct Document {
     root: Map<String, Value>,
+    touched: Touched,
+}
+
+/// Two documents are equal when they hold the same JSON, whatever was touched.
+impl PartialEq for Document {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+/// The keys a command reached for changing: by id through [`Document::find_mut`],
+/// [`Document::push`] and [`Document::remove`]; every key through [`Document::keys_mut`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Touched {
+    #[default]
+    Nothing,
+    Ids(std::collections::BTreeSet<String>),
+    Every,
+}
+
+impl Touched {
+    fn add(&mut self, id: &str) {
+        match self {
+            Touched::Every => {}
+            Touched::Ids(ids) => {
+                ids.insert(id.to_string());
+            }
+            Touched::Nothing => *self = Touched::Ids([id.to_string()].into()),
+        }
+    }
 }
 
 impl Document {
@@ -40,7 +72,10 @@ impl Document {
     pub fn empty() -> Self {
         let mut root = Map::new();
         root.insert("keys".into(), Value::Array(Vec::new()));
-        Document { root }
+        Document {
+            root,
+            touched: Touched::Nothing,
+        }
     }
 
     /// Parses key-file JSON.
@@ -53,7 +88,10 @@ impl Document {
             return Err(KeyFileError::Shape);
         };
         match root.get("keys") {
-            Some(Value::Array(keys)) if keys.iter().all(Value::is_object) => Ok(Document { root }),
+            Some(Value::Array(keys)) if keys.iter().all(Value::is_object) => Ok(Document {
+                root,
+                touched: Touched::Nothing,
+            }),
             _ => Err(KeyFileError::Shape),
         }
     }
@@ -122,8 +160,9 @@ impl Document {
         self.key_array().iter().filter_map(Value::as_object)
     }
 
-    /// Mutable access to every key.
+    /// Mutable access to every key (all count as touched).
     pub fn keys_mut(&mut self) -> impl Iterator<Item = &mut Map<String, Value>> {
+        self.touched = Touched::Every;
         self.key_array_mut()
             .iter_mut()
             .filter_map(Value::as_object_mut)
@@ -135,19 +174,36 @@ impl Document {
             .find(|key| key.get("id").and_then(Value::as_str) == Some(id))
     }
 
-    /// The key with `id`, to change.
+    /// The key with `id`, to change (it counts as touched).
     pub fn find_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
-        self.keys_mut()
+        self.touched.add(id);
+        self.key_array_mut()
+            .iter_mut()
+            .filter_map(Value::as_object_mut)
             .find(|key| key.get("id").and_then(Value::as_str) == Some(id))
     }
 
-    /// Appends a key.
+    /// Appends a key (touched, by its id).
     pub fn push(&mut self, key: Map<String, Value>) {
+        if let Some(id) = key.get("id").and_then(Value::as_str) {
+            self.touched.add(id);
+        }
         self.key_array_mut().push(Value::Object(key));
     }
 
-    /// Removes the key with `id`; returns whether there was one.
+    /// What was touched since [`Document::clear_touched`] (or the document was read).
+    pub fn touched(&self) -> &Touched {
+        &self.touched
+    }
+
+    /// Starts counting touched keys anew.
+    pub fn clear_touched(&mut self) {
+        self.touched = Touched::Nothing;
+    }
+
+    /// Removes the key with `id` (touched); returns whether there was one.
     pub fn remove(&mut self, id: &str) -> bool {
+        self.touched.add(id);
         let keys = self.key_array_mut();
         let before = keys.len();
         keys.retain(|key| key.get("id").and_then(Value::as_str) != Some(id));
