@@ -70,9 +70,6 @@ pub async fn edit<T>(
 ) -> Result<T, CtlError> {
     let log = change_log(context)?;
     let mut committed: Option<Committed<T>> = None;
-    // The key object was last written by a writer that keeps no log (seen before the identity
-    // write that hides it).
-    let mut foreign = false;
     for attempt in 1..=ATTEMPTS {
         let (mut stored, condition) = context.read_as(operation.reading).await?;
         let served = context.check_generation(&stored.document)?;
@@ -83,20 +80,26 @@ pub async fn edit<T>(
             break;
         }
         if stored.document.store_id().is_none() {
-            foreign |= beyond.foreign;
-            if !establish_identity(context, stored, condition, served, beyond.head).await? {
-                pause(attempt).await;
+            if beyond.head == 0 {
+                // A new log: writers agree on its identity before any change names it.
+                if !establish_identity(context, stored, condition, served).await? {
+                    pause(attempt).await;
+                }
+                continue;
             }
-            continue;
+            // A writer that keeps no log rewrote the key object and dropped the identity: it
+            // is the log's, as its newest change says.
+            let id = identity_of_log(context, &*log, beyond.head, operation.reading).await?;
+            stored.document.set_store_id(&id);
         }
         catch_up(&mut stored.document, &beyond, &mut committed, &mut change)?;
         if committed.is_none() {
             stored.document.clear_touched();
             let outcome = change(&mut stored.document)?;
-            let snapshot = foreign || beyond.foreign;
+            let snapshot = beyond.foreign;
             let proposal = Proposal {
                 operation: operation.name,
-                seq: beyond.head + 1,
+                seq: next_seq(&*log, beyond.head)?,
                 snapshot,
             };
             let principal = context.aws_principal().await;
@@ -125,7 +128,7 @@ pub async fn edit<T>(
         match context.store.put_at_change(body, condition, head).await {
             Ok(_) => break,
             Err(StoreError::Conflict { .. }) => pause(attempt).await,
-            Err(error) => return Err(committed_only(error, committed.map(|c| c.change.seq))),
+            Err(error) => return Err(committed_only(error, committed.map(|c| c.change))),
         }
         if attempt == ATTEMPTS && committed.is_some() {
             eprintln!(
@@ -164,11 +167,15 @@ pub async fn write_reviewed(
     if !beyond.pending.is_empty() {
         return Err(conflict());
     }
-    if read_as.document.store_id().is_none() {
-        return Err(conflict()); // prepare() gave it one: someone rewrote the key object since
-    }
     let mut stored = stored.clone();
-    let seq = beyond.head + 1;
+    if read_as.document.store_id().is_none() {
+        if beyond.head == 0 {
+            return Err(conflict()); // prepare() gave it one: someone rewrote the key object since
+        }
+        let id = identity_of_log(context, &*log, beyond.head, operation.reading).await?;
+        stored.document.set_store_id(&id);
+    }
+    let seq = next_seq(&*log, beyond.head)?;
     let proposal = Proposal {
         operation: operation.name,
         seq,
@@ -189,22 +196,22 @@ pub async fn write_reviewed(
             "{store} {changed}; the key object was not written (change {seq}, committed for it, announces a snapshot that never came: writers skip it after {}s), run again",
             SNAPSHOT_WAIT.as_secs()
         ))),
-        Err(error) => Err(committed_only(error, Some(seq))),
+        Err(error) => Err(committed_only(error, Some(record))),
     }
 }
 
 /// Gives the key object its store identity, `store_` and 20 random base62 characters, with a
 /// conditional write of its own before any change is committed: of writers racing to do so one
 /// wins and the others read its identity, so every change names the same store. `change_seq` is
-/// set to the log's last number (0 for a new log), where the numbering goes on. Returns whether
-/// the write went through (`false`: someone else wrote first, read again).
+/// set to 0: the log is new. Returns whether the write went through (`false`: someone else wrote
+/// first, read again).
 async fn establish_identity(
     context: &Context,
     mut stored: StoredDocument,
     condition: WriteCondition,
     served: Option<u64>,
-    head: u64,
 ) -> Result<bool, CtlError> {
+    let head = 0;
     let id = format!("store_{}", crate::secrets::random_base62(20));
     stored.document.set_store_id(&id);
     stored.document.set_change_seq(head);
@@ -226,7 +233,11 @@ pub async fn prepare(context: &Context, reading: Reading) -> Result<(), CtlError
         }
         let served = context.check_generation(&stored.document)?;
         let beyond = read_beyond(context, &*log, &stored, reading).await?;
-        if establish_identity(context, stored, condition, served, beyond.head).await? {
+        if beyond.head > 0 {
+            // The identity is the log's; the write that follows records it.
+            return Ok(());
+        }
+        if establish_identity(context, stored, condition, served).await? {
             return Ok(());
         }
         pause(attempt).await;
@@ -235,6 +246,27 @@ pub async fn prepare(context: &Context, reading: Reading) -> Result<(), CtlError
         "{} kept changing during {ATTEMPTS} attempts; nothing was written, try again",
         context.store.describe()
     )))
+}
+
+/// The store identity the log's change `head` names (checked as a change of that number).
+async fn identity_of_log(
+    context: &Context,
+    log: &dyn ChangeLog,
+    head: u64,
+    reading: Reading,
+) -> Result<String, CtlError> {
+    let body = log.read(head).await?.ok_or_else(|| {
+        CtlError::Conflict(format!(
+            "change {head} of the log went away while it was read; nothing was written, try again"
+        ))
+    })?;
+    let secret = change_secret(context.config.store.storage_secret.as_ref(), &body, reading);
+    let json = codec::decode(&body, secret).map_err(|e| invalid_change(log, head, &e))?;
+    let named: Change = serde_json::from_slice(&json)
+        .map_err(|_| invalid_change(log, head, &"it is not a change object"))?;
+    Change::decode(&body, secret, head, &named.store_id)
+        .map(|change| change.store_id)
+        .map_err(|e| invalid_change(log, head, &e))
 }
 
 fn change_log(context: &Context) -> Result<Box<dyn ChangeLog + '_>, CtlError> {
@@ -300,12 +332,18 @@ fn skip_or_wait(snapshot: &Change) -> Result<(), CtlError> {
     if age < SNAPSHOT_WAIT.as_millis() as i64 {
         return Err(CtlError::Conflict(format!(
             "change {} ({} by {} at {}) is a snapshot whose writer has not rewritten the key object yet; nothing was written, try again in a minute",
-            snapshot.seq, snapshot.operation, snapshot.author.user, snapshot.time
+            snapshot.seq,
+            shown(&snapshot.operation),
+            shown(&snapshot.author.user),
+            shown(&snapshot.time)
         )));
     }
     eprintln!(
         "warning: change {} ({} by {} at {}) announced a snapshot that never reached the key object (its writer stopped): skipped",
-        snapshot.seq, snapshot.operation, snapshot.author.user, snapshot.time
+        snapshot.seq,
+        shown(&snapshot.operation),
+        shown(&snapshot.author.user),
+        shown(&snapshot.time)
     );
     Ok(())
 }
@@ -355,6 +393,22 @@ fn encode(context: &Context, stored: &StoredDocument, change: &Change) -> Vec<u8
     change.encode(secret.filter(|_| stored.encrypted))
 }
 
+/// The highest number a change may have: far beyond any real log, far below where the numbers
+/// would wrap (a number planted near `u64::MAX` stops writers instead of wrapping them around).
+pub const MAX_SEQ: u64 = 1_000_000_000_000_000_000;
+
+/// The number after `head`, or an error naming a log numbered past [`MAX_SEQ`].
+fn next_seq(log: &dyn ChangeLog, head: u64) -> Result<u64, CtlError> {
+    match head {
+        head if head < MAX_SEQ => Ok(head + 1),
+        head => Err(invalid_change(
+            log,
+            head,
+            &"its number is beyond any real log (planted?)",
+        )),
+    }
+}
+
 /// Reads the log beyond the key object: the changes after its `change_seq`, each checked (an
 /// invalid one stops every writer, naming it); without a `change_seq`, the log's last number.
 async fn read_beyond(
@@ -366,6 +420,7 @@ async fn read_beyond(
     let Some(from) = stored.document.change_seq() else {
         let numbers = log.list(LIST_LIMIT).await?;
         let head = numbers.last().copied().unwrap_or(0);
+        next_seq(log, head)?;
         return Ok(Beyond {
             head,
             pending: Vec::new(),
@@ -376,7 +431,7 @@ async fn read_beyond(
     let secret = context.config.store.storage_secret.as_ref();
     let mut pending = Vec::new();
     let mut seq = from;
-    while let Some(body) = log.read(seq + 1).await? {
+    while let Some(body) = log.read(next_seq(log, seq)?).await? {
         seq += 1;
         let secret = change_secret(secret, &body, reading);
         let change = Change::decode(&body, secret, seq, store_id)
@@ -415,18 +470,33 @@ fn invalid_change(log: &dyn ChangeLog, seq: u64, error: &dyn std::fmt::Display) 
     ))
 }
 
+/// Text from a change object as it goes to the terminal: escaped, as every value from the store.
+fn shown(text: &str) -> String {
+    crate::keyview::text(&serde_json::Value::String(text.to_string()))
+}
+
+/// The commit failed in a way that does not say whether the object was created (an S3 answer
+/// that never came, a failing disk): nothing else was written, and `log` tells.
 fn not_committed(error: StoreError) -> CtlError {
     CtlError::Other(format!(
-        "cannot commit the change to the log: {error}; nothing was written"
+        "cannot commit the change to the log: {error}; the key object was not written, and the change may or may not be in the log (`heare-authctl log` shows it): run the command again only if it is not"
     ))
 }
 
-fn committed_only(error: StoreError, seq: Option<u64>) -> CtlError {
-    let seq = seq.map_or(String::new(), |seq| format!(" {seq}"));
+fn committed_only(error: StoreError, committed: Option<Change>) -> CtlError {
     let told = crate::context::write_error(error);
-    CtlError::Other(format!(
-        "the change{seq} is committed in the log, but the key object could not be rewritten: {told}; the next write brings it up to date"
-    ))
+    match committed {
+        Some(change) if change.is_snapshot() => CtlError::Other(format!(
+            "change {} (a snapshot) is committed in the log, but the key object could not be rewritten: {told}. Other writers wait for it for {}s, then skip it: run the command again after that",
+            change.seq,
+            SNAPSHOT_WAIT.as_secs()
+        )),
+        Some(change) => CtlError::Other(format!(
+            "change {} is committed in the log, but the key object could not be rewritten: {told}; the next write brings it up to date",
+            change.seq
+        )),
+        None => CtlError::Other(format!("the key object could not be rewritten: {told}")),
+    }
 }
 
 async fn pause(attempt: u32) {

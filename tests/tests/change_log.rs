@@ -519,13 +519,13 @@ fn the_aws_principal_is_recorded_from_sts_and_not_asked_of_an_s3_endpoint() {
     via_environment.create(&["--name", "A", "--no-reload"]);
     let read = |seq: u64| -> Value {
         let key = format!("keys.json.changes/{seq:020}.json");
-        let body = block_on(async { client.get_object().bucket("sts").key(key).send().await })
-            .unwrap()
-            .unwrap();
-        let bytes = block_on(async { body.body.collect().await })
-            .unwrap()
-            .unwrap();
-        serde_json::from_slice(&bytes.into_bytes()).unwrap()
+        let bytes = block_on(async {
+            let object = client.get_object().bucket("sts").key(key).send().await?;
+            Ok::<_, anyhow::Error>(object.body.collect().await?.into_bytes())
+        })
+        .unwrap()
+        .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
     };
     let principal = read(1)["author"]["aws_principal"].clone();
     assert!(
@@ -544,4 +544,95 @@ fn the_aws_principal_is_recorded_from_sts_and_not_asked_of_an_s3_endpoint() {
         .env(env);
     configured.create(&["--name", "B", "--no-reload"]);
     assert_eq!(read(2)["author"].get("aws_principal"), None, "{}", read(2));
+}
+
+/// As under /var/lib/heare-auth: the directory and the key file belong to the daemon's user, and
+/// root's ctl writes. The log's directory and objects are born that user's (made with its
+/// filesystem identity, never made by root and handed over), with the key file's mode.
+#[test]
+fn root_makes_the_log_as_the_key_files_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        heare_auth_tests::record_skip("change_log", "needs root to own files as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("keys.json"), br#"{"keys": []}"#).unwrap();
+    std::fs::set_permissions(
+        state.join("keys.json"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    for path in [&state, &state.join("keys.json")] {
+        nix::unistd::chown(path.as_path(), Some(1234.into()), Some(1235.into())).unwrap();
+    }
+    file_ctl(&state).create(&["--name", "A", "--no-reload"]);
+    let log_dir = std::fs::metadata(changes_dir(&state)).unwrap();
+    assert_eq!((log_dir.uid(), log_dir.gid()), (1234, 1235));
+    assert_eq!(log_dir.mode() & 0o7777, 0o750);
+    let first = std::fs::metadata(change_path(&state, 1)).unwrap();
+    assert_eq!(
+        (first.uid(), first.gid(), first.mode() & 0o7777),
+        (1234, 1235, 0o640)
+    );
+}
+
+/// The Python service's CLI rewrites the key object (dropping `store_id` and `change_seq`)
+/// between ctl's commit and its rewrite of the key object: ctl applies its committed change to
+/// what the Python CLI wrote, keeps the log's identity, and loses neither write.
+#[test]
+fn a_log_unaware_write_between_commit_and_rewrite_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = file_ctl(dir.path());
+    let (a, _) = ctl.create(&["--name", "A", "--no-reload"]);
+    let (b, _) = ctl.create(&["--name", "B", "--no-reload"]);
+    let store_id = key_object(dir.path())["store_id"].clone();
+    let lock = HeldLock::take(dir.path());
+    let mut writer =
+        Group::spawn(&mut ctl.command(&["delete", &a, "--yes", "--no-reload"])).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || change_path(
+        dir.path(),
+        3
+    )
+    .exists()));
+    // The Python CLI: read, rename key B, write back {"keys": [...]} only, by rename.
+    let mut python = key_object(dir.path());
+    let keys = python["keys"].as_array_mut().unwrap();
+    keys.iter_mut()
+        .filter(|k| k["id"] == b.as_str())
+        .for_each(|k| k["name"] = "B2".into());
+    let rewritten = serde_json::json!({ "keys": python["keys"].clone() });
+    std::fs::write(
+        dir.path().join("py.tmp"),
+        serde_json::to_vec_pretty(&rewritten).unwrap(),
+    )
+    .unwrap();
+    std::fs::rename(dir.path().join("py.tmp"), dir.path().join("keys.json")).unwrap();
+    drop(lock);
+    let status = wait_until(Duration::from_secs(20), || {
+        writer.try_wait().unwrap().is_some()
+    });
+    assert!(status, "ctl finished");
+    let object = key_object(dir.path());
+    let ids: Vec<&str> = object["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [b.as_str()], "the delete is in: {object}");
+    assert_eq!(object["keys"][0]["name"], "B2", "the Python write is kept");
+    assert_eq!(object["change_seq"], 3);
+    assert_eq!(object["store_id"], store_id, "the log's identity is kept");
+    // The history stays valid: every change reads as this store's.
+    let log: Value = serde_json::from_str(&ctl.ok(&["log", "--json"])).unwrap();
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.get("invalid").is_none()),
+        "{log}"
+    );
 }

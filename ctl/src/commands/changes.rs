@@ -6,8 +6,9 @@
 //! listed as invalid with the reason. `compact --keep DURATION` deletes the change objects older
 //! than DURATION that the key object already contains (never one it lacks: a stopped writer's
 //! change is folded in by the next write, and deleting it first would lose it).
-//! `compact --drop-invalid N` removes an invalid object at N, beyond the key object, that stops
-//! every writer — after confirmation, and only if it is invalid.
+//! `compact --drop-invalid N` removes an object at N, beyond the key object, that stops every
+//! writer — invalid, numbered past any real log, or a snapshot the key object never got — after
+//! confirmation; a valid change that the next write can fold in is never dropped.
 
 use crate::context::Context;
 use crate::error::CtlError;
@@ -265,12 +266,17 @@ async fn drop_invalid(context: &Context, seq: u64, yes: bool) -> Result<(), CtlE
     let store_id = stored.document.store_id().unwrap_or_default();
     let secret = context.config.store.storage_secret.as_ref();
     let reason = match Change::decode(&body, secret, seq, store_id) {
+        Err(error) => error.to_string(),
+        Ok(_) if seq >= crate::commit::MAX_SEQ => "its number is beyond any real log".to_string(),
+        Ok(change) if change.is_snapshot() => {
+            "a snapshot the key object does not contain (its writer stopped, or its time is off)"
+                .to_string()
+        }
         Ok(_) => {
             return Err(CtlError::Usage(format!(
                 "change {seq} is a valid change of this store; it is not dropped (the next write folds it into the key object)"
             )));
         }
-        Err(error) => error.to_string(),
     };
     println!("change {seq} ({}) is invalid: {reason}", log.describe(seq));
     super::confirm(

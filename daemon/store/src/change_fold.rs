@@ -36,10 +36,14 @@ pub fn touched_keys(document: &Document) -> Option<Vec<KeyChange>> {
             });
         }
     }
-    changes.extend(ids.iter().filter(|id| !present.contains(id.as_str())).map(|id| KeyChange {
-        id: id.clone(),
-        key: None,
-    }));
+    changes.extend(
+        ids.iter()
+            .filter(|id| !present.contains(id.as_str()))
+            .map(|id| KeyChange {
+                id: id.clone(),
+                key: None,
+            }),
+    );
     Some(changes)
 }
 
@@ -110,7 +114,10 @@ mod tests {
     fn edited(before: &Document) -> Document {
         let mut after = before.clone();
         after.clear_touched();
-        after.find_mut("key_a").unwrap().insert("name".into(), "A2".into());
+        after
+            .find_mut("key_a")
+            .unwrap()
+            .insert("name".into(), "A2".into());
         after.remove("key_c");
         let mut new = Map::new();
         new.insert("id".into(), "key_d".into());
@@ -121,11 +128,9 @@ mod tests {
 
     #[test]
     fn only_what_was_touched_is_carried_and_never_a_plaintext_secret() {
-        let before = doc(
-            r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
+        let before = doc(r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
                          {"id": "key_b", "secret_hash": "sha256:bb", "name": "B"},
-                         {"id": "key_c", "secret": "s3"}]}"#,
-        );
+                         {"id": "key_c", "secret": "s3"}]}"#);
         let changes = touched_keys(&edited(&before)).unwrap();
         let ids: Vec<_> = changes
             .iter()
@@ -145,10 +150,8 @@ mod tests {
 
     #[test]
     fn folding_a_change_gives_the_writers_document_with_plaintext_kept() {
-        let before = doc(
-            r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
-                         {"id": "key_c", "secret": "s3"}], "generation": 5}"#,
-        );
+        let before = doc(r#"{"keys": [{"id": "key_a", "secret": "s1", "name": "A"},
+                         {"id": "key_c", "secret": "s3"}], "generation": 5}"#);
         let after = edited(&before);
         let mut folded = before.clone();
         assert_eq!(fold(&mut folded, &touched_keys(&after).unwrap()), 3);

@@ -267,6 +267,11 @@ impl Dir {
 
     /// The directory `name` inside this one, made with `ownership` (its mode gains the search bit
     /// wherever it has the read bit) when it does not exist yet.
+    ///
+    /// Root making it for another owner makes it *as* that owner (see [`Dir::make_subdir_as`]):
+    /// made by root and then handed over, it could be swapped between the two steps by whoever
+    /// can write this directory, and root would hand over what was swapped in. A directory that
+    /// is not the owner's by the time it is opened is refused.
     pub fn open_or_create_subdir(
         &self,
         name: &OsStr,
@@ -276,15 +281,62 @@ impl Dir {
             return Ok(dir);
         }
         let mode = ownership.mode | ((ownership.mode & 0o444) >> 2);
-        match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(errno) => return Err(self.error("create the directory", &self.join(name), errno)),
-        }
+        let handed_over = self.make_subdir_as(name, ownership.owner)?;
         let dir = self
             .open_subdir(name)?
             .ok_or_else(|| self.io_gone("open the directory", name))?;
-        dir.set_ownership(Ownership { mode, ..ownership })?;
+        let euid = nix::unistd::geteuid();
+        let wanted = match ownership.owner {
+            Some((uid, _)) if euid.is_root() && !handed_over => uid,
+            _ => euid.as_raw(),
+        };
+        if dir.owner()?.0 != wanted {
+            return Err(SafeFileError::ForeignOwner(dir.path));
+        }
+        let owner = if handed_over { ownership.owner } else { None };
+        dir.set_ownership(Ownership { owner, mode })?;
         Ok(dir)
+    }
+
+    /// Makes the directory `name` (0700; nothing happens if something is there), with root's
+    /// filesystem identity switched to `owner` for that one call in a thread of its own
+    /// (`setfsuid` is per thread), so it is born theirs. When `owner` may not write this
+    /// directory (a root-owned one, which nobody else can write either), root makes it itself;
+    /// returns `true` then: the caller hands it over on its descriptor.
+    fn make_subdir_as(
+        &self,
+        name: &OsStr,
+        owner: Option<(u32, u32)>,
+    ) -> Result<bool, SafeFileError> {
+        let make = || match nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700))
+        {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(errno) => Err(errno),
+        };
+        let as_owner = match owner {
+            Some((uid, gid)) if nix::unistd::geteuid().is_root() && uid != 0 => {
+                std::thread::scope(|scope| {
+                    let made = scope.spawn(|| {
+                        nix::unistd::setfsgid(Gid::from_raw(gid));
+                        nix::unistd::setfsuid(Uid::from_raw(uid));
+                        make()
+                    });
+                    made.join().unwrap_or(Err(Errno::EIO))
+                })
+            }
+            _ => return make().map(|()| false).map_err(|e| self.make_error(name, e)),
+        };
+        match as_owner {
+            Ok(()) => Ok(false),
+            Err(Errno::EACCES) if self.owner()?.0 == 0 => {
+                make().map(|()| true).map_err(|e| self.make_error(name, e))
+            }
+            Err(errno) => Err(self.make_error(name, errno)),
+        }
+    }
+
+    fn make_error(&self, name: &OsStr, errno: Errno) -> SafeFileError {
+        self.error("create the directory", &self.join(name), errno)
     }
 
     /// Sets owner and mode of the directory itself, on its descriptor.
@@ -312,9 +364,12 @@ impl Dir {
         let linked = filled.and_then(|()| {
             match nix::unistd::linkat(&self.fd, temp.as_os_str(), &self.fd, name, AtFlags::empty())
             {
-                Ok(()) => nix::unistd::fsync(&self.fd)
-                    .map(|()| true)
-                    .map_err(|e| self.error("sync", &self.path, e)),
+                // Once linked the object is there for every reader: a failing sync of the
+                // directory must not make the caller believe it was not created.
+                Ok(()) => {
+                    let _ = nix::unistd::fsync(&self.fd);
+                    Ok(true)
+                }
                 Err(Errno::EEXIST) => Ok(false),
                 Err(errno) => Err(self.error("create", &self.join(name), errno)),
             }
