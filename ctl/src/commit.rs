@@ -80,9 +80,10 @@ pub async fn edit<T>(
             break;
         }
         if stored.document.store_id().is_none() {
-            if beyond.head == 0 {
-                // A new log: writers agree on its identity before any change names it.
-                if !establish_identity(context, stored, condition, served).await? {
+            if beyond.head == 0 || condition == WriteCondition::IfAbsent {
+                // A new log, or a new key object beside an old log (the object was deleted: the
+                // old changes are no longer its): writers agree on an identity first.
+                if !establish_identity(context, stored, condition, served, beyond.head).await? {
                     pause(attempt).await;
                 }
                 continue;
@@ -203,15 +204,15 @@ pub async fn write_reviewed(
 /// Gives the key object its store identity, `store_` and 20 random base62 characters, with a
 /// conditional write of its own before any change is committed: of writers racing to do so one
 /// wins and the others read its identity, so every change names the same store. `change_seq` is
-/// set to 0: the log is new. Returns whether the write went through (`false`: someone else wrote
-/// first, read again).
+/// set to `head`, the log's last number (0 for a new log), where the numbering goes on. Returns
+/// whether the write went through (`false`: someone else wrote first, read again).
 async fn establish_identity(
     context: &Context,
     mut stored: StoredDocument,
     condition: WriteCondition,
     served: Option<u64>,
+    head: u64,
 ) -> Result<bool, CtlError> {
-    let head = 0;
     let id = format!("store_{}", crate::secrets::random_base62(20));
     stored.document.set_store_id(&id);
     stored.document.set_change_seq(head);
@@ -233,11 +234,11 @@ pub async fn prepare(context: &Context, reading: Reading) -> Result<(), CtlError
         }
         let served = context.check_generation(&stored.document)?;
         let beyond = read_beyond(context, &*log, &stored, reading).await?;
-        if beyond.head > 0 {
+        if beyond.head > 0 && condition != WriteCondition::IfAbsent {
             // The identity is the log's; the write that follows records it.
             return Ok(());
         }
-        if establish_identity(context, stored, condition, served).await? {
+        if establish_identity(context, stored, condition, served, beyond.head).await? {
             return Ok(());
         }
         pause(attempt).await;

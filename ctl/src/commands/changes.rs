@@ -227,12 +227,15 @@ async fn compact_older(context: &Context, keep: &str) -> Result<(), CtlError> {
     let newest = entries.iter().map(entry_seq).max().unwrap_or(0);
     let mut deleted = 0;
     for entry in &entries {
-        let Entry::Change(change) = entry else {
-            continue; // invalid objects are removed only on purpose (--drop-invalid)
+        let seq = entry_seq(entry);
+        // An invalid object the key object is past (of an earlier identity, or planted) is never
+        // needed: it goes whatever its (untrusted) age.
+        let expired = match entry {
+            Entry::Change(change) => timestamp::parse(&change.time).is_ok_and(|at| at < cutoff),
+            Entry::Invalid { .. } => true,
         };
-        let old = timestamp::parse(&change.time).is_ok_and(|at| at < cutoff);
-        if change.seq <= contained && change.seq < newest && old {
-            log.delete(change.seq).await?;
+        if seq <= contained && seq < newest && expired {
+            log.delete(seq).await?;
             deleted += 1;
         }
     }
