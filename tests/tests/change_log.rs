@@ -636,3 +636,33 @@ fn a_log_unaware_write_between_commit_and_rewrite_loses_nothing() {
         "{log}"
     );
 }
+
+/// A change numbered u64::MAX planted beside a key object a writer that keeps no log rewrote (so
+/// writers find the log's end by listing): writers stop at it instead of wrapping the numbers,
+/// and `compact --drop-invalid` removes it.
+#[test]
+fn a_number_planted_near_the_end_of_u64_stops_writers_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = file_ctl(dir.path());
+    ctl.create(&["--name", "A", "--no-reload"]);
+    let planted = changes_dir(dir.path()).join(format!("{}.json", u64::MAX));
+    std::fs::copy(change_path(dir.path(), 1), &planted).unwrap();
+    let keys_only = serde_json::json!({ "keys": key_object(dir.path())["keys"].clone() });
+    std::fs::write(
+        dir.path().join("keys.json"),
+        serde_json::to_vec(&keys_only).unwrap(),
+    )
+    .unwrap();
+
+    let out = ctl.run(&["create", "--name", "B", "--no-reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("change {}", u64::MAX)),
+        "{}",
+        stderr(&out)
+    );
+    ctl.ok(&["compact", "--drop-invalid", &u64::MAX.to_string(), "--yes"]);
+    assert!(!planted.exists());
+    ctl.create(&["--name", "B", "--no-reload"]);
+    assert_eq!(key_object(dir.path())["change_seq"], 2);
+}
