@@ -62,8 +62,22 @@ struct Committed<T> {
     outcome: T,
 }
 
-/// Applies `change` as one committed change, retrying on concurrent writers.
+/// Applies `change` to the key object and commits it as one change of the log, `operation`
+/// naming it in the record, retrying on concurrent writers.
 pub async fn edit<T>(
+    context: &Context,
+    operation: &'static str,
+    change: impl FnMut(&mut Document) -> Result<T, CtlError>,
+) -> Result<T, CtlError> {
+    let operation = Operation {
+        name: operation,
+        reading: Reading::AsStored,
+    };
+    edit_as(context, operation, change).await
+}
+
+/// As [`edit`], reading the key object as `operation.reading` says.
+async fn edit_as<T>(
     context: &Context,
     operation: Operation,
     mut change: impl FnMut(&mut Document) -> Result<T, CtlError>,
@@ -73,7 +87,7 @@ pub async fn edit<T>(
     for attempt in 1..=ATTEMPTS {
         let (mut stored, condition) = context.read_as(operation.reading).await?;
         let served = context.check_generation(&stored.document)?;
-        let beyond = read_beyond(context, &*log, &stored, operation.reading).await?;
+        let beyond = read_beyond(context, log, &stored, operation.reading).await?;
         if let Some(ours) = &committed
             && stored.document.change_seq() >= Some(ours.change.seq)
         {
@@ -90,7 +104,7 @@ pub async fn edit<T>(
             }
             // A writer that keeps no log rewrote the key object and dropped the identity: it
             // is the log's, as its newest change says.
-            let id = identity_of_log(context, &*log, beyond.head, operation.reading).await?;
+            let id = identity_of_log(context, log, beyond.head, operation.reading).await?;
             stored.document.set_store_id(&id);
         }
         catch_up(&mut stored.document, &beyond, &mut committed, &mut change)?;
@@ -100,7 +114,7 @@ pub async fn edit<T>(
             let snapshot = beyond.foreign;
             let proposal = Proposal {
                 operation: operation.name,
-                seq: next_seq(&*log, beyond.head)?,
+                seq: next_seq(log, beyond.head)?,
                 snapshot,
             };
             let principal = context.aws_principal().await;
@@ -146,16 +160,22 @@ pub async fn edit<T>(
     }
 }
 
-/// Writes `stored` (already changed, as reviewed by the operator) as one snapshot change, only
-/// if the store still holds the version it was read at and the log has nothing beyond it.
-pub async fn write_reviewed(
+/// Writes `stored` (changed from `read_as`, as the operator reviewed it) once, as one snapshot
+/// change, only if the store still holds the version it was read at and the log has nothing
+/// beyond it; a conflict is exit code 4 with `changed` as the reason (no retry: what was shown
+/// to the operator is what is written).
+pub async fn write_once(
     context: &Context,
-    operation: Operation,
+    operation: &'static str,
     stored: &StoredDocument,
     read_as: &StoredDocument,
     condition: WriteCondition,
     changed: &str,
 ) -> Result<(), CtlError> {
+    let operation = Operation {
+        name: operation,
+        reading: Reading::Encrypting,
+    };
     let log = change_log(context)?;
     let conflict = || {
         CtlError::Conflict(format!(
@@ -164,7 +184,7 @@ pub async fn write_reviewed(
         ))
     };
     let served = context.check_generation(&stored.document)?;
-    let beyond = read_beyond(context, &*log, read_as, operation.reading).await?;
+    let beyond = read_beyond(context, log, read_as, operation.reading).await?;
     if !beyond.pending.is_empty() {
         return Err(conflict());
     }
@@ -173,10 +193,10 @@ pub async fn write_reviewed(
         if beyond.head == 0 {
             return Err(conflict()); // prepare() gave it one: someone rewrote the key object since
         }
-        let id = identity_of_log(context, &*log, beyond.head, operation.reading).await?;
+        let id = identity_of_log(context, log, beyond.head, operation.reading).await?;
         stored.document.set_store_id(&id);
     }
-    let seq = next_seq(&*log, beyond.head)?;
+    let seq = next_seq(log, beyond.head)?;
     let proposal = Proposal {
         operation: operation.name,
         seq,
@@ -233,7 +253,7 @@ pub async fn prepare(context: &Context, reading: Reading) -> Result<(), CtlError
             return Ok(());
         }
         let served = context.check_generation(&stored.document)?;
-        let beyond = read_beyond(context, &*log, &stored, reading).await?;
+        let beyond = read_beyond(context, log, &stored, reading).await?;
         if beyond.head > 0 && condition != WriteCondition::IfAbsent {
             // The identity is the log's; the write that follows records it.
             return Ok(());
@@ -270,8 +290,8 @@ async fn identity_of_log(
         .map_err(|e| invalid_change(log, head, &e))
 }
 
-fn change_log(context: &Context) -> Result<Box<dyn ChangeLog + '_>, CtlError> {
-    context.store.change_log().ok_or_else(|| {
+fn change_log(context: &Context) -> Result<&dyn ChangeLog, CtlError> {
+    context.log.as_deref().ok_or_else(|| {
         CtlError::Other(format!(
             "{} keeps no change log; nothing was written",
             context.store.describe()

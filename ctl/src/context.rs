@@ -6,9 +6,9 @@
 //! object; the file store's lock-and-compare): [`crate::commit`] owns that protocol and its
 //! retries; this module hands it the document and the body to store.
 
-use crate::commit;
 use crate::daemon_link;
 use crate::error::CtlError;
+use heare_auth_store::change_log::ChangeLog;
 use heare_auth_store::keyfile::{Document, StoredDocument};
 use heare_auth_store::{
     Fetched, FileStore, KeyStore, StoreError, StoreUrl, WriteCondition, duration,
@@ -42,6 +42,8 @@ pub struct Context {
     pub store: Box<dyn KeyStore>,
     /// `--accept-older`: write over an older (or future-dated) key file.
     accept_older: bool,
+    /// The change log beside the key object (`None`: an `s3://` store in a build without S3).
+    pub log: Option<Box<dyn ChangeLog>>,
     /// `--reason`: why, recorded in the change log with every write.
     pub reason: Option<String>,
     /// The generation the local daemon serves, asked once per run (every attempt of a write
@@ -137,9 +139,17 @@ impl Context {
         let cli = daemon_cli(config, store_url, socket)?;
         let config = Config::load(&cli).map_err(|e| CtlError::Usage(e.to_string()))?;
         let store = open_store(&config, lock_timeout).await;
+        let settings = &config.store;
+        let log = heare_auth_store::open_change_log(
+            &settings.url,
+            &settings.s3,
+            settings.max_store_bytes,
+        )
+        .await;
         Ok(Context {
             config,
             store,
+            log,
             accept_older,
             reason: reason.map(checked_reason).transpose()?,
             served: std::sync::OnceLock::new(),
@@ -179,55 +189,6 @@ impl Context {
                 "the store answered 'not modified' to an unconditional read".into(),
             )),
         }
-    }
-
-    /// Applies `change` to the document and commits it as one change of the log (`operation`
-    /// names it in the record), retrying on concurrent writes ([`crate::commit`]).
-    pub async fn edit<T>(
-        &self,
-        operation: &'static str,
-        change: impl FnMut(&mut Document) -> Result<T, CtlError>,
-    ) -> Result<T, CtlError> {
-        self.edit_as(operation, Reading::AsStored, change).await
-    }
-
-    /// As [`Context::edit`], reading and writing back the body as `reading` says.
-    pub async fn edit_as<T>(
-        &self,
-        operation: &'static str,
-        reading: Reading,
-        change: impl FnMut(&mut Document) -> Result<T, CtlError>,
-    ) -> Result<T, CtlError> {
-        let operation = commit::Operation {
-            name: operation,
-            reading,
-        };
-        commit::edit(self, operation, change).await
-    }
-
-    /// Gives the key object its store identity if it has none yet (a write of its own, before a
-    /// command that writes once shows the operator what it will write).
-    pub async fn prepare_log(&self, reading: Reading) -> Result<(), CtlError> {
-        commit::prepare(self, reading).await
-    }
-
-    /// Writes `stored` (changed from `read_as`, as the operator reviewed it) once, as a snapshot
-    /// change, only if the store still holds the version it was read at; a conflict is exit
-    /// code 4 with `changed` as the reason (no retry: what was shown to the operator is what is
-    /// written).
-    pub async fn write_once(
-        &self,
-        operation: &'static str,
-        stored: &StoredDocument,
-        read_as: &StoredDocument,
-        condition: WriteCondition,
-        changed: &str,
-    ) -> Result<(), CtlError> {
-        let operation = commit::Operation {
-            name: operation,
-            reading: Reading::Encrypting,
-        };
-        commit::write_reviewed(self, operation, stored, read_as, condition, changed).await
     }
 
     /// Refuses to write over a key file older than what the local daemon serves (or without a

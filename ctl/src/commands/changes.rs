@@ -96,10 +96,10 @@ async fn read_entries(context: &Context, from: u64) -> Result<Vec<Entry>, CtlErr
     Ok(entries)
 }
 
-fn change_log(context: &Context) -> Result<Box<dyn ChangeLog + '_>, CtlError> {
+fn change_log(context: &Context) -> Result<&dyn ChangeLog, CtlError> {
     context
-        .store
-        .change_log()
+        .log
+        .as_deref()
         .ok_or_else(|| CtlError::Other(format!("{} keeps no change log", context.store.describe())))
 }
 

@@ -40,12 +40,11 @@ pub async fn run(context: &Context, args: &CreateArgs) -> Result<(), CtlError> {
     if !scopes.is_empty() {
         key.insert("scopes".into(), json!(scopes));
     }
-    context
-        .edit("create", |document| {
-            document.push(key.clone());
-            Ok(())
-        })
-        .await?;
+    crate::commit::edit(context, "create", |document| {
+        document.push(key.clone());
+        Ok(())
+    })
+    .await?;
 
     if args.json {
         // One JSON object, so the reload's outcome comes before it is printed; asked with a short

@@ -11,15 +11,14 @@ pub async fn run(context: &Context, id: &str, yes: bool, no_reload: bool) -> Res
         &format!("refusing to delete {id} without confirmation"),
         "not deleted",
     )?;
-    context
-        .edit("delete", |document| {
-            if document.remove(id) {
-                Ok(())
-            } else {
-                Err(CtlError::NotFound(id.to_string()))
-            }
-        })
-        .await?;
+    crate::commit::edit(context, "delete", |document| {
+        if document.remove(id) {
+            Ok(())
+        } else {
+            Err(CtlError::NotFound(id.to_string()))
+        }
+    })
+    .await?;
     println!("Deleted {id}");
     daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())

@@ -71,15 +71,14 @@ pub async fn import(context: &Context, file: &Path, no_reload: bool) -> Result<(
         new_keys.push(key);
     }
     let count = new_keys.len();
-    context
-        .edit("import", |document| {
-            check_unique(document, &new_keys)?;
-            for key in &new_keys {
-                document.push(key.clone());
-            }
-            Ok(())
-        })
-        .await?;
+    crate::commit::edit(context, "import", |document| {
+        check_unique(document, &new_keys)?;
+        for key in &new_keys {
+            document.push(key.clone());
+        }
+        Ok(())
+    })
+    .await?;
     println!("imported {count} keys (secrets stored as hashes)");
     daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
@@ -135,9 +134,8 @@ pub async fn migrate(
 }
 
 async fn hash_secrets(context: &Context, no_reload: bool) -> Result<(), CtlError> {
-    let (total, hashed) = context
-        .edit("migrate", |document| Ok(hash_all(document)))
-        .await?;
+    let (total, hashed) =
+        crate::commit::edit(context, "migrate", |document| Ok(hash_all(document))).await?;
     println!("{hashed} of {total} keys had a plaintext secret; the store now holds only hashes");
     daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
@@ -194,7 +192,7 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
             "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
         ));
     }
-    context.prepare_log(Reading::Encrypting).await?;
+    crate::commit::prepare(context, Reading::Encrypting).await?;
     let (mut stored, condition) = context.read_as(Reading::Encrypting).await?;
     let read_as = stored.clone();
     stored.encrypted = true;
@@ -225,15 +223,15 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
     } else {
         (keys.len(), 0)
     };
-    context
-        .write_once(
-            "migrate",
-            &stored,
-            &read_as,
-            condition,
-            "changed while its keys were being reviewed",
-        )
-        .await?;
+    crate::commit::write_once(
+        context,
+        "migrate",
+        &stored,
+        &read_as,
+        condition,
+        "changed while its keys were being reviewed",
+    )
+    .await?;
     if migration.hash_secrets {
         println!(
             "{hashed} of {total} keys had a plaintext secret; the store now holds only hashes"

@@ -22,14 +22,13 @@ pub async fn expire(
         validate::expiry(at, None, force, now)?
             .ok_or_else(|| CtlError::Usage("give --at TIME or --now".into()))?
     };
-    context
-        .edit("expire", |document| {
-            let key = super::key_mut(document, id)?;
-            key.insert("expires_at".into(), json!(when));
-            super::touch(key, now);
-            Ok(())
-        })
-        .await?;
+    crate::commit::edit(context, "expire", |document| {
+        let key = super::key_mut(document, id)?;
+        key.insert("expires_at".into(), json!(when));
+        super::touch(key, now);
+        Ok(())
+    })
+    .await?;
     println!("{id} expires at {when}");
     daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
@@ -42,8 +41,10 @@ pub async fn set_disabled(
     no_reload: bool,
 ) -> Result<(), CtlError> {
     let now = timestamp::now();
-    context
-        .edit(if disabled { "disable" } else { "enable" }, |document| {
+    crate::commit::edit(
+        context,
+        if disabled { "disable" } else { "enable" },
+        |document| {
             let key = super::key_mut(document, id)?;
             if disabled {
                 key.insert("disabled".into(), Value::Bool(true));
@@ -52,8 +53,9 @@ pub async fn set_disabled(
             }
             super::touch(key, now);
             Ok(())
-        })
-        .await?;
+        },
+    )
+    .await?;
     println!("{id} {}", if disabled { "disabled" } else { "enabled" });
     daemon_link::reload_and_report(context.socket(), no_reload);
     Ok(())
@@ -74,26 +76,25 @@ pub async fn scopes(
     }
     let now = timestamp::now();
     let mut held: Vec<String> = Vec::new();
-    context
-        .edit("scopes", |document| {
-            let key = super::key_mut(document, id)?;
-            let current: Vec<String> = key
-                .get("scopes")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|scope| scope.as_str().map(str::to_string))
-                .filter(|scope| !remove.contains(scope))
-                .collect();
-            held = validate::scopes(&[current, add.clone()].concat())?;
-            match held.is_empty() {
-                true => key.remove("scopes"),
-                false => key.insert("scopes".into(), json!(held)),
-            };
-            super::touch(key, now);
-            Ok(())
-        })
-        .await?;
+    crate::commit::edit(context, "scopes", |document| {
+        let key = super::key_mut(document, id)?;
+        let current: Vec<String> = key
+            .get("scopes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|scope| scope.as_str().map(str::to_string))
+            .filter(|scope| !remove.contains(scope))
+            .collect();
+        held = validate::scopes(&[current, add.clone()].concat())?;
+        match held.is_empty() {
+            true => key.remove("scopes"),
+            false => key.insert("scopes".into(), json!(held)),
+        };
+        super::touch(key, now);
+        Ok(())
+    })
+    .await?;
     let shown = if held.is_empty() {
         "(none)".to_string()
     } else {

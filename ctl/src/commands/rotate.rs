@@ -21,30 +21,29 @@ pub async fn run(
     let grace = duration::parse(grace).map_err(|e| CtlError::Usage(format!("--grace: {e}")))?;
     let secret = secrets::new_secret();
     let now = timestamp::now();
-    let grace_until = context
-        .edit("rotate", |document| {
-            let key = super::key_mut(document, id)?;
-            let until = grace_end(key, now, grace);
-            let mut kept = current_grace(key, now);
-            if let Some(old_hash) = current_hash(key)
-                && until > now
-            {
-                kept.push(json!({"secret_hash": old_hash, "expires_at": timestamp::format(until)}));
-            }
-            key.remove("secret");
-            key.insert(
-                "secret_hash".into(),
-                json!(SecretDigest::of_secret(&secret).to_field()),
-            );
-            if kept.is_empty() {
-                key.remove("grace_secrets");
-            } else {
-                key.insert("grace_secrets".into(), Value::Array(kept));
-            }
-            super::touch(key, now);
-            Ok(until)
-        })
-        .await?;
+    let grace_until = crate::commit::edit(context, "rotate", |document| {
+        let key = super::key_mut(document, id)?;
+        let until = grace_end(key, now, grace);
+        let mut kept = current_grace(key, now);
+        if let Some(old_hash) = current_hash(key)
+            && until > now
+        {
+            kept.push(json!({"secret_hash": old_hash, "expires_at": timestamp::format(until)}));
+        }
+        key.remove("secret");
+        key.insert(
+            "secret_hash".into(),
+            json!(SecretDigest::of_secret(&secret).to_field()),
+        );
+        if kept.is_empty() {
+            key.remove("grace_secrets");
+        } else {
+            key.insert("grace_secrets".into(), Value::Array(kept));
+        }
+        super::touch(key, now);
+        Ok(until)
+    })
+    .await?;
     let grace_until = timestamp::format(grace_until);
     if as_json {
         // One JSON object, so the reload's outcome comes before it is printed; asked with a short

@@ -12,7 +12,6 @@
 //! with the key file's owner and read/write bits, so the daemon's user can read them.
 
 use crate::change::{object_name, seq_of_name};
-use crate::file::key_file_ownership;
 use crate::safe_file::{Dir, SafeFileError};
 use crate::{BoxFuture, StoreError};
 use std::ffi::OsString;
@@ -92,7 +91,7 @@ impl FileChangeLog {
 
     fn create_blocking(&self, seq: u64, body: &[u8]) -> Result<bool, SafeFileError> {
         let (parent, key_name) = Dir::of(&self.key_file)?;
-        let ownership = key_file_ownership(&parent, &key_name)?;
+        let ownership = parent.ownership_of(&key_name)?;
         let dir = parent.open_or_create_subdir(&self.dir_name()?, ownership)?;
         dir.create_whole(object_name(seq).as_ref(), body, ownership)
     }

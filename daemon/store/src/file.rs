@@ -6,7 +6,7 @@
 //! waiting for it at most the store's lock timeout: the directory's owner (the daemon's user)
 //! can hold that lock for ever, and root's heare-authctl must not hang on it.
 
-use crate::safe_file::{Dir, Ownership, SafeFileError};
+use crate::safe_file::{Dir, SafeFileError};
 use crate::{BoxFuture, Fetched, KeyStore, StoreError, WriteCondition};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -173,7 +173,7 @@ impl FileStore {
                 store: self.describe(),
             });
         }
-        let ownership = ownership_for(&dir, current.as_ref()).map_err(failed)?;
+        let ownership = dir.ownership_for(current.as_ref()).map_err(failed)?;
         let written = dir.replace(&name, body, ownership).map_err(failed)?;
         Ok(version_of(&written))
     }
@@ -217,34 +217,6 @@ impl FileStore {
     }
 }
 
-/// Who owns the replacement: the current file's owner, group and read/write bits (set-id and
-/// execute bits are never carried over); a new file is 0600, and one made by root (heare-authctl
-/// run by the administrator before the daemon ever started) belongs to the directory's owner, so
-/// that the daemon's user can read it: /var/lib/heare-auth is owned by heare-auth.
-fn ownership_for(dir: &Dir, current: Option<&FileStat>) -> Result<Ownership, SafeFileError> {
-    Ok(match current {
-        Some(stat) => Ownership {
-            owner: Some((stat.st_uid, stat.st_gid)),
-            mode: stat.st_mode & 0o666,
-        },
-        None if nix::unistd::geteuid().is_root() => Ownership {
-            owner: Some(dir.owner()?),
-            mode: 0o600,
-        },
-        None => Ownership {
-            owner: None,
-            mode: 0o600,
-        },
-    })
-}
-
-/// Who owns a new file beside the key file `name` (a change object): the key file's owner, group
-/// and read/write bits, or what a new key file would get.
-pub(crate) fn key_file_ownership(dir: &Dir, name: &OsStr) -> Result<Ownership, SafeFileError> {
-    let current = dir.stat(name)?;
-    ownership_for(dir, current.as_ref())
-}
-
 /// The file's identity: inode, size and modification time.
 fn version_of(stat: &FileStat) -> String {
     format!(
@@ -256,13 +228,6 @@ fn version_of(stat: &FileStat) -> String {
 impl KeyStore for FileStore {
     fn describe(&self) -> String {
         format!("file://{}", self.path.display())
-    }
-
-    fn change_log(&self) -> Option<Box<dyn crate::change_log::ChangeLog + '_>> {
-        Some(Box::new(crate::change_log::FileChangeLog::new(
-            &self.path,
-            self.max_body_bytes,
-        )))
     }
 
     fn fetch<'a>(

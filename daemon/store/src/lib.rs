@@ -118,11 +118,6 @@ pub trait KeyStore: Send + Sync {
         if_changed_from: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, StoreError>>;
 
-    /// The numbered change objects kept beside the key object; `None` for a store without one.
-    fn change_log(&self) -> Option<Box<dyn change_log::ChangeLog + '_>> {
-        None
-    }
-
     /// Writes `body` if `condition` still holds, atomically; returns the new version.
     /// [`StoreError::Conflict`] when it does not hold.
     fn put<'a>(
@@ -157,6 +152,30 @@ pub async fn open(url: &StoreUrl, s3: &S3Options, max_body_bytes: u64) -> Box<dy
         StoreUrl::S3 { .. } => {
             let _ = s3;
             Box::new(Unsupported(url.to_string()))
+        }
+    }
+}
+
+/// Opens the change log kept beside the key object a URL names (see [`change_log`]); `None` for
+/// an `s3://` URL in a build without S3.
+pub async fn open_change_log(
+    url: &StoreUrl,
+    s3: &S3Options,
+    max_body_bytes: u64,
+) -> Option<Box<dyn change_log::ChangeLog>> {
+    match url {
+        StoreUrl::File { path } => Some(Box::new(change_log::FileChangeLog::new(
+            path,
+            max_body_bytes,
+        ))),
+        #[cfg(feature = "s3")]
+        StoreUrl::S3 { bucket, key } => Some(Box::new(
+            s3_change_log::S3ChangeLog::connect(bucket, key, s3, max_body_bytes).await,
+        )),
+        #[cfg(not(feature = "s3"))]
+        StoreUrl::S3 { .. } => {
+            let _ = (s3, max_body_bytes);
+            None
         }
     }
 }

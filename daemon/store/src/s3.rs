@@ -90,11 +90,6 @@ impl S3Store {
         }
     }
 
-    /// The object's key in its bucket.
-    pub(crate) fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Deletes the object (S3 answers success for one that is not there).
     pub(crate) async fn delete_object(&self) -> Result<(), StoreError> {
         let request = self
@@ -498,10 +493,6 @@ impl KeyStore for S3Store {
 
     fn endpoint(&self) -> Option<String> {
         self.endpoint.clone()
-    }
-
-    fn change_log(&self) -> Option<Box<dyn crate::change_log::ChangeLog + '_>> {
-        Some(Box::new(crate::s3_change_log::S3ChangeLog::new(self)))
     }
 
     fn fetch<'a>(

@@ -7,7 +7,7 @@
 use crate::change::{object_name, seq_of_name};
 use crate::change_log::ChangeLog;
 use crate::s3::S3Store;
-use crate::{BoxFuture, Fetched, StoreError, WriteCondition};
+use crate::{BoxFuture, Fetched, S3Options, StoreError, WriteCondition};
 
 /// The change objects beside one S3 key object.
 pub struct S3ChangeLog {
@@ -18,9 +18,17 @@ pub struct S3ChangeLog {
 }
 
 impl S3ChangeLog {
-    pub fn new(key_object: &S3Store) -> Self {
-        let key_object = key_object.sibling(key_object.key().to_string());
-        let prefix = format!("{}.changes/", key_object.key());
+    /// The log beside `s3://bucket/key`, through a client of its own built from the AWS
+    /// environment and `options`. Nothing is contacted yet.
+    pub async fn connect(
+        bucket: &str,
+        key: &str,
+        options: &S3Options,
+        max_body_bytes: u64,
+    ) -> Self {
+        let key_object =
+            S3Store::connect(bucket.to_string(), key.to_string(), options, max_body_bytes).await;
+        let prefix = format!("{key}.changes/");
         S3ChangeLog { key_object, prefix }
     }
 

@@ -175,6 +175,35 @@ impl Dir {
         Ok((stat.st_uid, stat.st_gid))
     }
 
+    /// Who owns a file that replaces one with status `current` (or a new one): the current
+    /// file's owner, group and read/write bits (set-id and execute bits are never carried over);
+    /// a new file is 0600, and one made by root (heare-authctl run by the administrator before
+    /// the daemon ever started) belongs to the directory's owner, so that the daemon's user can
+    /// read it: /var/lib/heare-auth is owned by heare-auth.
+    pub fn ownership_for(&self, current: Option<&FileStat>) -> Result<Ownership, SafeFileError> {
+        Ok(match current {
+            Some(stat) => Ownership {
+                owner: Some((stat.st_uid, stat.st_gid)),
+                mode: stat.st_mode & 0o666,
+            },
+            None if nix::unistd::geteuid().is_root() => Ownership {
+                owner: Some(self.owner()?),
+                mode: 0o600,
+            },
+            None => Ownership {
+                owner: None,
+                mode: 0o600,
+            },
+        })
+    }
+
+    /// Who owns a new file that goes with `name` (a change object beside the key file): as
+    /// [`Dir::ownership_for`] the file at `name`.
+    pub fn ownership_of(&self, name: &OsStr) -> Result<Ownership, SafeFileError> {
+        let current = self.stat(name)?;
+        self.ownership_for(current.as_ref())
+    }
+
     /// Opens `name` for reading; `None` when it does not exist. A link or a non-regular file at
     /// the name is refused.
     pub fn open_existing(&self, name: &OsStr) -> Result<Option<File>, SafeFileError> {
