@@ -10,11 +10,16 @@
 //! regular file, at most [`MAX_CONFIG_FILE_BYTES`]. A link at its name is followed: its directory
 //! (`/etc/heare-auth`) is root's, so a link there is the administrator's, pointing at a file they
 //! keep (as the package's postinst treats the environment file).
+//!
+//! A duration is written as seconds or as text (`30s`, `2m`); [`duration_of`] reads one setting,
+//! its flag (text) over its file value, for every part of the configuration that has one.
 
 use super::{ConfigError, LogFormat};
+use heare_auth_store::duration;
 use heare_auth_store::safe_file::{Links, read_small};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The largest configuration file read: a real one is a few KiB.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
@@ -159,4 +164,24 @@ fn secret_setting_on(line: &str) -> Option<&'static str> {
     let last = key.rsplit('.').next().unwrap_or(key);
     let name = last.trim().trim_matches(|c| c == '"' || c == '\'');
     SECRET_SETTINGS.into_iter().find(|secret| *secret == name)
+}
+
+/// A duration from its flag (text) or its file setting; `None` when neither is set.
+pub(super) fn duration_of(
+    setting: &'static str,
+    flag: Option<&str>,
+    file: &Option<DurationSetting>,
+) -> Result<Option<Duration>, ConfigError> {
+    let parse = |text: &str| {
+        duration::parse(text).map_err(|e| ConfigError::Invalid {
+            setting,
+            why: e.to_string(),
+        })
+    };
+    match (flag, file) {
+        (Some(text), _) => parse(text).map(Some),
+        (None, Some(DurationSetting::Seconds(secs))) => Ok(Some(Duration::from_secs(*secs))),
+        (None, Some(DurationSetting::Text(text))) => parse(text).map(Some),
+        (None, None) => Ok(None),
+    }
 }

@@ -9,8 +9,8 @@
 //! (`sqs.REGION.amazonaws.com`), else from the S3 settings.
 
 use super::ConfigError;
+use super::file::duration_of;
 use super::file::{FileConfig, JitterSetting};
-use super::resolve::duration_of;
 use crate::cli::Cli;
 use crate::schedule::Jitter;
 use heare_auth_store::StoreUrl;

@@ -6,14 +6,13 @@
 //! environment here (`STORAGE_SECRET`, systemd's `CREDENTIALS_DIRECTORY`): a secret has no flag,
 //! since a command line is visible to every local user.
 
-use super::file::{DurationSetting, FileConfig, ModeSetting};
+use super::file::{DurationSetting, FileConfig, ModeSetting, duration_of};
 use super::{
     ConfigError, ConnectionSettings, DEFAULT_CACHE_PATH, DEFAULT_STORE, ListenSettings, LogFormat,
     LogSettings, StoreSettings,
 };
 use crate::cli::Cli;
 use heare_auth_store::codec::StorageSecret;
-use heare_auth_store::duration;
 use heare_auth_store::{S3Options, StoreUrl};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -268,26 +267,6 @@ pub(super) fn log(cli: &Cli, file: &FileConfig) -> Result<LogSettings, ConfigErr
             .or(file.log_level.clone())
             .unwrap_or_else(|| "info".to_string()),
     })
-}
-
-/// A duration from its flag (text) or its file setting; `None` when neither is set.
-pub(super) fn duration_of(
-    setting: &'static str,
-    flag: Option<&str>,
-    file: &Option<DurationSetting>,
-) -> Result<Option<Duration>, ConfigError> {
-    let parse = |text: &str| {
-        duration::parse(text).map_err(|e| ConfigError::Invalid {
-            setting,
-            why: e.to_string(),
-        })
-    };
-    match (flag, file) {
-        (Some(text), _) => parse(text).map(Some),
-        (None, Some(DurationSetting::Seconds(secs))) => Ok(Some(Duration::from_secs(*secs))),
-        (None, Some(DurationSetting::Text(text))) => parse(text).map(Some),
-        (None, None) => Ok(None),
-    }
 }
 
 /// `0` turns a duration setting off.

@@ -5,8 +5,8 @@
 //! is set.
 
 use super::ConfigError;
+use super::file::duration_of;
 use super::file::{FileConfig, StatsSection};
-use super::resolve::duration_of;
 use crate::ports;
 use std::path::Path;
 use std::time::Duration;

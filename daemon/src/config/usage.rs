@@ -3,7 +3,7 @@
 //! (`usage_report = "s3://BUCKET/PREFIX/"`, `usage_report_interval`, `host_id`).
 
 use super::file::FileConfig;
-use super::resolve::duration_of;
+use super::file::duration_of;
 use super::{ConfigError, or_none};
 use crate::cli::Cli;
 use heare_auth_store::StoreUrl;
