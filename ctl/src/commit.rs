@@ -452,7 +452,7 @@ async fn read_beyond(
     let secret = context.config.store.storage_secret.as_ref();
     let mut pending = Vec::new();
     let mut seq = from;
-    while let Some(body) = log.read(next_seq(log, seq)?).await? {
+    while let Some(body) = read_change(log, next_seq(log, seq)?).await? {
         seq += 1;
         let secret = change_secret(secret, &body, reading);
         let change = Change::decode(&body, secret, seq, store_id)
@@ -469,6 +469,16 @@ async fn read_beyond(
         pending,
         foreign: false,
     })
+}
+
+/// Change `seq`'s body; something at its name that is not a change object (a link, a FIFO, a
+/// directory) stops writers as an invalid change does.
+async fn read_change(log: &dyn ChangeLog, seq: u64) -> Result<Option<Vec<u8>>, CtlError> {
+    match log.read(seq).await {
+        Ok(body) => Ok(body),
+        Err(StoreError::NotAnObject { message, .. }) => Err(invalid_change(log, seq, &message)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The secret a change is decoded with: for `migrate --encrypt` a plain change is accepted, as

@@ -666,3 +666,31 @@ fn a_number_planted_near_the_end_of_u64_stops_writers_until_dropped() {
     ctl.create(&["--name", "B", "--no-reload"]);
     assert_eq!(key_object(dir.path())["change_seq"], 2);
 }
+
+/// The daemon's user plants a FIFO (or any non-file) at the next number: it is never opened for
+/// reading, writers stop at it naming it, `log` lists it as invalid instead of failing, and
+/// `compact --drop-invalid` removes it.
+#[test]
+fn a_fifo_planted_at_the_next_number_is_listed_invalid_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = file_ctl(dir.path());
+    ctl.create(&["--name", "A", "--no-reload"]);
+    nix::unistd::mkfifo(
+        &change_path(dir.path(), 2),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = ctl.run(&["create", "--name", "B", "--no-reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("change 2") && stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    let listed = ctl.ok(&["log"]);
+    assert!(listed.contains("#2 INVALID: refusing"), "{listed}");
+    ctl.ok(&["compact", "--drop-invalid", "2", "--yes"]);
+    assert!(!change_path(dir.path(), 2).exists());
+    ctl.create(&["--name", "B", "--no-reload"]);
+    assert_eq!(change(dir.path(), 2)["operation"], "create");
+}

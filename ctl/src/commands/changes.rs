@@ -15,7 +15,7 @@ use crate::error::CtlError;
 use crate::keyview;
 use heare_auth_store::change::{Change, KeyChange};
 use heare_auth_store::change_log::ChangeLog;
-use heare_auth_store::{duration, timestamp};
+use heare_auth_store::{StoreError, duration, timestamp};
 use serde_json::{Value, json};
 
 /// Most change objects `log` and `compact` go through.
@@ -82,8 +82,17 @@ async fn read_entries(context: &Context, from: u64) -> Result<Vec<Entry>, CtlErr
         .into_iter()
         .filter(|n| *n >= from)
     {
-        let Some(body) = log.read(seq).await? else {
-            continue; // compacted meanwhile
+        let body = match log.read(seq).await {
+            Ok(Some(body)) => body,
+            Ok(None) => continue, // compacted meanwhile
+            Err(StoreError::NotAnObject { message, .. }) => {
+                entries.push(Entry::Invalid {
+                    seq,
+                    reason: message,
+                });
+                continue;
+            }
+            Err(error) => return Err(error.into()),
         };
         entries.push(match Change::decode(&body, secret, seq, &store_id) {
             Ok(change) => Entry::Change(Box::new(change)),
@@ -263,8 +272,13 @@ async fn drop_invalid(context: &Context, seq: u64, yes: bool) -> Result<(), CtlE
         )));
     }
     let log = change_log(context)?;
-    let Some(body) = log.read(seq).await? else {
-        return Err(CtlError::NotFound(format!("change {seq}")));
+    let body = match log.read(seq).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Err(CtlError::NotFound(format!("change {seq}"))),
+        Err(StoreError::NotAnObject { message, .. }) => {
+            return drop_confirmed(log, seq, &message, yes).await;
+        }
+        Err(error) => return Err(error.into()),
     };
     let store_id = stored.document.store_id().unwrap_or_default();
     let secret = context.config.store.storage_secret.as_ref();
@@ -281,6 +295,16 @@ async fn drop_invalid(context: &Context, seq: u64, yes: bool) -> Result<(), CtlE
             )));
         }
     };
+    drop_confirmed(log, seq, &reason, yes).await
+}
+
+/// Says why change `seq` stops writers, asks, and deletes it.
+async fn drop_confirmed(
+    log: &dyn ChangeLog,
+    seq: u64,
+    reason: &str,
+    yes: bool,
+) -> Result<(), CtlError> {
     println!("change {seq} ({}) is invalid: {reason}", log.describe(seq));
     super::confirm(
         yes,

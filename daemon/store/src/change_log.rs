@@ -122,25 +122,43 @@ impl FileChangeLog {
         &self,
         seq: u64,
         step: impl FnOnce(&FileChangeLog) -> Result<T, SafeFileError> + Send + 'static,
-        error: fn(String, String) -> StoreError,
+        error: fn(String, SafeFileError) -> StoreError,
     ) -> BoxFuture<'_, Result<T, StoreError>> {
         let log = self.clone();
         let store = self.describe(seq);
         Box::pin(async move {
             match tokio::task::spawn_blocking(move || step(&log)).await {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(failure)) => Err(error(store, failure.to_string())),
-                Err(cancelled) => Err(error(store, format!("cancelled: {cancelled}"))),
+                Ok(Err(failure)) => Err(error(store, failure)),
+                Err(cancelled) => Err(StoreError::Unavailable {
+                    store,
+                    message: format!("cancelled: {cancelled}"),
+                }),
             }
         })
     }
 }
 
-fn unavailable(store: String, message: String) -> StoreError {
+fn unavailable(store: String, failure: SafeFileError) -> StoreError {
+    let message = failure.to_string();
     StoreError::Unavailable { store, message }
 }
 
-fn write_failed(store: String, message: String) -> StoreError {
+/// A read's failure: what stands at the object's name is not a change object (a link, a FIFO, a
+/// directory, a huge file) is [`StoreError::NotAnObject`]; anything else the log being
+/// unavailable.
+fn unreadable(store: String, failure: SafeFileError) -> StoreError {
+    let message = failure.to_string();
+    match failure {
+        SafeFileError::Symlink(_)
+        | SafeFileError::NotRegular(_)
+        | SafeFileError::TooLarge { .. } => StoreError::NotAnObject { store, message },
+        _ => StoreError::Unavailable { store, message },
+    }
+}
+
+fn write_failed(store: String, failure: SafeFileError) -> StoreError {
+    let message = failure.to_string();
     StoreError::WriteFailed { store, message }
 }
 
@@ -150,7 +168,7 @@ impl ChangeLog for FileChangeLog {
     }
 
     fn read(&self, seq: u64) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
-        self.blocking(seq, move |log| log.read_blocking(seq), unavailable)
+        self.blocking(seq, move |log| log.read_blocking(seq), unreadable)
     }
 
     fn create(&self, seq: u64, body: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {

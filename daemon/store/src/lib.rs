@@ -78,6 +78,10 @@ pub enum StoreError {
     TooManyListed { store: String, limit: usize },
     #[error("cannot write {store}: {message}")]
     WriteFailed { store: String, message: String },
+    /// What stands at a change object's name is not one (a link, a FIFO, a directory): it is
+    /// never read, and it stops writers as an invalid change does.
+    #[error("{message}")]
+    NotAnObject { store: String, message: String },
     /// Another process held the file store's lock for longer than the writer would wait.
     #[error(
         "cannot write {store}: its lock file {lock} is held by another process (waited {waited:?}); nothing was written"
