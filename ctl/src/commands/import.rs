@@ -8,7 +8,8 @@ use crate::context::{Context, Reading};
 use crate::daemon_link;
 use crate::error::CtlError;
 use crate::keyview;
-use heare_auth_store::keyfile::Document;
+use heare_auth_store::WriteCondition;
+use heare_auth_store::keyfile::{Document, StoredDocument};
 use heare_auth_store::secret_hash::SecretDigest;
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
@@ -183,21 +184,11 @@ fn reviewed(key: &Map<String, Value>) -> Value {
 /// Characters of a `secret_hash` shown for review: `sha256:` and 12 hex digits.
 const SHOWN_HASH: usize = 19;
 
-/// `migrate --encrypt`: a plain file is read once, its keys shown, and after confirmation
-/// written back encrypted — only if the store still holds what was shown. Whoever could write a
-/// plain file may have added keys: the operator vouches for what is encrypted.
-async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Result<(), CtlError> {
-    if context.config.store.storage_secret.is_none() {
-        return Err(CtlError::Usage(
-            "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
-        ));
-    }
-    crate::commit::prepare(context, Reading::Encrypting).await?;
-    let (mut stored, condition) = context.read_as(Reading::Encrypting).await?;
-    let read_as = stored.clone();
-    stored.encrypted = true;
+/// Prints every key with every field (hashes as fingerprints) and the top-level fields, as they
+/// would be encrypted; returns how many keys.
+fn show_for_review(document: &Document) -> usize {
     let now = heare_auth_store::timestamp::now();
-    let keys: Vec<_> = stored.document.keys().collect();
+    let keys: Vec<_> = document.keys().collect();
     println!(
         "The store holds {} keys; every field of each, as it would be encrypted:",
         keys.len()
@@ -209,19 +200,58 @@ async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Re
             keyview::state(key, now)
         );
     }
-    for (name, value) in stored.document.other_fields() {
+    for (name, value) in document.other_fields() {
         println!("  top-level {name}: {}", keyview::text(value));
     }
+    keys.len()
+}
+
+/// The reviewed store with its log identity: a store without one gets it now, after the
+/// operator confirmed (a refused migration writes nothing), by a write of its own; read again, it
+/// must hold exactly the keys reviewed.
+async fn identified(
+    context: &Context,
+    reviewed: StoredDocument,
+    condition: WriteCondition,
+) -> Result<(StoredDocument, WriteCondition), CtlError> {
+    if reviewed.document.store_id().is_some() {
+        return Ok((reviewed, condition));
+    }
+    crate::commit::prepare(context, Reading::Encrypting).await?;
+    let (again, condition) = context.read_as(Reading::Encrypting).await?;
+    if !again.document.keys().eq(reviewed.document.keys()) {
+        return Err(CtlError::Conflict(format!(
+            "{} changed while its keys were being reviewed; nothing was encrypted, run again",
+            context.store.describe()
+        )));
+    }
+    Ok((again, condition))
+}
+
+/// `migrate --encrypt`: a plain file is read once, its keys shown, and after confirmation
+/// written back encrypted — only if the store still holds what was shown. Whoever could write a
+/// plain file may have added keys: the operator vouches for what is encrypted.
+async fn encrypt(context: &Context, migration: Migration, no_reload: bool) -> Result<(), CtlError> {
+    if context.config.store.storage_secret.is_none() {
+        return Err(CtlError::Usage(
+            "migrate --encrypt needs a storage secret: set STORAGE_SECRET, storage_secret_file or the systemd credential storage_secret".into(),
+        ));
+    }
+    let (stored, condition) = context.read_as(Reading::Encrypting).await?;
+    let key_count = show_for_review(&stored.document);
     super::confirm(
         migration.yes,
         "Encrypt exactly these keys? Anyone who could write the store may have added or changed some.",
         "refusing to encrypt keys nobody has reviewed",
         "not encrypted",
     )?;
+    let (read_as, condition) = identified(context, stored, condition).await?;
+    let mut stored = read_as.clone();
+    stored.encrypted = true;
     let (total, hashed) = if migration.hash_secrets {
         hash_all(&mut stored.document)
     } else {
-        (keys.len(), 0)
+        (key_count, 0)
     };
     crate::commit::write_once(
         context,
