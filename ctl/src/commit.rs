@@ -509,6 +509,10 @@ fn shown(text: &str) -> String {
 /// The commit failed in a way that does not say whether the object was created (an S3 answer
 /// that never came, a failing disk): nothing else was written, and `log` tells.
 fn not_committed(error: StoreError) -> CtlError {
+    if let StoreError::Locked { .. } = error {
+        // The commit waited for the key file's lock and never wrote: certainly nothing.
+        return crate::context::write_error(error);
+    }
     CtlError::Other(format!(
         "cannot commit the change to the log: {error}; the key object was not written, and the change may or may not be in the log (`heare-authctl log` shows it): run the command again only if it is not"
     ))

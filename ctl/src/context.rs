@@ -144,6 +144,7 @@ impl Context {
             &settings.url,
             &settings.s3,
             settings.max_store_bytes,
+            lock_timeout,
         )
         .await;
         Ok(Context {

@@ -271,21 +271,40 @@ impl Drop for HeldLock {
     }
 }
 
+/// Runs `args` of ctl with the key file mounted read-only over itself (bubblewrap): the writer
+/// commits its change, then cannot rename the new key object into place (EBUSY) and stops —
+/// a writer that stopped between its two steps, every time.
+fn stopped_after_commit(ctl: &Ctl, dir: &Path, args: &[&str]) -> std::process::Output {
+    let key_file = dir.join("keys.json");
+    let plain = ctl.command(args);
+    let mut command = std::process::Command::new("bwrap");
+    command
+        .args(["--dev-bind", "/", "/", "--ro-bind"])
+        .arg(&key_file)
+        .arg(&key_file)
+        .arg("--")
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .env_clear()
+        .envs(plain.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(std::process::Stdio::null());
+    let out = command.output().expect("run bwrap");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is committed in the log, but the key object could not be rewritten"),
+        "{}",
+        stderr(&out)
+    );
+    out
+}
+
 #[test]
-fn a_writer_killed_after_its_commit_is_caught_up_by_the_next_one() {
+fn a_writer_stopped_after_its_commit_is_caught_up_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = file_ctl(dir.path());
     let (a, _) = ctl.create(&["--name", "A", "--no-reload"]);
-    let lock = HeldLock::take(dir.path());
-    // The writer commits change 2, then waits for the key file's lock: killed there.
-    let mut writer = Group::spawn(&mut ctl.command(&["disable", &a, "--no-reload"])).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || change_path(
-        dir.path(),
-        2
-    )
-    .exists()));
-    writer.stop().unwrap();
-    drop(lock);
+    stopped_after_commit(&ctl, dir.path(), &["disable", &a, "--no-reload"]);
+    assert!(change_path(dir.path(), 2).exists());
     assert_eq!(
         key_object(dir.path())["change_seq"],
         1,
@@ -420,16 +439,8 @@ fn compact_deletes_only_old_changes_the_key_object_contains() {
     );
     std::thread::sleep(Duration::from_millis(1100));
     // Change 4 committed but not in the key object (its writer stopped): it stays.
-    let lock = HeldLock::take(dir.path());
-    let mut writer =
-        Group::spawn(&mut ctl.command(&["create", "--name", "D", "--no-reload"])).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || change_path(
-        dir.path(),
-        4
-    )
-    .exists()));
-    writer.stop().unwrap();
-    drop(lock);
+    stopped_after_commit(&ctl, dir.path(), &["create", "--name", "D", "--no-reload"]);
+    assert!(change_path(dir.path(), 4).exists());
     let out = ctl.ok(&["compact", "--keep", "1s"]);
     assert!(out.contains("deleted 3"), "{out}");
     let left: Vec<bool> = (1..=4)
@@ -589,14 +600,21 @@ fn a_log_unaware_write_between_commit_and_rewrite_loses_nothing() {
     let (a, _) = ctl.create(&["--name", "A", "--no-reload"]);
     let (b, _) = ctl.create(&["--name", "B", "--no-reload"]);
     let store_id = key_object(dir.path())["store_id"].clone();
+    // The writer reads the key object, then waits for the lock to commit; meanwhile the Python
+    // CLI (which takes no lock) rewrites the key object: the writer's commit then its rewrite
+    // (If-Match on what it read) meet a key object without the log's fields.
     let lock = HeldLock::take(dir.path());
     let mut writer =
         Group::spawn(&mut ctl.command(&["delete", &a, "--yes", "--no-reload"])).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || change_path(
-        dir.path(),
-        3
-    )
-    .exists()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "the writer waits for the lock"
+    );
+    assert!(
+        !change_path(dir.path(), 3).exists(),
+        "nothing committed under a held lock"
+    );
     // The Python CLI: read, rename key B, write back {"keys": [...]} only, by rename.
     let mut python = key_object(dir.path());
     let keys = python["keys"].as_array_mut().unwrap();

@@ -13,9 +13,9 @@
 
 use crate::change::{object_name, seq_of_name};
 use crate::safe_file::{Dir, SafeFileError};
-use crate::{BoxFuture, StoreError};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use crate::{BoxFuture, FileStore, StoreError};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 
 /// The numbered change objects beside a key object.
 pub trait ChangeLog: Send + Sync {
@@ -36,18 +36,23 @@ pub trait ChangeLog: Send + Sync {
     fn delete(&self, seq: u64) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
-/// The change log of a file store: `<key file>.changes/` beside it.
+/// The change log of a file store: `<key file>.changes/` beside it. A commit holds the key
+/// file's lock (`<name>.lock`, as the store's writes do, waiting at most its lock timeout), so a
+/// lock held for ever fails the write before anything is committed.
 #[derive(Clone)]
 pub struct FileChangeLog {
     key_file: PathBuf,
     max_body_bytes: u64,
+    store: FileStore,
 }
 
 impl FileChangeLog {
-    pub fn new(key_file: &Path, max_body_bytes: u64) -> Self {
+    /// The log beside `store`'s key file, whose lock (and lock timeout) commits share.
+    pub fn new(store: &FileStore) -> Self {
         FileChangeLog {
-            key_file: key_file.to_path_buf(),
-            max_body_bytes,
+            key_file: store.path().to_path_buf(),
+            max_body_bytes: store.max_body_bytes(),
+            store: store.clone(),
         }
     }
 
@@ -89,9 +94,23 @@ impl FileChangeLog {
         crate::safe_file::read_bounded(&mut file, &path, self.max_body_bytes).map(Some)
     }
 
-    fn create_blocking(&self, seq: u64, body: &[u8]) -> Result<bool, SafeFileError> {
-        let (parent, key_name) = Dir::of(&self.key_file)?;
-        let ownership = parent.ownership_of(&key_name)?;
+    /// Creates change `seq` under the key file's lock; `false` when the number is taken.
+    fn create_locked(&self, seq: u64, body: &[u8]) -> Result<bool, StoreError> {
+        let failed = |error: SafeFileError| write_failed(self.describe(seq), error);
+        let (parent, key_name) = Dir::of(&self.key_file).map_err(failed)?;
+        let _lock = self.store.lock(&parent, &key_name)?;
+        self.create_in(&parent, &key_name, seq, body)
+            .map_err(failed)
+    }
+
+    fn create_in(
+        &self,
+        parent: &Dir,
+        key_name: &OsStr,
+        seq: u64,
+        body: &[u8],
+    ) -> Result<bool, SafeFileError> {
+        let ownership = parent.ownership_of(key_name)?;
         let dir = parent.open_or_create_subdir(&self.dir_name()?, ownership)?;
         dir.create_whole(object_name(seq).as_ref(), body, ownership)
     }
@@ -172,13 +191,15 @@ impl ChangeLog for FileChangeLog {
     }
 
     fn create(&self, seq: u64, body: Vec<u8>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let created = self.blocking(
-            seq,
-            move |log| log.create_blocking(seq, &body),
-            write_failed,
-        );
+        let log = self.clone();
         Box::pin(async move {
-            match created.await? {
+            let created = tokio::task::spawn_blocking(move || log.create_locked(seq, &body))
+                .await
+                .map_err(|cancelled| StoreError::WriteFailed {
+                    store: self.describe(seq),
+                    message: format!("cancelled: {cancelled}"),
+                })??;
+            match created {
                 true => Ok(()),
                 false => Err(StoreError::Conflict {
                     store: self.describe(seq),
@@ -200,6 +221,7 @@ impl ChangeLog for FileChangeLog {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -214,7 +236,7 @@ mod tests {
         let key_file = dir.path().join("keys.json");
         std::fs::write(&key_file, b"{\"keys\": []}").unwrap();
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let log = FileChangeLog::new(&key_file, 1 << 20);
+        let log = FileChangeLog::new(&FileStore::new(key_file.clone(), 1 << 20));
         runtime().block_on(async {
             assert_eq!(log.read(1).await.unwrap(), None);
             assert_eq!(log.list(10).await.unwrap(), Vec::<u64>::new());
@@ -245,7 +267,7 @@ mod tests {
         let key_file = dir.path().join("keys.json");
         std::fs::write(&key_file, b"{\"keys\": []}").unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("keys.json.changes")).unwrap();
-        let log = FileChangeLog::new(&key_file, 1 << 20);
+        let log = FileChangeLog::new(&FileStore::new(key_file.clone(), 1 << 20));
         runtime().block_on(async {
             let error = log.create(1, b"x".to_vec()).await.unwrap_err();
             assert!(error.to_string().contains("not a directory"), "{error}");

@@ -52,6 +52,10 @@ impl FileStore {
         &self.path
     }
 
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
     fn fetch_blocking(&self, if_changed_from: Option<&str>) -> Result<Fetched, StoreError> {
         let unavailable = |message: String| StoreError::Unavailable {
             store: self.describe(),
@@ -181,7 +185,7 @@ impl FileStore {
     /// Takes the exclusive lock on `<name>.lock`, trying without blocking and sleeping a little
     /// longer after each refusal (up to [`LOCK_RETRY_MAX`]) until the lock timeout: no thread is
     /// ever left blocked in `flock` by a holder that never lets go.
-    fn lock(&self, dir: &Dir, name: &OsStr) -> Result<Flock<std::fs::File>, StoreError> {
+    pub(crate) fn lock(&self, dir: &Dir, name: &OsStr) -> Result<Flock<std::fs::File>, StoreError> {
         let mut lock_name = name.to_os_string();
         lock_name.push(".lock");
         let mut file = dir

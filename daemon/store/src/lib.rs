@@ -160,25 +160,28 @@ pub async fn open(url: &StoreUrl, s3: &S3Options, max_body_bytes: u64) -> Box<dy
     }
 }
 
-/// Opens the change log kept beside the key object a URL names (see [`change_log`]); `None` for
-/// an `s3://` URL in a build without S3.
+/// Opens the change log kept beside the key object a URL names (see [`change_log`]); a file
+/// store's commits wait at most `lock_timeout` for the key file's lock. `None` for an `s3://` URL
+/// in a build without S3.
 pub async fn open_change_log(
     url: &StoreUrl,
     s3: &S3Options,
     max_body_bytes: u64,
+    lock_timeout: std::time::Duration,
 ) -> Option<Box<dyn change_log::ChangeLog>> {
     match url {
-        StoreUrl::File { path } => Some(Box::new(change_log::FileChangeLog::new(
-            path,
-            max_body_bytes,
-        ))),
+        StoreUrl::File { path } => {
+            let store =
+                FileStore::new(path.clone(), max_body_bytes).with_lock_timeout(lock_timeout);
+            Some(Box::new(change_log::FileChangeLog::new(&store)))
+        }
         #[cfg(feature = "s3")]
         StoreUrl::S3 { bucket, key } => Some(Box::new(
             s3_change_log::S3ChangeLog::connect(bucket, key, s3, max_body_bytes).await,
         )),
         #[cfg(not(feature = "s3"))]
         StoreUrl::S3 { .. } => {
-            let _ = (s3, max_body_bytes);
+            let _ = (s3, max_body_bytes, lock_timeout);
             None
         }
     }
