@@ -17,6 +17,7 @@
 use crate::author;
 use crate::context::{Context, Reading};
 use crate::error::CtlError;
+use crate::keyview;
 use heare_auth_store::change::{Change, FORMAT, KeyChange, MAX_KEYS, SNAPSHOT};
 use heare_auth_store::change_fold::{fold, touched_keys};
 use heare_auth_store::change_log::ChangeLog;
@@ -32,8 +33,8 @@ pub const ATTEMPTS: u32 = 16;
 /// How long another writer's snapshot that the key object lacks is waited for.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
-/// Most change objects a listing goes through to find the end of the log.
-const LIST_LIMIT: usize = 1_000_000;
+/// Most change objects a listing goes through (to find the end of the log, or for `log`).
+pub const LIST_LIMIT: usize = 1_000_000;
 
 /// Most change objects read beyond the key object before a writer gives up.
 const PROBE_LIMIT: u64 = 100_000;
@@ -82,7 +83,7 @@ async fn edit_as<T>(
     operation: Operation,
     mut change: impl FnMut(&mut Document) -> Result<T, CtlError>,
 ) -> Result<T, CtlError> {
-    let log = change_log(context)?;
+    let log = context.change_log()?;
     let mut committed: Option<Committed<T>> = None;
     for attempt in 1..=ATTEMPTS {
         let (mut stored, condition) = context.read_as(operation.reading).await?;
@@ -176,7 +177,7 @@ pub async fn write_once(
         name: operation,
         reading: Reading::Encrypting,
     };
-    let log = change_log(context)?;
+    let log = context.change_log()?;
     let conflict = || {
         CtlError::Conflict(format!(
             "{} {changed}; nothing was written, run again",
@@ -246,7 +247,7 @@ async fn establish_identity(
 
 /// Gives the key object its identity if it has none (for a command that writes once).
 pub async fn prepare(context: &Context, reading: Reading) -> Result<(), CtlError> {
-    let log = change_log(context)?;
+    let log = context.change_log()?;
     for attempt in 1..=ATTEMPTS {
         let (stored, condition) = context.read_as(reading).await?;
         if stored.document.store_id().is_some() {
@@ -282,21 +283,9 @@ async fn identity_of_log(
         ))
     })?;
     let secret = change_secret(context.config.store.storage_secret.as_ref(), &body, reading);
-    let json = codec::decode(&body, secret).map_err(|e| invalid_change(log, head, &e))?;
-    let named: Change = serde_json::from_slice(&json)
-        .map_err(|_| invalid_change(log, head, &"it is not a change object"))?;
-    Change::decode(&body, secret, head, &named.store_id)
+    Change::decode_naming_store(&body, secret, head)
         .map(|change| change.store_id)
         .map_err(|e| invalid_change(log, head, &e))
-}
-
-fn change_log(context: &Context) -> Result<&dyn ChangeLog, CtlError> {
-    context.log.as_deref().ok_or_else(|| {
-        CtlError::Other(format!(
-            "{} keeps no change log; nothing was written",
-            context.store.describe()
-        ))
-    })
 }
 
 /// Folds the changes the key object lacks into it: another writer's (said on stderr), and our
@@ -354,17 +343,17 @@ fn skip_or_wait(snapshot: &Change) -> Result<(), CtlError> {
         return Err(CtlError::Conflict(format!(
             "change {} ({} by {} at {}) is a snapshot whose writer has not rewritten the key object yet; nothing was written, try again in a minute",
             snapshot.seq,
-            shown(&snapshot.operation),
-            shown(&snapshot.author.user),
-            shown(&snapshot.time)
+            keyview::shown(&snapshot.operation),
+            keyview::shown(&snapshot.author.user),
+            keyview::shown(&snapshot.time)
         )));
     }
     eprintln!(
         "warning: change {} ({} by {} at {}) announced a snapshot that never reached the key object (its writer stopped): skipped",
         snapshot.seq,
-        shown(&snapshot.operation),
-        shown(&snapshot.author.user),
-        shown(&snapshot.time)
+        keyview::shown(&snapshot.operation),
+        keyview::shown(&snapshot.author.user),
+        keyview::shown(&snapshot.time)
     );
     Ok(())
 }
@@ -499,11 +488,6 @@ fn invalid_change(log: &dyn ChangeLog, seq: u64, error: &dyn std::fmt::Display) 
         "change {seq} of the log ({}) cannot be applied: {error}. Nothing was written: writers stop at it. Inspect who wrote it, then remove it with `heare-authctl compact --drop-invalid {seq}`",
         log.describe(seq)
     ))
-}
-
-/// Text from a change object as it goes to the terminal: escaped, as every value from the store.
-fn shown(text: &str) -> String {
-    crate::keyview::text(&serde_json::Value::String(text.to_string()))
 }
 
 /// The commit failed in a way that does not say whether the object was created (an S3 answer

@@ -253,6 +253,16 @@ impl Context {
             .clone()
     }
 
+    /// The change log beside the key object.
+    pub fn change_log(&self) -> Result<&dyn ChangeLog, CtlError> {
+        self.log.as_deref().ok_or_else(|| {
+            CtlError::Other(format!(
+                "{} keeps no change log in this build; nothing was written",
+                self.store.describe()
+            ))
+        })
+    }
+
     pub fn socket(&self) -> &std::path::Path {
         &self.config.listen.socket
     }

@@ -18,9 +18,6 @@ use heare_auth_store::change_log::ChangeLog;
 use heare_auth_store::{StoreError, duration, timestamp};
 use serde_json::{Value, json};
 
-/// Most change objects `log` and `compact` go through.
-const LIST_LIMIT: usize = 1_000_000;
-
 /// What `log` shows.
 pub struct LogArgs {
     pub since: Option<String>,
@@ -73,11 +70,11 @@ fn since_millis(text: &str) -> Result<i64, CtlError> {
 async fn read_entries(context: &Context, from: u64) -> Result<Vec<Entry>, CtlError> {
     let (stored, _) = context.read().await?;
     let store_id = stored.document.store_id().unwrap_or_default().to_string();
-    let log = change_log(context)?;
+    let log = context.change_log()?;
     let secret = context.config.store.storage_secret.as_ref();
     let mut entries = Vec::new();
     for seq in log
-        .list(LIST_LIMIT)
+        .list(crate::commit::LIST_LIMIT)
         .await?
         .into_iter()
         .filter(|n| *n >= from)
@@ -105,13 +102,6 @@ async fn read_entries(context: &Context, from: u64) -> Result<Vec<Entry>, CtlErr
     Ok(entries)
 }
 
-fn change_log(context: &Context) -> Result<&dyn ChangeLog, CtlError> {
-    context
-        .log
-        .as_deref()
-        .ok_or_else(|| CtlError::Other(format!("{} keeps no change log", context.store.describe())))
-}
-
 fn matches(entry: &Entry, since: Option<i64>, key: Option<&str>) -> bool {
     let Entry::Change(change) = entry else {
         return true; // an invalid object is always shown: it stops writers
@@ -134,23 +124,25 @@ fn print_entry(entry: &Entry) {
         .author
         .login
         .as_deref()
-        .map_or(String::new(), |login| format!(" (login {})", text(login)));
+        .map_or(String::new(), |login| {
+            format!(" (login {})", keyview::shown(login))
+        });
     let principal = change
         .author
         .aws_principal
         .as_deref()
-        .map_or(String::new(), |p| format!(" [{}]", text(p)));
+        .map_or(String::new(), |p| format!(" [{}]", keyview::shown(p)));
     println!(
         "#{} {} {} by {}{login} on {}{principal}, heare-authctl {}",
         change.seq,
-        text(&change.time),
-        text(&change.operation),
-        text(&change.author.user),
-        text(&change.author.host),
-        text(&change.ctl_version),
+        keyview::shown(&change.time),
+        keyview::shown(&change.operation),
+        keyview::shown(&change.author.user),
+        keyview::shown(&change.author.host),
+        keyview::shown(&change.ctl_version),
     );
     if let Some(reason) = &change.reason {
-        println!("    reason: {}", text(reason));
+        println!("    reason: {}", keyview::shown(reason));
     }
     for key in &change.keys {
         println!("    {}", key_line(key));
@@ -160,22 +152,18 @@ fn print_entry(entry: &Entry) {
 /// A key's state after the change, as `list` shows keys.
 fn key_line(key: &KeyChange) -> String {
     let Some(stored) = &key.key else {
-        return format!("{} deleted", text(&key.id));
+        return format!("{} deleted", keyview::shown(&key.id));
     };
     let now = timestamp::now();
     let field = |name: &str| keyview::text(stored.get(name).unwrap_or(&Value::Null));
     format!(
         "{} {}: name {}, scopes {}, expires {}",
-        text(&key.id),
+        keyview::shown(&key.id),
         keyview::state(stored, now),
         field("name"),
         field("scopes"),
         field("expires_at"),
     )
-}
-
-fn text(value: &str) -> String {
-    keyview::text(&Value::String(value.to_string()))
 }
 
 fn entry_json(entry: &Entry) -> Value {
@@ -231,7 +219,7 @@ async fn compact_older(context: &Context, keep: &str) -> Result<(), CtlError> {
     let (stored, _) = context.read().await?;
     let contained = stored.document.change_seq().unwrap_or(0);
     let entries = read_entries(context, 0).await?;
-    let log = change_log(context)?;
+    let log = context.change_log()?;
     // The newest object stays whatever its age: it marks where the numbering goes on.
     let newest = entries.iter().map(entry_seq).max().unwrap_or(0);
     let mut deleted = 0;
@@ -271,7 +259,7 @@ async fn drop_invalid(context: &Context, seq: u64, yes: bool) -> Result<(), CtlE
             "change {seq} is already contained in the key object (change_seq {contained}); only an object beyond it stops writers"
         )));
     }
-    let log = change_log(context)?;
+    let log = context.change_log()?;
     let body = match log.read(seq).await {
         Ok(Some(body)) => body,
         Ok(None) => return Err(CtlError::NotFound(format!("change {seq}"))),

@@ -119,13 +119,29 @@ impl Change {
         seq: u64,
         store_id: &str,
     ) -> Result<Change, ChangeError> {
-        let json = codec::decode(body, secret)?;
-        let change: Change = serde_json::from_slice(&json).map_err(|e| ChangeError::Json {
-            line: e.line(),
-            column: e.column(),
-        })?;
+        let change = Self::parse(body, secret)?;
         change.check(seq, store_id)?;
         Ok(change)
+    }
+
+    /// As [`Change::decode`] for a reader that does not know the store's identity and takes the
+    /// one the change names (a key object that lost its own to a writer that keeps no log).
+    pub fn decode_naming_store(
+        body: &[u8],
+        secret: Option<&StorageSecret>,
+        seq: u64,
+    ) -> Result<Change, ChangeError> {
+        let change = Self::parse(body, secret)?;
+        change.check(seq, &change.store_id)?;
+        Ok(change)
+    }
+
+    fn parse(body: &[u8], secret: Option<&StorageSecret>) -> Result<Change, ChangeError> {
+        let json = codec::decode(body, secret)?;
+        serde_json::from_slice(&json).map_err(|e| ChangeError::Json {
+            line: e.line(),
+            column: e.column(),
+        })
     }
 
     fn check(&self, seq: u64, store_id: &str) -> Result<(), ChangeError> {

@@ -41,8 +41,6 @@ pub trait ChangeLog: Send + Sync {
 /// lock held for ever fails the write before anything is committed.
 #[derive(Clone)]
 pub struct FileChangeLog {
-    key_file: PathBuf,
-    max_body_bytes: u64,
     store: FileStore,
 }
 
@@ -50,8 +48,6 @@ impl FileChangeLog {
     /// The log beside `store`'s key file, whose lock (and lock timeout) commits share.
     pub fn new(store: &FileStore) -> Self {
         FileChangeLog {
-            key_file: store.path().to_path_buf(),
-            max_body_bytes: store.max_body_bytes(),
             store: store.clone(),
         }
     }
@@ -59,23 +55,24 @@ impl FileChangeLog {
     /// The directory's name beside the key file.
     fn dir_name(&self) -> Result<OsString, SafeFileError> {
         let mut name = self
-            .key_file
+            .store
+            .path()
             .file_name()
-            .ok_or_else(|| SafeFileError::NoFileName(self.key_file.clone()))?
+            .ok_or_else(|| SafeFileError::NoFileName(self.store.path().to_path_buf()))?
             .to_os_string();
         name.push(".changes");
         Ok(name)
     }
 
     fn path(&self) -> PathBuf {
-        let mut path = self.key_file.clone().into_os_string();
+        let mut path = self.store.path().as_os_str().to_os_string();
         path.push(".changes");
         PathBuf::from(path)
     }
 
     /// The log's directory; `None` when there is none yet.
     fn open(&self) -> Result<Option<Dir>, SafeFileError> {
-        let (parent, _) = match Dir::of(&self.key_file) {
+        let (parent, _) = match Dir::of(self.store.path()) {
             Ok(found) => found,
             Err(error) if error.is_not_found() => return Ok(None),
             Err(error) => return Err(error),
@@ -91,13 +88,13 @@ impl FileChangeLog {
             return Ok(None);
         };
         let path = self.path().join(object_name(seq));
-        crate::safe_file::read_bounded(&mut file, &path, self.max_body_bytes).map(Some)
+        crate::safe_file::read_bounded(&mut file, &path, self.store.max_body_bytes()).map(Some)
     }
 
     /// Creates change `seq` under the key file's lock; `false` when the number is taken.
     fn create_locked(&self, seq: u64, body: &[u8]) -> Result<bool, StoreError> {
         let failed = |error: SafeFileError| write_failed(self.describe(seq), error);
-        let (parent, key_name) = Dir::of(&self.key_file).map_err(failed)?;
+        let (parent, key_name) = Dir::of(self.store.path()).map_err(failed)?;
         let _lock = self.store.lock(&parent, &key_name)?;
         self.create_in(&parent, &key_name, seq, body)
             .map_err(failed)
