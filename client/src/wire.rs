@@ -135,6 +135,15 @@ pub struct StatusResponse {
     /// before any, and from daemons older than this field.
     #[serde(default)]
     pub generation_served: Option<u64>,
+    /// The number of the last change of the store's change log the keys served contain: the key
+    /// object's `change_seq` plus the changes applied from the log since. `None` when the key
+    /// object names no place in a log (no log-aware writer wrote it), and from older daemons.
+    #[serde(default)]
+    pub change_seq: Option<u64>,
+    /// Keys changed by the log since the key object was loaded (the overlay over the loaded
+    /// set; folded into a new one past 10,000). 0 from older daemons.
+    #[serde(default)]
+    pub overlay_keys: usize,
     /// Log lines dropped because the log sink was slower than the daemon.
     pub log_lines_dropped: u64,
     /// Verify requests since the daemon started, by result (`valid`, `unknown`, `expired`,

@@ -422,6 +422,14 @@ async fn reloader(config: &StoreSettings) -> Reloader {
         refresh_interval: config.refresh_interval,
         refresh_jitter: config.refresh_jitter,
         newest: Arc::new(Newest::open(generation_record(config).as_deref())),
+        log: heare_auth_store::open_change_log(
+            &config.url,
+            &config.s3,
+            config.max_store_bytes,
+            std::time::Duration::ZERO,
+        )
+        .await,
+        following: Default::default(),
     }
 }
 

@@ -20,10 +20,14 @@
 
 mod chunk;
 mod fast;
+mod ids;
 mod index;
 mod load;
+mod overlay;
 mod scan;
 mod usage;
+
+pub use overlay::{ApplyError, OverlayEntry, ServedKeys};
 
 use usage::KeyUsage;
 pub use usage::UsageReading;
@@ -175,6 +179,17 @@ pub struct KeySet {
     grace: Box<[GraceIndex]>,
     /// Per record: verifications and the last one's time ([`usage`]).
     usage: Box<[KeyUsage]>,
+    /// Where in the change log the key file that made this set stands.
+    log: LogPosition,
+}
+
+/// Where a key file stands in its change log: the `change_seq` and `store_id` fields heare-authctl
+/// writes (`None` in a file no log-aware writer has written, or when they are not a number and a
+/// string).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPosition {
+    pub change_seq: Option<u64>,
+    pub store_id: Option<String>,
 }
 
 impl KeySet {
@@ -186,7 +201,13 @@ impl KeySet {
             by_digest: Box::new([DigestIndex::default()]),
             grace: Box::new([GraceIndex::default()]),
             usage: Box::new([]),
+            log: LogPosition::default(),
         }
+    }
+
+    /// Where in the change log the key file that made this set stands.
+    pub fn log_position(&self) -> &LogPosition {
+        &self.log
     }
 
     /// Builds a set from key-file JSON, returning the keys it had to skip. Uses the host's cores.
@@ -211,19 +232,40 @@ impl KeySet {
 
     /// Looks a presented secret up at time `now`.
     pub fn verify(&self, secret: &str, now: UnixMillis) -> Verdict<'_> {
-        let digest = SecretDigest::of_secret(secret);
+        match self.lookup(&SecretDigest::of_secret(secret)) {
+            Some((position, grace_until)) => self.judge(position, grace_until, now, 0),
+            None => Verdict::Unknown,
+        }
+    }
+
+    /// The record a digest belongs to, and the end of its grace when it is a previous secret
+    /// (`UnixMillis::MAX` for a current one).
+    fn lookup(&self, digest: &SecretDigest) -> Option<(u32, UnixMillis)> {
         let shard = digest.shard(self.by_digest.len());
         let current = self
             .by_digest
             .get(shard)
-            .and_then(|index| index.get(&digest));
-        let (position, grace_until) = match current {
-            Some(&position) => (position, UnixMillis::MAX),
-            None => match self.grace.get(shard).and_then(|index| index.get(&digest)) {
-                Some(&(position, until)) => (position, until),
-                None => return Verdict::Unknown,
-            },
-        };
+            .and_then(|index| index.get(digest));
+        match current {
+            Some(&position) => Some((position, UnixMillis::MAX)),
+            None => self
+                .grace
+                .get(shard)
+                .and_then(|index| index.get(digest))
+                .copied(),
+        }
+    }
+
+    /// What the key at `position` says at `now`, presented with a secret whose grace ends at
+    /// `grace_until`; a valid key's view carries `position + shift` (an overlay's keys are
+    /// numbered after its base's).
+    fn judge(
+        &self,
+        position: u32,
+        grace_until: UnixMillis,
+        now: UnixMillis,
+        shift: u32,
+    ) -> Verdict<'_> {
         let Some(record) = self.records.get(position as usize) else {
             return Verdict::Unknown;
         };
@@ -238,7 +280,7 @@ impl KeySet {
             return Verdict::Rotated { key_id: id };
         }
         Verdict::Valid(KeyView {
-            position,
+            position: position.saturating_add(shift),
             previous_secret: grace_until != UnixMillis::MAX,
             id,
             name: self.text(record.name),
@@ -249,9 +291,31 @@ impl KeySet {
 
     /// Counts a verification of `key` (a view of this set) at `now`.
     pub fn record_use(&self, key: &KeyView<'_>, now: UnixMillis) {
-        if let Some(usage) = self.usage.get(key.position as usize) {
-            usage.record(now, key.previous_secret);
+        self.record_use_at(key.position, key.previous_secret, now);
+    }
+
+    fn record_use_at(&self, position: u32, previous_secret: bool, now: UnixMillis) {
+        if let Some(usage) = self.usage.get(position as usize) {
+            usage.record(now, previous_secret);
         }
+    }
+
+    /// The usage of the key at `position`.
+    fn usage_at(&self, position: u32) -> Option<UsageReading> {
+        self.usage.get(position as usize).map(KeyUsage::read)
+    }
+
+    /// The id of the key at `position`.
+    fn id_at(&self, position: u32) -> Option<&str> {
+        let record = self.records.get(position as usize)?;
+        Some(self.text(record.id))
+    }
+
+    /// Every digest of the set, current and previous, with its record's position.
+    fn digests(&self) -> impl Iterator<Item = (&SecretDigest, u32)> {
+        let current = self.by_digest.iter().flatten().map(|(d, &p)| (d, p));
+        let previous = self.grace.iter().flatten().map(|(d, &(p, _))| (d, p));
+        current.chain(previous)
     }
 
     /// Every key's id with its usage, in the set's order.

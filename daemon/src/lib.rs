@@ -9,6 +9,7 @@
 
 pub mod access_log;
 mod cache;
+mod change_follow;
 pub mod change_queue;
 pub mod cli;
 pub mod config;

@@ -12,26 +12,34 @@
 //! "only if changed", so an unchanged object costs one 304 (a file: one `fstat`).
 
 use crate::cache;
+use crate::change_follow::{self, CaughtUp, End};
 use crate::generation::{self, Newest};
-use crate::keyset::{KeySet, SkippedKey};
+use crate::keyset::{KeySet, ServedKeys, SkippedKey};
 use crate::metrics::{Metrics, ReloadResult, ReloadTrigger};
 use crate::notify;
-use crate::reload_request::{BodyError, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
+use crate::reload_request::{BodyError, Cause, ReloadError, ReloadOutcome, ReloadRequest, Trigger};
 use crate::schedule::{self, Jitter};
 use crate::state::{LoadStatus, Shared, Source};
 use crate::usage;
+use heare_auth_store::change_log::ChangeLog;
 use heare_auth_store::codec::{self, StorageSecret};
 use heare_auth_store::timestamp::{self, UnixMillis};
-use heare_auth_store::{Fetched, KeyStore};
+use heare_auth_store::{Fetched, Headed, KeyStore};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+/// Overlay entries past which the applied changes are folded into a new base (by loading the key
+/// object again, off the request path): 10,000 keys cost about 10 ms to index at each change and
+/// keep a verify within a few percent of an empty overlay's.
+pub const FOLD_AFTER: usize = 10_000;
+
 /// The first key set, before serving starts.
 pub struct Initial {
-    pub keys: KeySet,
+    pub keys: Arc<ServedKeys>,
     pub status: LoadStatus,
     /// The max_stale deadline when the set came from the cache.
     pub serve_until: UnixMillis,
@@ -70,7 +78,7 @@ struct Built {
 /// What a fetch-and-build produced.
 enum Loaded {
     Unchanged,
-    Fresh(Built),
+    Fresh(Box<Built>),
 }
 
 /// A body decoded and indexed.
@@ -104,6 +112,21 @@ pub struct Reloader {
     pub refresh_jitter: Jitter,
     /// The highest generation served (refuses older encrypted bodies written back).
     pub newest: Arc<Newest>,
+    /// The change log beside the key object; `None` in a build that cannot read it.
+    pub log: Option<Box<dyn ChangeLog>>,
+    /// What following the log left to remember between loads.
+    pub following: Mutex<Following>,
+}
+
+/// What the reloader remembers of the change log between loads.
+#[derive(Debug, Default)]
+pub struct Following {
+    /// A change that could not be used even right after loading the key object: not read again
+    /// until the key object contains it (its writer, or `heare-authctl compact --drop-invalid`
+    /// and the next write, moves it past).
+    stuck_at: Option<u64>,
+    /// Why the log could not be read last time, logged once until it changes.
+    unreadable: Option<String>,
 }
 
 impl Reloader {
@@ -114,7 +137,7 @@ impl Reloader {
         let started = std::time::Instant::now();
         let store_error = match self.fetch_and_build(None).await {
             Ok(Loaded::Fresh(built)) => {
-                let mut initial = self.started_from_store(built, now).await;
+                let mut initial = self.started_from_store(*built, now).await;
                 initial.recorded.elapsed = started.elapsed();
                 return Ok(initial);
             }
@@ -146,8 +169,13 @@ impl Reloader {
         self.record_generation(built.generation).await;
         let cache_error = self.write_cache(built.body).await.and_then(Result::err);
         log_skipped(&built.skipped);
+        let caught = self.follow_base(built.keys).await;
+        let mut skipped = built.skipped;
+        skipped.extend(caught.skipped);
         tracing::info!(
-            keys_loaded = built.keys.len(),
+            keys_loaded = caught.served.len(),
+            change_seq = caught.served.change_seq(),
+            changes_applied = caught.applied,
             store = %self.store.describe(),
             fetch_ms = built.timing.fetch_ms,
             build_ms = built.timing.build_ms,
@@ -156,9 +184,9 @@ impl Reloader {
         Initial {
             status: LoadStatus {
                 cache_error,
-                ..LoadStatus::fresh(built.version, now, &built.skipped)
+                ..LoadStatus::fresh(built.version, now, &skipped)
             },
-            keys: built.keys,
+            keys: caught.served,
             serve_until: UnixMillis::MAX,
             recorded: first_load(ReloadResult::Success, now),
         }
@@ -190,7 +218,7 @@ impl Reloader {
                 cache_error: None,
             },
             serve_until: self.deadline_from(written),
-            keys,
+            keys: Arc::new(ServedKeys::new(keys)),
             recorded: first_load(ReloadResult::Failure, now),
         }
     }
@@ -277,9 +305,9 @@ impl Reloader {
     /// One load for `trigger`, counted in the metrics.
     async fn reload(&self, shared: &Shared, trigger: Trigger) -> ReloadOutcome {
         let started = std::time::Instant::now();
-        let (outcome, result) = self.load_and_publish(shared, trigger).await;
+        let (outcome, result, cause) = self.load_and_publish(shared, trigger).await;
         let record = LoadRecord {
-            trigger: trigger.metric(),
+            trigger: cause.metric,
             result,
             elapsed: started.elapsed(),
             at: timestamp::now(),
@@ -288,63 +316,228 @@ impl Reloader {
         outcome
     }
 
-    async fn load_and_publish(
+    /// SIGHUP loads the whole key object; every other trigger first applies what is new in the
+    /// change log, then looks at the key object and loads it only when it holds more than that.
+    async fn load_and_publish(&self, shared: &Shared, trigger: Trigger) -> Loaded3 {
+        let now = timestamp::now();
+        shared.status().last_attempt_at = Some(now);
+        if !trigger.is_conditional() {
+            return self.load_whole(shared, None, trigger.into(), now).await;
+        }
+        let end = self.follow(shared).await;
+        if matches!(end, End::Stuck { .. }) {
+            return self
+                .load_whole(shared, None, Cause::of(ReloadTrigger::ChangeGap), now)
+                .await;
+        }
+        if shared.keys().overlay_len() > FOLD_AFTER {
+            return self
+                .load_whole(shared, None, Cause::of(ReloadTrigger::Fold), now)
+                .await;
+        }
+        self.look_at_key_object(shared, trigger.into(), &end, now)
+            .await
+    }
+
+    /// Applies the changes of the log beyond the keys served and publishes the result.
+    async fn follow(&self, shared: &Shared) -> End {
+        let served = shared.keys_full();
+        if self.is_stuck(&served) {
+            return End::NotFollowing;
+        }
+        let caught =
+            change_follow::catch_up(self.log.as_deref(), self.storage_secret.as_ref(), served)
+                .await;
+        self.note_end(&caught.end, "load_key_object");
+        if caught.applied > 0 {
+            self.publish_applied(shared, &caught);
+            shared.publish(caught.served);
+        }
+        caught.end
+    }
+
+    /// Records and logs changes applied without loading the key object.
+    fn publish_applied(&self, shared: &Shared, caught: &CaughtUp) {
+        shared
+            .metrics
+            .changes_applied
+            .fetch_add(caught.applied, Ordering::Relaxed);
+        log_skipped(&caught.skipped);
+        shared
+            .status()
+            .warnings
+            .extend(caught.skipped.iter().map(ToString::to_string));
+        tracing::info!(
+            changes_applied = caught.applied,
+            change_seq = caught.served.change_seq(),
+            overlay_keys = caught.served.overlay_len(),
+            keys_served = caught.served.len(),
+            "changes_applied"
+        );
+    }
+
+    /// After following the log: whether the key object holds more than what is served (a HEAD
+    /// where the store has one, else a conditional fetch), and loading it only then.
+    async fn look_at_key_object(
         &self,
         shared: &Shared,
-        trigger: Trigger,
-    ) -> (ReloadOutcome, ReloadResult) {
-        let now = timestamp::now();
-        let since = {
-            let mut status = shared.status();
-            status.last_attempt_at = Some(now);
-            trigger
-                .is_conditional()
-                .then(|| status.version.clone())
-                .flatten()
+        cause: Cause,
+        end: &End,
+        now: UnixMillis,
+    ) -> Loaded3 {
+        let version = shared.status().version.clone();
+        let served_seq = shared.keys().change_seq();
+        let headed = match self.store.head(version.as_deref()).await {
+            Ok(headed) => headed,
+            Err(error) => {
+                let error = ReloadError::Store(Arc::new(error));
+                return (
+                    Err(self.failed(shared, error, cause)),
+                    ReloadResult::Failure,
+                    cause,
+                );
+            }
         };
+        let (new_version, object_seq) = match headed {
+            None => return self.load_whole(shared, version, cause, now).await,
+            Some(Headed::Missing) => return self.load_whole(shared, None, cause, now).await,
+            Some(Headed::NotModified) => return unchanged(shared, cause, now),
+            Some(Headed::Changed { version: new, .. }) if Some(&new) == version.as_ref() => {
+                return unchanged(shared, cause, now);
+            }
+            Some(Headed::Changed {
+                version,
+                change_seq,
+            }) => (version, change_seq),
+        };
+        match (object_seq, served_seq) {
+            (Some(object), Some(served)) if object <= served => {
+                // The log already delivered everything the key object holds.
+                shared.status().version = Some(new_version);
+                unchanged(shared, cause, now)
+            }
+            (Some(_), Some(_)) if matches!(end, End::UpToDate | End::Snapshot(_)) => {
+                let why = match end {
+                    End::Snapshot(_) => ReloadTrigger::Snapshot,
+                    _ => ReloadTrigger::ChangeGap,
+                };
+                self.load_whole(shared, None, Cause::of(why), now).await
+            }
+            _ => self.load_whole(shared, version, cause, now).await,
+        }
+    }
+
+    /// Loads the key object (whole, or only if it changed from `since`), follows the log beyond
+    /// it, and publishes the result.
+    async fn load_whole(
+        &self,
+        shared: &Shared,
+        since: Option<String>,
+        cause: Cause,
+        now: UnixMillis,
+    ) -> Loaded3 {
         match self.fetch_and_build(since.as_deref()).await {
-            Ok(Loaded::Unchanged) => (
-                Ok(confirmed_unchanged(shared, trigger, now)),
-                ReloadResult::Unchanged,
-            ),
+            Ok(Loaded::Unchanged) => unchanged(shared, cause, now),
             Ok(Loaded::Fresh(built)) => (
-                Ok(self.publish(shared, built, trigger, now).await),
+                Ok(self.publish(shared, *built, cause, now).await),
                 ReloadResult::Success,
+                cause,
             ),
             Err(error) => (
-                Err(self.failed(shared, error, trigger)),
+                Err(self.failed(shared, error, cause)),
                 ReloadResult::Failure,
+                cause,
             ),
         }
     }
 
+    /// A freshly loaded base with the log applied beyond it.
+    async fn follow_base(&self, keys: KeySet) -> CaughtUp {
+        let base = Arc::new(ServedKeys::new(keys));
+        self.unstick_if_past(&base);
+        let caught =
+            change_follow::catch_up(self.log.as_deref(), self.storage_secret.as_ref(), base).await;
+        if let End::Stuck { seq, .. } = caught.end {
+            self.following().stuck_at = Some(seq);
+        }
+        self.note_end(
+            &caught.end,
+            "stop_following_until_the_key_object_contains_it",
+        );
+        caught
+    }
+
+    /// Forgets a stuck change once a loaded key object contains it.
+    fn unstick_if_past(&self, base: &ServedKeys) {
+        let mut following = self.following();
+        let past = |stuck| base.change_seq().is_some_and(|seq| seq >= stuck);
+        if following.stuck_at.is_some_and(past) {
+            following.stuck_at = None;
+        }
+    }
+
+    /// Whether following is paused at a change that could not be used.
+    fn is_stuck(&self, served: &ServedKeys) -> bool {
+        let stuck_at = self.following().stuck_at;
+        stuck_at.is_some_and(|stuck| served.change_seq().is_none_or(|seq| seq < stuck))
+    }
+
+    /// Logs how following ended, when it did not simply reach the end.
+    fn note_end(&self, end: &End, then: &'static str) {
+        match end {
+            End::Stuck { seq, reason } => {
+                tracing::error!(change = seq, reason = %reason, then, "change_log_stuck");
+            }
+            End::Snapshot(seq) => tracing::info!(change = seq, "change_log_snapshot"),
+            End::Unreadable(error) => {
+                let shown = error.to_string();
+                let mut following = self.following();
+                if following.unreadable.as_deref() != Some(shown.as_str()) {
+                    tracing::error!(error = %shown, then = "poll_the_key_object", "change_log_unreadable");
+                    following.unreadable = Some(shown);
+                }
+            }
+            End::UpToDate => self.following().unreadable = None,
+            End::NotFollowing => {}
+        }
+    }
+
+    fn following(&self) -> std::sync::MutexGuard<'_, Following> {
+        self.following
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The store confirmed the set in force: fresh again.
-    async fn publish(
-        &self,
-        shared: &Shared,
-        built: Built,
-        trigger: Trigger,
-        now: UnixMillis,
-    ) -> usize {
-        let count = built.keys.len();
-        let old = shared.publish(built.keys);
-        shared.set_serve_until(UnixMillis::MAX);
+    async fn publish(&self, shared: &Shared, built: Built, cause: Cause, now: UnixMillis) -> usize {
         self.record_generation(built.generation).await;
+        let caught = self.follow_base(built.keys).await;
+        let count = caught.served.len();
+        let old = shared.publish(caught.served.clone());
+        shared.set_serve_until(UnixMillis::MAX);
+        let mut skipped = built.skipped;
+        skipped.extend(caught.skipped);
         {
             // The cache's state is the last write's until this load's write is done.
             let mut status = shared.status();
             let cache_error = status.cache_error.take();
             *status = LoadStatus {
                 cache_error,
-                ..LoadStatus::fresh(built.version, now, &built.skipped)
+                ..LoadStatus::fresh(built.version, now, &skipped)
             };
         }
-        log_skipped(&built.skipped);
+        log_skipped(&skipped);
+        shared
+            .metrics
+            .changes_applied
+            .fetch_add(caught.applied, Ordering::Relaxed);
         // After the set is fresh again (a stale daemon serves at once), before the next load.
         usage::carry(old, shared).await;
         tracing::info!(
             keys_loaded = count,
-            trigger = trigger.name(),
+            trigger = cause.name,
+            change_seq = caught.served.change_seq(),
+            changes_applied = caught.applied,
             fetch_ms = built.timing.fetch_ms,
             build_ms = built.timing.build_ms,
             "refresh_success"
@@ -357,7 +550,7 @@ impl Reloader {
 
     /// A failed load: the set in force stays, marked stale; max_stale starts counting from the
     /// last time the store confirmed it.
-    fn failed(&self, shared: &Shared, error: ReloadError, trigger: Trigger) -> ReloadError {
+    fn failed(&self, shared: &Shared, error: ReloadError, cause: Cause) -> ReloadError {
         let mut status = shared.status();
         if !status.stale
             && let Some(confirmed) = status.last_load_at
@@ -368,7 +561,7 @@ impl Reloader {
         status.stale = true;
         tracing::error!(
             error = %error,
-            trigger = trigger.name(),
+            trigger = cause.name,
             keys_served = shared.keys().len(),
             "refresh_failed"
         );
@@ -396,14 +589,14 @@ impl Reloader {
                         })?;
                 }
                 tracing::warn!(store = %self.store.describe(), "store_object_missing_serving_no_keys");
-                return Ok(Loaded::Fresh(Built {
+                return Ok(Loaded::Fresh(Box::new(Built {
                     keys: KeySet::empty(),
                     skipped: Vec::new(),
                     generation: None,
                     version: None,
                     body: None,
                     timing: Timing::default(),
-                }));
+                })));
             }
             Fetched::Body { body, version } => (body, version),
         };
@@ -420,7 +613,7 @@ impl Reloader {
                 .check(parsed.generation, now)
                 .map_err(|cause| bad_body(BodyError::Rollback(cause)))?;
         }
-        Ok(Loaded::Fresh(Built {
+        Ok(Loaded::Fresh(Box::new(Built {
             keys: parsed.keys,
             skipped: parsed.skipped,
             generation: parsed.generation,
@@ -430,7 +623,7 @@ impl Reloader {
                 fetch_ms,
                 build_ms: built.elapsed().as_millis() as u64,
             },
-        }))
+        })))
     }
 
     /// Decodes and indexes a body on a blocking thread; the outer error is a cancelled build.
@@ -516,14 +709,23 @@ impl Reloader {
     }
 }
 
+/// What one load ended as: the outcome, its result and cause for the metrics.
+type Loaded3 = (ReloadOutcome, ReloadResult, Cause);
+
+/// [`confirmed_unchanged`] as a load's end.
+fn unchanged(shared: &Shared, cause: Cause, now: UnixMillis) -> Loaded3 {
+    let count = confirmed_unchanged(shared, cause, now);
+    (Ok(count), ReloadResult::Unchanged, cause)
+}
+
 /// The store answered "not modified": the set in force is confirmed, fresh again.
-fn confirmed_unchanged(shared: &Shared, trigger: Trigger, now: UnixMillis) -> usize {
+fn confirmed_unchanged(shared: &Shared, cause: Cause, now: UnixMillis) -> usize {
     let mut status = shared.status();
     status.last_load_at = Some(now);
     status.last_error = None;
     status.stale = false;
     shared.set_serve_until(UnixMillis::MAX);
-    tracing::debug!(trigger = trigger.name(), "refresh_unchanged");
+    tracing::debug!(trigger = cause.name, "refresh_unchanged");
     shared.keys().len()
 }
 

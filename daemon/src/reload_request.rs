@@ -53,14 +53,40 @@ impl Trigger {
         }
     }
 
-    /// Whether the reload fetches only if the stored version changed (the timers, a queue
-    /// message, which anyone allowed to send to the queue could forge, and the file watcher),
-    /// rather than the whole object (someone with admin rights asked).
+    /// Whether the reload follows the change log and then fetches the key object only if its
+    /// stored version changed (everything but SIGHUP: the timers, a queue message, which anyone
+    /// allowed to send to the queue could forge, the file watcher, and `/refresh`, which
+    /// heare-authctl sends after every write), rather than the whole object (SIGHUP: the
+    /// operator asked for everything to be read again).
     pub fn is_conditional(self) -> bool {
-        matches!(
-            self,
-            Trigger::Poll | Trigger::Retry | Trigger::Notify | Trigger::Watch
-        )
+        self != Trigger::Signal
+    }
+}
+
+/// Why one load happens, as the log and `heare_auth_reloads_total` name it: the trigger that
+/// asked, or what following the change log found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cause {
+    pub name: &'static str,
+    pub metric: ReloadTrigger,
+}
+
+impl From<Trigger> for Cause {
+    fn from(trigger: Trigger) -> Self {
+        Cause {
+            name: trigger.name(),
+            metric: trigger.metric(),
+        }
+    }
+}
+
+impl Cause {
+    /// A load the change log called for (`change_gap`, `fold`, `snapshot`).
+    pub fn of(metric: ReloadTrigger) -> Self {
+        Cause {
+            name: metric.name(),
+            metric,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the request handlers and the reloader share.
 //!
-//! The key set sits in an `ArcSwap`: a verify loads the current `Arc<KeySet>` without a lock and
+//! The keys served sit in an `ArcSwap`: a verify loads the current `Arc<ServedKeys>` without a lock and
 //! keeps using it even if a reload publishes a new one meanwhile. `serve_until` is the max_stale
 //! deadline as an atomic, also read without a lock. Only the bookkeeping that `/status` shows sits
 //! behind a mutex, touched by the reloader and by admin requests, never by verify.
@@ -9,7 +9,7 @@ use crate::access_log::AccessLog;
 use crate::change_queue::state::QueueState;
 use crate::config::ForwardAuthSettings;
 use crate::generation::Newest;
-use crate::keyset::KeySet;
+use crate::keyset::ServedKeys;
 use crate::keyset::SkippedKey;
 use crate::log_writer::DropCounter;
 use crate::metrics::Metrics;
@@ -86,7 +86,7 @@ pub struct Wiring {
 
 /// State shared by every connection and the reloader.
 pub struct Shared {
-    keys: ArcSwap<KeySet>,
+    keys: ArcSwap<ServedKeys>,
     serve_until: AtomicI64,
     status: Mutex<LoadStatus>,
     pub reload_requests: mpsc::Sender<ReloadRequest>,
@@ -111,9 +111,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(keys: KeySet, status: LoadStatus, wiring: Wiring) -> Self {
+    pub fn new(keys: Arc<ServedKeys>, status: LoadStatus, wiring: Wiring) -> Self {
         Shared {
-            keys: ArcSwap::from_pointee(keys),
+            keys: ArcSwap::new(keys),
             serve_until: AtomicI64::new(UnixMillis::MAX),
             status: Mutex::new(status),
             reload_requests: wiring.reload_requests,
@@ -133,8 +133,10 @@ impl Shared {
 
     /// The gauges `/metrics` reads from other parts of the daemon.
     pub fn gauges(&self) -> Gauges {
+        let keys = self.keys();
         Gauges {
-            keys: self.keys().len(),
+            keys: keys.len(),
+            change_seq: keys.change_seq().unwrap_or(0),
             stale: self.status().stale,
             connections_open: self.connections.open(),
             connections_evicted: self.connections.evicted(),
@@ -145,19 +147,19 @@ impl Shared {
     }
 
     /// The set being served, without a lock.
-    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
+    pub fn keys(&self) -> arc_swap::Guard<Arc<ServedKeys>> {
         self.keys.load()
     }
 
     /// The set being served, as an `Arc` of its own (for work off the request path).
-    pub fn keys_full(&self) -> Arc<KeySet> {
+    pub fn keys_full(&self) -> Arc<ServedKeys> {
         self.keys.load_full()
     }
 
     /// Publishes a new set and returns the old one; requests already holding the old one finish
     /// with it.
-    pub fn publish(&self, keys: KeySet) -> Arc<KeySet> {
-        self.keys.swap(Arc::new(keys))
+    pub fn publish(&self, keys: Arc<ServedKeys>) -> Arc<ServedKeys> {
+        self.keys.swap(keys)
     }
 
     /// Whether a set that is stale past max_stale must no longer be trusted at `now`.

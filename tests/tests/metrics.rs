@@ -105,10 +105,11 @@ fn every_verify_result_is_counted_and_promtool_accepts_the_text() {
     assert!((now - last).abs() < 120.0, "{last} vs {now}");
     promtool_check(&text);
 
-    // A reload by /refresh is counted under its trigger.
+    // A /refresh is counted under its trigger: the key file is unchanged, so it is confirmed
+    // (/refresh follows the change log and loads the key object only when it holds more).
     assert_eq!(daemon.refresh().status, 200);
     let text = metrics_over_socket(&daemon);
-    let refreshed = "heare_auth_reloads_total{trigger=\"http\",result=\"success\"}";
+    let refreshed = "heare_auth_reloads_total{trigger=\"http\",result=\"unchanged\"}";
     assert_eq!(sample(&text, refreshed), Some(1.0));
 
     // heare-authctl status shows the verifies by result.

@@ -45,6 +45,12 @@ pub fn status(socket: &Path, json: bool) -> Result<(), CtlError> {
     if let Some(generation) = status.generation_served {
         println!("  generation:    {generation}");
     }
+    if let Some(seq) = status.change_seq {
+        println!(
+            "  change log:    change {seq} ({} keys changed since the key object was loaded)",
+            status.overlay_keys
+        );
+    }
     println!("  uptime:        {} s", status.uptime_seconds);
     if !status.verify_results.is_empty() {
         let total: u64 = status.verify_results.iter().map(|(_, n)| n).sum();

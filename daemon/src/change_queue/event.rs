@@ -1,5 +1,5 @@
 //! What one queue message says about the key object: an S3 event notification naming our bucket
-//! and key (delivered directly, or wrapped in an SNS envelope — raw delivery off — on the
+//! and key or one of its change log's objects (delivered directly, or wrapped in an SNS envelope — raw delivery off — on the
 //! bucket → SNS topic → one queue per host fan-out), an event about something else, S3's
 //! `s3:TestEvent` (sent when a notification is configured), or anything else.
 //!
@@ -108,7 +108,8 @@ fn notice_of(event: &S3Event, bucket: &str, key: &str) -> Notice {
     let ours = records.iter().any(|record| {
         record.source.as_deref() == Some("aws:s3")
             && record.s3.as_ref().is_some_and(|s3| {
-                s3.bucket.name == bucket && decoded_key(&s3.object.key).as_deref() == Some(key)
+                s3.bucket.name == bucket
+                    && decoded_key(&s3.object.key).is_some_and(|named| names_ours(&named, key))
             })
     });
     if ours { Notice::Ours } else { Notice::Ignored }
@@ -116,6 +117,15 @@ fn notice_of(event: &S3Event, bucket: &str, key: &str) -> Notice {
 
 /// An event's object key, which S3 writes form-encoded (`+` for a space, `%XX` escapes); `None`
 /// when the escapes do not decode to UTF-8.
+/// Whether an event's object is the key object or one of its change log's objects.
+fn names_ours(named: &str, key: &str) -> bool {
+    let change = named
+        .strip_prefix(key)
+        .and_then(|rest| rest.strip_prefix(".changes/"))
+        .and_then(heare_auth_store::change::seq_of_name);
+    named == key || change.is_some()
+}
+
 fn decoded_key(encoded: &str) -> Option<String> {
     let spaced = encoded.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
@@ -154,6 +164,20 @@ mod tests {
             classify(&in_sns(&event), "auth", "prod/keys.json"),
             Notice::Ours
         );
+    }
+
+    #[test]
+    fn an_event_for_a_change_object_of_the_log_reloads() {
+        let change = s3_event("auth", "prod/keys.json.changes/00000000000000000042.json");
+        assert_eq!(classify(&change, "auth", "prod/keys.json"), Notice::Ours);
+        for other in [
+            "prod/keys.json.changes/42.json",
+            "prod/keys.json.changes/00000000000000000042.json.tmp",
+            "prod/other.json.changes/00000000000000000042.json",
+        ] {
+            let event = s3_event("auth", other);
+            assert_eq!(classify(&event, "auth", "prod/keys.json"), Notice::Ignored);
+        }
     }
 
     #[test]

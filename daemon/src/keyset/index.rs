@@ -116,6 +116,7 @@ pub(super) fn assemble(
         records,
         by_digest: by_digest.into_boxed_slice(),
         grace: grace.into_boxed_slice(),
+        log: super::LogPosition::default(),
     };
     Ok((set, skipped))
 }

@@ -23,7 +23,8 @@
 
 use super::chunk::{Chunk, FileKey};
 use super::scan::{self, Fail, Stopped};
-use super::{KeySet, LoadError, SkippedKey, fast, index};
+use super::{KeySet, LoadError, LogPosition, SkippedKey, fast, index};
+use heare_auth_store::change::{CHANGE_SEQ_FIELD, STORE_ID_FIELD};
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ScopedJoinHandle;
@@ -61,12 +62,35 @@ pub(super) fn load(json: &[u8], plan: Plan) -> Result<(KeySet, Vec<SkippedKey>),
         id_hasher: &id_hasher,
     };
     let mut chunks = Vec::new();
-    let walked = scan::walk_file(json, |pos| keys_array(runner, pos, &mut chunks));
+    let mut log = LogPosition::default();
+    let walked = scan::walk_file(
+        json,
+        |pos| keys_array(runner, pos, &mut chunks),
+        |name, pos| log.read_member(json, name, pos),
+    );
     // A duplicate among the keys read before a syntax error is reported first, as a sequential
     // load meets it first.
-    let built = index::assemble(chunks, plan.threads)?;
+    let (mut set, skipped) = index::assemble(chunks, plan.threads)?;
     walked.map_err(Fail::into_load_error)?;
-    Ok(built)
+    set.log = log;
+    Ok((set, skipped))
+}
+
+impl LogPosition {
+    /// Reads the top-level member `name` at `pos` if it is one of the log's (`change_seq`,
+    /// `store_id`), else skips it; returns the position after it. A value of another type
+    /// counts as absent: the set then follows no log and is loaded whole on every change.
+    fn read_member(&mut self, json: &[u8], name: &str, pos: usize) -> Result<usize, Fail> {
+        if name != CHANGE_SEQ_FIELD && name != STORE_ID_FIELD {
+            return scan::skip_member(json, pos);
+        }
+        let (value, end) = scan::parse_one::<serde_json::Value>(json, pos)?;
+        match name {
+            CHANGE_SEQ_FIELD => self.change_seq = value.as_u64(),
+            _ => self.store_id = value.as_str().map(str::to_owned),
+        }
+        Ok(end)
+    }
 }
 
 /// What every run of one load shares.

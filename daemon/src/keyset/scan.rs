@@ -129,11 +129,13 @@ fn wrong_kind(json: &[u8], pos: usize) -> Fail {
 }
 
 /// Walks `{ …, "keys": [...], … }`, handing the position of the `keys` value to `keys`, which
-/// returns the position after the array. Other members are checked for syntax and skipped. A
-/// second `keys` member is refused: which of the two to serve would be ambiguous.
+/// returns the position after the array, and every other member's name and value position to
+/// `other`, which returns the position after the value ([`skip_member`] checks its syntax and
+/// skips it). A second `keys` member is refused: which of the two to serve would be ambiguous.
 pub(super) fn walk_file(
     json: &[u8],
     mut keys: impl FnMut(usize) -> Result<usize, Fail>,
+    mut other: impl FnMut(&str, usize) -> Result<usize, Fail>,
 ) -> Result<(), Fail> {
     let mut pos = skip_whitespace(json, 0);
     if json.get(pos) != Some(&b'{') {
@@ -165,7 +167,7 @@ pub(super) fn walk_file(
                 saw_keys = true;
                 pos = keys(pos)?;
             } else {
-                pos = parse_one::<IgnoredAny>(json, pos)?.1;
+                pos = other(&name, pos)?;
             }
             pos = skip_whitespace(json, pos);
             match json.get(pos) {
@@ -186,6 +188,11 @@ pub(super) fn walk_file(
         return Err(Fail::syntax(json, end));
     }
     Ok(())
+}
+
+/// The position after the member value at `pos`, checked for syntax and not kept.
+pub(super) fn skip_member(json: &[u8], pos: usize) -> Result<usize, Fail> {
+    Ok(parse_one::<IgnoredAny>(json, pos)?.1)
 }
 
 /// Where the keys array starts: the position of its first element, or `Err(end)` with the
@@ -297,15 +304,19 @@ mod tests {
     fn walk(json: &str) -> Result<Vec<u64>, LoadError> {
         let json = json.as_bytes();
         let mut found = Vec::new();
-        walk_file(json, |pos| match open_array(json, pos)? {
-            Err(end) => Ok(end),
-            Ok(first) => {
-                match elements(json, first, None, None, parse_one::<u64>, |n| found.push(n))? {
-                    Stopped::End(end) => Ok(end),
-                    other => panic!("{other:?}"),
+        walk_file(
+            json,
+            |pos| match open_array(json, pos)? {
+                Err(end) => Ok(end),
+                Ok(first) => {
+                    match elements(json, first, None, None, parse_one::<u64>, |n| found.push(n))? {
+                        Stopped::End(end) => Ok(end),
+                        other => panic!("{other:?}"),
+                    }
                 }
-            }
-        })
+            },
+            |_, pos| skip_member(json, pos),
+        )
         .map_err(Fail::into_load_error)?;
         Ok(found)
     }

@@ -26,6 +26,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// What `/metrics` shows besides [`Metrics`]: gauges other parts of the daemon keep.
 pub struct Gauges {
     pub keys: usize,
+    /// The number of the last change of the log the keys served contain (0: none).
+    pub change_seq: u64,
     pub stale: bool,
     pub connections_open: usize,
     pub connections_evicted: u64,
@@ -103,6 +105,19 @@ fn daemon_families(metrics: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
             "heare_auth_keys",
             "Keys in the set served.",
             gauges.keys as f64,
+        ),
+        counter(
+            "heare_auth_changes_applied_total",
+            "Change objects applied from the change log (without loading the key object).",
+            &[(
+                vec![],
+                metrics.changes_applied.load(Ordering::Relaxed) as f64,
+            )],
+        ),
+        gauge(
+            "heare_auth_change_seq",
+            "Number of the last change of the change log the keys served contain (0: none).",
+            gauges.change_seq as f64,
         ),
         gauge(
             "heare_auth_last_reload_success_timestamp_seconds",
@@ -296,6 +311,7 @@ mod tests {
         );
         let gauges = Gauges {
             keys: 42,
+            change_seq: 7,
             stale: true,
             connections_open: 3,
             connections_evicted: 5,
@@ -323,6 +339,7 @@ mod tests {
             "heare_auth_verify_duration_seconds_count 2",
             "heare_auth_reloads_total{trigger=\"poll\",result=\"unchanged\"} 1",
             "heare_auth_keys 42",
+            "heare_auth_change_seq 7",
             "heare_auth_key_set_stale 1",
             "heare_auth_last_reload_success_timestamp_seconds 1700000000",
             "heare_auth_connections_open 3",

@@ -26,10 +26,16 @@ pub enum ReloadTrigger {
     Retry,
     Notify,
     Watch,
+    /// The change log could not be followed (a missing, invalid or inapplicable change).
+    ChangeGap,
+    /// The overlay of applied changes passed its bound and was folded into a new base.
+    Fold,
+    /// A snapshot change told daemons to load the key object.
+    Snapshot,
 }
 
 impl ReloadTrigger {
-    pub const ALL: [ReloadTrigger; 7] = [
+    pub const ALL: [ReloadTrigger; 10] = [
         ReloadTrigger::Start,
         ReloadTrigger::Signal,
         ReloadTrigger::Http,
@@ -37,6 +43,9 @@ impl ReloadTrigger {
         ReloadTrigger::Retry,
         ReloadTrigger::Notify,
         ReloadTrigger::Watch,
+        ReloadTrigger::ChangeGap,
+        ReloadTrigger::Fold,
+        ReloadTrigger::Snapshot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +57,9 @@ impl ReloadTrigger {
             ReloadTrigger::Retry => "retry",
             ReloadTrigger::Notify => "notify",
             ReloadTrigger::Watch => "watch",
+            ReloadTrigger::ChangeGap => "change_gap",
+            ReloadTrigger::Fold => "fold",
+            ReloadTrigger::Snapshot => "snapshot",
         }
     }
 }
@@ -107,6 +119,8 @@ pub struct Metrics {
     pub health_requests: AtomicU64,
     /// Stats flushes that did not reach the collector (dropped).
     pub stats_flushes_failed: AtomicU64,
+    /// Change objects applied from the change log.
+    pub changes_applied: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -120,6 +134,7 @@ impl Default for Metrics {
             refresh_duration: Histogram::new(&RELOAD_BOUNDS),
             health_requests: AtomicU64::new(0),
             stats_flushes_failed: AtomicU64::new(0),
+            changes_applied: AtomicU64::new(0),
         }
     }
 }

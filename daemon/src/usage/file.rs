@@ -7,7 +7,7 @@
 
 use super::readings;
 use crate::cache;
-use crate::keyset::KeySet;
+use crate::keyset::ServedKeys;
 use crate::state::Shared;
 use heare_auth_client::wire::UsageReport;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Adds the usage saved at `path` to `set` (at start, before serving).
-pub fn restore(path: &Path, set: &KeySet) {
+pub fn restore(path: &Path, set: &ServedKeys) {
     // What the keys of `set` can need (ids of up to a few hundred bytes), so a planted file
     // cannot hold up or exhaust the start.
     let limit = 1_048_576 + 512 * set.len() as u64;
@@ -43,7 +43,7 @@ pub fn restore(path: &Path, set: &KeySet) {
 }
 
 /// Writes the usage of `set` to `path`.
-pub fn save(path: &Path, set: &KeySet) {
+pub fn save(path: &Path, set: &ServedKeys) {
     let report = super::report(set, "");
     let body = serde_json::to_vec(&report).unwrap_or_default();
     if let Err(error) = cache::write(path, &body) {

@@ -5,7 +5,7 @@
 //! the next interval.
 
 use crate::config::{ReportPrefix, UsageSettings};
-use crate::keyset::KeySet;
+use crate::keyset::ServedKeys;
 use crate::schedule::{self, Jitter};
 use crate::state::Shared;
 use heare_auth_store::{S3Options, StoreUrl, WriteCondition};
@@ -94,7 +94,7 @@ pub fn spawn_reporter(
 }
 
 /// The report of `set`'s usage (built off the async threads: a million keys take a moment).
-fn report_body(host_id: &str, set: &KeySet) -> Vec<u8> {
+fn report_body(host_id: &str, set: &ServedKeys) -> Vec<u8> {
     let report = super::report(set, host_id);
     serde_json::to_vec(&report).unwrap_or_default()
 }

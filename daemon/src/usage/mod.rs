@@ -5,7 +5,7 @@
 pub mod file;
 pub mod fleet;
 
-use crate::keyset::{KeySet, UsageReading};
+use crate::keyset::{ServedKeys, UsageReading};
 use crate::state::Shared;
 use heare_auth_client::wire::{KeyUsage, UsageReport};
 use heare_auth_store::timestamp;
@@ -18,7 +18,7 @@ const READERS_GRACE: Duration = Duration::from_secs(5);
 /// Carries the usage of `old` (just replaced) into the set now served. Waits until no request
 /// holds `old` any more (a verify holds it for microseconds), so no verification is lost, then
 /// adds on a blocking thread (a million ids are hashed).
-pub async fn carry(old: Arc<KeySet>, shared: &Shared) {
+pub async fn carry(old: Arc<ServedKeys>, shared: &Shared) {
     let waiting = Instant::now();
     while Arc::strong_count(&old) > 1 && waiting.elapsed() < READERS_GRACE {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -31,14 +31,14 @@ pub async fn carry(old: Arc<KeySet>, shared: &Shared) {
 }
 
 /// Every key of `set` with its usage, as `GET /usage` lists them.
-pub fn entries(set: &KeySet) -> Vec<KeyUsage> {
+pub fn entries(set: &ServedKeys) -> Vec<KeyUsage> {
     set.usage()
         .map(|(id, reading)| entry(id, reading))
         .collect()
 }
 
 /// The keys of `set` that have been used, for the state file and fleet reports.
-pub fn used_entries(set: &KeySet) -> Vec<KeyUsage> {
+pub fn used_entries(set: &ServedKeys) -> Vec<KeyUsage> {
     set.usage()
         .filter(|(_, reading)| reading.verifications > 0)
         .map(|(id, reading)| entry(id, reading))
@@ -46,7 +46,7 @@ pub fn used_entries(set: &KeySet) -> Vec<KeyUsage> {
 }
 
 /// The report of `set`'s used keys, written now by `host_id` (empty for the local state file).
-pub fn report(set: &KeySet, host_id: &str) -> UsageReport {
+pub fn report(set: &ServedKeys, host_id: &str) -> UsageReport {
     UsageReport {
         host_id: host_id.to_string(),
         written_at: timestamp::format(timestamp::now()),

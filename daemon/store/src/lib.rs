@@ -60,6 +60,21 @@ pub enum Fetched {
     Missing,
 }
 
+/// What a look at the key object without its body found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Headed {
+    /// Still the version the caller gave.
+    NotModified,
+    /// There is no key object.
+    Missing,
+    /// Another version, with the number of the last change of the log it contains when its
+    /// writer recorded it beside the body (S3 metadata `change-seq`).
+    Changed {
+        version: String,
+        change_seq: Option<u64>,
+    },
+}
+
 /// Why a store could not be read. The texts say what to check; they never contain credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,6 +136,16 @@ pub trait KeyStore: Send + Sync {
         &'a self,
         if_changed_from: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, StoreError>>;
+
+    /// Looks at the key object without reading its body (S3 HeadObject); `None` from a store
+    /// that cannot tell what [`Headed`] holds without reading the body (a file).
+    fn head<'a>(
+        &'a self,
+        if_changed_from: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<Headed>, StoreError>> {
+        let _ = if_changed_from;
+        Box::pin(async { Ok(None) })
+    }
 
     /// Writes `body` if `condition` still holds, atomically; returns the new version.
     /// [`StoreError::Conflict`] when it does not hold.

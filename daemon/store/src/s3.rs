@@ -10,7 +10,7 @@
 //! line — "S3 answered HTTP 503 SlowDown: …", "no answer within the S3 timeout of 2s", "cannot
 //! reach S3: …" — because that line is what `/status` and the log show an operator.
 
-use crate::{BoxFuture, Fetched, KeyStore, S3Options, StoreError, WriteCondition};
+use crate::{BoxFuture, Fetched, Headed, KeyStore, S3Options, StoreError, WriteCondition};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -203,6 +203,47 @@ impl S3Store {
 }
 
 impl S3Store {
+    /// HeadObject within the configured timeout: the version and the `change-seq` metadata.
+    pub(crate) async fn head_object(
+        &self,
+        if_changed_from: Option<&str>,
+    ) -> Result<Headed, StoreError> {
+        let request = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_if_none_match(if_changed_from.map(str::to_owned));
+        let sent = match tokio::time::timeout(self.timeout, request.send()).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                return Err(self.unavailable(format!(
+                    "the object's HEAD did not arrive within the S3 timeout of {}",
+                    seconds(self.timeout)
+                )));
+            }
+        };
+        let output = match sent {
+            Ok(output) => output,
+            Err(error) => {
+                let status = error.raw_response().map(|raw| raw.status().as_u16());
+                return match status {
+                    Some(304) => Ok(Headed::NotModified),
+                    Some(404) => Ok(Headed::Missing),
+                    _ => Err(self.unavailable(explain(&error, self.timeout))),
+                };
+            }
+        };
+        let change_seq = output
+            .metadata()
+            .and_then(|metadata| metadata.get(CHANGE_SEQ_METADATA))
+            .and_then(|value| value.parse().ok());
+        Ok(Headed::Changed {
+            version: output.e_tag().unwrap_or_default().to_string(),
+            change_seq,
+        })
+    }
+
     /// Reads the body chunk by chunk, refusing it as soon as it passes `max_store_bytes`: an
     /// answer without Content-Length (chunked) must not be buffered whole before the check.
     async fn read_bounded(
@@ -500,6 +541,13 @@ impl KeyStore for S3Store {
         if_changed_from: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Fetched, StoreError>> {
         Box::pin(self.fetch_object(if_changed_from))
+    }
+
+    fn head<'a>(
+        &'a self,
+        if_changed_from: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<Headed>, StoreError>> {
+        Box::pin(async move { self.head_object(if_changed_from).await.map(Some) })
     }
 
     fn put<'a>(

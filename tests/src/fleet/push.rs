@@ -198,12 +198,14 @@ async fn notify_topic(
     key: &str,
     topic: &str,
 ) -> anyhow::Result<()> {
+    // One rule, the key object's name as a prefix: it covers the object and its change log
+    // (`<key>.changes/…`). Two rules (the object; the log's prefix) would overlap, which S3
+    // refuses for one event type.
     let rule = |name, value: &str| FilterRule::builder().name(name).value(value).build();
     let filter = NotificationConfigurationFilter::builder()
         .key(
             S3KeyFilter::builder()
                 .filter_rules(rule(FilterRuleName::Prefix, key))
-                .filter_rules(rule(FilterRuleName::Suffix, key))
                 .build(),
         )
         .build();

@@ -12,13 +12,13 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
     if let Err(refusal) = check_admin(peer, &shared.admin) {
         return response::error(StatusCode::FORBIDDEN, refusal.message());
     }
-    let keys_loaded = shared.keys().len();
+    let keys = shared.keys_full();
     let status = shared.status().clone();
     response::json(
         StatusCode::OK,
         &StatusResponse {
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
-            keys_loaded,
+            keys_loaded: keys.len(),
             store: shared.store.clone(),
             store_version: status.version,
             last_load_at: status.last_load_at.map(timestamp::format),
@@ -33,6 +33,8 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
             load_warnings: status.warnings,
             cache_error: status.cache_error,
             generation_served: shared.newest.newest(),
+            change_seq: keys.change_seq(),
+            overlay_keys: keys.overlay_len(),
             log_lines_dropped: shared.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
             uptime_seconds: shared.started_at.elapsed().as_secs(),
             verify_results: verify_results(shared),
