@@ -387,17 +387,9 @@ impl Reloader {
     ) -> Loaded3 {
         let version = shared.status().version.clone();
         let served_seq = shared.keys().change_seq();
-        let headed = match self.store.head(version.as_deref()).await {
-            Ok(headed) => headed,
-            Err(error) => {
-                let error = ReloadError::Store(Arc::new(error));
-                return (
-                    Err(self.failed(shared, error, cause)),
-                    ReloadResult::Failure,
-                    cause,
-                );
-            }
-        };
+        // A HEAD that fails falls back to the conditional GET, whose error names S3's code
+        // (a HEAD answer has no body to carry it).
+        let headed = self.store.head(version.as_deref()).await.ok().flatten();
         let (new_version, object_seq) = match headed {
             None => return self.load_whole(shared, version, cause, now).await,
             Some(Headed::Missing) => return self.load_whole(shared, None, cause, now).await,

@@ -138,7 +138,10 @@ fn a_write_is_applied_from_the_log_without_loading_the_key_object() {
     assert_eq!(status["overlay_keys"], 3);
     assert_eq!(reloads(&daemon, "http", "success"), 0.0);
     let shown = ctl.ok(&["status"]);
-    assert!(shown.contains("change log:    change 5 (3 keys changed"), "{shown}");
+    assert!(
+        shown.contains("change log:    change 5 (3 keys changed"),
+        "{shown}"
+    );
 
     // Compaction while the daemon follows: the next change still arrives.
     ctl.ok(&["compact", "--keep", "0s"]);

@@ -163,17 +163,29 @@ fn a_revocation_arrives_through_sns_and_sqs_in_seconds_with_polling_at_its_fallb
             valid(&daemon, KEPT),
             "{bucket}: the other key still verifies"
         );
-        let reloads = daemon.wait_events("refresh_success");
+        // The write's two events (its change object, then the key object) fetch the change
+        // and HEAD the key object: the whole object is fetched for neither.
+        let applied = daemon.wait_events("changes_applied");
         assert!(
-            reloads.iter().all(|e| e["trigger"] == "notify") && !reloads.is_empty(),
-            "{bucket}: only the queue reloaded: {reloads:?}"
+            applied.iter().all(|e| e["change_seq"] == 1) && !applied.is_empty(),
+            "{bucket}: applied from the log: {applied:?}"
+        );
+        assert_eq!(
+            sample(&daemon, "heare_auth_changes_applied_total"),
+            Some(1.0)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            daemon.events("refresh_success").is_empty(),
+            "{bucket}: the key object was not loaded again: {}",
+            daemon.log()
         );
         assert_eq!(
             sample(
                 &daemon,
                 r#"heare_auth_reloads_total{trigger="notify",result="success"}"#
             ),
-            Some(1.0)
+            Some(0.0)
         );
         // A queue call that fails (moto slow on a loaded machine) is retried after a backoff of
         // at most a few seconds: the queue must be up again by then.
