@@ -6,6 +6,12 @@
 //! through [`heare_auth_store::safe_file`]: a link or a non-regular file at the cache's name is refused,
 //! never followed, and a cache larger than the store's bodies may be (`max_store_bytes`) is
 //! refused rather than read whole.
+//!
+//! Beside it, `<cache>.changes` keeps the change objects applied from the change log over the
+//! cached body, as stored (encrypted when the store is): a daemon that restarts while the store is
+//! unreachable serves the cached body with them, so a key revoked through the log since the last
+//! whole load does not come back. It is rewritten, the same way, after every change applied and
+//! every load, and holds at most the changes of one overlay (folded past 10,000).
 
 use heare_auth_store::safe_file::{Dir, Ownership, SafeFileError};
 use std::path::Path;
@@ -77,4 +83,45 @@ mod tests {
         let path = Path::new("/proc/heare-auth-cannot-write/keys.cache");
         assert!(write(path, b"x").is_err());
     }
+}
+
+/// Where the changes applied over the cache are kept: `<cache>.changes`.
+pub fn changes_path(cache: &Path) -> std::path::PathBuf {
+    let mut name = cache.as_os_str().to_owned();
+    name.push(".changes");
+    name.into()
+}
+
+/// Writes the change bodies applied over the cached body (a JSON array of the bodies, which are
+/// JSON or an encrypted token: text either way) atomically with mode 0600.
+pub fn write_changes(cache: &Path, bodies: &[Vec<u8>]) -> Result<(), SafeFileError> {
+    let texts: Vec<std::borrow::Cow<'_, str>> = bodies
+        .iter()
+        .map(|body| String::from_utf8_lossy(body))
+        .collect();
+    let json = serde_json::to_vec(&texts).unwrap_or_else(|_| b"[]".to_vec());
+    write(&changes_path(cache), &json)
+}
+
+/// The change bodies kept beside the cache; none when there is no such file. A file that is not
+/// a JSON array of strings is an error (the cached body is then served without them).
+pub fn read_changes(cache: &Path, limit: u64) -> Result<Vec<Vec<u8>>, String> {
+    let path = changes_path(cache);
+    let (dir, name) = Dir::of(&path).map_err(|e| e.to_string())?;
+    if dir
+        .open_existing(&name)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let (json, _) = read(&path, limit).map_err(|e| e.to_string())?;
+    let texts: Vec<String> = serde_json::from_slice(&json).map_err(|e| {
+        let (line, column) = (e.line(), e.column());
+        format!(
+            "{} is not a list of change objects (line {line}, column {column})",
+            path.display()
+        )
+    })?;
+    Ok(texts.into_iter().map(String::into_bytes).collect())
 }

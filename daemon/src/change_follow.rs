@@ -33,10 +33,11 @@ pub enum Stop {
     Unreadable(StoreError),
 }
 
-/// The usable changes read, in order, and why the reading stopped.
+/// The usable changes read, in order, with their bodies as stored, and why the reading stopped.
 #[derive(Debug)]
 pub struct Reading {
     pub changes: Vec<Change>,
+    pub bodies: Vec<Vec<u8>>,
     pub stop: Stop,
 }
 
@@ -55,6 +56,7 @@ pub async fn read_after(
     after: u64,
 ) -> Reading {
     let mut changes = Vec::new();
+    let mut bodies = Vec::new();
     let mut seq = after;
     let stop = loop {
         if changes.len() >= MAX_PER_READING {
@@ -64,23 +66,30 @@ pub async fn read_after(
             break Stop::UpToDate;
         };
         match read_one(log, secret, store_id, next).await {
-            Ok(Some(change)) if change.is_snapshot() => break Stop::Snapshot(next),
-            Ok(Some(change)) => changes.push(change),
+            Ok(Some((change, _))) if change.is_snapshot() => break Stop::Snapshot(next),
+            Ok(Some((change, body))) => {
+                changes.push(change);
+                bodies.push(body);
+            }
             Ok(None) => break Stop::UpToDate,
             Err(stop) => break stop,
         }
         seq = next;
     };
-    Reading { changes, stop }
+    Reading {
+        changes,
+        bodies,
+        stop,
+    }
 }
 
-/// Change `seq`, `None` when it is not there.
+/// Change `seq` and its body, `None` when it is not there.
 async fn read_one(
     log: &dyn ChangeLog,
     secret: Option<&StorageSecret>,
     store_id: &str,
     seq: u64,
-) -> Result<Option<Change>, Stop> {
+) -> Result<Option<(Change, Vec<u8>)>, Stop> {
     let body = match log.read(seq).await {
         Ok(Some(body)) => body,
         Ok(None) => return Ok(None),
@@ -93,7 +102,7 @@ async fn read_one(
         Err(error) => return Err(Stop::Unreadable(error)),
     };
     Change::decode(&body, secret, seq, store_id)
-        .map(Some)
+        .map(|change| Some((change, body)))
         .map_err(|error| Stop::Invalid {
             seq,
             reason: format!("{}: {error}", log.describe(seq)),
@@ -120,6 +129,8 @@ pub struct CaughtUp {
     pub served: Arc<ServedKeys>,
     /// Change objects applied.
     pub applied: u64,
+    /// Their bodies as stored, in order (for the cache of changes beside the last-known-good one).
+    pub bodies: Vec<Vec<u8>>,
     /// Keys of the changes that had to be skipped (an unusable stored form).
     pub skipped: Vec<SkippedKey>,
     pub end: End,
@@ -136,6 +147,7 @@ pub async fn catch_up(
     let mut caught = CaughtUp {
         served,
         applied: 0,
+        bodies: Vec::new(),
         skipped: Vec::new(),
         end: End::NotFollowing,
     };
@@ -154,6 +166,7 @@ pub async fn catch_up(
                 Ok((next, skipped)) => {
                     caught.served = next;
                     caught.applied += count;
+                    caught.bodies.extend(reading.bodies);
                     caught.skipped.extend(skipped);
                     seq = last;
                 }
@@ -192,4 +205,72 @@ async fn apply(
     applied
         .map(|(next, skipped)| (Arc::new(next), skipped))
         .map_err(|error| error.to_string())
+}
+
+/// Applies change bodies kept beside the last-known-good cache (`bodies`, in order) over a set
+/// loaded from that cache: those the set already contains are passed over, the rest must follow
+/// on without a gap and decode as changes of its store. Stops at the first that does not, with
+/// the reason; the set then serves what came before it.
+pub async fn replay(
+    secret: Option<&StorageSecret>,
+    served: Arc<ServedKeys>,
+    bodies: Vec<Vec<u8>>,
+) -> CaughtUp {
+    let mut caught = CaughtUp {
+        served,
+        applied: 0,
+        bodies: Vec::new(),
+        skipped: Vec::new(),
+        end: End::UpToDate,
+    };
+    let (Some(mut seq), Some(store_id)) = (
+        caught.served.change_seq(),
+        caught.served.store_id().map(str::to_owned),
+    ) else {
+        caught.end = End::NotFollowing;
+        return caught;
+    };
+    let mut changes = Vec::new();
+    for body in bodies {
+        let next = match Change::decode_kept(&body, secret) {
+            Ok(change) if change.seq <= seq => continue,
+            Ok(change) if change.seq == seq + 1 && change.store_id == store_id => change,
+            Ok(change) => {
+                caught.end = stuck(
+                    change.seq,
+                    "it does not follow on from the cached key object",
+                );
+                break;
+            }
+            Err(error) => {
+                caught.end = stuck(seq + 1, &error.to_string());
+                break;
+            }
+        };
+        seq = next.seq;
+        changes.push(next);
+        caught.bodies.push(body);
+    }
+    if let Some(last) = changes.last().map(|change| change.seq) {
+        let count = changes.len() as u64;
+        match apply(&caught.served, changes, last).await {
+            Ok((next, skipped)) => {
+                caught.served = next;
+                caught.applied = count;
+                caught.skipped = skipped;
+            }
+            Err(reason) => {
+                caught.bodies.clear();
+                caught.end = stuck(last, &reason);
+            }
+        }
+    }
+    caught
+}
+
+fn stuck(seq: u64, reason: &str) -> End {
+    End::Stuck {
+        seq,
+        reason: format!("the cached change: {reason}"),
+    }
 }

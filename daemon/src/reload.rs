@@ -127,6 +127,9 @@ pub struct Following {
     stuck_at: Option<u64>,
     /// Why the log could not be read last time, logged once until it changes.
     unreadable: Option<String>,
+    /// The bodies of the changes applied since the key object was last loaded whole, as kept
+    /// beside the cache.
+    since_base: Vec<Vec<u8>>,
 }
 
 impl Reloader {
@@ -153,7 +156,9 @@ impl Reloader {
         };
         match self.load_cache(cache_path).await {
             Ok(loaded) => {
-                let mut initial = self.started_from_cache(loaded, cache_path, store_error, now);
+                let mut initial = self
+                    .started_from_cache(loaded, cache_path, store_error, now)
+                    .await;
                 initial.recorded.elapsed = started.elapsed();
                 Ok(initial)
             }
@@ -170,6 +175,7 @@ impl Reloader {
         let cache_error = self.write_cache(built.body).await.and_then(Result::err);
         log_skipped(&built.skipped);
         let caught = self.follow_base(built.keys).await;
+        self.write_changes().await;
         let mut skipped = built.skipped;
         skipped.extend(caught.skipped);
         tracing::info!(
@@ -192,16 +198,20 @@ impl Reloader {
         }
     }
 
-    /// The first set came from the cache because the store failed: stale from the start.
-    fn started_from_cache(
+    /// The first set came from the cache because the store failed: stale from the start. The
+    /// changes applied over the cached body before the restart are applied again.
+    async fn started_from_cache(
         &self,
         (keys, skipped, written): (KeySet, Vec<SkippedKey>, UnixMillis),
         cache_path: &Path,
         store_error: ReloadError,
         now: UnixMillis,
     ) -> Initial {
+        let caught = self.replay_cached_changes(keys, cache_path).await;
         tracing::warn!(
-            keys_loaded = keys.len(),
+            keys_loaded = caught.served.len(),
+            changes_applied = caught.applied,
+            change_seq = caught.served.change_seq(),
             cache = %cache_path.display(),
             cache_written_at = %timestamp::format(written),
             "serving_stale_cache"
@@ -218,9 +228,33 @@ impl Reloader {
                 cache_error: None,
             },
             serve_until: self.deadline_from(written),
-            keys: Arc::new(ServedKeys::new(keys)),
+            keys: caught.served,
             recorded: first_load(ReloadResult::Failure, now),
         }
+    }
+
+    /// The cached set with the changes kept beside the cache applied over it.
+    async fn replay_cached_changes(&self, keys: KeySet, cache_path: &Path) -> CaughtUp {
+        let served = Arc::new(ServedKeys::new(keys));
+        let path = cache_path.to_path_buf();
+        let limit = self.max_cache_bytes;
+        let read = tokio::task::spawn_blocking(move || cache::read_changes(&path, limit))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|read| read);
+        let bodies = match read {
+            Ok(bodies) => bodies,
+            Err(error) => {
+                tracing::error!(%error, "cache_changes_unusable");
+                Vec::new()
+            }
+        };
+        let caught = change_follow::replay(self.storage_secret.as_ref(), served, bodies).await;
+        if let End::Stuck { seq, reason } = &caught.end {
+            tracing::error!(change = seq, reason = %reason, "cache_changes_unusable");
+        }
+        self.following().since_base = caught.bodies.clone();
+        caught
     }
 
     /// Answers reload requests, polls and retries until `shutdown` turns true. Polls and
@@ -330,7 +364,7 @@ impl Reloader {
                 .load_whole(shared, None, Cause::of(ReloadTrigger::ChangeGap), now)
                 .await;
         }
-        if shared.keys().overlay_len() > FOLD_AFTER {
+        if self.due_to_fold(&shared.keys_full()) {
             return self
                 .load_whole(shared, None, Cause::of(ReloadTrigger::Fold), now)
                 .await;
@@ -352,8 +386,30 @@ impl Reloader {
         if caught.applied > 0 {
             self.publish_applied(shared, &caught);
             shared.publish(caught.served);
+            self.following().since_base.extend(caught.bodies);
+            self.write_changes().await;
         }
         caught.end
+    }
+
+    /// Whether the changes applied since the last whole load are many enough to fold.
+    fn due_to_fold(&self, served: &ServedKeys) -> bool {
+        served.overlay_len() > FOLD_AFTER || self.following().since_base.len() > FOLD_AFTER
+    }
+
+    /// Rewrites the cache's list of changes applied since its body (when a cache is configured).
+    async fn write_changes(&self) {
+        let Some(path) = self.cache_path.clone() else {
+            return;
+        };
+        let bodies = self.following().since_base.clone();
+        let written = tokio::task::spawn_blocking(move || cache::write_changes(&path, &bodies))
+            .await
+            .map_err(|error| error.to_string())
+            .and_then(|written| written.map_err(|error| error.to_string()));
+        if let Err(error) = written {
+            tracing::warn!(%error, "cache_changes_write_failed");
+        }
     }
 
     /// Records and logs changes applied without loading the key object.
@@ -452,6 +508,7 @@ impl Reloader {
         if let End::Stuck { seq, .. } = caught.end {
             self.following().stuck_at = Some(seq);
         }
+        self.following().since_base = caught.bodies.clone();
         self.note_end(
             &caught.end,
             "stop_following_until_the_key_object_contains_it",
@@ -537,6 +594,7 @@ impl Reloader {
         if let Some(written) = self.write_cache(built.body).await {
             shared.status().cache_error = written.err();
         }
+        self.write_changes().await;
         count
     }
 

@@ -284,3 +284,34 @@ fn a_daemon_started_while_the_log_is_ahead_of_the_key_object_applies_it() {
     assert!(logged(&daemon, "startup", |e| e["changes_applied"] == 1));
     daemon.stop();
 }
+
+#[test]
+fn a_restart_while_s3_is_down_serves_the_cache_with_the_changes_applied_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s3, [(a, sec_a), (_, sec_b)]) = store_with_two_keys(dir.path(), &[]);
+    let mut first = daemon(&s3, dir.path(), &[]);
+    ctl(&s3, dir.path(), &first.socket, &[]).ok(&["delete", &a, "--yes"]);
+    assert!(!valid(&first, &sec_a));
+    assert_eq!(
+        reloads(&first, "http", "success"),
+        0.0,
+        "applied from the log"
+    );
+    assert!(dir.path().join("keys.cache.changes").exists());
+    first.stop();
+    // S3 goes away; the daemon restarts from its last-known-good cache, which holds the key
+    // object as it was before the revocation, and the revocation kept beside it.
+    s3.stop();
+    let mut again = daemon(&s3, dir.path(), &[]);
+    let status = again.status();
+    assert_eq!(status["source"], "cache", "{status}");
+    assert_eq!(status["change_seq"], 3, "{status}");
+    assert!(!valid(&again, &sec_a), "the revoked key stays revoked");
+    assert!(valid(&again, &sec_b));
+    assert!(logged(
+        &again,
+        "serving_stale_cache",
+        |e| e["changes_applied"] == 1
+    ));
+    again.stop();
+}

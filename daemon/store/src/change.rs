@@ -136,6 +136,14 @@ impl Change {
         Ok(change)
     }
 
+    /// As [`Change::decode`] for a body kept away from its name (a daemon's cache of the changes
+    /// it applied): the number and store inside are taken as they are, for the caller to check.
+    pub fn decode_kept(body: &[u8], secret: Option<&StorageSecret>) -> Result<Change, ChangeError> {
+        let change = Self::parse(body, secret)?;
+        change.check(change.seq, &change.store_id)?;
+        Ok(change)
+    }
+
     fn parse(body: &[u8], secret: Option<&StorageSecret>) -> Result<Change, ChangeError> {
         let json = codec::decode(body, secret)?;
         serde_json::from_slice(&json).map_err(|e| ChangeError::Json {
