@@ -50,41 +50,6 @@ pub fn read(path: &Path, limit: u64) -> Result<(Vec<u8>, SystemTime), SafeFileEr
     Ok((body, written))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn writes_atomically_with_private_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.cache");
-        write(&path, b"one").unwrap();
-        write(&path, b"two").unwrap();
-        let (body, _) = read(&path, 3).unwrap();
-        assert_eq!(body, b"two");
-        assert!(matches!(
-            read(&path, 2),
-            Err(SafeFileError::TooLarge { limit: 2, .. })
-        ));
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
-    }
-
-    #[test]
-    fn unwritable_directory_is_an_error_not_a_panic() {
-        let path = Path::new("/proc/heare-auth-cannot-write/keys.cache");
-        assert!(write(path, b"x").is_err());
-    }
-}
-
 /// Where the changes applied over the cache are kept: `<cache>.changes`.
 pub fn changes_path(cache: &Path) -> std::path::PathBuf {
     let mut name = cache.as_os_str().to_owned();
@@ -124,4 +89,39 @@ pub fn read_changes(cache: &Path, limit: u64) -> Result<Vec<Vec<u8>>, String> {
         )
     })?;
     Ok(texts.into_iter().map(String::into_bytes).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_atomically_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.cache");
+        write(&path, b"one").unwrap();
+        write(&path, b"two").unwrap();
+        let (body, _) = read(&path, 3).unwrap();
+        assert_eq!(body, b"two");
+        assert!(matches!(
+            read(&path, 2),
+            Err(SafeFileError::TooLarge { limit: 2, .. })
+        ));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn unwritable_directory_is_an_error_not_a_panic() {
+        let path = Path::new("/proc/heare-auth-cannot-write/keys.cache");
+        assert!(write(path, b"x").is_err());
+    }
 }
