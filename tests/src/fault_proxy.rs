@@ -53,6 +53,8 @@ struct Inner {
     fault: Mutex<Fault>,
     stopping: AtomicBool,
     requests: AtomicUsize,
+    /// Bytes of the answers (heads and bodies) sent to clients so far.
+    answered: AtomicUsize,
     /// Client connections, so that `Drop` can unblock their threads.
     clients: Mutex<Vec<TcpStream>>,
 }
@@ -80,6 +82,7 @@ impl FaultProxy {
             fault: Mutex::new(Fault::Pass),
             stopping: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
+            answered: AtomicUsize::new(0),
             clients: Mutex::new(Vec::new()),
         });
         let accept = {
@@ -108,6 +111,11 @@ impl FaultProxy {
     /// How many requests the proxy has read so far (whatever it did with them).
     pub fn requests(&self) -> usize {
         self.inner.requests.load(Ordering::SeqCst)
+    }
+
+    /// How many bytes of answers (heads and bodies, as S3 sent them) the proxy forwarded whole.
+    pub fn answered_bytes(&self) -> usize {
+        self.inner.answered.load(Ordering::SeqCst)
     }
 }
 
@@ -217,6 +225,8 @@ fn serve(client: TcpStream, inner: &Inner) -> io::Result<()> {
             _ => {
                 writer.write_all(&answer.body)?;
                 writer.flush()?;
+                let bytes = answer.head.len() + answer.body.len();
+                inner.answered.fetch_add(bytes, Ordering::SeqCst);
                 if header(&answer.head, "connection")
                     .is_some_and(|v| v.eq_ignore_ascii_case("close"))
                 {

@@ -29,6 +29,8 @@
 
 #[path = "bench/compare.rs"]
 mod compare;
+#[path = "bench/overlay.rs"]
+mod overlay;
 
 use rand::Rng;
 use std::io::{Read, Write};
@@ -62,6 +64,9 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --change-cost     what one change of the key object costs each host at every key count: the
                     bytes fetched and the reload (fetch + build, and the whole /refresh with the
                     cache write), median of 3, the daemon on S3 (in-process s3s on 127.0.0.1)
+  --overlay N       verify throughput at the first key count with N keys changed through the
+                    change log (in the daemon's overlay) against an empty overlay, runs
+                    interleaved (--runs of each, --connections, --seconds)
   --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
@@ -83,6 +88,7 @@ struct Options {
     change_cost: bool,
     interleaved: bool,
     compare: Option<PathBuf>,
+    overlay: Option<usize>,
 }
 
 impl Options {
@@ -105,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         change_cost: false,
         interleaved: false,
         compare: None,
+        overlay: None,
     };
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
@@ -133,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             "--change-cost" => options.change_cost = true,
             "--interleaved" => options.interleaved = true,
             "--compare" => options.compare = Some(PathBuf::from(value(&mut args, &arg)?)),
+            "--overlay" => options.overlay = Some(value(&mut args, &arg)?.parse()?),
             "--write-keys" => {
                 let file = PathBuf::from(value(&mut args, &arg)?);
                 let count = value(&mut args, &arg)?.parse()?;
@@ -168,6 +176,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.change_cost {
         return bench_change_cost(&options);
+    }
+    if let Some(changed) = options.overlay {
+        return overlay::run(&options, changed);
     }
     if options.interleaved || options.compare.is_some() {
         return compare::run(&options, options.compare.as_deref());
@@ -206,6 +217,12 @@ fn bench_daemon(options: &Options) -> anyhow::Result<()> {
         let rss = rss_kib(pid, "VmRSS:");
         let (mut reload, mut peak) = (Duration::ZERO, 0);
         if options.wants("load") {
+            // A changed key file (one more byte): /refresh loads a file store's file whole only
+            // when it changed.
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&keys)?
+                .write_all(b" ")?;
             let reload_started = Instant::now();
             let refresh = exchange(
                 &socket(dir.path()),
@@ -457,15 +474,17 @@ fn scrape_every_second(
 }
 
 /// The same latency and throughput measurements against a bare hyper server.
-/// `--change-cost`: per key count, the object's size and one host's reload after a change.
+/// `--change-cost`: per key count, the object's size and one host's reload after a change of the
+/// key object; then a revocation through the change log.
 fn bench_change_cost(options: &Options) -> anyhow::Result<()> {
+    println!("a change of the key object, loaded whole (median of 3):");
     println!(
         "{:>9} | {:>10} | {:>8} | {:>8} | {:>10} | fleet bytes per change at 1,000 / 10,000 hosts",
         "keys", "object MB", "fetch ms", "build ms", "refresh ms"
     );
     let dir = tempfile::tempdir()?;
+    let path = dir.path().join("keys.json");
     for &count in &options.counts {
-        let path = dir.path().join("keys.json");
         write_key_file(&path, count)?;
         let body = std::fs::read(&path)?;
         let changes = heare_auth_tests::change_cost::measure(&body, 3)?;
@@ -482,6 +501,38 @@ fn bench_change_cost(options: &Options) -> anyhow::Result<()> {
             median(|c| c.refresh_ms),
             mb * 1_000.0 / 1e3,
             mb * 10_000.0 / 1e3,
+        );
+    }
+    bench_log_cost(options, &path)
+}
+
+/// The second half of `--change-cost`: revocations through the change log (5 each).
+fn bench_log_cost(options: &Options, path: &Path) -> anyhow::Result<()> {
+    println!("a revocation through the change log (median and worst of 5):");
+    println!(
+        "{:>9} | {:>14} | {:>21} | {:>15} | {:>17} | fleet bytes per change at 1,000 / 10,000 hosts",
+        "keys", "bytes/change", "to refusal ms med/max", "steady RSS MiB", "RSS after, max +%"
+    );
+    for &count in &options.counts {
+        let (ids, secrets) = write_keys(path, count)?;
+        let body = std::fs::read(path)?;
+        let (steady, changes) =
+            heare_auth_tests::change_cost::measure_log(&body, &ids, &secrets, 5)?;
+        let mut bytes: Vec<usize> = changes.iter().map(|c| c.bytes).collect();
+        bytes.sort_unstable();
+        let mut times: Vec<f64> = changes.iter().map(|c| c.to_refusal_ms).collect();
+        times.sort_by(f64::total_cmp);
+        let rss_max = changes.iter().map(|c| c.rss_kib).max().unwrap_or(0);
+        let grown = (rss_max as f64 / steady.max(1) as f64 - 1.0) * 100.0;
+        let per_change = bytes[bytes.len() / 2];
+        println!(
+            "{count:>9} | {per_change:>14} | {:>10.1} / {:>8.1} | {:>15.1} | {:>10.1} {grown:>+5.1}% | {:.1} MB / {:.1} MB",
+            times[times.len() / 2],
+            times[times.len() - 1],
+            steady as f64 / 1024.0,
+            rss_max as f64 / 1024.0,
+            per_change as f64 * 1_000.0 / 1e6,
+            per_change as f64 * 10_000.0 / 1e6,
         );
     }
     Ok(())
@@ -598,13 +649,21 @@ fn base62(rng: &mut impl Rng, len: usize) -> String {
 
 /// Writes `count` keys to `path`; returns their secrets.
 fn write_key_file(path: &Path, count: usize) -> anyhow::Result<Vec<String>> {
+    Ok(write_keys(path, count)?.1)
+}
+
+/// [`write_key_file`], returning the keys' ids too.
+fn write_keys(path: &Path, count: usize) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut rng = rand::rng();
     let mut secrets = Vec::with_capacity(count);
+    let mut ids = Vec::with_capacity(count);
     let mut keys = Vec::with_capacity(count);
     for i in 0..count {
         let secret = format!("sec_0{}{}", base62(&mut rng, 8), base62(&mut rng, 51));
+        let id = format!("key_0{}{}", base62(&mut rng, 8), base62(&mut rng, 10));
+        ids.push(id.clone());
         keys.push(serde_json::json!({
-            "id": format!("key_0{}{}", base62(&mut rng, 8), base62(&mut rng, 10)),
+            "id": id,
             "secret": secret,
             "name": format!("svc-{i}"),
             "secret_type": "shared_secret",
@@ -622,7 +681,7 @@ fn write_key_file(path: &Path, count: usize) -> anyhow::Result<Vec<String>> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(&body)?;
     file.sync_all()?;
-    Ok(secrets)
+    Ok((ids, secrets))
 }
 
 fn start(dir: &Path, secrets: &[String]) -> anyhow::Result<(Child, Duration)> {
