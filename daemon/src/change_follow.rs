@@ -122,6 +122,8 @@ pub enum End {
     Stuck { seq: u64, reason: String },
     /// The log could not be read; the key object's poll stands in for it.
     Unreadable(StoreError),
+    /// The overlay passed [`FOLD_AFTER`]: more may follow once it is folded.
+    Full,
 }
 
 /// The served keys with what could be applied, and how following ended.
@@ -136,13 +138,33 @@ pub struct CaughtUp {
     pub end: End,
 }
 
+/// Keys in the overlay past which a follow stops reading and the reloader folds it into a new
+/// base (the key object loaded again, off the request path): 10,000 keys cost about 10 ms to
+/// index at each change and keep a verify within a few percent of an empty overlay's.
+pub const FOLD_AFTER: usize = 10_000;
+
+/// The most changes applied over a freshly loaded key object; a log running further past it
+/// stops there (planted changes must not take unbounded memory).
+pub const MAX_BEYOND_BASE: u64 = 100_000;
+
+/// How a follow treats what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// The keys served: stop once the overlay passes [`FOLD_AFTER`] ([`End::Full`]).
+    Served,
+    /// A key object just loaded: read on up to [`MAX_BEYOND_BASE`]; a removal of a key it does
+    /// not hold is no change (the key object is the authority on what exists).
+    FreshBase,
+}
+
 /// Applies every change of the log after `served`'s, reading at most [`MAX_PER_READING`] at a
-/// time and applying each reading at once, off the async threads. A reading that does not apply
-/// leaves the keys as they were before it.
+/// time and applying each reading at once, off the async threads; a reading that does not apply
+/// is applied change by change up to the one that does not, whose number the end names.
 pub async fn catch_up(
     log: Option<&dyn ChangeLog>,
     secret: Option<&StorageSecret>,
     served: Arc<ServedKeys>,
+    over: Over,
 ) -> CaughtUp {
     let mut caught = CaughtUp {
         served,
@@ -161,25 +183,26 @@ pub async fn catch_up(
     loop {
         let reading = read_after(log, secret, &store_id, seq).await;
         if let Some(last) = reading.last_seq() {
-            let count = reading.changes.len() as u64;
-            match apply(&caught.served, reading.changes, last).await {
-                Ok((next, skipped)) => {
-                    caught.served = next;
-                    caught.applied += count;
-                    caught.bodies.extend(reading.bodies);
-                    caught.skipped.extend(skipped);
-                    seq = last;
-                }
-                Err(reason) => {
-                    caught.end = End::Stuck {
-                        seq: seq + 1,
-                        reason,
-                    };
-                    return caught;
-                }
+            if let Err((at, reason)) =
+                apply_in_order(&mut caught, reading.changes, reading.bodies, over).await
+            {
+                caught.end = End::Stuck { seq: at, reason };
+                return caught;
             }
+            seq = last;
         }
         caught.end = match reading.stop {
+            Stop::Full if over == Over::Served && caught.served.overlay_len() > FOLD_AFTER => {
+                End::Full
+            }
+            Stop::Full if over == Over::FreshBase && caught.applied >= MAX_BEYOND_BASE => {
+                End::Stuck {
+                    seq: seq.saturating_add(1),
+                    reason: format!(
+                        "the log runs more than {MAX_BEYOND_BASE} changes past the key object"
+                    ),
+                }
+            }
             Stop::Full => continue,
             Stop::UpToDate => End::UpToDate,
             Stop::Snapshot(at) => End::Snapshot(at),
@@ -190,15 +213,64 @@ pub async fn catch_up(
     }
 }
 
-/// `served` with `changes` (the last numbered `last`) applied, on a blocking thread.
+/// Applies `changes` (with their `bodies`) to `caught`: all at once, else one by one up to the
+/// first that does not apply, whose number and reason come back.
+async fn apply_in_order(
+    caught: &mut CaughtUp,
+    changes: Vec<Change>,
+    bodies: Vec<Vec<u8>>,
+    over: Over,
+) -> Result<(), (u64, String)> {
+    let Some(first) = changes.first().map(|change| change.seq) else {
+        return Ok(());
+    };
+    let tolerant = over == Over::FreshBase;
+    let all = apply(&caught.served, changes.clone(), tolerant).await;
+    let reason = match all {
+        Ok(next) => {
+            caught.accept(next, changes.len(), bodies);
+            return Ok(());
+        }
+        Err(reason) if changes.len() == 1 => return Err((first, reason)),
+        Err(reason) => reason,
+    };
+    tracing::debug!(%reason, "change_batch_applied_one_by_one");
+    for (change, body) in changes.into_iter().zip(bodies) {
+        let seq = change.seq;
+        let next = apply(&caught.served, vec![change], tolerant)
+            .await
+            .map_err(|reason| (seq, reason))?;
+        caught.accept(next, 1, vec![body]);
+    }
+    Ok(())
+}
+
+impl CaughtUp {
+    fn accept(
+        &mut self,
+        (next, skipped): (Arc<ServedKeys>, Vec<SkippedKey>),
+        count: usize,
+        bodies: Vec<Vec<u8>>,
+    ) {
+        self.served = next;
+        self.applied += count as u64;
+        self.bodies.extend(bodies);
+        self.skipped.extend(skipped);
+    }
+}
+
+/// `served` with `changes` applied, on a blocking thread; `tolerant`: a removal of a key that is
+/// not served is no change.
 async fn apply(
     served: &Arc<ServedKeys>,
     changes: Vec<Change>,
-    last: u64,
+    tolerant: bool,
 ) -> Result<(Arc<ServedKeys>, Vec<SkippedKey>), String> {
+    let last = changes.last().map_or(0, |change| change.seq);
     let from = served.clone();
     let applied = tokio::task::spawn_blocking(move || {
-        from.apply(last, changes.iter().flat_map(|change| &change.keys))
+        let keys = changes.iter().flat_map(|change| &change.keys);
+        from.apply(last, keys, tolerant)
     })
     .await
     .map_err(|error| format!("applying was cancelled: {error}"))?;
@@ -234,7 +306,9 @@ pub async fn replay(
     for body in bodies {
         let next = match Change::decode_kept(&body, secret) {
             Ok(change) if change.seq <= seq => continue,
-            Ok(change) if change.seq == seq + 1 && change.store_id == store_id => change,
+            Ok(change) if Some(change.seq) == seq.checked_add(1) && change.store_id == store_id => {
+                change
+            }
             Ok(change) => {
                 caught.end = stuck(
                     change.seq,
@@ -243,7 +317,7 @@ pub async fn replay(
                 break;
             }
             Err(error) => {
-                caught.end = stuck(seq + 1, &error.to_string());
+                caught.end = stuck(seq.saturating_add(1), &error.to_string());
                 break;
             }
         };
@@ -251,19 +325,9 @@ pub async fn replay(
         changes.push(next);
         caught.bodies.push(body);
     }
-    if let Some(last) = changes.last().map(|change| change.seq) {
-        let count = changes.len() as u64;
-        match apply(&caught.served, changes, last).await {
-            Ok((next, skipped)) => {
-                caught.served = next;
-                caught.applied = count;
-                caught.skipped = skipped;
-            }
-            Err(reason) => {
-                caught.bodies.clear();
-                caught.end = stuck(last, &reason);
-            }
-        }
+    let bodies = std::mem::take(&mut caught.bodies);
+    if let Err((at, reason)) = apply_in_order(&mut caught, changes, bodies, Over::FreshBase).await {
+        caught.end = stuck(at, &reason);
     }
     caught
 }

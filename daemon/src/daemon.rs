@@ -17,7 +17,7 @@ use crate::change_queue::{self, state::QueueState};
 use crate::config::{
     Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings, store_endpoint,
 };
-use crate::generation::Newest;
+use crate::generation::{Newest, NewestChange};
 use crate::logging::LogGuard;
 use crate::notify;
 use crate::ports;
@@ -422,10 +422,11 @@ async fn reloader(config: &StoreSettings) -> Reloader {
         refresh_interval: config.refresh_interval,
         refresh_jitter: config.refresh_jitter,
         newest: Arc::new(Newest::open(generation_record(config).as_deref())),
+        newest_change: NewestChange::open(change_record(config).as_deref()),
         log: heare_auth_store::open_change_log(
             &config.url,
             &config.s3,
-            config.max_store_bytes,
+            config.max_store_bytes.min(MAX_CHANGE_BYTES),
             std::time::Duration::ZERO,
         )
         .await,
@@ -435,6 +436,17 @@ async fn reloader(config: &StoreSettings) -> Reloader {
 
 /// Where the rollback guard keeps the highest generation served: beside the last-known-good
 /// cache, else beside a local key file; an S3 store without a cache keeps it in memory only.
+/// The largest change object read (1,000 keys of 64 KiB each): a planted one of the key object's
+/// own limit (1 GiB by default) is refused from its Content-Length.
+const MAX_CHANGE_BYTES: u64 = 64 << 20;
+
+/// Where the rollback guard keeps the highest change of the log served: beside the generation's
+/// record (`<cache>.change_seq`).
+fn change_record(config: &StoreSettings) -> Option<std::path::PathBuf> {
+    let generation = generation_record(config)?;
+    Some(generation.with_extension("change_seq"))
+}
+
 fn generation_record(config: &StoreSettings) -> Option<std::path::PathBuf> {
     let beside = match (&config.cache_path, &config.url) {
         (Some(cache), _) => cache.clone(),

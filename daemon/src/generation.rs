@@ -37,6 +37,10 @@ pub enum RollbackError {
         "its generation {found} lies more than a day in the future: tampered with, or written by a clock far ahead (refused; rewrite it with heare-authctl --accept-older)"
     )]
     Future { found: u64 },
+    #[error(
+        "with the change log beyond it, it reaches change {found}, but change {newest} was already served: an older key object written back and later changes deleted, or a cache missing changes (refused; restore the newest key object or the deleted change objects)"
+    )]
+    OlderChange { found: u64, newest: u64 },
 }
 
 /// How far ahead of the daemon's clock a generation may be (writers' clocks differ).
@@ -125,6 +129,112 @@ impl Newest {
             tracing::warn!(%error, "generation_record_write_failed");
         }
     }
+}
+
+/// The highest change of the change log served, with the store identity it belongs to, and
+/// where it is kept across restarts (`<cache>.change_seq`, 0600): the rollback guard for change
+/// numbers. A change applied from the log advances it without the key object's generation
+/// moving, so an older key object (its generation still the newest served) written back with the
+/// changes after it deleted is refused by this record, not by the generation.
+pub struct NewestChange {
+    served: std::sync::Mutex<Option<(String, u64)>>,
+    file: Option<PathBuf>,
+}
+
+impl NewestChange {
+    /// The record kept in `record` (none: only in memory); unreadable counts as none, logged.
+    pub fn open(record: Option<&Path>) -> NewestChange {
+        let served = match record.map(read_change) {
+            Some(Ok(served)) => served,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "change_record_unreadable");
+                None
+            }
+            None => None,
+        };
+        NewestChange {
+            served: std::sync::Mutex::new(served),
+            file: record.map(Path::to_path_buf),
+        }
+    }
+
+    fn get(&self) -> Option<(String, u64)> {
+        self.served
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether keys of store `store_id` at change `found` may be served: not when a later change
+    /// of the same store was served already.
+    pub fn check(&self, store_id: Option<&str>, found: Option<u64>) -> Result<(), RollbackError> {
+        match (self.get(), store_id, found) {
+            (Some((served_store, newest)), Some(store), Some(found))
+                if served_store == store && found < newest =>
+            {
+                Err(RollbackError::OlderChange { found, newest })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that change `seq` of store `store_id` is now served.
+    pub fn served(&self, store_id: Option<&str>, seq: Option<u64>) {
+        let (Some(store), Some(seq)) = (store_id, seq) else {
+            return;
+        };
+        {
+            let mut served = self
+                .served
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if served
+                .as_ref()
+                .is_some_and(|(known, newest)| known == store && *newest >= seq)
+            {
+                return;
+            }
+            *served = Some((store.to_string(), seq));
+        }
+        if let Some(file) = &self.file
+            && let Err(error) = write_text(file, &format!("{store} {seq}\n"))
+        {
+            tracing::warn!(%error, "change_record_write_failed");
+        }
+    }
+}
+
+fn read_change(path: &Path) -> Result<Option<(String, u64)>, SafeFileError> {
+    let (dir, name) = Dir::of(path)?;
+    let Some(mut file) = dir.open_existing(&name)? else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    file.by_ref()
+        .take(256)
+        .read_to_string(&mut text)
+        .map_err(|source| SafeFileError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let parsed = text
+        .split_once(' ')
+        .and_then(|(store, seq)| Some((store.to_string(), seq.trim().parse().ok()?)));
+    parsed.map(Some).ok_or_else(|| SafeFileError::Io {
+        action: "parse",
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a change record"),
+    })
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), SafeFileError> {
+    let (dir, name) = Dir::of(path)?;
+    let private = Ownership {
+        owner: None,
+        mode: 0o600,
+    };
+    dir.replace(&name, text.as_bytes(), private).map(drop)
 }
 
 fn read(path: &Path) -> Result<u64, SafeFileError> {
@@ -220,5 +330,31 @@ mod tests {
         let again = Newest::open(Some(&record));
         assert!(again.check(Some(99), NOW).is_err());
         assert_eq!(again.check(Some(100), NOW), Ok(()));
+    }
+
+    #[test]
+    fn an_older_change_of_the_same_store_is_refused_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("keys.cache.change_seq");
+        let newest = NewestChange::open(Some(&record));
+        assert_eq!(newest.check(Some("store_a"), Some(1)), Ok(()));
+        newest.served(Some("store_a"), Some(7));
+        newest.served(Some("store_a"), Some(5));
+        assert_eq!(
+            newest.check(Some("store_a"), Some(6)),
+            Err(RollbackError::OlderChange {
+                found: 6,
+                newest: 7
+            })
+        );
+        assert_eq!(newest.check(Some("store_a"), Some(7)), Ok(()));
+        assert_eq!(
+            newest.check(Some("store_b"), Some(1)),
+            Ok(()),
+            "another store"
+        );
+        assert_eq!(newest.check(Some("store_a"), None), Ok(()), "no log");
+        let again = NewestChange::open(Some(&record));
+        assert!(again.check(Some("store_a"), Some(6)).is_err());
     }
 }

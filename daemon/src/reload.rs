@@ -12,8 +12,8 @@
 //! "only if changed", so an unchanged object costs one 304 (a file: one `fstat`).
 
 use crate::cache;
-use crate::change_follow::{self, CaughtUp, End};
-use crate::generation::{self, Newest};
+use crate::change_follow::{self, CaughtUp, End, FOLD_AFTER, Over};
+use crate::generation::{self, Newest, NewestChange};
 use crate::keyset::{KeySet, ServedKeys, SkippedKey};
 use crate::metrics::{Metrics, ReloadResult, ReloadTrigger};
 use crate::notify;
@@ -31,11 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-
-/// Overlay entries past which the applied changes are folded into a new base (by loading the key
-/// object again, off the request path): 10,000 keys cost about 10 ms to index at each change and
-/// keep a verify within a few percent of an empty overlay's.
-pub const FOLD_AFTER: usize = 10_000;
 
 /// The first key set, before serving starts.
 pub struct Initial {
@@ -68,6 +63,8 @@ struct Built {
     skipped: Vec<SkippedKey>,
     /// The generation of an encrypted body (see [`crate::generation`]).
     generation: Option<u64>,
+    /// Whether the body was encrypted (the rollback guards apply).
+    encrypted: bool,
     /// The store's version of the body; `None` when the store held no object.
     version: Option<String>,
     /// The body as stored, for the cache; `None` when the store held no object.
@@ -112,6 +109,9 @@ pub struct Reloader {
     pub refresh_jitter: Jitter,
     /// The highest generation served (refuses older encrypted bodies written back).
     pub newest: Arc<Newest>,
+    /// The highest change of the log served (refuses an older encrypted key object whose log was
+    /// cut back, and a cache missing changes that were served).
+    pub newest_change: NewestChange,
     /// The change log beside the key object; `None` in a build that cannot read it.
     pub log: Option<Box<dyn ChangeLog>>,
     /// What following the log left to remember between loads.
@@ -130,6 +130,8 @@ pub struct Following {
     /// The bodies of the changes applied since the key object was last loaded whole, as kept
     /// beside the cache.
     since_base: Vec<Vec<u8>>,
+    /// The key object's version the last fold loaded.
+    folded_at: Option<String>,
 }
 
 impl Reloader {
@@ -139,11 +141,13 @@ impl Reloader {
         let now = timestamp::now();
         let started = std::time::Instant::now();
         let store_error = match self.fetch_and_build(None).await {
-            Ok(Loaded::Fresh(built)) => {
-                let mut initial = self.started_from_store(*built, now).await;
-                initial.recorded.elapsed = started.elapsed();
-                return Ok(initial);
-            }
+            Ok(Loaded::Fresh(built)) => match self.started_from_store(*built, now).await {
+                Ok(mut initial) => {
+                    initial.recorded.elapsed = started.elapsed();
+                    return Ok(initial);
+                }
+                Err(error) => error,
+            },
             Ok(Loaded::Unchanged) => ReloadError::NotModifiedUnasked,
             Err(error) => error,
         };
@@ -154,11 +158,15 @@ impl Reloader {
                 self.store.describe()
             );
         };
-        match self.load_cache(cache_path).await {
+        let from_cache = match self.load_cache(cache_path).await {
             Ok(loaded) => {
-                let mut initial = self
-                    .started_from_cache(loaded, cache_path, store_error, now)
-                    .await;
+                self.started_from_cache(loaded, cache_path, store_error.clone(), now)
+                    .await
+            }
+            Err(cache_error) => Err(cache_error),
+        };
+        match from_cache {
+            Ok(mut initial) => {
                 initial.recorded.elapsed = started.elapsed();
                 Ok(initial)
             }
@@ -170,12 +178,20 @@ impl Reloader {
     }
 
     /// The first set came from the store: cache it, log `startup`.
-    async fn started_from_store(&self, built: Built, now: UnixMillis) -> Initial {
+    async fn started_from_store(
+        &self,
+        built: Built,
+        now: UnixMillis,
+    ) -> Result<Initial, ReloadError> {
         self.record_generation(built.generation).await;
-        let cache_error = self.write_cache(built.body).await.and_then(Result::err);
-        log_skipped(&built.skipped);
         let caught = self.follow_base(built.keys).await;
+        if built.encrypted {
+            self.check_change_rollback(&caught.served, built.version.as_deref())?;
+        }
+        self.record_change(&caught.served);
+        let cache_error = self.write_cache(built.body).await.and_then(Result::err);
         self.write_changes().await;
+        log_skipped(&built.skipped);
         let mut skipped = built.skipped;
         skipped.extend(caught.skipped);
         tracing::info!(
@@ -187,7 +203,7 @@ impl Reloader {
             build_ms = built.timing.build_ms,
             "startup"
         );
-        Initial {
+        Ok(Initial {
             status: LoadStatus {
                 cache_error,
                 ..LoadStatus::fresh(built.version, now, &skipped)
@@ -195,7 +211,7 @@ impl Reloader {
             keys: caught.served,
             serve_until: UnixMillis::MAX,
             recorded: first_load(ReloadResult::Success, now),
-        }
+        })
     }
 
     /// The first set came from the cache because the store failed: stale from the start. The
@@ -206,8 +222,16 @@ impl Reloader {
         cache_path: &Path,
         store_error: ReloadError,
         now: UnixMillis,
-    ) -> Initial {
+    ) -> Result<Initial, ReloadError> {
         let caught = self.replay_cached_changes(keys, cache_path).await;
+        // A cache that misses changes that were served would bring revoked keys back.
+        let checked = self
+            .newest_change
+            .check(caught.served.store_id(), caught.served.change_seq());
+        checked.map_err(|cause| ReloadError::Cache {
+            path: cache_path.to_path_buf(),
+            cause: BodyError::Rollback(cause),
+        })?;
         tracing::warn!(
             keys_loaded = caught.served.len(),
             changes_applied = caught.applied,
@@ -216,7 +240,7 @@ impl Reloader {
             cache_written_at = %timestamp::format(written),
             "serving_stale_cache"
         );
-        Initial {
+        Ok(Initial {
             status: LoadStatus {
                 version: None,
                 last_load_at: None,
@@ -230,7 +254,7 @@ impl Reloader {
             serve_until: self.deadline_from(written),
             keys: caught.served,
             recorded: first_load(ReloadResult::Failure, now),
-        }
+        })
     }
 
     /// The cached set with the changes kept beside the cache applied over it.
@@ -364,10 +388,12 @@ impl Reloader {
                 .load_whole(shared, None, Cause::of(ReloadTrigger::ChangeGap), now)
                 .await;
         }
-        if self.due_to_fold(&shared.keys_full()) {
-            return self
+        if matches!(end, End::Full) || self.due_to_fold(shared) {
+            let folded = self
                 .load_whole(shared, None, Cause::of(ReloadTrigger::Fold), now)
                 .await;
+            self.following().folded_at = shared.status().version.clone();
+            return folded;
         }
         self.look_at_key_object(shared, trigger.into(), &end, now)
             .await
@@ -379,12 +405,13 @@ impl Reloader {
         if self.is_stuck(&served) {
             return End::NotFollowing;
         }
+        let secret = self.storage_secret.as_ref();
         let caught =
-            change_follow::catch_up(self.log.as_deref(), self.storage_secret.as_ref(), served)
-                .await;
+            change_follow::catch_up(self.log.as_deref(), secret, served, Over::Served).await;
         self.note_end(&caught.end, "load_key_object");
         if caught.applied > 0 {
             self.publish_applied(shared, &caught);
+            self.record_change(&caught.served);
             shared.publish(caught.served);
             self.following().since_base.extend(caught.bodies);
             self.write_changes().await;
@@ -392,9 +419,14 @@ impl Reloader {
         caught.end
     }
 
-    /// Whether the changes applied since the last whole load are many enough to fold.
-    fn due_to_fold(&self, served: &ServedKeys) -> bool {
-        served.overlay_len() > FOLD_AFTER || self.following().since_base.len() > FOLD_AFTER
+    /// Whether the changes applied since the last whole load are many enough to fold, and the
+    /// key object is not the one the last fold loaded (a key object far behind its log would
+    /// otherwise be loaded again at every trigger).
+    fn due_to_fold(&self, shared: &Shared) -> bool {
+        let many = shared.keys().overlay_len() > FOLD_AFTER;
+        let following = self.following();
+        let again = following.folded_at.is_some() && following.folded_at == shared.status().version;
+        (many || following.since_base.len() > FOLD_AFTER) && !again
     }
 
     /// Rewrites the cache's list of changes applied since its body (when a cache is configured).
@@ -459,7 +491,10 @@ impl Reloader {
             }) => (version, change_seq),
         };
         match (object_seq, served_seq) {
-            (Some(object), Some(served)) if object <= served => {
+            // Not while a snapshot waits: the key object alone holds it.
+            (Some(object), Some(served))
+                if object <= served && !matches!(end, End::Snapshot(_)) =>
+            {
                 // The log already delivered everything the key object holds.
                 shared.status().version = Some(new_version);
                 unchanged(shared, cause, now)
@@ -486,11 +521,14 @@ impl Reloader {
     ) -> Loaded3 {
         match self.fetch_and_build(since.as_deref()).await {
             Ok(Loaded::Unchanged) => unchanged(shared, cause, now),
-            Ok(Loaded::Fresh(built)) => (
-                Ok(self.publish(shared, *built, cause, now).await),
-                ReloadResult::Success,
-                cause,
-            ),
+            Ok(Loaded::Fresh(built)) => match self.publish(shared, *built, cause, now).await {
+                Ok(count) => (Ok(count), ReloadResult::Success, cause),
+                Err(error) => (
+                    Err(self.failed(shared, error, cause)),
+                    ReloadResult::Failure,
+                    cause,
+                ),
+            },
             Err(error) => (
                 Err(self.failed(shared, error, cause)),
                 ReloadResult::Failure,
@@ -503,8 +541,9 @@ impl Reloader {
     async fn follow_base(&self, keys: KeySet) -> CaughtUp {
         let base = Arc::new(ServedKeys::new(keys));
         self.unstick_if_past(&base);
+        let secret = self.storage_secret.as_ref();
         let caught =
-            change_follow::catch_up(self.log.as_deref(), self.storage_secret.as_ref(), base).await;
+            change_follow::catch_up(self.log.as_deref(), secret, base, Over::FreshBase).await;
         if let End::Stuck { seq, .. } = caught.end {
             self.following().stuck_at = Some(seq);
         }
@@ -547,7 +586,7 @@ impl Reloader {
                 }
             }
             End::UpToDate => self.following().unreadable = None,
-            End::NotFollowing => {}
+            End::NotFollowing | End::Full => {}
         }
     }
 
@@ -558,9 +597,19 @@ impl Reloader {
     }
 
     /// The store confirmed the set in force: fresh again.
-    async fn publish(&self, shared: &Shared, built: Built, cause: Cause, now: UnixMillis) -> usize {
+    async fn publish(
+        &self,
+        shared: &Shared,
+        built: Built,
+        cause: Cause,
+        now: UnixMillis,
+    ) -> Result<usize, ReloadError> {
         self.record_generation(built.generation).await;
         let caught = self.follow_base(built.keys).await;
+        if built.encrypted {
+            self.check_change_rollback(&caught.served, built.version.as_deref())?;
+        }
+        self.record_change(&caught.served);
         let count = caught.served.len();
         let old = shared.publish(caught.served.clone());
         shared.set_serve_until(UnixMillis::MAX);
@@ -595,7 +644,29 @@ impl Reloader {
             shared.status().cache_error = written.err();
         }
         self.write_changes().await;
-        count
+        Ok(count)
+    }
+
+    /// Refuses keys that reach a lower change of the log than was served (same store).
+    fn check_change_rollback(
+        &self,
+        served: &ServedKeys,
+        version: Option<&str>,
+    ) -> Result<(), ReloadError> {
+        let checked = self
+            .newest_change
+            .check(served.store_id(), served.change_seq());
+        checked.map_err(|cause| ReloadError::Body {
+            store: self.store.describe(),
+            version: version.unwrap_or("-").to_string(),
+            cause: BodyError::Rollback(cause),
+        })
+    }
+
+    /// Remembers the change the keys now served reach.
+    fn record_change(&self, served: &ServedKeys) {
+        self.newest_change
+            .served(served.store_id(), served.change_seq());
     }
 
     /// A failed load: the set in force stays, marked stale; max_stale starts counting from the
@@ -643,6 +714,7 @@ impl Reloader {
                     keys: KeySet::empty(),
                     skipped: Vec::new(),
                     generation: None,
+                    encrypted: false,
                     version: None,
                     body: None,
                     timing: Timing::default(),
@@ -667,6 +739,7 @@ impl Reloader {
             keys: parsed.keys,
             skipped: parsed.skipped,
             generation: parsed.generation,
+            encrypted: parsed.encrypted,
             version: Some(version),
             body: Some(parsed.body),
             timing: Timing {

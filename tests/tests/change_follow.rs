@@ -315,3 +315,36 @@ fn a_restart_while_s3_is_down_serves_the_cache_with_the_changes_applied_since() 
     ));
     again.stop();
 }
+
+#[test]
+fn an_older_key_object_written_back_with_its_later_changes_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("STORAGE_SECRET", "storage-secret-of-the-follow-tests")];
+    let (s3, [(a, sec_a), (_, sec_b)]) = store_with_two_keys(dir.path(), &env);
+    let before = s3.get_object(BUCKET, OBJECT).unwrap().unwrap();
+    let mut first = daemon(&s3, dir.path(), &env);
+    ctl(&s3, dir.path(), &first.socket, &env).ok(&["delete", &a, "--yes"]);
+    assert!(!valid(&first, &sec_a));
+    // Someone who can write the bucket but holds no secret puts back the key object the daemon
+    // loaded whole (its generation is still the newest the daemon loaded) and deletes the change
+    // after it; then makes the daemon load it whole.
+    s3.put_object(BUCKET, OBJECT, &before).unwrap();
+    s3.delete_object(BUCKET, &change_object(3)).unwrap();
+    first.signal(Signal::SIGHUP);
+    assert!(logged(&first, "refresh_failed", |e| e["error"]
+        .as_str()
+        .is_some_and(
+            |error| error.contains("change 3 was already served")
+        )));
+    assert!(!valid(&first, &sec_a), "the revoked key stays revoked");
+    assert!(valid(&first, &sec_b));
+    first.stop();
+    // Across a restart too: the record is kept beside the cache.
+    let mut again = daemon(&s3, dir.path(), &env);
+    assert!(
+        !valid(&again, &sec_a),
+        "refused at start: served from the cache instead"
+    );
+    assert_eq!(again.status()["source"], "cache");
+    again.stop();
+}

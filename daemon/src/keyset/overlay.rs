@@ -159,10 +159,14 @@ impl ServedKeys {
     /// The served keys with `changes` applied in order, the last being number `seq`; builds the
     /// base's id index on first use. Returns the keys the overlay had to skip (an unusable stored
     /// form, as a load skips it). Runs in the overlay's time, off the request path.
+    ///
+    /// `tolerant`: a removal of a key that is not served is no change (for changes over a key
+    /// object just loaded, which may have skipped that key); otherwise it fails.
     pub fn apply<'c>(
         &self,
         seq: u64,
         changes: impl IntoIterator<Item = &'c KeyChange>,
+        tolerant: bool,
     ) -> Result<(ServedKeys, Vec<SkippedKey>), ApplyError> {
         let base_ids = match &self.base_ids {
             Some(ids) => ids.clone(),
@@ -170,7 +174,7 @@ impl ServedKeys {
         };
         let mut entries = self.entries.clone();
         for change in changes {
-            self.touch(&mut entries, &base_ids, seq, change)?;
+            self.touch(&mut entries, &base_ids, seq, change, tolerant)?;
         }
         let (overlay, skipped) = index_entries(&entries, seq)?;
         let mut shadowed: Vec<u32> = entries.values().filter_map(|e| e.base_position).collect();
@@ -195,6 +199,7 @@ impl ServedKeys {
         base_ids: &IdIndex,
         seq: u64,
         change: &KeyChange,
+        tolerant: bool,
     ) -> Result<(), ApplyError> {
         let (base_position, present) = match entries.get(&change.id) {
             Some(entry) => (entry.base_position, entry.key.is_some()),
@@ -204,6 +209,9 @@ impl ServedKeys {
             }
         };
         if change.key.is_none() && !present {
+            if tolerant {
+                return Ok(());
+            }
             return Err(ApplyError::UnknownKey {
                 seq,
                 id: change.id.clone(),
@@ -331,7 +339,7 @@ mod tests {
             key("key_b", "sec_b2"),
             removal("key_c"),
         ];
-        let (next, skipped) = served.apply(7, &changes).unwrap();
+        let (next, skipped) = served.apply(7, &changes, false).unwrap();
         assert!(skipped.is_empty());
         assert_eq!(next.change_seq(), Some(7));
         assert_eq!(next.len(), 3);
@@ -344,7 +352,7 @@ mod tests {
         // The previous set is untouched: requests holding it finish with it.
         assert_eq!(id_of(served.verify("sec_c", NOW)).as_deref(), Some("key_c"));
         // A key removed and created again lives in the overlay.
-        let (again, _) = next.apply(8, &[key("key_c", "sec_c3")]).unwrap();
+        let (again, _) = next.apply(8, &[key("key_c", "sec_c3")], false).unwrap();
         assert_eq!(id_of(again.verify("sec_c3", NOW)).as_deref(), Some("key_c"));
         assert_eq!(again.len(), 4);
     }
@@ -352,14 +360,17 @@ mod tests {
     #[test]
     fn changes_that_do_not_apply_are_refused() {
         let served = base();
-        let unknown = served.apply(5, &[removal("key_zz")]).err().unwrap();
+        let unknown = served.apply(5, &[removal("key_zz")], false).err().unwrap();
         assert!(
             matches!(unknown, ApplyError::UnknownKey { seq: 5, .. }),
             "{unknown}"
         );
-        let (gone, _) = served.apply(5, &[removal("key_a")]).unwrap();
-        assert!(gone.apply(6, &[removal("key_a")]).is_err());
-        let clash = served.apply(5, &[key("key_e", "sec_a")]).err().unwrap();
+        let (gone, _) = served.apply(5, &[removal("key_a")], false).unwrap();
+        assert!(gone.apply(6, &[removal("key_a")], false).is_err());
+        let clash = served
+            .apply(5, &[key("key_e", "sec_a")], false)
+            .err()
+            .unwrap();
         assert!(
             matches!(&clash, ApplyError::DuplicateSecret { first, .. } if first == "key_a"),
             "{clash}"
@@ -368,7 +379,7 @@ mod tests {
         // Taking over the secret of a key removed in the same change is fine.
         assert!(
             served
-                .apply(5, &[removal("key_a"), key("key_e", "sec_a")])
+                .apply(5, &[removal("key_a"), key("key_e", "sec_a")], false)
                 .is_ok()
         );
     }
@@ -381,12 +392,12 @@ mod tests {
         };
         served.record_use(&view, NOW);
         served.record_use(&view, NOW + 1);
-        let (next, _) = served.apply(5, &[key("key_b", "sec_b2")]).unwrap();
+        let (next, _) = served.apply(5, &[key("key_b", "sec_b2")], false).unwrap();
         let Verdict::Valid(view) = next.verify("sec_b2", NOW) else {
             panic!()
         };
         next.record_use(&view, NOW + 2);
-        let (later, _) = next.apply(6, &[key("key_x", "sec_x")]).unwrap();
+        let (later, _) = next.apply(6, &[key("key_x", "sec_x")], false).unwrap();
         let listed: Vec<_> = later
             .usage()
             .filter(|(id, _)| *id == "key_b")

@@ -30,6 +30,9 @@ heare-auth-fleet-sim [OPTIONS]
   --revocations K            keys revoked with heare-authctl delete, at least 1 (default 10)
   --outage SECS              S3 outage in the middle of the run; 0 for none (default 60)
   --keys M                   keys in the key file, more than K (default 100)
+  --log                      start from a key file a log-aware heare-authctl wrote (a store
+                             identity, change 0): every revocation is one change object of the
+                             log, the key object never fetched whole again
   --bin-dir DIR              where heare-authd and heare-authctl are (default: the workspace's
                              target/release; build them with cargo build --release first)
   --changes-per-day C        changes a day assumed by the extrapolation (default 100)
@@ -50,6 +53,7 @@ struct Options {
     changes_per_day: f64,
     seed: u64,
     keep: bool,
+    log: bool,
     trace: Option<PathBuf>,
     json: bool,
 }
@@ -67,6 +71,7 @@ impl Default for Options {
             changes_per_day: 100.0,
             seed: rand::random(),
             keep: false,
+            log: false,
             trace: None,
             json: false,
         }
@@ -141,6 +146,7 @@ fn scenario_for(options: &Options, mode: Mode, index: u64) -> Scenario {
         bin_dir: options.bin_dir.clone(),
         seed: options.seed.wrapping_add(index),
         keep_dir: options.keep,
+        log: options.log,
     }
 }
 
@@ -175,6 +181,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Option
             "--revocations" => options.revocations = value()?.parse().context("--revocations")?,
             "--outage" => options.outage = seconds(&value()?).context("--outage")?,
             "--keys" => options.keys = value()?.parse().context("--keys")?,
+            "--log" => options.log = true,
             "--bin-dir" => options.bin_dir = PathBuf::from(value()?),
             "--changes-per-day" => {
                 options.changes_per_day = value()?.parse().context("--changes-per-day")?;

@@ -531,15 +531,17 @@ pub fn extrapolation(reports: &[ModeReport], changes_per_day: f64) -> String {
             c.idle_sqs,
             c.sqs_per_change
         );
+        let per_daemon = report.bytes_per_change / report.daemons.max(1) as f64;
         for hosts in HOSTS {
             let (s3, sqs, dollars) = per_day(c, hosts, changes_per_day);
             let _ = writeln!(
                 out,
-                "    H = {:>6}: S3 {:>14} + SQS {:>14} requests/day = ${:.2}/day",
+                "    H = {:>6}: S3 {:>14} + SQS {:>14} requests/day = ${:.2}/day; {} bytes fetched per change",
                 thousands(hosts as f64),
                 thousands(s3),
                 thousands(sqs),
-                dollars
+                dollars,
+                thousands(per_daemon * hosts as f64),
             );
         }
     }

@@ -64,6 +64,11 @@ pub struct Scenario {
     pub seed: u64,
     /// Keep the daemons' directories (logs) instead of removing them.
     pub keep_dir: bool,
+    /// Start from a key file as a log-aware heare-authctl leaves it (at change 0 of a store
+    /// identity): every revocation then reaches the daemons as one change object of the log.
+    /// Without it the key file is as the Python service writes it, and the first revocation
+    /// (which gives the store its identity) is loaded whole.
+    pub log: bool,
 }
 
 /// A stretch of the run.
@@ -174,7 +179,10 @@ fn test_keys(count: usize, rng: &mut StdRng) -> Vec<TestKey> {
 fn set_up(scenario: &Scenario, keys: &[TestKey]) -> anyhow::Result<Setup> {
     let moto = Moto::start()?;
     let proxy = CountingProxy::start(&moto.endpoint())?;
-    let body = key_file(keys);
+    let body = match scenario.log {
+        true => crate::change_cost::at_change_zero(&key_file(keys)),
+        false => key_file(keys),
+    };
     put_key_file(&moto.endpoint(), &body)?;
     let notify_queues = match scenario.mode {
         Mode::Polling => Vec::new(),
