@@ -48,12 +48,14 @@ impl Reading {
     }
 }
 
-/// Reads the changes of the store `store_id` after number `after`.
+/// Reads the changes of the store `store_id` after number `after`, through `until` at most (then
+/// without asking for the number after it).
 pub async fn read_after(
     log: &dyn ChangeLog,
     secret: Option<&StorageSecret>,
     store_id: &str,
     after: u64,
+    until: u64,
 ) -> Reading {
     let mut changes = Vec::new();
     let mut bodies = Vec::new();
@@ -62,7 +64,7 @@ pub async fn read_after(
         if changes.len() >= MAX_PER_READING {
             break Stop::Full;
         }
-        let Some(next) = seq.checked_add(1) else {
+        let Some(next) = seq.checked_add(1).filter(|&next| next <= until) else {
             break Stop::UpToDate;
         };
         match read_one(log, secret, store_id, next).await {
@@ -166,6 +168,17 @@ pub async fn catch_up(
     served: Arc<ServedKeys>,
     over: Over,
 ) -> CaughtUp {
+    catch_up_until(log, secret, served, over, u64::MAX).await
+}
+
+/// [`catch_up`] through change `until` at most.
+pub async fn catch_up_until(
+    log: Option<&dyn ChangeLog>,
+    secret: Option<&StorageSecret>,
+    served: Arc<ServedKeys>,
+    over: Over,
+    until: u64,
+) -> CaughtUp {
     let mut caught = CaughtUp {
         served,
         applied: 0,
@@ -181,7 +194,7 @@ pub async fn catch_up(
         return caught;
     };
     loop {
-        let reading = read_after(log, secret, &store_id, seq).await;
+        let reading = read_after(log, secret, &store_id, seq, until).await;
         if let Some(last) = reading.last_seq() {
             if let Err((at, reason)) =
                 apply_in_order(&mut caught, reading.changes, reading.bodies, over).await

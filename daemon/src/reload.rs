@@ -349,7 +349,7 @@ impl Reloader {
         if explicit.is_some() {
             notify::reloading();
         }
-        let trigger = explicit.unwrap_or(batch[0].trigger);
+        let trigger = explicit.unwrap_or_else(|| batch_trigger(&batch));
         let outcome = self.reload(shared, trigger).await;
         for request in batch {
             if let Some(reply) = request.reply {
@@ -382,6 +382,11 @@ impl Reloader {
         if !trigger.is_conditional() {
             return self.load_whole(shared, None, trigger.into(), now).await;
         }
+        if let Trigger::NotifyChange(through) = trigger
+            && let Some(done) = self.follow_through(shared, through, trigger.into()).await
+        {
+            return done;
+        }
         let end = self.follow(shared).await;
         if matches!(end, End::Stuck { .. }) {
             return self
@@ -397,6 +402,38 @@ impl Reloader {
         }
         self.look_at_key_object(shared, trigger.into(), &end, now)
             .await
+    }
+
+    /// Queue events named changes through `through` only: those are read (one GET each, nothing
+    /// past them, no HEAD; the key object's own event looks at it), and applied. `None` when
+    /// they could not all be (missing, invalid): the caller then follows the log and looks at
+    /// the key object as for any trigger. The set's freshness is left as it is (the key object
+    /// was not asked, and a forged message must not make a stale set look fresh).
+    async fn follow_through(&self, shared: &Shared, through: u64, cause: Cause) -> Option<Loaded3> {
+        let served = shared.keys_full();
+        let done = |count| Some((Ok(count), ReloadResult::Unchanged, cause));
+        if served.change_seq()? >= through {
+            return done(served.len());
+        }
+        if self.is_stuck(&served) {
+            return None;
+        }
+        let secret = self.storage_secret.as_ref();
+        let log = self.log.as_deref();
+        let caught =
+            change_follow::catch_up_until(log, secret, served, Over::Served, through).await;
+        let reached = caught.served.change_seq().is_some_and(|seq| seq >= through);
+        if caught.applied > 0 {
+            self.publish_applied(shared, &caught);
+            self.record_change(&caught.served);
+            shared.publish(caught.served.clone());
+            self.following().since_base.extend(caught.bodies);
+            self.write_changes().await;
+        }
+        match reached && !self.due_to_fold(shared) {
+            true => done(caught.served.len()),
+            false => None,
+        }
     }
 
     /// Applies the changes of the log beyond the keys served and publishes the result.
@@ -477,7 +514,13 @@ impl Reloader {
         let served_seq = shared.keys().change_seq();
         // A HEAD that fails falls back to the conditional GET, whose error names S3's code
         // (a HEAD answer has no body to carry it).
-        let headed = self.store.head(version.as_deref()).await.ok().flatten();
+        let headed = match self.store.head(version.as_deref()).await {
+            Ok(headed) => headed,
+            Err(error) => {
+                tracing::debug!(%error, "key_object_head_failed");
+                None
+            }
+        };
         let (new_version, object_seq) = match headed {
             None => return self.load_whole(shared, version, cause, now).await,
             Some(Headed::Missing) => return self.load_whole(shared, None, cause, now).await,
@@ -499,14 +542,33 @@ impl Reloader {
                 shared.status().version = Some(new_version);
                 unchanged(shared, cause, now)
             }
-            (Some(_), Some(_)) if matches!(end, End::UpToDate | End::Snapshot(_)) => {
-                let why = match end {
+            (Some(object), Some(_)) if matches!(end, End::UpToDate) => {
+                // A writer may have committed and rewritten the key object since the log was
+                // read: read it once more before calling the number missing.
+                let again = self.follow(shared).await;
+                let reached = shared.keys().change_seq().is_some_and(|seq| seq >= object);
+                if reached && matches!(again, End::UpToDate) {
+                    shared.status().version = Some(new_version);
+                    return unchanged(shared, cause, now);
+                }
+                let why = match again {
                     End::Snapshot(_) => ReloadTrigger::Snapshot,
                     _ => ReloadTrigger::ChangeGap,
                 };
                 self.load_whole(shared, None, Cause::of(why), now).await
             }
-            _ => self.load_whole(shared, version, cause, now).await,
+            (Some(_), Some(_)) if matches!(end, End::Snapshot(_)) => {
+                let why = Cause::of(ReloadTrigger::Snapshot);
+                self.load_whole(shared, None, why, now).await
+            }
+            _ => {
+                tracing::debug!(
+                    object_change_seq = object_seq,
+                    served_change_seq = served_seq,
+                    "key_object_changed_beyond_the_log"
+                );
+                self.load_whole(shared, version, cause, now).await
+            }
         }
     }
 
@@ -539,7 +601,12 @@ impl Reloader {
 
     /// A freshly loaded base with the log applied beyond it.
     async fn follow_base(&self, keys: KeySet) -> CaughtUp {
-        let base = Arc::new(ServedKeys::new(keys));
+        let plain = Arc::new(ServedKeys::new(keys));
+        let copy = plain.clone();
+        let base = match tokio::task::spawn_blocking(move || copy.with_id_index()).await {
+            Ok(Some(indexed)) => Arc::new(indexed),
+            _ => plain,
+        };
         self.unstick_if_past(&base);
         let secret = self.storage_secret.as_ref();
         let caught =
@@ -829,6 +896,24 @@ impl Reloader {
             Some(max) => confirmed_at.saturating_add(max.as_millis() as UnixMillis),
             None => UnixMillis::MAX,
         }
+    }
+}
+
+/// The trigger one load answers a batch of conditional requests with: queue events that named
+/// only changes are answered by reading through the highest; anything else by the first other.
+fn batch_trigger(batch: &[ReloadRequest]) -> Trigger {
+    let other = batch
+        .iter()
+        .map(|r| r.trigger)
+        .find(|t| !matches!(t, Trigger::NotifyChange(_)));
+    let highest = batch.iter().filter_map(|r| match r.trigger {
+        Trigger::NotifyChange(seq) => Some(seq),
+        _ => None,
+    });
+    match (other, highest.max()) {
+        (Some(other), _) => other,
+        (None, Some(seq)) => Trigger::NotifyChange(seq),
+        (None, None) => Trigger::Poll,
     }
 }
 

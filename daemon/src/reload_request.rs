@@ -24,6 +24,10 @@ pub enum Trigger {
     /// An S3 event for the key object arrived on the notify queue.
     #[cfg_attr(not(feature = "s3"), allow(dead_code))] // only the queue listener sends it
     Notify,
+    /// S3 events for change objects of the log only, the highest numbered this: those changes
+    /// are read (nothing past them, no look at the key object) when they follow on.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    NotifyChange(u64),
     /// The file store's watcher saw the key file change (or is starting).
     Watch,
 }
@@ -36,7 +40,7 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Poll => "poll",
             Trigger::Retry => "retry",
-            Trigger::Notify => "notify",
+            Trigger::Notify | Trigger::NotifyChange(_) => "notify",
             Trigger::Watch => "watch",
         }
     }
@@ -48,7 +52,7 @@ impl Trigger {
             Trigger::Http => ReloadTrigger::Http,
             Trigger::Poll => ReloadTrigger::Poll,
             Trigger::Retry => ReloadTrigger::Retry,
-            Trigger::Notify => ReloadTrigger::Notify,
+            Trigger::Notify | Trigger::NotifyChange(_) => ReloadTrigger::Notify,
             Trigger::Watch => ReloadTrigger::Watch,
         }
     }

@@ -348,3 +348,32 @@ fn an_older_key_object_written_back_with_its_later_changes_deleted_is_refused() 
     assert_eq!(again.status()["source"], "cache");
     again.stop();
 }
+
+#[test]
+fn polling_follows_the_log_and_never_fetches_the_key_object_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s3, [(a, sec_a), (_, sec_b)]) = store_with_two_keys(dir.path(), &[]);
+    let mut daemon = s3
+        .daemon(dir.path(), BUCKET, OBJECT)
+        .config("refresh_interval = \"1s\"\n[s3]\ntimeout = \"2s\"\n")
+        .start()
+        .unwrap();
+    let writer = ctl(&s3, dir.path(), &dir.path().join("none.sock"), &[]);
+    writer.ok(&["delete", &a, "--yes", "--no-reload"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || !valid(&daemon, &sec_a)),
+        "the poll delivered the revocation"
+    );
+    assert!(valid(&daemon, &sec_b));
+    // A few more polls: each reads the next number (404) and HEADs the key object.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sample(&daemon, "heare_auth_changes_applied_total"), 1.0);
+    assert_eq!(
+        reloads(&daemon, "poll", "success"),
+        0.0,
+        "never loaded whole"
+    );
+    assert!(reloads(&daemon, "poll", "unchanged") >= 2.0);
+    assert_eq!(daemon.status()["change_seq"], 3);
+    daemon.stop();
+}

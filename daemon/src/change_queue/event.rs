@@ -83,18 +83,50 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What `body` says about `bucket`/`key`.
 pub fn classify(body: &str, bucket: &str, key: &str) -> Notice {
-    if body.len() > MAX_BODY {
-        return Notice::Invalid;
+    match parse(body) {
+        Some(event) => notice_of(&event, bucket, key),
+        None => Notice::Invalid,
     }
-    let event = match serde_json::from_str::<SnsEnvelope>(body) {
-        Ok(envelope) if envelope.kind == "Notification" => {
-            serde_json::from_str::<S3Event>(&envelope.message)
-        }
-        _ => serde_json::from_str::<S3Event>(body),
+}
+
+/// What an event of ours names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// The key object.
+    KeyObject,
+    /// Change `n` of its log.
+    Change(u64),
+}
+
+/// The objects of ours a message names (none for any other message).
+pub fn named(body: &str, bucket: &str, key: &str) -> Vec<Naming> {
+    let Some(event) = parse(body) else {
+        return Vec::new();
     };
-    match event {
-        Ok(event) => notice_of(&event, bucket, key),
-        Err(_) => Notice::Invalid,
+    let records = event.records.unwrap_or_default();
+    records
+        .iter()
+        .filter(|record| record.source.as_deref() == Some("aws:s3"))
+        .filter_map(|record| record.s3.as_ref())
+        .filter(|s3| s3.bucket.name == bucket)
+        .filter_map(|s3| decoded_key(&s3.object.key))
+        .filter_map(|named| match named == key {
+            true => Some(Naming::KeyObject),
+            false => change_of(&named, key).map(Naming::Change),
+        })
+        .collect()
+}
+
+/// The S3 event in a message, directly or in an SNS envelope; `None` for anything else.
+fn parse(body: &str) -> Option<S3Event> {
+    if body.len() > MAX_BODY {
+        return None;
+    }
+    match serde_json::from_str::<SnsEnvelope>(body) {
+        Ok(envelope) if envelope.kind == "Notification" => {
+            serde_json::from_str::<S3Event>(&envelope.message).ok()
+        }
+        _ => serde_json::from_str::<S3Event>(body).ok(),
     }
 }
 
@@ -119,11 +151,15 @@ fn notice_of(event: &S3Event, bucket: &str, key: &str) -> Notice {
 /// when the escapes do not decode to UTF-8.
 /// Whether an event's object is the key object or one of its change log's objects.
 fn names_ours(named: &str, key: &str) -> bool {
-    let change = named
+    named == key || change_of(named, key).is_some()
+}
+
+/// The number of the change object `named` is in the log of `key`.
+fn change_of(named: &str, key: &str) -> Option<u64> {
+    named
         .strip_prefix(key)
         .and_then(|rest| rest.strip_prefix(".changes/"))
-        .and_then(heare_auth_store::change::seq_of_name);
-    named == key || change.is_some()
+        .and_then(heare_auth_store::change::seq_of_name)
 }
 
 fn decoded_key(encoded: &str) -> Option<String> {
@@ -178,6 +214,19 @@ mod tests {
             let event = s3_event("auth", other);
             assert_eq!(classify(&event, "auth", "prod/keys.json"), Notice::Ignored);
         }
+    }
+
+    #[test]
+    fn a_message_names_the_key_object_or_its_changes() {
+        let key = "prod/keys.json";
+        let change = s3_event("auth", "prod/keys.json.changes/00000000000000000042.json");
+        assert_eq!(named(&in_sns(&change), "auth", key), [Naming::Change(42)]);
+        assert_eq!(
+            named(&s3_event("auth", key), "auth", key),
+            [Naming::KeyObject]
+        );
+        assert!(named(&s3_event("other", key), "auth", key).is_empty());
+        assert!(named("garbage", "auth", key).is_empty());
     }
 
     #[test]

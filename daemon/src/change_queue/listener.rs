@@ -7,7 +7,7 @@
 //! empty at once is followed by a wait for the rest of [`MIN_RECEIVE_CYCLE`], and messages that
 //! are not S3 events are logged at most once a minute, as a count.
 
-use super::event::{self, Notice};
+use super::event::{self, Naming, Notice};
 use super::state::QueueState;
 use crate::config::NotifyQueue;
 use crate::reload_request::{ReloadOutcome, ReloadRequest, Trigger};
@@ -134,7 +134,11 @@ impl<'a> Listener<'a> {
         self.state.received(&notices);
         self.note_invalid(notices.iter().filter(|n| **n == Notice::Invalid).count());
         if notices.contains(&Notice::Ours) {
-            self.reload().await;
+            let named: Vec<Naming> = messages
+                .iter()
+                .flat_map(|m| event::named(&m.body, bucket, key))
+                .collect();
+            self.reload(trigger_for(&named)).await;
         }
         let receipts: Vec<String> = messages.into_iter().map(|m| m.receipt).collect();
         self.queue.delete(&receipts).await
@@ -142,7 +146,7 @@ impl<'a> Listener<'a> {
 
     /// Asks for a conditional reload, no sooner than [`MIN_RELOAD_SPACING`] after the last one,
     /// and not at all while paused after a failed one.
-    async fn reload(&mut self) {
+    async fn reload(&mut self, trigger: Trigger) {
         if self
             .reloads_paused_until
             .is_some_and(|until| Instant::now() < until)
@@ -153,7 +157,7 @@ impl<'a> Listener<'a> {
         if let Some(last) = self.last_reload {
             self.sleep_until(last + MIN_RELOAD_SPACING).await;
         }
-        let outcome = reload_now(self.shared).await;
+        let outcome = reload_now(self.shared, trigger).await;
         self.last_reload = Some(Instant::now());
         match outcome {
             Some(Err(_)) => {
@@ -218,12 +222,29 @@ impl<'a> Listener<'a> {
     }
 }
 
+/// What a batch of events asks for: only change objects of the log → those changes
+/// ([`Trigger::NotifyChange`] of the highest), else (the key object named) a look at the key
+/// object after the log ([`Trigger::Notify`]).
+fn trigger_for(named: &[Naming]) -> Trigger {
+    let changes: Option<Vec<u64>> = named
+        .iter()
+        .map(|n| match n {
+            Naming::Change(seq) => Some(*seq),
+            Naming::KeyObject => None,
+        })
+        .collect();
+    match changes.and_then(|seqs| seqs.into_iter().max()) {
+        Some(highest) => Trigger::NotifyChange(highest),
+        None => Trigger::Notify,
+    }
+}
+
 /// Asks the reloader for a conditional reload and waits until it is done; `None` when the
 /// reloader is gone (the daemon is stopping).
-async fn reload_now(shared: &Shared) -> Option<ReloadOutcome> {
+async fn reload_now(shared: &Shared, trigger: Trigger) -> Option<ReloadOutcome> {
     let (reply, done) = oneshot::channel();
     let request = ReloadRequest {
-        trigger: Trigger::Notify,
+        trigger,
         reply: Some(reply),
     };
     shared.reload_requests.send(request).await.ok()?;

@@ -76,6 +76,24 @@ impl ServedKeys {
         }
     }
 
+    /// A freshly loaded base (nothing over it) with its id index built now, when it follows a
+    /// log: the first change applied over it then costs its own size, not the index's build
+    /// (~100 ms at a million keys). `None` when there is nothing to build.
+    pub fn with_id_index(&self) -> Option<ServedKeys> {
+        let follows = self.change_seq.is_some() && self.store_id().is_some();
+        if self.base_ids.is_some() || !self.entries.is_empty() || !follows {
+            return None;
+        }
+        Some(ServedKeys {
+            base: self.base.clone(),
+            base_ids: Some(Arc::new(IdIndex::of(&self.base))),
+            entries: BTreeMap::new(),
+            overlay: KeySet::empty(),
+            shadowed: Box::new([]),
+            change_seq: self.change_seq,
+        })
+    }
+
     /// The number of the last change of the log the served keys contain; `None` when the key
     /// object names no place in a log (a writer without one wrote it last).
     pub fn change_seq(&self) -> Option<u64> {
