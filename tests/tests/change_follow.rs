@@ -377,3 +377,66 @@ fn polling_follows_the_log_and_never_fetches_the_key_object_again() {
     assert_eq!(daemon.status()["change_seq"], 3);
     daemon.stop();
 }
+
+#[test]
+fn past_ten_thousand_keys_the_overlay_is_folded_into_a_new_base_keeping_usage() {
+    use heare_auth_store::change::KeyChange;
+    use heare_auth_tests::change_cost::{STORE_ID, at_change_zero, change_object as change_body};
+    use heare_auth_tests::keys::{TestKey, key_file};
+    let keys: Vec<TestKey> = (0..11_000)
+        .map(|n| TestKey::new(&format!("key_0fold{n:08}"), &format!("sec_0fold{n:08}")).hashed())
+        .collect();
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    s3.put_object(BUCKET, OBJECT, &at_change_zero(&key_file(&keys)))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = daemon(&s3, dir.path(), &[]);
+    for _ in 0..3 {
+        assert!(valid(&daemon, &keys[0].secret));
+    }
+    // Eleven changes of 1,000 keys each give every key a scope; the key object takes them in.
+    let mut object: Value = serde_json::from_slice(&key_file(&keys)).unwrap();
+    for key in object["keys"].as_array_mut().unwrap() {
+        key["scopes"] = serde_json::json!(["read"]);
+    }
+    let stored: Vec<Value> = object["keys"].as_array().unwrap().clone();
+    for (n, batch) in stored.chunks(1000).enumerate() {
+        let changes = batch
+            .iter()
+            .map(|key| KeyChange {
+                id: key["id"].as_str().unwrap().to_string(),
+                key: key.as_object().cloned(),
+            })
+            .collect();
+        let seq = n as u64 + 1;
+        let body = change_body(seq, "scopes", changes);
+        s3.put_object(BUCKET, &change_object(seq), &body).unwrap();
+    }
+    object["change_seq"] = 11.into();
+    object["store_id"] = STORE_ID.into();
+    s3.put_object(BUCKET, OBJECT, &serde_json::to_vec(&object).unwrap())
+        .unwrap();
+    refreshed(&daemon);
+    assert!(
+        wait_until(Duration::from_secs(20), || reloads(
+            &daemon, "fold", "success"
+        ) == 1.0),
+        "{}",
+        daemon.log()
+    );
+    let status = daemon.status();
+    assert_eq!(status["overlay_keys"], 0, "{status}");
+    assert_eq!(status["change_seq"], 11);
+    assert_eq!(status["keys_loaded"], 11_000);
+    assert_eq!(sample(&daemon, "heare_auth_changes_applied_total"), 11.0);
+    assert!(valid(&daemon, &keys[0].secret));
+    assert_eq!(
+        usage_of(&daemon, &keys[0].id),
+        [4],
+        "usage moved into the new base"
+    );
+    refreshed(&daemon);
+    assert_eq!(reloads(&daemon, "fold", "success"), 1.0, "folded once");
+    daemon.stop();
+}
