@@ -58,8 +58,13 @@ pub fn changes_path(cache: &Path) -> std::path::PathBuf {
 }
 
 /// Writes the change bodies applied over the cached body (a JSON array of the bodies, which are
-/// JSON or an encrypted token: text either way) atomically with mode 0600.
+/// JSON or an encrypted token: text either way) atomically with mode 0600; with none, removes
+/// the file (nothing is left beside the cache that it does not need).
 pub fn write_changes(cache: &Path, bodies: &[Vec<u8>]) -> Result<(), SafeFileError> {
+    if bodies.is_empty() {
+        let (dir, name) = Dir::of(&changes_path(cache))?;
+        return dir.remove(&name).map(drop);
+    }
     let texts: Vec<std::borrow::Cow<'_, str>> = bodies
         .iter()
         .map(|body| String::from_utf8_lossy(body))
