@@ -205,29 +205,58 @@ impl NewestChange {
 }
 
 fn read_change(path: &Path) -> Result<Option<(String, u64)>, SafeFileError> {
+    let Some(text) = read_record(path, 256)? else {
+        return Ok(None);
+    };
+    let parsed = text
+        .split_once(' ')
+        .and_then(|(store, seq)| Some((store.to_string(), seq.trim().parse().ok()?)));
+    parsed
+        .map(Some)
+        .ok_or_else(|| unparsable(path, "not a change record"))
+}
+
+fn read(path: &Path) -> Result<u64, SafeFileError> {
+    let Some(text) = read_record(path, 64)? else {
+        return Ok(0);
+    };
+    text.trim()
+        .parse()
+        .map_err(|_| unparsable(path, "not a generation"))
+}
+
+fn write(path: &Path, generation: u64) -> Result<(), SafeFileError> {
+    write_text(path, &format!("{generation}\n"))
+}
+
+/// The first `limit` bytes of the record file at `path` (opened without following a link);
+/// `None` when there is none.
+fn read_record(path: &Path, limit: u64) -> Result<Option<String>, SafeFileError> {
     let (dir, name) = Dir::of(path)?;
     let Some(mut file) = dir.open_existing(&name)? else {
         return Ok(None);
     };
     let mut text = String::new();
     file.by_ref()
-        .take(256)
+        .take(limit)
         .read_to_string(&mut text)
         .map_err(|source| SafeFileError::Io {
             action: "read",
             path: path.to_path_buf(),
             source,
         })?;
-    let parsed = text
-        .split_once(' ')
-        .and_then(|(store, seq)| Some((store.to_string(), seq.trim().parse().ok()?)));
-    parsed.map(Some).ok_or_else(|| SafeFileError::Io {
-        action: "parse",
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a change record"),
-    })
+    Ok(Some(text))
 }
 
+fn unparsable(path: &Path, what: &str) -> SafeFileError {
+    SafeFileError::Io {
+        action: "parse",
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, what),
+    }
+}
+
+/// Writes a record file atomically, mode 0600, through the directory's descriptor.
 fn write_text(path: &Path, text: &str) -> Result<(), SafeFileError> {
     let (dir, name) = Dir::of(path)?;
     let private = Ownership {
@@ -235,37 +264,6 @@ fn write_text(path: &Path, text: &str) -> Result<(), SafeFileError> {
         mode: 0o600,
     };
     dir.replace(&name, text.as_bytes(), private).map(drop)
-}
-
-fn read(path: &Path) -> Result<u64, SafeFileError> {
-    let (dir, name) = Dir::of(path)?;
-    let Some(mut file) = dir.open_existing(&name)? else {
-        return Ok(0);
-    };
-    let mut text = String::new();
-    file.by_ref()
-        .take(64)
-        .read_to_string(&mut text)
-        .map_err(|source| SafeFileError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    text.trim().parse().map_err(|_| SafeFileError::Io {
-        action: "parse",
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a generation"),
-    })
-}
-
-fn write(path: &Path, generation: u64) -> Result<(), SafeFileError> {
-    let (dir, name) = Dir::of(path)?;
-    let private = Ownership {
-        owner: None,
-        mode: 0o600,
-    };
-    dir.replace(&name, format!("{generation}\n").as_bytes(), private)
-        .map(drop)
 }
 
 #[cfg(test)]
