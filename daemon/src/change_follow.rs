@@ -179,13 +179,7 @@ pub async fn catch_up_until(
     over: Over,
     until: u64,
 ) -> CaughtUp {
-    let mut caught = CaughtUp {
-        served,
-        applied: 0,
-        bodies: Vec::new(),
-        skipped: Vec::new(),
-        end: End::NotFollowing,
-    };
+    let mut caught = CaughtUp::starting(served, End::NotFollowing);
     let (Some(log), Some(mut seq), Some(store_id)) = (
         log,
         caught.served.change_seq(),
@@ -259,6 +253,17 @@ async fn apply_in_order(
 }
 
 impl CaughtUp {
+    /// `served` with nothing applied yet, ending as `end` unless something is.
+    fn starting(served: Arc<ServedKeys>, end: End) -> Self {
+        CaughtUp {
+            served,
+            applied: 0,
+            bodies: Vec::new(),
+            skipped: Vec::new(),
+            end,
+        }
+    }
+
     fn accept(
         &mut self,
         (next, skipped): (Arc<ServedKeys>, Vec<SkippedKey>),
@@ -301,13 +306,7 @@ pub async fn replay(
     served: Arc<ServedKeys>,
     bodies: Vec<Vec<u8>>,
 ) -> CaughtUp {
-    let mut caught = CaughtUp {
-        served,
-        applied: 0,
-        bodies: Vec::new(),
-        skipped: Vec::new(),
-        end: End::UpToDate,
-    };
+    let mut caught = CaughtUp::starting(served, End::UpToDate);
     let (Some(mut seq), Some(store_id)) = (
         caught.served.change_seq(),
         caught.served.store_id().map(str::to_owned),

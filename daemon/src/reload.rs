@@ -183,12 +183,8 @@ impl Reloader {
         built: Built,
         now: UnixMillis,
     ) -> Result<Initial, ReloadError> {
-        self.record_generation(built.generation).await;
-        let caught = self.follow_base(built.keys).await;
-        if built.encrypted {
-            self.check_change_rollback(&caught.served, built.version.as_deref())?;
-        }
-        self.record_change(&caught.served);
+        let loaded = (built.generation, built.encrypted, built.version.as_deref());
+        let caught = self.follow_loaded(built.keys, loaded).await?;
         let cache_error = self.write_cache(built.body).await.and_then(Result::err);
         self.write_changes().await;
         log_skipped(&built.skipped);
@@ -423,13 +419,7 @@ impl Reloader {
         let caught =
             change_follow::catch_up_until(log, secret, served, Over::Served, through).await;
         let reached = caught.served.change_seq().is_some_and(|seq| seq >= through);
-        if caught.applied > 0 {
-            self.publish_applied(shared, &caught);
-            self.record_change(&caught.served);
-            shared.publish(caught.served.clone());
-            self.following().since_base.extend(caught.bodies);
-            self.write_changes().await;
-        }
+        self.publish_applied(shared, &caught).await;
         match reached && !self.due_to_fold(shared) {
             true => done(caught.served.len()),
             false => None,
@@ -446,13 +436,7 @@ impl Reloader {
         let caught =
             change_follow::catch_up(self.log.as_deref(), secret, served, Over::Served).await;
         self.note_end(&caught.end, "load_key_object");
-        if caught.applied > 0 {
-            self.publish_applied(shared, &caught);
-            self.record_change(&caught.served);
-            shared.publish(caught.served);
-            self.following().since_base.extend(caught.bodies);
-            self.write_changes().await;
-        }
+        self.publish_applied(shared, &caught).await;
         caught.end
     }
 
@@ -481,8 +465,18 @@ impl Reloader {
         }
     }
 
-    /// Records and logs changes applied without loading the key object.
-    fn publish_applied(&self, shared: &Shared, caught: &CaughtUp) {
+    /// Serves the changes applied without loading the key object (if any), records them in the
+    /// rollback guard, the metrics, the log and the cache's list of changes.
+    async fn publish_applied(&self, shared: &Shared, caught: &CaughtUp) {
+        if caught.applied == 0 {
+            return;
+        }
+        self.record_change(&caught.served);
+        shared.publish(caught.served.clone());
+        self.following()
+            .since_base
+            .extend(caught.bodies.iter().cloned());
+        self.write_changes().await;
         shared
             .metrics
             .changes_applied
@@ -671,12 +665,8 @@ impl Reloader {
         cause: Cause,
         now: UnixMillis,
     ) -> Result<usize, ReloadError> {
-        self.record_generation(built.generation).await;
-        let caught = self.follow_base(built.keys).await;
-        if built.encrypted {
-            self.check_change_rollback(&caught.served, built.version.as_deref())?;
-        }
-        self.record_change(&caught.served);
+        let loaded = (built.generation, built.encrypted, built.version.as_deref());
+        let caught = self.follow_loaded(built.keys, loaded).await?;
         let count = caught.served.len();
         let old = shared.publish(caught.served.clone());
         shared.set_serve_until(UnixMillis::MAX);
@@ -712,6 +702,23 @@ impl Reloader {
         }
         self.write_changes().await;
         Ok(count)
+    }
+
+    /// A body just loaded whole (its generation, whether it was encrypted, its version) with the
+    /// log beyond it: the generation recorded; refused, for an encrypted store, when it reaches a
+    /// lower change than was served; else that change recorded.
+    async fn follow_loaded(
+        &self,
+        keys: KeySet,
+        (generation, encrypted, version): (Option<u64>, bool, Option<&str>),
+    ) -> Result<CaughtUp, ReloadError> {
+        self.record_generation(generation).await;
+        let caught = self.follow_base(keys).await;
+        if encrypted {
+            self.check_change_rollback(&caught.served, version)?;
+        }
+        self.record_change(&caught.served);
+        Ok(caught)
     }
 
     /// Refuses keys that reach a lower change of the log than was served (same store).
