@@ -1,6 +1,6 @@
 //! heare-auth-store: the key file and where it is kept — what heare-authd and heare-authctl
 //! share. The key file's document ([`keyfile`]), the `secret_hash` form ([`secret_hash`]), its
-//! encryption at rest ([`codec`]), its timestamps, durations and sizes ([`timestamp`], [`duration`], [`size`]), the
+//! encryption at rest ([`codec`]), a key's rate limit ([`rate_limit`]), its timestamps, durations and sizes ([`timestamp`], [`duration`], [`size`]), the
 //! stores that hold it ([`FileStore`], and `S3Store` with the default feature `s3`) behind the
 //! [`KeyStore`] trait, named by a [`StoreUrl`], and safe file handling in a directory another user
 //! may write ([`safe_file`]).
@@ -22,6 +22,7 @@ pub mod file;
 pub mod keyfile;
 #[cfg(feature = "s3")]
 pub mod queue;
+pub mod rate_limit;
 #[cfg(feature = "s3")]
 mod s3;
 #[cfg(feature = "s3")]
