@@ -210,6 +210,9 @@ pub struct KeyUsage {
     /// period: a client has not switched to the new secret yet.
     #[serde(default)]
     pub last_used_previous_secret: bool,
+    /// Requests refused by the key's rate limit; present only for a key that has a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<u64>,
 }
 
 /// A daemon's usage as written to its state directory and to a fleet report.

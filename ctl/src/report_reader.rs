@@ -121,6 +121,7 @@ mod tests {
             verifications: n,
             last_verified_at: Some("2026-01-01T00:00:00.000Z".into()),
             last_used_previous_secret: n.is_multiple_of(2),
+            rate_limited: None,
         }
     }
 

@@ -384,6 +384,7 @@ mod tests {
             verifications: n,
             last_verified_at: at.map(str::to_string),
             last_used_previous_secret: previous,
+            rate_limited: None,
         }
     }
 

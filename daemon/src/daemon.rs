@@ -95,6 +95,10 @@ struct TcpSocket {
 /// the caller ([`Config::admin_gid`]) before anything starts.
 pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> anyhow::Result<()> {
     crate::metrics::exposition::note_start();
+    if let Some(limit) = config.rate_limit.default {
+        // Before the first set is built: every set sees the same default.
+        crate::keyset::set_default_rate_limit(limit);
+    }
     let mut signals = Signals::install()?;
     let listeners = bind_listeners(&config.listen)?;
     let host_id = config

@@ -22,13 +22,18 @@ mod chunk;
 mod fast;
 mod ids;
 mod index;
+mod limits;
 mod load;
 mod overlay;
 mod scan;
 mod usage;
 
+pub use limits::{
+    Admission, Quota, RateState, clock as rate_clock, set_default as set_default_rate_limit,
+};
 pub use overlay::{ApplyError, OverlayEntry, ServedKeys};
 
+use limits::Limits;
 use usage::KeyUsage;
 pub use usage::UsageReading;
 
@@ -179,6 +184,8 @@ pub struct KeySet {
     grace: Box<[GraceIndex]>,
     /// Per record: verifications and the last one's time ([`usage`]).
     usage: Box<[KeyUsage]>,
+    /// Per record: its rate limit and GCRA state, for limited keys only ([`limits`]).
+    limits: Limits,
     /// Where in the change log the key file that made this set stands.
     log: LogPosition,
 }
@@ -201,6 +208,7 @@ impl KeySet {
             by_digest: Box::new([DigestIndex::default()]),
             grace: Box::new([GraceIndex::default()]),
             usage: Box::new([]),
+            limits: Limits::default(),
             log: LogPosition::default(),
         }
     }
@@ -300,6 +308,48 @@ impl KeySet {
         }
     }
 
+    /// Decides one more request of `key` (a view of this set) at `now` ([`rate_clock`]).
+    pub fn admit(&self, key: &KeyView<'_>, now: u64) -> Admission {
+        self.limits.admit(key.position, now)
+    }
+
+    /// Every limited key's id with its rate state, for keys that have been used.
+    fn rate_states(&self) -> impl Iterator<Item = (&str, RateState)> {
+        let limited = self.limits.any();
+        (0..self.records.len() as u32)
+            .filter(move |_| limited)
+            .filter_map(|position| Some((self.id_at(position)?, self.limits.state(position)?)))
+    }
+
+    /// Adds rate states read from an older set to the keys of this set with the same ids (the
+    /// later arrival time; the refusals too when `count_refusals`).
+    fn absorb_rate_states<'a>(
+        &self,
+        earlier: impl IntoIterator<Item = (&'a str, RateState)>,
+        count_refusals: bool,
+    ) {
+        if !self.limits.any() {
+            return;
+        }
+        let earlier: HashMap<&str, RateState> = earlier.into_iter().collect();
+        if earlier.is_empty() {
+            return;
+        }
+        for (position, record) in self.records.iter().enumerate() {
+            if let Some(&state) = earlier.get(self.text(record.id)) {
+                self.limits.absorb(position as u32, state, count_refusals);
+            }
+        }
+    }
+
+    /// The refusals of the key at `position` when it is limited (`None` for an unlimited key).
+    fn rate_limited_at(&self, position: u32) -> Option<u64> {
+        match self.limits.is_limited(position) {
+            true => Some(self.limits.state(position).map_or(0, |s| s.refused)),
+            false => None,
+        }
+    }
+
     /// The usage of the key at `position`.
     fn usage_at(&self, position: u32) -> Option<UsageReading> {
         self.usage.get(position as usize).map(KeyUsage::read)
@@ -323,7 +373,14 @@ impl KeySet {
         self.records
             .iter()
             .zip(self.usage.iter())
-            .map(|(record, usage)| (self.text(record.id), usage.read()))
+            .enumerate()
+            .map(|(position, (record, usage))| {
+                let reading = UsageReading {
+                    rate_limited: self.rate_limited_at(position as u32),
+                    ..usage.read()
+                };
+                (self.text(record.id), reading)
+            })
     }
 
     /// Adds usage read elsewhere (an older set, a saved file) to the keys of this set with the
@@ -351,6 +408,7 @@ impl KeySet {
         self.arena.capacity()
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.usage.len() * std::mem::size_of::<KeyUsage>()
+            + self.limits.heap_bytes()
             + self
                 .by_digest
                 .iter()

@@ -668,6 +668,7 @@ impl Reloader {
         let loaded = (built.generation, built.encrypted, built.version.as_deref());
         let caught = self.follow_loaded(built.keys, loaded).await?;
         let count = caught.served.len();
+        usage::carry_rate_states(shared.keys_full(), caught.served.clone()).await;
         let old = shared.publish(caught.served.clone());
         shared.set_serve_until(UnixMillis::MAX);
         let mut skipped = built.skipped;

@@ -142,6 +142,7 @@ fn report_body(host_id: &str, keys: usize) -> Vec<u8> {
             verifications: n as u64 + 1,
             last_verified_at: Some(timestamp::format(at)),
             last_used_previous_secret: false,
+            rate_limited: None,
         }
     };
     let report = UsageReport {
@@ -293,6 +294,7 @@ fn with_retired_key(body: &[u8]) -> Vec<u8> {
         verifications: 5,
         last_verified_at: Some(timestamp::format(timestamp::now())),
         last_used_previous_secret: false,
+        rate_limited: None,
     };
     let keys = report["keys"].as_array_mut().unwrap();
     keys.push(serde_json::to_value(retired).unwrap());

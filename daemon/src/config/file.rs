@@ -112,6 +112,7 @@ pub(super) struct FileConfig {
     pub s3: Option<S3Section>,
     pub stats: Option<StatsSection>,
     pub forward_auth: Option<super::forward_auth::ForwardAuthSection>,
+    pub rate_limit: Option<super::rate_limit::RateLimitSection>,
 }
 
 /// Reads `explicit`, or the default path if it exists (a missing default file is no file).

@@ -10,6 +10,7 @@
 mod file;
 mod forward_auth;
 mod freshness;
+mod rate_limit;
 mod resolve;
 mod secret_file;
 mod stats;
@@ -18,6 +19,7 @@ mod usage;
 
 pub use forward_auth::ForwardAuthSettings;
 pub use freshness::NotifyQueue;
+pub use rate_limit::RateLimitSettings;
 pub use stats::{StatsProtocol, StatsSecret, StatsSettings};
 pub use usage::{ReportPrefix, UsageSettings};
 
@@ -159,6 +161,8 @@ pub struct Config {
     pub usage: UsageSettings,
     /// How `/auth` reads keys and answers identities.
     pub forward_auth: ForwardAuthSettings,
+    /// How keys are rate limited.
+    pub rate_limit: RateLimitSettings,
 }
 
 impl Config {
@@ -184,6 +188,7 @@ impl Config {
             log: resolve::log(cli, file)?,
             stats: stats::resolve(env, file)?,
             forward_auth: forward_auth::resolve(file.forward_auth.as_ref())?,
+            rate_limit: rate_limit::resolve(file.rate_limit.as_ref())?,
         })
     }
 
@@ -244,6 +249,7 @@ impl Config {
             StatsSettings::describe(self.stats.as_ref()),
             self.usage.describe(),
             self.forward_auth.describe(),
+            self.rate_limit.describe(),
         ]
         .concat()
         .iter()

@@ -9,6 +9,7 @@
 
 use super::{DISABLED, LoadError, Record, SecretDigest, SkippedKey, Span};
 use crate::minify::minify_json_into;
+use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::timestamp::{self, UnixMillis};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -37,6 +38,8 @@ pub(super) struct FileKey<'a> {
     pub grace_secrets: Option<Vec<GraceSecret<'a>>>,
     #[serde(borrow, default)]
     pub scopes: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub rate_limit: Option<&'a RawValue>,
 }
 
 /// A previous secret of a rotated key, still accepted until `expires_at`.
@@ -61,6 +64,8 @@ pub(super) struct Chunk {
     /// A hash of each record's id (same positions), to find duplicate ids without a map.
     pub id_hashes: Vec<u64>,
     pub grace: Vec<GraceEntry>,
+    /// The chunk-local positions of keys with their own rate limit, and the limits.
+    pub limits: Vec<(u32, RateLimit)>,
     pub skipped: Vec<SkippedKey>,
     /// A string or record position that does not fit the layout's `u32`s.
     pub too_large: bool,
@@ -76,6 +81,7 @@ impl Chunk {
             digests: Vec::with_capacity(keys),
             id_hashes: Vec::with_capacity(keys),
             grace: Vec::new(),
+            limits: Vec::new(),
             skipped: Vec::new(),
             too_large: false,
             id_hasher,
@@ -107,11 +113,17 @@ impl Chunk {
         let grace = grace_secrets(key)?;
         let metadata = metadata_text(key)?;
         let scopes = scopes_text(key)?;
+        let limit = rate_limit(key)?;
         let expires_at = if key.disabled == Some(true) {
             DISABLED
         } else {
             expires_at
         };
+        if let Some(limit) = limit
+            && let Ok(position) = u32::try_from(self.records.len())
+        {
+            self.limits.push((position, limit));
+        }
         self.push_key(key, digest, expires_at, &grace, (metadata, &scopes));
         Ok(())
     }
@@ -243,6 +255,22 @@ pub fn is_scope_token(scope: &str) -> bool {
             let rfc_6750 = b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b);
             rfc_6750 && b != b','
         })
+}
+
+/// The key's own rate limit; a member that is not exactly a limit skips the key (it must never
+/// load unlimited).
+fn rate_limit(key: &FileKey<'_>) -> Result<Option<RateLimit>, &'static str> {
+    let Some(raw) = key.rate_limit else {
+        return Ok(None);
+    };
+    const UNUSABLE: &str = "its rate_limit is not {\"requests\": N, \"per\": \"1m\"} with an optional \"burst\" (whole numbers of at least 1, a period from 1ms to 366d)";
+    let value: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| UNUSABLE)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    RateLimit::from_field(&value)
+        .map(Some)
+        .map_err(|_| UNUSABLE)
 }
 
 /// The key's scopes joined by single spaces (empty when it has none); every scope must be a

@@ -82,6 +82,17 @@ pub(super) fn key(json: &[u8], pos: usize) -> Option<(FileKey<'_>, usize)> {
                 set_once(&mut fields.scopes, value)?;
                 after
             }
+            "rate_limit" => {
+                let (value, after) = match literal(json, at) {
+                    Some((Literal::Null, after)) => (None, after),
+                    _ => {
+                        let (raw, after) = parse_one::<&RawValue>(json, at).ok()?;
+                        (Some(raw), after)
+                    }
+                };
+                set_once(&mut fields.rate_limit, value)?;
+                after
+            }
             _ => skip_value(json, at)?,
         };
         at = skip_whitespace(json, at);
@@ -101,6 +112,7 @@ pub(super) fn key(json: &[u8], pos: usize) -> Option<(FileKey<'_>, usize)> {
         disabled: fields.disabled.flatten(),
         grace_secrets: fields.grace_secrets.flatten(),
         scopes: fields.scopes.flatten(),
+        rate_limit: fields.rate_limit.flatten(),
     };
     Some((key, at + 1))
 }
@@ -117,6 +129,7 @@ struct Fields<'a> {
     disabled: Option<Option<bool>>,
     grace_secrets: Option<Option<Vec<GraceSecret<'a>>>>,
     scopes: Option<Option<Vec<Cow<'a, str>>>>,
+    rate_limit: Option<Option<&'a RawValue>>,
 }
 
 /// Records a member's value; `None` when the member was already seen (serde_json refuses a
@@ -248,6 +261,7 @@ mod tests {
         assert_eq!(fast.disabled, slow.disabled);
         assert_eq!(fast.grace_secrets, slow.grace_secrets);
         assert_eq!(fast.scopes, slow.scopes);
+        assert_eq!(raw(fast.rate_limit), raw(slow.rate_limit));
         true
     }
 
@@ -262,6 +276,9 @@ mod tests {
             r#"{"id":"k","scopes":["a\u0062"],"secret_hash":"sha256:00"}"#,
             r#"{"id":"k","scopes":null}"#,
             r#"{"id":"k","scopes":[]}"#,
+            r#"{"id":"k","rate_limit":{"requests":5,"per":"1s"},"secret":"s"}"#,
+            r#"{"id":"k","rate_limit":null}"#,
+            r#"{"id":"k","rate_limit":"100/1m"}"#,
         ] {
             assert!(same_as_serde(json.as_bytes()), "{json}");
         }

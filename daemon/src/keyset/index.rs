@@ -9,7 +9,9 @@
 //! would have met first is reported: the smallest position of the later key, an id before a secret.
 
 use super::chunk::Chunk;
+use super::limits::Limits;
 use super::{DigestIndex, GraceIndex, KeySet, LoadError, Record, SkippedKey, Span};
+use heare_auth_store::rate_limit::RateLimit;
 use std::collections::hash_map::Entry;
 
 /// Sets smaller than this are indexed in one shard on the calling thread.
@@ -104,6 +106,7 @@ pub(super) fn assemble(
         return Err(found.into_error(&layout));
     }
     let total = layout.total;
+    let limits = limits_of(&chunks, &layout.offsets);
     drop(layout);
     let (arena, records, skipped) = concatenate(chunks, total);
     let (by_digest, grace): (Vec<_>, Vec<_>) = shards
@@ -112,6 +115,7 @@ pub(super) fn assemble(
         .unzip();
     let set = KeySet {
         usage: super::usage::slots(records.len()),
+        limits: Limits::build(limits, records.len()),
         arena,
         records,
         by_digest: by_digest.into_boxed_slice(),
@@ -179,6 +183,20 @@ fn earliest_duplicate(shards: &[Shard]) -> Option<Duplicate> {
         earliest.note(found);
     }
     earliest.0
+}
+
+/// The keys with their own rate limit, at their positions in the set, in order.
+fn limits_of(chunks: &[Chunk], offsets: &[u32]) -> Vec<(u32, RateLimit)> {
+    chunks
+        .iter()
+        .zip(offsets)
+        .flat_map(|(chunk, &offset)| {
+            chunk
+                .limits
+                .iter()
+                .map(move |&(position, limit)| (position + offset, limit))
+        })
+        .collect()
 }
 
 /// The chunks' arenas as one arena, their records (spans shifted into it) as one list, and their

@@ -16,7 +16,9 @@
 //! id) moves them into the new base once.
 
 use super::ids::IdIndex;
-use super::{KeySet, KeyView, LoadError, Plan, SkippedKey, UsageReading, Verdict};
+use super::{
+    Admission, KeySet, KeyView, LoadError, Plan, RateState, SkippedKey, UsageReading, Verdict,
+};
 use heare_auth_store::change::KeyChange;
 use heare_auth_store::secret_hash::SecretDigest;
 use heare_auth_store::timestamp::UnixMillis;
@@ -149,6 +151,37 @@ impl ServedKeys {
         }
     }
 
+    /// Decides one more request of `key` (a view of this set) under its rate limit at `now`
+    /// ([`super::rate_clock`]).
+    pub fn admit(&self, key: &KeyView<'_>, now: u64) -> Admission {
+        match key.position.checked_sub(self.shift()) {
+            Some(position) if !self.entries.is_empty() => self.overlay.limits.admit(position, now),
+            _ => self.base.admit(key, now),
+        }
+    }
+
+    /// Every served limited key's id with its rate state, for keys that have been used.
+    pub fn rate_states(&self) -> impl Iterator<Item = (&str, RateState)> {
+        let base = self
+            .base
+            .rate_states()
+            .filter(|(id, _)| self.entries.is_empty() || !self.entries.contains_key(*id));
+        base.chain(self.overlay.rate_states())
+    }
+
+    /// Adds rate states from an older set to the keys with the same ids: the later arrival
+    /// time, and the refusals too when `count_refusals` (once per older set).
+    pub fn absorb_rate_states<'a>(
+        &self,
+        earlier: impl IntoIterator<Item = (&'a str, RateState)>,
+        count_refusals: bool,
+    ) {
+        let earlier: Vec<_> = earlier.into_iter().collect();
+        self.overlay
+            .absorb_rate_states(earlier.iter().copied(), count_refusals);
+        self.base.absorb_rate_states(earlier, count_refusals);
+    }
+
     /// Every served key's id with its usage: the base's keys not shadowed, then the overlay's.
     pub fn usage(&self) -> impl Iterator<Item = (&str, UsageReading)> {
         let base = self
@@ -207,6 +240,8 @@ impl ServedKeys {
         };
         next.check_unique_secrets(seq)?;
         next.overlay.absorb_usage(self.carried_usage(&next));
+        next.overlay
+            .absorb_rate_states(self.carried_rate_states(&next), true);
         Ok((next, skipped))
     }
 
@@ -273,6 +308,22 @@ impl ServedKeys {
                     None => self.base.usage_at(entry.base_position?)?,
                 };
                 Some((id.as_str(), reading))
+            })
+            .collect()
+    }
+
+    /// The rate states `next`'s overlay keys start with: their state in this overlay, else their
+    /// shadowed base key's.
+    fn carried_rate_states<'a>(&'a self, next: &'a ServedKeys) -> Vec<(&'a str, RateState)> {
+        let in_overlay: HashMap<&str, RateState> = self.overlay.rate_states().collect();
+        next.entries
+            .iter()
+            .filter_map(|(id, entry)| {
+                let state = match in_overlay.get(id.as_str()) {
+                    Some(&state) => state,
+                    None => self.base.limits.state(entry.base_position?)?,
+                };
+                Some((id.as_str(), state))
             })
             .collect()
     }

@@ -27,6 +27,9 @@ pub struct UsageReading {
     /// Whether the last verification used a previous secret of a rotated key (a client that has
     /// not switched to the new secret yet).
     pub last_used_previous_secret: bool,
+    /// Requests refused by the key's rate limit; `None` for a key without a limit (kept by the
+    /// rate limits, not in this 16-byte slot).
+    pub rate_limited: Option<u64>,
 }
 
 impl KeyUsage {
@@ -43,6 +46,7 @@ impl KeyUsage {
             verifications: self.verifications.load(Ordering::Relaxed),
             last_verified_at: (packed > 0).then_some(packed >> 1),
             last_used_previous_secret: packed & 1 == 1,
+            rate_limited: None,
         }
     }
 
@@ -86,6 +90,7 @@ mod tests {
             verifications: 5,
             last_verified_at: Some(1_500),
             last_used_previous_secret: false,
+            ..Default::default()
         });
         assert_eq!(
             usage.read(),
@@ -93,12 +98,14 @@ mod tests {
                 verifications: 7,
                 last_verified_at: Some(2_000),
                 last_used_previous_secret: true,
+                ..Default::default()
             }
         );
         usage.absorb(UsageReading {
             verifications: 1,
             last_verified_at: Some(3_000),
             last_used_previous_secret: false,
+            ..Default::default()
         });
         assert_eq!(usage.read().last_verified_at, Some(3_000));
         assert!(!usage.read().last_used_previous_secret);

@@ -24,10 +24,12 @@ pub enum VerifyResult {
     Stale,
     /// A valid key without a scope the request requires.
     InsufficientScope,
+    /// A valid key over its rate limit.
+    RateLimited,
 }
 
 impl VerifyResult {
-    pub const ALL: [VerifyResult; 9] = [
+    pub const ALL: [VerifyResult; 10] = [
         VerifyResult::Valid,
         VerifyResult::Unknown,
         VerifyResult::Expired,
@@ -37,6 +39,7 @@ impl VerifyResult {
         VerifyResult::Malformed,
         VerifyResult::Stale,
         VerifyResult::InsufficientScope,
+        VerifyResult::RateLimited,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl VerifyResult {
             VerifyResult::Malformed => "malformed",
             VerifyResult::Stale => "stale",
             VerifyResult::InsufficientScope => "insufficient_scope",
+            VerifyResult::RateLimited => "rate_limited",
         }
     }
 }

@@ -88,6 +88,11 @@ pub fn between(then: &Reading, now: &Reading, keys: usize, prefix: &str) -> Batc
     batch.counter(prefix, "verify.requests", verify.requests());
     batch.counter(prefix, "verify.success", valid);
     batch.counter(prefix, "verify.failed", verify.requests() - valid);
+    batch.counter(
+        prefix,
+        "verify.rate_limited",
+        verify.get(VerifyResult::RateLimited),
+    );
     batch.counter(prefix, "refresh.requests", refresh.iter().sum());
     batch.counter(prefix, "refresh.success", refresh[0]);
     batch.counter(prefix, "refresh.failed", refresh[1]);
@@ -162,18 +167,22 @@ mod tests {
         metrics
             .verify
             .record(VerifyResult::Unknown, Duration::from_micros(30));
+        metrics
+            .verify
+            .record(VerifyResult::RateLimited, Duration::from_micros(30));
         let batch = between(&then, &Reading::take(&metrics), 12, "heare-auth");
         assert_eq!(
             batch.counters,
             [
-                ("heare-auth.verify.requests".to_string(), 6),
+                ("heare-auth.verify.requests".to_string(), 7),
                 ("heare-auth.verify.success".to_string(), 5),
-                ("heare-auth.verify.failed".to_string(), 1),
+                ("heare-auth.verify.failed".to_string(), 2),
+                ("heare-auth.verify.rate_limited".to_string(), 1),
             ]
         );
         assert_eq!(batch.gauges, [("heare-auth.keys.count".to_string(), 12.0)]);
         assert_eq!(batch.timers[0].0, "heare-auth.verify.duration");
-        assert_eq!(batch.timers[0].1.len(), 6);
+        assert_eq!(batch.timers[0].1.len(), 7);
         assert_eq!(join("p.", "x"), "p.x");
         assert_eq!(join("", "x"), "x");
     }

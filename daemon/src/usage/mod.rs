@@ -1,4 +1,5 @@
-//! Per-key usage beyond one key set: carried into each new set at a reload ([`carry`]), saved in
+//! Per-key usage beyond one key set: carried into each new set at a reload ([`carry`], with the
+//! rate limits' state, [`carry_rate_states`]), saved in
 //! the state directory and read back at start ([`file`]), listed by `GET /usage` ([`entries`]).
 //! The counting itself is the key set's ([`crate::keyset`]).
 
@@ -24,9 +25,25 @@ pub async fn carry(old: Arc<ServedKeys>, shared: &Shared) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let new = shared.keys_full();
-    let joined = tokio::task::spawn_blocking(move || new.absorb_usage(old.usage())).await;
+    let joined = tokio::task::spawn_blocking(move || {
+        new.absorb_usage(old.usage());
+        new.absorb_rate_states(old.rate_states(), true);
+    })
+    .await;
     if let Err(error) = joined {
         tracing::error!(%error, "usage_carry_failed");
+    }
+}
+
+/// Gives the keys of `new` (about to be published) the rate state their ids have in `old` (still
+/// served), so that a reload never refills a bucket. Requests `old` accepts meanwhile are added
+/// by [`carry`] once it has no reader left (the later arrival time wins; refusals are counted
+/// there, once).
+pub async fn carry_rate_states(old: Arc<ServedKeys>, new: Arc<ServedKeys>) {
+    let joined =
+        tokio::task::spawn_blocking(move || new.absorb_rate_states(old.rate_states(), false)).await;
+    if let Err(error) = joined {
+        tracing::error!(%error, "rate_state_carry_failed");
     }
 }
 
@@ -60,6 +77,7 @@ fn entry(id: &str, reading: UsageReading) -> KeyUsage {
         verifications: reading.verifications,
         last_verified_at: reading.last_verified_at.map(timestamp::format),
         last_used_previous_secret: reading.last_used_previous_secret,
+        rate_limited: reading.rate_limited,
     }
 }
 
@@ -75,6 +93,7 @@ pub fn readings(entries: &[KeyUsage]) -> impl Iterator<Item = (&str, UsageReadin
             verifications: entry.verifications,
             last_verified_at: last,
             last_used_previous_secret: entry.last_used_previous_secret,
+            rate_limited: None,
         };
         (entry.key_id.as_str(), reading)
     })

@@ -9,16 +9,18 @@
 //! `X-Heare-Key-Scopes`, and metadata fields mapped to headers); a value that cannot be a header
 //! value is left out and logged by key id. No key or a bad one: `401` with `WWW-Authenticate:
 //! Bearer realm="heare-auth"` (`error="invalid_token"` for a bad one); a missing scope: `403`
-//! with `error="insufficient_scope"` (RFC 6750). Logged as `forward_auth_success` /
+//! with `error="insufficient_scope"` (RFC 6750); a key over its rate limit: `429` with
+//! `Retry-After` and the draft's `RateLimit` fields ([`rate_limited`]), which a 200 for a limited
+//! key carries too. Logged as `forward_auth_success` /
 //! `forward_auth_failed` with the original method and path (never the query string, path
 //! parameters or fragment), secrets hidden ([`logged`]).
 
 use crate::access_log::{AccessLog, Forwarded};
 use crate::config::ForwardAuthSettings;
-use crate::keyset::{KeyView, Verdict, is_scope_token};
+use crate::keyset::{Admission, KeyView, Verdict, is_scope_token, rate_clock};
 use crate::metrics::VerifyResult;
 use crate::redact::Redactor;
-use crate::server::handlers::logged;
+use crate::server::handlers::{logged, rate_limited};
 use crate::server::peer::Peer;
 use crate::server::response::Body;
 use crate::state::Shared;
@@ -182,8 +184,18 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
     let (result, key_id) = match keys.verify(key, now) {
         Verdict::Valid(view) => match view.missing_scope(required) {
             None => {
+                let admission = keys.admit(&view, rate_clock());
+                if let Admission::Refused { quota, log } = admission {
+                    rate_limited::log_refusal(log, view.id, &quota, peer, "auth");
+                    record.failed(asked, Some(view.id), "rate_limited");
+                    return (too_many(&quota), VerifyResult::RateLimited);
+                }
                 keys.record_use(&view, now);
-                return (granted(&view, asked, shared, &record), VerifyResult::Valid);
+                let mut answer = granted(&view, asked, shared, &record);
+                if let Admission::Allowed(quota) = admission {
+                    rate_limited::add_fields(answer.headers_mut(), &quota);
+                }
+                return (answer, VerifyResult::Valid);
             }
             Some(_) => {
                 record.failed(asked, Some(view.id), "insufficient_scope");
@@ -302,6 +314,16 @@ fn insufficient(required: &[String]) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         answer.headers_mut().insert(WWW_AUTHENTICATE, value);
     }
+    answer
+}
+
+/// 429 with `Retry-After` and the rate-limit fields.
+fn too_many(quota: &crate::keyset::Quota) -> Response<Body> {
+    let mut answer = json_answer(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"error":"Rate limit exceeded"}"#,
+    );
+    rate_limited::add_refusal_fields(answer.headers_mut(), quota);
     answer
 }
 

@@ -4,6 +4,7 @@ pub mod forward_auth;
 pub mod health;
 pub mod logged;
 pub mod metrics;
+pub mod rate_limited;
 pub mod refresh;
 pub mod status;
 pub mod usage;

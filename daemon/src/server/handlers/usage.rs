@@ -1,5 +1,6 @@
 //! `GET /usage` (admin only): every key of the set served with its verifications and the time of
-//! the last one, `[{"key_id", "verifications", "last_verified_at"}]`. Built on a blocking thread:
+//! the last one, `[{"key_id", "verifications", "last_verified_at"}]`, and for a rate-limited key
+//! its refusals (`"rate_limited"`). Built on a blocking thread:
 //! a million keys take a moment to list.
 
 use crate::server::peer::{Peer, check_admin};

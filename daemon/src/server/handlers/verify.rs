@@ -1,6 +1,7 @@
 //! `POST /verify`: the hot path. Takes the secret from the JSON body (`{"api_key": …}`) or from
 //! `Authorization: Bearer …`, hashes it, looks it up in the current key set without a lock, and
-//! answers 200 with the key's id, name and metadata, or 403 `Invalid API key`.
+//! answers 200 with the key's id, name and metadata, or 403 `Invalid API key`. A valid key with
+//! the scopes asked for but over its rate limit is answered 429 ([`rate_limited`]).
 //!
 //! The secret never leaves this function: it is not logged, not echoed in any error, and body
 //! parse errors are answered with a fixed text because serde's messages can quote the input. A
@@ -10,11 +11,11 @@
 //! is logged with anything secret-shaped and the presented secret hidden ([`logged`]).
 
 use crate::access_log::{AccessLog, Refused};
-use crate::keyset::{KeyView, Verdict};
+use crate::keyset::{Admission, KeyView, Verdict, rate_clock};
 use crate::metrics::VerifyResult;
 use crate::redact::Redactor;
 use crate::server::body::{BodyError, read_limited};
-use crate::server::handlers::logged;
+use crate::server::handlers::{logged, rate_limited};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
 use crate::state::Shared;
@@ -114,9 +115,18 @@ fn answer(
             (refusal, VerifyResult::InsufficientScope)
         }
         Verdict::Valid(key) => {
+            let admission = keys.admit(&key, rate_clock());
+            if let Admission::Refused { quota, log } = admission {
+                rate_limited::log_refusal(log, key.id, &quota, peer, "verify");
+                let refusal = rate_limited::verify_refusal(key.id, &quota);
+                return (refusal, VerifyResult::RateLimited);
+            }
             asker.log_success(&key);
             keys.record_use(&key, now);
-            let body = response::json_bytes(StatusCode::OK, valid_body(&key));
+            let mut body = response::json_bytes(StatusCode::OK, valid_body(&key));
+            if let Admission::Allowed(quota) = admission {
+                rate_limited::add_fields(body.headers_mut(), &quota);
+            }
             (body, VerifyResult::Valid)
         }
         Verdict::Expired { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Expired),

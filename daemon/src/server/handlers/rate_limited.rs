@@ -1,0 +1,105 @@
+//! What `/verify` and `/auth` say of a key's rate limit: the fields of the IETF draft
+//! `draft-ietf-httpapi-ratelimit-headers-09` on every answer for a limited key, and the answer
+//! to a request over the limit.
+//!
+//! `RateLimit-Policy: "key";q=REQUESTS;w=SECONDS` names the key's limit; `RateLimit:
+//! "key";r=REMAINING;t=SECONDS` says how many requests would be accepted now and when the bucket
+//! is full again. A refusal adds `Retry-After` (whole seconds, rounded up) and, from `/verify`,
+//! the body `{"valid":false,"error":"Rate limit exceeded","key_id":…,"retry_after_ms":…}`.
+//! A refusal is logged as `verification_rate_limited`, at most once a second per key.
+
+use crate::keyset::Quota;
+use crate::server::peer::Peer;
+use crate::server::response::{self, Body};
+use hyper::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::{HeaderMap, Response, StatusCode};
+
+const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const STATE: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Adds `RateLimit-Policy` and `RateLimit` for `quota`.
+pub fn add_fields(headers: &mut HeaderMap, quota: &Quota) {
+    let policy = format!(
+        "\"key\";q={};w={}",
+        quota.limit.requests,
+        quota.limit.window_seconds()
+    );
+    let state = format!("\"key\";r={};t={}", quota.remaining, quota.reset_seconds());
+    for (name, value) in [(POLICY, policy), (STATE, state)] {
+        // Digits, quotes and semicolons: always a header value.
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Adds the fields and `Retry-After` of a refusal.
+pub fn add_refusal_fields(headers: &mut HeaderMap, quota: &Quota) {
+    add_fields(headers, quota);
+    headers.insert(RETRY_AFTER, quota.retry_after_seconds().into());
+}
+
+/// The `/verify` answer to a request over `key_id`'s limit: 429 and its body.
+pub fn verify_refusal(key_id: &str, quota: &Quota) -> Response<Body> {
+    let mut body = Vec::with_capacity(96 + key_id.len());
+    body.extend_from_slice(br#"{"valid":false,"error":"Rate limit exceeded","key_id":"#);
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, key_id);
+    body.extend_from_slice(
+        format!(r#","retry_after_ms":{}}}"#, quota.retry_after_millis()).as_bytes(),
+    );
+    let mut answer = response::json_bytes(StatusCode::TOO_MANY_REQUESTS, body);
+    add_refusal_fields(answer.headers_mut(), quota);
+    answer
+}
+
+/// Logs `verification_rate_limited` for a refusal whose turn it is (`log`).
+pub fn log_refusal(log: bool, key_id: &str, quota: &Quota, peer: Peer, endpoint: &str) {
+    if !log {
+        return;
+    }
+    let fields = peer.log_fields();
+    tracing::warn!(
+        key_id,
+        endpoint,
+        limit = %quota.limit,
+        retry_after_ms = quota.retry_after_millis(),
+        peer_uid = fields.uid,
+        peer_pid = fields.pid,
+        "verification_rate_limited"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heare_auth_store::rate_limit::RateLimit;
+    use http_body_util::BodyExt;
+
+    fn quota() -> Quota {
+        Quota {
+            limit: RateLimit::parse("100/1m", None).unwrap_or_else(|e| panic!("{e}")),
+            remaining: 0,
+            reset_nanos: 1_500_000_000,
+            retry_after_nanos: 600_000_001,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_the_key_and_when_to_retry() {
+        let answer = verify_refusal("key_\"q", &quota());
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = answer.headers().clone();
+        assert_eq!(headers["retry-after"], "1");
+        assert_eq!(headers["ratelimit-policy"], "\"key\";q=100;w=60");
+        assert_eq!(headers["ratelimit"], "\"key\";r=0;t=2");
+        let body = answer.into_body().collect().await.map(|b| b.to_bytes());
+        let body: serde_json::Value =
+            serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            body,
+            serde_json::json!({"valid": false, "error": "Rate limit exceeded",
+                "key_id": "key_\"q", "retry_after_ms": 601})
+        );
+    }
+}
