@@ -86,6 +86,19 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Set or remove a key's rate limit: at most REQUESTS verifications every PERIOD.
+    RateLimit {
+        key_id: String,
+        /// REQUESTS/PERIOD (e.g. 100/1m, 10/1s, 5000/1h; periods 1ms to 366d), or `none` to
+        /// remove the key's limit.
+        #[arg(value_name = "LIMIT")]
+        limit: String,
+        /// How many of the requests may come at once (default: REQUESTS).
+        #[arg(long, value_name = "N")]
+        burst: Option<u64>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Set when a key expires, or expire it now.
     Expire {
         key_id: String,
@@ -228,6 +241,13 @@ pub struct CreateArgs {
     /// A scope the key holds (repeatable): what `/auth?scope=` and `require_scopes` ask for.
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
+    /// A rate limit for the key: at most REQUESTS verifications every PERIOD, as REQUESTS/PERIOD
+    /// (e.g. 100/1m, 10/1s, 5000/1h; periods 1ms to 366d).
+    #[arg(long, value_name = "LIMIT")]
+    pub rate_limit: Option<String>,
+    /// With --rate-limit: how many of the requests may come at once (default: REQUESTS).
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    pub burst: Option<u64>,
     /// Accept an expiry in the past.
     #[arg(long)]
     pub force: bool,

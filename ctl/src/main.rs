@@ -16,7 +16,9 @@ mod validate;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use commands::{changes, create, delete, generate, import, lifecycle, list, remote, rotate, usage};
+use commands::{
+    changes, create, delete, generate, import, lifecycle, list, rate_limit, remote, rotate, usage,
+};
 use context::Context;
 use error::CtlError;
 use std::process::ExitCode;
@@ -106,6 +108,12 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             remove,
             write,
         } => lifecycle::scopes(&context, &key_id, &add, &remove, write.no_reload).await,
+        Command::RateLimit {
+            key_id,
+            limit,
+            burst,
+            write,
+        } => rate_limit::run(&context, &key_id, &limit, burst, write.no_reload).await,
         Command::Disable { key_id, write } => {
             lifecycle::set_disabled(&context, &key_id, true, write.no_reload).await
         }

@@ -2,6 +2,7 @@
 //! nothing and says why in one line (exit code 2).
 
 use crate::error::CtlError;
+use heare_auth_store::rate_limit::{RateLimit, RateLimitError};
 use heare_auth_store::{duration, timestamp};
 use serde_json::{Map, Value};
 
@@ -100,4 +101,71 @@ pub fn scopes(given: &[String]) -> Result<Vec<String>, CtlError> {
         return Err(CtlError::Usage("a key holds at most 64 scopes".into()));
     }
     Ok(scopes)
+}
+
+/// A rate limit from `REQUESTS/PERIOD` and an optional burst, checked as the daemon reads it.
+pub fn rate_limit(text: &str, burst: Option<u64>) -> Result<RateLimit, CtlError> {
+    RateLimit::parse(text, burst).map_err(|error| match error {
+        RateLimitError::Text(_) => CtlError::Usage(error.to_string()),
+        other => {
+            let quoted: String = text.chars().take(40).collect();
+            CtlError::Usage(format!("rate limit {quoted:?}: {other}"))
+        }
+    })
+}
+
+/// The limit `rate-limit KEY LIMIT` sets: `none` (no `--burst`) removes the key's limit.
+pub fn limit_or_none(text: &str, burst: Option<u64>) -> Result<Option<RateLimit>, CtlError> {
+    match (text.trim(), burst) {
+        ("none", None) => Ok(None),
+        ("none", Some(_)) => Err(CtlError::Usage(
+            "--burst needs a limit: `none` removes the key's rate limit".into(),
+        )),
+        _ => rate_limit(text, burst).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rate_limits_are_checked_and_refusals_are_usage_errors() {
+        let limit = rate_limit("100/1m", None).unwrap();
+        assert_eq!((limit.requests, limit.burst), (100, 100));
+        assert_eq!(limit.per, Duration::from_secs(60));
+        assert_eq!(rate_limit("10/1s", Some(25)).unwrap().burst, 25);
+        for (text, burst) in [
+            ("abc", None),
+            ("0/1m", None),
+            ("10/0s", None),
+            ("5/1s", Some(0)),
+        ] {
+            let refused = rate_limit(text, burst);
+            assert!(
+                matches!(&refused, Err(CtlError::Usage(why)) if why.contains("rate limit")),
+                "{text}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn none_removes_and_takes_no_burst() {
+        assert_eq!(limit_or_none("none", None).unwrap(), None);
+        assert_eq!(
+            limit_or_none("5/1s", Some(2))
+                .unwrap()
+                .map(|l| l.to_string()),
+            Some("5/1s burst 2".to_string())
+        );
+        assert!(matches!(
+            limit_or_none("none", Some(3)),
+            Err(CtlError::Usage(_))
+        ));
+        assert!(matches!(
+            limit_or_none("None", None),
+            Err(CtlError::Usage(_))
+        ));
+    }
 }

@@ -157,12 +157,13 @@ fn key_line(key: &KeyChange) -> String {
     let now = timestamp::now();
     let field = |name: &str| keyview::text(stored.get(name).unwrap_or(&Value::Null));
     format!(
-        "{} {}: name {}, scopes {}, expires {}",
+        "{} {}: name {}, scopes {}, expires {}, rate limit {}",
         keyview::shown(&key.id),
         keyview::state(stored, now),
         field("name"),
         field("scopes"),
         field("expires_at"),
+        keyview::rate_limit_text(&keyview::rate_limit_json(stored)),
     )
 }
 

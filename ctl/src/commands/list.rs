@@ -18,15 +18,31 @@ pub async fn list(context: &Context, detailed: bool, json: bool) -> Result<(), C
         println!("{}", Value::Array(keys));
         return Ok(());
     }
-    let mut columns = vec!["ID", "NAME", "CREATED", "EXPIRES", "STATE", "SCOPES"];
-    let mut fields = vec!["id", "name", "created_at", "expires_at", "state", "scopes"];
+    let mut columns = vec![
+        "ID",
+        "NAME",
+        "CREATED",
+        "EXPIRES",
+        "STATE",
+        "SCOPES",
+        "RATE_LIMIT",
+    ];
+    let mut fields = vec![
+        "id",
+        "name",
+        "created_at",
+        "expires_at",
+        "state",
+        "scopes",
+        "rate_limit",
+    ];
     if detailed {
         columns.extend(["UPDATED", "SECRET", "METADATA"]);
         fields.extend(["updated_at", "secret_storage", "metadata"]);
     }
     let rows: Vec<Vec<String>> = keys
         .iter()
-        .map(|key| fields.iter().map(|f| keyview::text(&key[*f])).collect())
+        .map(|key| fields.iter().map(|f| keyview::cell(key, f)).collect())
         .collect();
     keyview::print_table(&columns, &rows);
     Ok(())
@@ -52,12 +68,13 @@ pub async fn show(context: &Context, id: &str, json: bool) -> Result<(), CtlErro
         "expires_at",
         "secret_storage",
         "scopes",
+        "rate_limit",
         "metadata",
     ] {
         println!(
             "{:<15} {}",
             format!("{field}:"),
-            keyview::text(&view[field])
+            keyview::cell(&view, field)
         );
     }
     Ok(())

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod import;
 pub mod lifecycle;
 pub mod list;
+pub mod rate_limit;
 pub mod remote;
 pub mod rotate;
 pub mod usage;
