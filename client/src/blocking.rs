@@ -17,7 +17,7 @@ use crate::default_socket_path;
 use crate::error::Error;
 use crate::token::{SecretShape, secret_shape};
 use crate::transport::{Connection, Endpoint, TransportError};
-use crate::wire::{ErrorResponse, VerifyRequest, VerifyResponse};
+use crate::wire::{ErrorResponse, RATE_LIMIT_EXCEEDED, VerifyRequest, VerifyResponse};
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -187,7 +187,9 @@ pub fn check_locally(secret: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Turns the daemon's answer into a result.
+/// Turns the daemon's answer into a result: 200 a verified key, 403 [`Error::InvalidKey`], 429
+/// [`Error::RateLimited`], anything else (or a 200 or 429 whose body is not what heare-authd
+/// writes) [`Error::Protocol`] — never a key, never `InvalidKey`.
 pub fn interpret(status: u16, body: &[u8]) -> Result<Verified, Error> {
     match status {
         200 => {
@@ -209,6 +211,7 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<Verified, Error> {
             })
         }
         403 => Err(Error::InvalidKey),
+        429 => Err(rate_limited(body)),
         other => {
             let reason = serde_json::from_slice::<ErrorResponse>(body)
                 .map(|e| e.error)
@@ -219,6 +222,28 @@ pub fn interpret(status: u16, body: &[u8]) -> Result<Verified, Error> {
                 .unwrap_or_default();
             Err(Error::Protocol(format!("HTTP {other}: {reason}")))
         }
+    }
+}
+
+/// The error of a 429: [`Error::RateLimited`] when the body is heare-authd's
+/// `{"valid":false,"error":"Rate limit exceeded","key_id":…,"retry_after_ms":…}`; otherwise
+/// (a proxy's own 429, garbage) [`Error::Protocol`].
+fn rate_limited(body: &[u8]) -> Error {
+    let Ok(answer) = serde_json::from_slice::<VerifyResponse<'_>>(body) else {
+        return Error::Protocol("HTTP 429 with an answer that is not a verify response".into());
+    };
+    match answer {
+        VerifyResponse {
+            valid: false,
+            error: Some(error),
+            key_id: Some(key_id),
+            retry_after_ms: Some(ms),
+            ..
+        } if error == RATE_LIMIT_EXCEEDED => Error::RateLimited {
+            key_id: key_id.into_owned(),
+            retry_after: Duration::from_millis(ms),
+        },
+        _ => Error::Protocol("HTTP 429 without a rate-limited key id and retry_after_ms".into()),
     }
 }
 
@@ -280,6 +305,51 @@ mod tests {
             interpret(200, b"garbage"),
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_429_is_rate_limited_and_nothing_else() {
+        let body = br#"{"valid":false,"error":"Rate limit exceeded","key_id":"key_1","retry_after_ms":1500}"#;
+        match interpret(429, body) {
+            Err(Error::RateLimited {
+                key_id,
+                retry_after,
+            }) => {
+                assert_eq!(key_id, "key_1");
+                assert_eq!(retry_after, Duration::from_millis(1500));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The body the daemon builds with the shared wire type reads back the same way.
+        let written = serde_json::to_vec(&VerifyResponse::rate_limited("key_2", 0)).unwrap();
+        assert!(matches!(
+            interpret(429, &written),
+            Err(Error::RateLimited { key_id, retry_after }) if key_id == "key_2" && retry_after.is_zero()
+        ));
+    }
+
+    #[test]
+    fn a_429_that_is_not_heare_authds_is_a_protocol_error() {
+        for body in [
+            b"garbage".as_slice(),
+            b"",
+            b"<html>429 Too Many Requests</html>",
+            br#"{"error":"Rate limit exceeded"}"#,
+            // Missing the key id or the wait, another error text, or claiming to be valid.
+            br#"{"valid":false,"error":"Rate limit exceeded","retry_after_ms":5}"#,
+            br#"{"valid":false,"error":"Rate limit exceeded","key_id":"key_1"}"#,
+            br#"{"valid":false,"error":"Invalid API key","key_id":"key_1","retry_after_ms":5}"#,
+            br#"{"valid":true,"error":"Rate limit exceeded","key_id":"key_1","retry_after_ms":5}"#,
+            br#"{"valid":true,"key_id":"key_1","name":"n","metadata":{},"error":null}"#,
+            br#"{"valid":false,"error":"Rate limit exceeded","key_id":"key_1","retry_after_ms":-1}"#,
+        ] {
+            let result = interpret(429, body);
+            assert!(
+                matches!(result, Err(Error::Protocol(_))),
+                "{}: {result:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //!
 //! The shapes follow the Python heare-auth service so that its existing HTTP clients keep
 //! working: `POST /verify` answers `{"valid":true,"key_id","name","metadata","error":null}` or
-//! `{"valid":false,"error":"Invalid API key"}`; `POST /refresh` answers
-//! `{"success":true,"keys_loaded":N,"timestamp":"…Z"}`; `GET /health` answers `{"status":"ok"}`.
+//! `{"valid":false,"error":"Invalid API key"}` (and, from heare-authd only, 429
+//! `{"valid":false,"error":"Rate limit exceeded","key_id","retry_after_ms"}` for a key over its
+//! rate limit); `POST /refresh` answers `{"success":true,"keys_loaded":N,"timestamp":"…Z"}`;
+//! `GET /health` answers `{"status":"ok"}`.
 //! Types borrow where they can (`Cow`, `RawValue`) so the daemon can write a response without
 //! copying a key's name or re-parsing its metadata on the verify path.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -29,8 +32,17 @@ pub struct VerifyRequest<'a> {
 /// The error of a valid key that lacks a scope the request requires (403).
 pub const INSUFFICIENT_SCOPE: &str = "Insufficient scope";
 
-/// Body of every `POST /verify` answer: 200 when `valid`, 403 otherwise.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The error of a key that is over its rate limit (429): neither valid nor invalid, refused for
+/// now; `retry_after_ms` says when to ask again.
+pub const RATE_LIMIT_EXCEEDED: &str = "Rate limit exceeded";
+
+/// Body of every `POST /verify` answer: 200 when `valid`, 403 when refused, 429 when the key is
+/// over its rate limit ([`VerifyResponse::rate_limited`]).
+///
+/// Serialized with `valid` first; then an accepted key's `key_id`, `name`, `metadata`, `scopes`
+/// and `error: null` (the Python service's order), or a refusal's `error` followed by what it
+/// names (`key_id`, then `retry_after_ms`). Absent members are not written, except `error`.
+#[derive(Debug, Clone, Deserialize)]
 pub struct VerifyResponse<'a> {
     /// Whether the secret belongs to a key that may be used now.
     pub valid: bool,
@@ -50,6 +62,47 @@ pub struct VerifyResponse<'a> {
     /// `null` on success (as the Python service writes it), the reason otherwise.
     #[serde(borrow, default)]
     pub error: Option<Cow<'a, str>>,
+    /// On a 429 ([`RATE_LIMIT_EXCEEDED`]): milliseconds until the key may be verified again.
+    /// Absent from every other answer (and from the Python service's): not written when `None`.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl Serialize for VerifyResponse<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let named = [
+            self.key_id.is_some(),
+            self.name.is_some(),
+            self.metadata.is_some(),
+            self.scopes.is_some(),
+            self.retry_after_ms.is_some(),
+        ];
+        let fields = 2 + named.iter().filter(|present| **present).count();
+        let mut out = serializer.serialize_struct("VerifyResponse", fields)?;
+        out.serialize_field("valid", &self.valid)?;
+        if !self.valid {
+            out.serialize_field("error", &self.error)?;
+        }
+        if let Some(key_id) = &self.key_id {
+            out.serialize_field("key_id", key_id)?;
+        }
+        if let Some(name) = &self.name {
+            out.serialize_field("name", name)?;
+        }
+        if let Some(metadata) = &self.metadata {
+            out.serialize_field("metadata", metadata)?;
+        }
+        if let Some(scopes) = &self.scopes {
+            out.serialize_field("scopes", scopes)?;
+        }
+        if self.valid {
+            out.serialize_field("error", &self.error)?;
+        }
+        if let Some(retry_after_ms) = self.retry_after_ms {
+            out.serialize_field("retry_after_ms", &retry_after_ms)?;
+        }
+        out.end()
+    }
 }
 
 impl<'a> VerifyResponse<'a> {
@@ -62,6 +115,7 @@ impl<'a> VerifyResponse<'a> {
             metadata: Some(Cow::Borrowed(metadata)),
             scopes: None,
             error: None,
+            retry_after_ms: None,
         }
     }
 
@@ -74,6 +128,22 @@ impl<'a> VerifyResponse<'a> {
             metadata: None,
             scopes: None,
             error: Some(Cow::Borrowed(error)),
+            retry_after_ms: None,
+        }
+    }
+
+    /// The 429 answer for the key `key_id`, over its rate limit: it may be verified again in
+    /// `retry_after_ms` milliseconds. Written
+    /// `{"valid":false,"error":"Rate limit exceeded","key_id":…,"retry_after_ms":…}`.
+    pub fn rate_limited(key_id: &'a str, retry_after_ms: u64) -> Self {
+        VerifyResponse {
+            valid: false,
+            key_id: Some(Cow::Borrowed(key_id)),
+            name: None,
+            metadata: None,
+            scopes: None,
+            error: Some(Cow::Borrowed(RATE_LIMIT_EXCEEDED)),
+            retry_after_ms: Some(retry_after_ms),
         }
     }
 }
@@ -255,6 +325,36 @@ mod tests {
     fn invalid_answer_has_only_valid_and_error() {
         let body = serde_json::to_string(&VerifyResponse::invalid(INVALID_API_KEY)).unwrap();
         assert_eq!(body, r#"{"valid":false,"error":"Invalid API key"}"#);
+    }
+
+    #[test]
+    fn rate_limited_answer_has_the_contract_shape() {
+        let body = serde_json::to_string(&VerifyResponse::rate_limited("key_1", 1500)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"valid":false,"error":"Rate limit exceeded","key_id":"key_1","retry_after_ms":1500}"#
+        );
+        let parsed: VerifyResponse = serde_json::from_str(&body).unwrap();
+        assert!(!parsed.valid);
+        assert_eq!(parsed.error.as_deref(), Some(RATE_LIMIT_EXCEEDED));
+        assert_eq!(parsed.key_id.as_deref(), Some("key_1"));
+        assert_eq!(parsed.retry_after_ms, Some(1500));
+    }
+
+    #[test]
+    fn valid_answer_with_scopes_keeps_its_order() {
+        let metadata = RawValue::from_string("{}".to_string()).unwrap();
+        let mut answer = VerifyResponse::valid("key_1", "N", &metadata);
+        answer.scopes = Some(vec![Cow::Borrowed("read")]);
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"valid":true,"key_id":"key_1","name":"N","metadata":{},"scopes":["read"],"error":null}"#
+        );
+        let parsed: VerifyResponse = serde_json::from_str(
+            r#"{"valid":true,"key_id":"key_1","name":"N","metadata":{},"error":null}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.retry_after_ms, None);
     }
 
     #[test]

@@ -384,3 +384,70 @@ fn a_server_not_run_by_root_or_server_user_is_refused() {
     let out = run(dir.path(), "alice", &format!("{ALICE}\n"));
     assert!(out.ok, "{}", out.output);
 }
+
+#[test]
+fn a_key_over_its_rate_limit_is_pam_maxtries() {
+    // What pamtester prints for PAM_MAXTRIES (Linux-PAM's pam_strerror).
+    const MAXTRIES: &str = "Have exhausted maximum number of retries for service";
+    const LIMITED: &str = "sec_0AlicesLimitedPamSecretLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL";
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("keys.json");
+    // key_alice_limited: one verification an hour (burst = requests = 1); key_alice: no limit.
+    let file = json!({"keys": [
+        {"id": "key_alice_limited", "secret": LIMITED, "name": "alice's limited key",
+         "metadata": {"unix_user": "alice"}, "rate_limit": {"requests": 1, "per": "1h"}},
+        {"id": "key_alice", "secret": ALICE, "name": "alice's key", "metadata": {"unix_user": "alice"}},
+    ]});
+    std::fs::write(&store, file.to_string()).unwrap();
+    let daemon = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .start()
+        .unwrap();
+    service(dir.path(), &daemon.socket, "user_field=unix_user");
+
+    // The hour's one verification logs in.
+    let out = run(dir.path(), "alice", &format!("{LIMITED}\n"));
+    assert!(
+        out.ok && out.output.contains("successfully authenticated"),
+        "{}",
+        out.output
+    );
+    // The next is PAM_MAXTRIES: not a success, not PAM_AUTH_ERR, not PAM_AUTHINFO_UNAVAIL.
+    let out = run(dir.path(), "alice", &format!("{LIMITED}\n"));
+    assert!(!out.ok, "{}", out.output);
+    assert!(out.output.contains(MAXTRIES), "{}", out.output);
+    assert!(!out.output.contains(AUTH_FAILURE), "{}", out.output);
+    assert!(!out.output.contains(UNAVAILABLE), "{}", out.output);
+    assert!(
+        logged(
+            &out,
+            "user alice: key key_alice_limited is over its rate limit"
+        ),
+        "{:?}",
+        out.syslog
+    );
+    assert!(
+        !out.syslog.iter().any(|line| line.contains(LIMITED)),
+        "{:?}",
+        out.syslog
+    );
+    // The limit is the key's own: alice's other key logs in.
+    assert!(run(dir.path(), "alice", &format!("{ALICE}\n")).ok);
+
+    // try_first_pass: a limited earlier token is PAM_MAXTRIES at once, not a second prompt
+    // (whose answer, alice's other key, would have logged in: a refused token does prompt).
+    service_after_pam_unix(
+        dir.path(),
+        &daemon.socket,
+        "user_field=unix_user try_first_pass",
+    );
+    let out = run(dir.path(), "alice", &format!("{LIMITED}\n{ALICE}\n"));
+    assert!(
+        !out.ok && out.output.contains(MAXTRIES),
+        "a limited key does not prompt again: {}",
+        out.output
+    );
+    let out = run(dir.path(), "alice", &format!("sec_0wrong\n{ALICE}\n"));
+    assert!(out.ok, "refused earlier token: prompt: {}", out.output);
+}

@@ -27,6 +27,8 @@ extern "C" {
                                           name or metadata (never cut short: refused) */
 #define HEARE_AUTH_BAD_ARGUMENT      7 /* NULL secret, or not UTF-8 */
 #define HEARE_AUTH_INTERNAL_ERROR    8 /* a bug in the library (it never crosses into C as a crash) */
+#define HEARE_AUTH_RATE_LIMITED      9 /* the key is over its rate limit (HTTP 429): refused for now,
+                                          neither valid nor invalid; try again later */
 
 /* A verified key. Every string is NUL-terminated and owned by the library until
  * heare_auth_key_free(); metadata_json is a JSON object. */

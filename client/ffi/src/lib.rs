@@ -10,6 +10,9 @@
 //! `HEARE_AUTH_PROTOCOL_ERROR`. The client's [`Error::UntrustedServer`] (a server not run by a
 //! trusted uid) cannot occur through these functions, which do not enable that check; were it to,
 //! it maps to `HEARE_AUTH_UNAVAILABLE`: the daemon that should answer is not the one there.
+//! [`Error::RateLimited`] (a 429: the key is over its rate limit) is `HEARE_AUTH_RATE_LIMITED`,
+//! neither valid nor invalid; its wait is not passed to C (`*out` stays zeroed, as on every
+//! failure).
 
 use heare_auth_client::{Client, Error, Verified};
 use std::ffi::{CStr, CString, c_char, c_int, c_uint};
@@ -26,6 +29,7 @@ pub const HEARE_AUTH_TIMEOUT: c_int = 5;
 pub const HEARE_AUTH_PROTOCOL_ERROR: c_int = 6;
 pub const HEARE_AUTH_BAD_ARGUMENT: c_int = 7;
 pub const HEARE_AUTH_INTERNAL_ERROR: c_int = 8;
+pub const HEARE_AUTH_RATE_LIMITED: c_int = 9;
 
 /// A verified key, as `heare_auth.h` declares it.
 #[repr(C)]
@@ -44,6 +48,7 @@ fn status_of(error: &Error) -> c_int {
         Error::Timeout(_) => HEARE_AUTH_TIMEOUT,
         Error::Protocol(_) => HEARE_AUTH_PROTOCOL_ERROR,
         Error::UntrustedServer { .. } => HEARE_AUTH_UNAVAILABLE,
+        Error::RateLimited { .. } => HEARE_AUTH_RATE_LIMITED,
     }
 }
 
@@ -192,7 +197,82 @@ pub extern "C" fn heare_auth_strerror(status: c_int) -> *const c_char {
         }
         HEARE_AUTH_BAD_ARGUMENT => c"bad argument: NULL or non-UTF-8 string",
         HEARE_AUTH_INTERNAL_ERROR => c"internal error in libheare_auth",
+        HEARE_AUTH_RATE_LIMITED => {
+            c"the API key is over its rate limit: refused for now, try again later"
+        }
         _ => c"unknown heare_auth status",
     };
     text.as_ptr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Every status code this library returns, by the name the header gives it.
+    const CODES: [(&str, c_int); 10] = [
+        ("HEARE_AUTH_OK", HEARE_AUTH_OK),
+        ("HEARE_AUTH_INVALID_KEY", HEARE_AUTH_INVALID_KEY),
+        ("HEARE_AUTH_MALFORMED_KEY", HEARE_AUTH_MALFORMED_KEY),
+        ("HEARE_AUTH_UNAVAILABLE", HEARE_AUTH_UNAVAILABLE),
+        ("HEARE_AUTH_PERMISSION_DENIED", HEARE_AUTH_PERMISSION_DENIED),
+        ("HEARE_AUTH_TIMEOUT", HEARE_AUTH_TIMEOUT),
+        ("HEARE_AUTH_PROTOCOL_ERROR", HEARE_AUTH_PROTOCOL_ERROR),
+        ("HEARE_AUTH_BAD_ARGUMENT", HEARE_AUTH_BAD_ARGUMENT),
+        ("HEARE_AUTH_INTERNAL_ERROR", HEARE_AUTH_INTERNAL_ERROR),
+        ("HEARE_AUTH_RATE_LIMITED", HEARE_AUTH_RATE_LIMITED),
+    ];
+
+    #[test]
+    fn the_header_defines_exactly_the_rust_codes() {
+        let header = include_str!("../include/heare_auth.h");
+        let mut defined: Vec<(String, c_int)> = header
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some("#define")).then_some(())?;
+                let name = words.next()?;
+                let value = words.next()?.parse().ok()?;
+                Some((name.to_string(), value))
+            })
+            .collect();
+        defined.sort_by_key(|(_, value)| *value);
+        let expected: Vec<(String, c_int)> = CODES
+            .iter()
+            .map(|(name, value)| (name.to_string(), *value))
+            .collect();
+        assert_eq!(defined, expected);
+    }
+
+    #[test]
+    fn every_code_has_its_own_text() {
+        // SAFETY: heare_auth_strerror returns a static NUL-terminated string.
+        let unknown = unsafe { CStr::from_ptr(heare_auth_strerror(12345)) };
+        let mut texts = Vec::new();
+        for (name, code) in CODES {
+            // SAFETY: heare_auth_strerror returns a static NUL-terminated string.
+            let text = unsafe { CStr::from_ptr(heare_auth_strerror(code)) };
+            assert_ne!(text, unknown, "{name}");
+            texts.push(text);
+        }
+        texts.sort();
+        texts.dedup();
+        assert_eq!(texts.len(), CODES.len());
+    }
+
+    #[test]
+    fn a_rate_limited_key_has_its_own_code() {
+        let limited = Error::RateLimited {
+            key_id: "key_1".into(),
+            retry_after: Duration::from_secs(60),
+        };
+        assert_eq!(status_of(&limited), HEARE_AUTH_RATE_LIMITED);
+        assert_eq!(HEARE_AUTH_RATE_LIMITED, 9);
+        assert_eq!(status_of(&Error::InvalidKey), HEARE_AUTH_INVALID_KEY);
+        assert_eq!(
+            status_of(&Error::Protocol("HTTP 429".into())),
+            HEARE_AUTH_PROTOCOL_ERROR
+        );
+    }
 }

@@ -17,11 +17,13 @@
 //! can add keys (the store's writers, the daemon's own user) would otherwise hold root.
 //!
 //! Results: PAM_SUCCESS for a valid key bound to the user, PAM_AUTH_ERR for anything else a user
-//! typed, PAM_AUTHINFO_UNAVAIL when the daemon cannot be asked (or is not trusted, or does not
-//! answer within `timeout=`, connecting included), PAM_USER_UNKNOWN without a user name,
-//! PAM_SERVICE_ERR for a bad service file. `pam_sm_setcred` returns PAM_SUCCESS. Outcomes go to
-//! syslog (authpriv) with the key id, never the secret; the module's copies of the secret are
-//! zeroed after use, and no panic crosses into the calling program.
+//! typed, PAM_MAXTRIES for a key over its rate limit (the daemon answers 429: neither accepted
+//! nor refused as invalid, and `try_first_pass` does not prompt again), PAM_AUTHINFO_UNAVAIL
+//! when the daemon cannot be asked (or is not trusted, or does not answer within `timeout=`,
+//! connecting included), PAM_USER_UNKNOWN without a user name, PAM_SERVICE_ERR for a bad service
+//! file. `pam_sm_setcred` returns PAM_SUCCESS. Outcomes go to syslog (authpriv) with the key id,
+//! never the secret; the module's copies of the secret are zeroed after use, and no panic crosses
+//! into the calling program.
 
 mod options;
 
@@ -59,6 +61,19 @@ fn decide(result: Result<Verified, Error>, user: &str, binding: &UserBinding) ->
         Err(Error::InvalidKey | Error::MalformedKey(_)) => {
             log(libc::LOG_NOTICE, &format!("user {user}: invalid API key"));
             return PamResultCode::PAM_AUTH_ERR;
+        }
+        Err(Error::RateLimited {
+            key_id,
+            retry_after,
+        }) => {
+            log(
+                libc::LOG_NOTICE,
+                &format!(
+                    "user {user}: key {key_id} is over its rate limit: refused for {} ms",
+                    retry_after.as_millis()
+                ),
+            );
+            return PamResultCode::PAM_MAXTRIES;
         }
         Err(error) => {
             log(
@@ -297,6 +312,21 @@ mod tests {
             decide(Err(Error::Timeout(Duration::from_secs(1))), "alice", &field),
             PamResultCode::PAM_AUTHINFO_UNAVAIL
         );
+        let limited = || {
+            Err(Error::RateLimited {
+                key_id: "key_1".into(),
+                retry_after: Duration::from_secs(30),
+            })
+        };
+        assert_eq!(
+            decide(limited(), "alice", &field),
+            PamResultCode::PAM_MAXTRIES
+        );
+        assert_eq!(
+            decide(limited(), "alice", &UserBinding::AnyUser),
+            PamResultCode::PAM_MAXTRIES
+        );
+        assert_eq!(PamResultCode::PAM_MAXTRIES as i32, 11);
         let untrusted = Error::UntrustedServer {
             endpoint: "/x.sock".into(),
             uid: Some(65534),
