@@ -14,7 +14,10 @@
 //! are Unicode look-alikes of `/write` (dotless i, fullwidth w), which both proxies forward to a
 //! key without scope `write` (the service must not fold them); a deleted key is refused after
 //! the reload; with the daemon stopped the proxy answers 5xx and the upstream is never reached
-//! (fail closed); stopping a proxy leaves none of its processes (nginx's worker included).
+//! (fail closed); stopping a proxy leaves none of its processes (nginx's worker included). A
+//! rate-limited key's `RateLimit` and `RateLimit-Policy` reach the client on a 200, and over the
+//! limit the client gets 429 with `Retry-After` (nginx maps `auth_request`'s 500 back), never
+//! forwarded; any other `/auth` status (from a stand-in) is a 500 from nginx, as is from Caddy.
 //! nginx-light and caddy come from Debian (tests/run installs them).
 
 use heare_auth_tests::ctl::Ctl;
@@ -24,10 +27,11 @@ use heare_auth_tests::process::{Group, is_alive};
 use heare_auth_tests::{free_port, wait_until};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const SHIPPED_SOCKET: &str = "/run/heare-auth/heare-authd.sock";
@@ -306,6 +310,160 @@ fn every_case(make: fn(&Path, &Path, u16) -> Proxy) {
     assert_eq!(upstream.hits(), hits, "the upstream was reached");
 }
 
+/// The parameter `name` of a structured field such as `"key";r=1;t=1800` (the only item, named
+/// `key`, as heare-authd writes it).
+fn parameter(field: &str, name: &str) -> u64 {
+    let mut parts = field.split(';');
+    assert_eq!(parts.next(), Some("\"key\""), "{field}");
+    parts
+        .filter_map(|part| part.split_once('='))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {field}"))
+}
+
+/// Every value of header `name` (lower-case) in an answer.
+fn all<'a>(answer: &'a Response, name: &str) -> Vec<&'a str> {
+    answer
+        .headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// A key limited to 2 requests an hour: the first two reach the upstream (one through each
+/// location) and the client sees its quota (`RateLimit` r=1, then r=0, and `RateLimit-Policy`,
+/// once each); the third and fourth are 429 at the client with `Retry-After` and the same fields,
+/// and never reach the upstream. An unlimited key's answer has no RateLimit field, a bad key is
+/// still 401.
+fn rate_limit_case(make: fn(&Path, &Path, u16) -> Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, ctl) = daemon(dir.path());
+    let (limited, limited_secret) = ctl.create(&[
+        "--name",
+        "limited",
+        "--scope",
+        "write",
+        "--rate-limit",
+        "2/1h",
+    ]);
+    let (_, free_secret) = ctl.create(&["--name", "free", "--scope", "write"]);
+    let upstream = Upstream::start();
+    let proxy = make(dir.path(), &daemon.socket, upstream.port);
+    let policy = "\"key\";q=2;w=3600";
+
+    for (path, remaining) in [("/orders", 1), ("/write/x", 0)] {
+        let before = upstream.hits();
+        let answer = get(&proxy, path, &[("x-api-key", &limited_secret)]);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        assert_eq!(upstream.hits(), before + 1, "{path}: not forwarded");
+        assert_eq!(answer.json()["headers"]["x-heare-key-id"], limited.as_str());
+        assert_eq!(all(&answer, "ratelimit-policy"), [policy], "{path}");
+        let state = all(&answer, "ratelimit");
+        assert_eq!(state.len(), 1, "{path}: {state:?}");
+        assert_eq!(parameter(state[0], "r"), remaining, "{path}: {state:?}");
+        let reset = parameter(state[0], "t");
+        assert!((1..=3600).contains(&reset), "{path}: {state:?}");
+    }
+
+    let hits = upstream.hits();
+    for path in ["/write/x", "/orders"] {
+        let refused = get(&proxy, path, &[("x-api-key", &limited_secret)]);
+        assert_eq!(refused.status, 429, "{path}: {}", refused.body);
+        let retry = refused.header("retry-after").unwrap_or_default();
+        let retry: u64 = retry
+            .parse()
+            .unwrap_or_else(|_| panic!("{path}: Retry-After {retry:?}"));
+        assert!((1..=3600).contains(&retry), "{path}: Retry-After {retry}");
+        assert_eq!(all(&refused, "retry-after").len(), 1, "{path}");
+        assert_eq!(all(&refused, "ratelimit-policy"), [policy], "{path}");
+        let state = all(&refused, "ratelimit");
+        assert_eq!(state.len(), 1, "{path}: {state:?}");
+        assert_eq!(parameter(state[0], "r"), 0, "{path}: {state:?}");
+        assert!(
+            refused.body.contains("Rate limit exceeded"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(
+        upstream.hits(),
+        hits,
+        "a request over the limit reached the upstream"
+    );
+
+    for path in ["/orders", "/write/x"] {
+        let answer = get(&proxy, path, &[("x-api-key", &free_secret)]);
+        assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+        for name in ["ratelimit", "ratelimit-policy", "retry-after"] {
+            assert!(
+                answer.header(name).is_none(),
+                "{path}: {:?}",
+                answer.headers
+            );
+        }
+    }
+    let bad = get(&proxy, "/orders", &[("x-api-key", "sec_0nope")]);
+    assert_eq!(bad.status, 401);
+    assert!(bad.header("ratelimit").is_none(), "{:?}", bad.headers);
+    assert_eq!(upstream.hits(), hits + 2);
+}
+
+/// A stand-in for heare-authd on a Unix socket that answers every request with the status held
+/// in the returned cell, `Retry-After: 7` and the RateLimit fields.
+fn fake_auth(socket: &Path) -> Arc<AtomicU16> {
+    let listener = UnixListener::bind(socket).unwrap();
+    let status = Arc::new(AtomicU16::new(200));
+    let answering = status.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&mut stream);
+            while read_line(&mut reader).is_some_and(|line| !line.trim_end().is_empty()) {}
+            let answer = format!(
+                "HTTP/1.1 {} X\r\nretry-after: 7\r\nratelimit: \"key\";r=0;t=7\r\nratelimit-policy: \"key\";q=2;w=3600\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                answering.load(Ordering::SeqCst)
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    status
+}
+
+/// Whatever `/auth` answers but 2xx, 401, 403 and 429 is never forwarded and never becomes a 429:
+/// nginx answers 500 (`pass_other`: false), Caddy passes the answer on as it is (true); a 429 is a
+/// 429 at the client with heare-authd's `Retry-After`.
+fn other_status_case(make: fn(&Path, &Path, u16) -> Proxy, pass_other: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fake.sock");
+    let status = fake_auth(&socket);
+    let upstream = Upstream::start();
+    let proxy = make(dir.path(), &socket, upstream.port);
+    for path in ["/orders", "/write/x"] {
+        status.store(200, Ordering::SeqCst);
+        assert_eq!(
+            get(&proxy, path, &[("x-api-key", "k")]).status,
+            200,
+            "{path}"
+        );
+        let hits = upstream.hits();
+        for other in [400, 404, 500, 502, 503, 302] {
+            status.store(other, Ordering::SeqCst);
+            let answer = get(&proxy, path, &[("x-api-key", "k")]);
+            let expected = if pass_other { other } else { 500 };
+            assert_eq!(answer.status, expected, "{path}: /auth answered {other}");
+            if !pass_other {
+                assert!(answer.header("retry-after").is_none(), "{path}: {other}");
+            }
+        }
+        status.store(429, Ordering::SeqCst);
+        let refused = get(&proxy, path, &[("x-api-key", "k")]);
+        assert_eq!(refused.status, 429, "{path}");
+        assert_eq!(refused.header("retry-after"), Some("7"), "{path}");
+        assert_eq!(upstream.hits(), hits, "{path}: forwarded");
+    }
+}
+
 /// Spellings of `/write`, `/write/…` and `/write;…` that a service may route to `/write`: scope
 /// `write` required.
 const WRITE_PATHS: &[&str] = &[
@@ -536,6 +694,26 @@ fn nginx_requires_write_for_every_spelling_of_write_and_refuses_ambiguous_paths(
 #[test]
 fn caddy_requires_write_for_every_spelling_of_write_and_refuses_ambiguous_paths() {
     scope_rule(caddy);
+}
+
+#[test]
+fn nginx_answers_429_with_retry_after_and_passes_the_quota_on() {
+    rate_limit_case(nginx);
+}
+
+#[test]
+fn caddy_answers_429_with_retry_after_and_passes_the_quota_on() {
+    rate_limit_case(caddy);
+}
+
+#[test]
+fn nginx_answers_500_to_any_other_auth_status() {
+    other_status_case(nginx, false);
+}
+
+#[test]
+fn caddy_passes_any_other_auth_status_on_unforwarded() {
+    other_status_case(caddy, true);
 }
 
 #[test]
