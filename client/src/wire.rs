@@ -230,6 +230,23 @@ pub struct StatusResponse {
     /// or handed over by systemd. Empty from daemons older than this field.
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+    /// The fleet-wide rate-limit backend (Redis), when one is configured; `None` for the local
+    /// backend and from daemons older than this field.
+    #[serde(default)]
+    pub rate_limit_backend: Option<RateLimitBackendStatus>,
+}
+
+/// The fleet-wide rate-limit backend as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitBackendStatus {
+    /// `redis`.
+    pub backend: String,
+    /// Whether the last decision asked of it was answered in time.
+    pub up: bool,
+    /// Decisions it did not answer in time since start (each decided by `on_backend_error`).
+    pub errors: u64,
+    /// Why the last one failed (never holds a password).
+    pub last_error: Option<String>,
 }
 
 /// One listener as `/status` shows it.

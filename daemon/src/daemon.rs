@@ -15,12 +15,15 @@
 
 use crate::change_queue::{self, state::QueueState};
 use crate::config::{
-    Config, ConnectionSettings, ListenSettings, StatsSettings, StoreSettings, store_endpoint,
+    Config, ConnectionSettings, FleetSettings, ListenSettings, StatsSettings, StoreSettings,
+    store_endpoint, without_credentials,
 };
 use crate::generation::{Newest, NewestChange};
 use crate::logging::LogGuard;
 use crate::notify;
 use crate::ports;
+use crate::rate_limit::fleet::FleetLimits;
+use crate::rate_limit::redis::{RedisLimiter, RedisSettings};
 use crate::reload::{Initial, Reloader, status_line};
 use crate::reload_request::{ReloadRequest, Trigger};
 use crate::server::connections::{ConnectionTable, Limits};
@@ -99,6 +102,7 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
         // Before the first set is built: every set sees the same default.
         crate::keyset::set_default_rate_limit(limit);
     }
+    let rate_backend = fleet_limits(config.rate_limit.fleet.as_ref())?;
     let mut signals = Signals::install()?;
     let listeners = bind_listeners(&config.listen)?;
     let host_id = config
@@ -119,7 +123,7 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
     }
     let startup = initial.recorded.elapsed;
     let policy = connection_policy(&config.connections);
-    let states = listeners.states.clone();
+    let states = (listeners.states.clone(), rate_backend);
     let (shared, reload_inbox) = share(&config, &reloader, logs, &policy, initial, states);
 
     let (stop, stopped) = watch::channel(false);
@@ -196,6 +200,29 @@ async fn first_load(
     }
 }
 
+/// The fleet-wide rate-limit backend the configuration names; its settings are checked now (a
+/// CA file that cannot be used stops the start), while Redis itself may still be down.
+fn fleet_limits(settings: Option<&FleetSettings>) -> anyhow::Result<Option<Arc<FleetLimits>>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let redis = RedisLimiter::new(RedisSettings {
+        url: settings.url.clone(),
+        ca_file: settings.ca_file.clone(),
+        password: settings.password.as_ref().map(|p| p.to_string()),
+        timeout: settings.timeout,
+        prefix: settings.prefix.clone(),
+    })
+    .map_err(|error| anyhow::anyhow!("rate_limit: {error}"))?;
+    tracing::info!(
+        redis = %without_credentials(&settings.url),
+        timeout_ms = settings.timeout.as_millis() as u64,
+        prefix = settings.prefix,
+        "rate_limit_backend_redis"
+    );
+    Ok(Some(Arc::new(FleetLimits::new(redis, settings.on_error))))
+}
+
 /// The state every connection and task shares, holding the first set, and the reloader's inbox.
 fn share(
     config: &Config,
@@ -203,7 +230,7 @@ fn share(
     logs: &LogGuard,
     policy: &ConnectionPolicy,
     initial: Initial,
-    listeners: Arc<ListenerStates>,
+    (listeners, fleet): (Arc<ListenerStates>, Option<Arc<FleetLimits>>),
 ) -> (Arc<Shared>, mpsc::Receiver<ReloadRequest>) {
     let (reload_requests, reload_inbox) = mpsc::channel(64);
     let wiring = Wiring {
@@ -224,6 +251,7 @@ fn share(
             .as_ref()
             .map(|q| Arc::new(QueueState::new(q.url.clone()))),
         listeners,
+        fleet,
     };
     let shared = Arc::new(Shared::new(initial.keys, initial.status, wiring));
     shared.set_serve_until(initial.serve_until);

@@ -308,11 +308,6 @@ impl KeySet {
         }
     }
 
-    /// Decides one more request of `key` (a view of this set) at `now` ([`rate_clock`]).
-    pub fn admit(&self, key: &KeyView<'_>, now: u64) -> Admission {
-        self.limits.admit(key.position, now)
-    }
-
     /// Every limited key's id with its rate state, for keys that have been used.
     fn rate_states(&self) -> impl Iterator<Item = (&str, RateState)> {
         let limited = self.limits.any();

@@ -23,6 +23,7 @@ mod metrics;
 mod minify;
 mod notify;
 mod ports;
+pub mod rate_limit;
 pub mod redact;
 mod reload;
 mod reload_request;

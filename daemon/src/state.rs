@@ -14,6 +14,7 @@ use crate::keyset::SkippedKey;
 use crate::log_writer::DropCounter;
 use crate::metrics::Metrics;
 use crate::metrics::exposition::Gauges;
+use crate::rate_limit::fleet::FleetLimits;
 use crate::reload_request::ReloadRequest;
 use crate::server::connections::ConnectionTable;
 use crate::server::listener_state::ListenerStates;
@@ -82,6 +83,7 @@ pub struct Wiring {
     pub forward_auth: ForwardAuthSettings,
     pub queue: Option<Arc<QueueState>>,
     pub listeners: Arc<ListenerStates>,
+    pub fleet: Option<Arc<FleetLimits>>,
 }
 
 /// State shared by every connection and the reloader.
@@ -108,6 +110,8 @@ pub struct Shared {
     pub queue: Option<Arc<QueueState>>,
     /// Every listener's address and state, for `/status` and `/metrics`.
     pub listeners: Arc<ListenerStates>,
+    /// The fleet-wide rate-limit backend (Redis), when one is configured.
+    pub fleet: Option<Arc<FleetLimits>>,
 }
 
 impl Shared {
@@ -128,6 +132,7 @@ impl Shared {
             forward_auth: wiring.forward_auth,
             queue: wiring.queue,
             listeners: wiring.listeners,
+            fleet: wiring.fleet,
         }
     }
 
@@ -143,6 +148,7 @@ impl Shared {
             log_lines_dropped: self.log_drops.as_ref().map_or(0, |c| c.dropped_lines()),
             queue: self.queue.as_ref().map(|q| q.counts()),
             listeners: self.listeners.up(),
+            rate_limit_backend: self.fleet.as_ref().map(|fleet| fleet.state()),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod http;
 pub mod keys;
 pub mod load;
 pub mod process;
+pub mod redis_server;
 pub mod s3_server;
 
 use std::io::Write;

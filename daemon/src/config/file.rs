@@ -24,8 +24,8 @@ use std::time::Duration;
 /// The largest configuration file read: a real one is a few KiB.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Settings whose values are secrets: no error ever quotes them.
-const SECRET_SETTINGS: [&str; 2] = ["storage_secret", "secret"];
+/// Settings whose values are secrets (`redis_url` may hold a password): no error ever quotes them.
+const SECRET_SETTINGS: [&str; 3] = ["storage_secret", "secret", "redis_url"];
 
 /// A duration written as `30s`/`5m` or as a number of seconds.
 #[derive(Debug, Clone, Deserialize)]

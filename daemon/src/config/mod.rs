@@ -19,7 +19,7 @@ mod usage;
 
 pub use forward_auth::ForwardAuthSettings;
 pub use freshness::NotifyQueue;
-pub use rate_limit::RateLimitSettings;
+pub use rate_limit::{FleetSettings, OnBackendError, RateLimitSettings, without_credentials};
 pub use stats::{StatsProtocol, StatsSecret, StatsSettings};
 pub use usage::{ReportPrefix, UsageSettings};
 
@@ -180,6 +180,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let store = resolve::store(cli, env, file)?;
         let usage = usage::resolve(cli, file, &store.url, store.cache_path.as_deref())?;
+        let rate_limit = rate_limit::resolve(file.rate_limit.as_ref(), &store.url)?;
         Ok(Config {
             store,
             usage,
@@ -188,7 +189,7 @@ impl Config {
             log: resolve::log(cli, file)?,
             stats: stats::resolve(env, file)?,
             forward_auth: forward_auth::resolve(file.forward_auth.as_ref())?,
-            rate_limit: rate_limit::resolve(file.rate_limit.as_ref())?,
+            rate_limit,
         })
     }
 

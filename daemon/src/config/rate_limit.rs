@@ -1,12 +1,24 @@
 //! The `[rate_limit]` table: `default = "100/1m"`, the limit of keys without their own
-//! `rate_limit` (none by default: such keys are unlimited), and `backend`, where the limits are
-//! kept. `backend = "local"` (the default) keeps them in this daemon's memory, exact for this
-//! host. The fleet-wide backend (`"redis"`) is not in this build: naming it is a configuration
-//! error, so that a fleet never runs believing its limits are shared when they are not.
+//! `rate_limit` (none by default: such keys are unlimited), and where the limits are kept.
+//!
+//! `backend = "local"` (the default) keeps them in this daemon's memory, exact for this host.
+//! `backend = "redis"` keeps them in one Redis (or Valkey) the fleet shares: `redis_url`
+//! (`redis://`, `rediss://` with the system roots or `redis_ca_file`, `unix:///path`), the
+//! password from the URL or `redis_password_file`, `redis_timeout` (default 50ms) and
+//! `redis_prefix` (default `heare-auth:` plus the store URL, so two fleets sharing a Redis never
+//! mix limits). When Redis cannot answer in time, `on_backend_error` decides: `"local"` (the
+//! default: each daemon enforces `requests / fleet_hosts` and `burst / fleet_hosts` itself, so
+//! `fleet_hosts` is required), `"allow"` or `"deny"`. A setting of the other backend is an error,
+//! as is any unknown one: a typo must never silently mean "not shared".
 
 use super::ConfigError;
+use super::file::DurationSetting;
+use heare_auth_store::StoreUrl;
 use heare_auth_store::rate_limit::RateLimit;
 use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// The table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -14,6 +26,13 @@ use serde::Deserialize;
 pub(super) struct RateLimitSection {
     pub default: Option<String>,
     pub backend: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_ca_file: Option<PathBuf>,
+    pub redis_password_file: Option<PathBuf>,
+    pub redis_timeout: Option<DurationSetting>,
+    pub redis_prefix: Option<String>,
+    pub on_backend_error: Option<String>,
+    pub fleet_hosts: Option<u64>,
 }
 
 /// How keys are rate limited.
@@ -21,79 +40,361 @@ pub(super) struct RateLimitSection {
 pub struct RateLimitSettings {
     /// The limit of keys without their own; `None`: such keys are unlimited.
     pub default: Option<RateLimit>,
+    /// The fleet-wide backend; `None`: the local one.
+    pub fleet: Option<FleetSettings>,
 }
+
+/// The Redis the fleet shares, and what to do without it.
+#[derive(Clone)]
+pub struct FleetSettings {
+    /// As written; may hold a password, so it is never printed.
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    /// From `redis_password_file`.
+    pub password: Option<Zeroizing<String>>,
+    pub timeout: Duration,
+    pub prefix: String,
+    pub on_error: OnBackendError,
+}
+
+impl std::fmt::Debug for FleetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSettings")
+            .field("url", &without_credentials(&self.url))
+            .field("timeout", &self.timeout)
+            .field("prefix", &self.prefix)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a limited key's request gets when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendError {
+    /// This daemon's share of the limit, enforced here: `requests / fleet_hosts`.
+    Local {
+        fleet_hosts: u64,
+    },
+    Allow,
+    Deny,
+}
+
+/// The longest `redis_timeout`: a verify waits at most this long for Redis.
+const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RateLimitSettings {
     pub(super) fn describe(&self) -> Vec<String> {
         let default = self
             .default
             .map_or_else(|| "(none)".to_string(), |limit| limit.to_string());
-        vec![
-            format!("rate_limit.default = {default}"),
-            "rate_limit.backend = local".to_string(),
-        ]
+        let mut lines = vec![format!("rate_limit.default = {default}")];
+        match &self.fleet {
+            None => lines.push("rate_limit.backend = local".into()),
+            Some(fleet) => lines.extend([
+                "rate_limit.backend = redis".into(),
+                format!("rate_limit.redis_url = {}", without_credentials(&fleet.url)),
+                format!(
+                    "rate_limit.redis_ca_file = {}",
+                    super::or_none(fleet.ca_file.as_ref().map(|p| p.display().to_string()))
+                ),
+                format!(
+                    "rate_limit.redis_password_file = {}",
+                    if fleet.password.is_some() {
+                        "(set)"
+                    } else {
+                        "(none)"
+                    }
+                ),
+                format!("rate_limit.redis_timeout = {:?}", fleet.timeout),
+                format!("rate_limit.redis_prefix = {}", fleet.prefix),
+                format!(
+                    "rate_limit.on_backend_error = {}",
+                    fleet.on_error.describe()
+                ),
+            ]),
+        }
+        lines
+    }
+}
+
+impl OnBackendError {
+    fn describe(&self) -> String {
+        match self {
+            OnBackendError::Local { fleet_hosts } => format!("local (fleet_hosts = {fleet_hosts})"),
+            OnBackendError::Allow => "allow".into(),
+            OnBackendError::Deny => "deny".into(),
+        }
+    }
+}
+
+/// `url` with any user and password replaced by `***`, for logs and `--check-config`.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+fn invalid(setting: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        why: why.into(),
     }
 }
 
 pub(super) fn resolve(
     section: Option<&RateLimitSection>,
+    store: &StoreUrl,
 ) -> Result<RateLimitSettings, ConfigError> {
     let Some(section) = section else {
         return Ok(RateLimitSettings::default());
     };
-    match section.backend.as_deref() {
-        None | Some("local") => {}
-        Some("redis") => {
-            return Err(ConfigError::Invalid {
-                setting: "rate_limit.backend",
-                why: "the redis backend is not available in this build; use \"local\"".into(),
-            });
-        }
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                setting: "rate_limit.backend",
-                why: format!("{other:?} is not a backend (\"local\")"),
-            });
-        }
-    }
     let default = match &section.default {
         None => None,
         Some(text) => Some(
-            RateLimit::parse(text, None).map_err(|e| ConfigError::Invalid {
-                setting: "rate_limit.default",
-                why: e.to_string(),
-            })?,
+            RateLimit::parse(text, None)
+                .map_err(|e| invalid("rate_limit.default", e.to_string()))?,
         ),
     };
-    Ok(RateLimitSettings { default })
+    let fleet = match section.backend.as_deref() {
+        None | Some("local") => {
+            refuse_redis_settings(section)?;
+            None
+        }
+        Some("redis") => Some(fleet(section, store)?),
+        Some(other) => {
+            return Err(invalid(
+                "rate_limit.backend",
+                format!(
+                    "{:?} is not a backend (\"local\" or \"redis\")",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+    };
+    Ok(RateLimitSettings { default, fleet })
+}
+
+/// With the local backend, a Redis setting is a mistake (a forgotten `backend = "redis"`).
+fn refuse_redis_settings(section: &RateLimitSection) -> Result<(), ConfigError> {
+    let set = [
+        ("rate_limit.redis_url", section.redis_url.is_some()),
+        ("rate_limit.redis_ca_file", section.redis_ca_file.is_some()),
+        (
+            "rate_limit.redis_password_file",
+            section.redis_password_file.is_some(),
+        ),
+        ("rate_limit.redis_timeout", section.redis_timeout.is_some()),
+        ("rate_limit.redis_prefix", section.redis_prefix.is_some()),
+        (
+            "rate_limit.on_backend_error",
+            section.on_backend_error.is_some(),
+        ),
+        ("rate_limit.fleet_hosts", section.fleet_hosts.is_some()),
+    ];
+    match set.iter().find(|(_, is_set)| *is_set) {
+        Some((setting, _)) => Err(invalid(
+            setting,
+            "is a setting of backend = \"redis\", and the backend is local",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn fleet(section: &RateLimitSection, store: &StoreUrl) -> Result<FleetSettings, ConfigError> {
+    let url = section.redis_url.clone().ok_or_else(|| {
+        invalid(
+            "rate_limit.redis_url",
+            "backend = \"redis\" needs redis_url",
+        )
+    })?;
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("redis" | "rediss" | "unix" | "redis+unix")) {
+        return Err(invalid(
+            "rate_limit.redis_url",
+            "must start with redis://, rediss:// or unix://",
+        ));
+    }
+    if section.redis_ca_file.is_some() && scheme != Some("rediss") {
+        return Err(invalid(
+            "rate_limit.redis_ca_file",
+            "is only used with a rediss:// URL",
+        ));
+    }
+    let password = match &section.redis_password_file {
+        None => None,
+        Some(path) => Some(super::secret_file::read(
+            "rate_limit.redis_password_file",
+            path,
+        )?),
+    };
+    let timeout =
+        super::file::duration_of("rate_limit.redis_timeout", None, &section.redis_timeout)?
+            .unwrap_or(Duration::from_millis(50));
+    if timeout.is_zero() || timeout > MAX_REDIS_TIMEOUT {
+        return Err(invalid(
+            "rate_limit.redis_timeout",
+            "must be more than 0 and at most 5s (a verify waits this long for Redis)",
+        ));
+    }
+    Ok(FleetSettings {
+        url,
+        ca_file: section.redis_ca_file.clone(),
+        password,
+        timeout,
+        prefix: section
+            .redis_prefix
+            .clone()
+            .unwrap_or_else(|| format!("heare-auth:{store}:")),
+        on_error: on_error(section)?,
+    })
+}
+
+fn on_error(section: &RateLimitSection) -> Result<OnBackendError, ConfigError> {
+    match (section.on_backend_error.as_deref(), section.fleet_hosts) {
+        (None | Some("local"), Some(hosts)) if hosts >= 1 => {
+            Ok(OnBackendError::Local { fleet_hosts: hosts })
+        }
+        (None | Some("local"), _) => Err(invalid(
+            "rate_limit.fleet_hosts",
+            "on_backend_error = \"local\" (the default) needs fleet_hosts, the number of daemons sharing the limits (at least 1), to enforce each one's share while Redis is unreachable",
+        )),
+        (Some("allow"), _) => Ok(OnBackendError::Allow),
+        (Some("deny"), _) => Ok(OnBackendError::Deny),
+        (Some(other), _) => Err(invalid(
+            "rate_limit.on_backend_error",
+            format!(
+                "{:?} is not one of \"local\", \"allow\", \"deny\"",
+                other.chars().take(40).collect::<String>()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn section(default: Option<&str>, backend: Option<&str>) -> RateLimitSection {
-        RateLimitSection {
-            default: default.map(str::to_string),
-            backend: backend.map(str::to_string),
+    fn store() -> StoreUrl {
+        "s3://bucket/keys.json"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn section(toml_text: &str) -> RateLimitSection {
+        toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error_of(toml_text: &str) -> String {
+        match resolve(Some(&section(toml_text)), &store()) {
+            Ok(settings) => panic!("accepted: {settings:?}"),
+            Err(error) => error.to_string(),
         }
     }
 
     #[test]
-    fn default_and_backend() {
-        assert!(resolve(None).unwrap().default.is_none());
-        let settings = resolve(Some(&section(Some("100/1m"), Some("local")))).unwrap();
+    fn default_and_the_local_backend() {
+        assert!(resolve(None, &store()).unwrap().default.is_none());
+        let settings = resolve(
+            Some(&section("default = \"100/1m\"\nbackend = \"local\"")),
+            &store(),
+        )
+        .unwrap();
         assert_eq!(
             settings.default.map(|l| l.to_string()).as_deref(),
             Some("100/1m")
         );
-        for (default, backend) in [
-            (Some("100"), None),
-            (Some("0/1m"), None),
-            (None, Some("redis")),
-            (None, Some("memcached")),
+        assert!(settings.fleet.is_none());
+        assert!(error_of("default = \"100\"").contains("rate_limit.default"));
+        assert!(error_of("default = \"0/1m\"").contains("rate_limit.default"));
+        assert!(error_of("backend = \"memcached\"").contains("rate_limit.backend"));
+        assert!(error_of("redis_url = \"redis://h\"").contains("rate_limit.redis_url"));
+        assert!(error_of("fleet_hosts = 3").contains("rate_limit.fleet_hosts"));
+    }
+
+    #[test]
+    fn the_redis_backend() {
+        let settings = resolve(
+            Some(&section(
+                "backend = \"redis\"\nredis_url = \"redis://:pw@h:6379/0\"\nfleet_hosts = 3",
+            )),
+            &store(),
+        )
+        .unwrap();
+        let fleet = settings.fleet.unwrap();
+        assert_eq!(fleet.timeout, Duration::from_millis(50));
+        assert_eq!(fleet.prefix, "heare-auth:s3://bucket/keys.json:");
+        assert_eq!(fleet.on_error, OnBackendError::Local { fleet_hosts: 3 });
+        let described = format!("{fleet:?}");
+        assert!(!described.contains("pw"), "{described}");
+        let settings = RateLimitSettings {
+            default: None,
+            fleet: Some(fleet),
+        };
+        assert!(!settings.describe().concat().contains("pw"));
+        let allow = "backend = \"redis\"\nredis_url = \"unix:///run/redis.sock\"\non_backend_error = \"allow\"\nredis_timeout = \"20ms\"\nredis_prefix = \"p:\"";
+        let fleet = resolve(Some(&section(allow)), &store())
+            .unwrap()
+            .fleet
+            .unwrap();
+        assert_eq!(fleet.on_error, OnBackendError::Allow);
+        assert_eq!(fleet.timeout, Duration::from_millis(20));
+        assert_eq!(fleet.prefix, "p:");
+        for (text, setting) in [
+            ("backend = \"redis\"\nfleet_hosts = 2", "redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"http://h\"\nfleet_hosts = 2",
+                "redis_url",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"",
+                "fleet_hosts",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\nfleet_hosts = 0",
+                "fleet_hosts",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\non_backend_error = \"maybe\"",
+                "on_backend_error",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\nfleet_hosts = 2\nredis_timeout = \"0s\"",
+                "redis_timeout",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\nfleet_hosts = 2\nredis_ca_file = \"/x\"",
+                "redis_ca_file",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://h\"\nfleet_hosts = 2\nredis_password_file = \"/nonexistent/pw\"",
+                "redis_password_file",
+            ),
         ] {
-            assert!(resolve(Some(&section(default, backend))).is_err());
+            assert!(
+                error_of(text).contains(setting),
+                "{text}: {}",
+                error_of(text)
+            );
         }
+    }
+
+    #[test]
+    fn credentials_are_hidden() {
+        assert_eq!(
+            without_credentials("redis://:secretpw@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(without_credentials("rediss://user:pw@h"), "rediss://***@h");
+        assert_eq!(without_credentials("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            without_credentials("unix:///run/r.sock"),
+            "unix:///run/r.sock"
+        );
+        assert_eq!(without_credentials("garbage"), "(not a URL)");
     }
 }

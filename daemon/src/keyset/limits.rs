@@ -150,6 +150,32 @@ impl Limits {
         }
     }
 
+    /// The limit of the key at `position`, if it is limited.
+    pub fn limit_at(&self, position: u32) -> Option<RateLimit> {
+        self.slot(position).map(|(limit, _)| limit)
+    }
+
+    /// Decides one request of the key at `position` under `limit` (not its own: a share of it)
+    /// with the key's own state; [`Admission::Unlimited`] for a key that is not limited.
+    pub fn admit_under(&self, position: u32, limit: RateLimit, now: u64) -> Admission {
+        match self.slot(position) {
+            None => Admission::Unlimited,
+            Some((_, cell)) => cell.admit(limit, now),
+        }
+    }
+
+    /// Counts a refusal decided elsewhere (the fleet backend) for the key at `position`, and
+    /// says whether to log it (at most once a second per key).
+    pub fn refused_elsewhere(&self, position: u32, now: u64) -> bool {
+        match self.slot(position) {
+            Some((_, cell)) => {
+                cell.refused.fetch_add(1, Ordering::Relaxed);
+                cell.log_due(now)
+            }
+            None => false,
+        }
+    }
+
     /// The state of the key at `position`, when it is limited and has been used.
     pub fn state(&self, position: u32) -> Option<RateState> {
         let (_, cell) = self.slot(position)?;
@@ -213,16 +239,20 @@ impl Cell {
 
     fn refuse(&self, limit: RateLimit, ahead: u64, retry_after: u64, now: u64) -> Admission {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        Admission::Refused {
+            quota: quota(limit, ahead, retry_after),
+            log: self.log_due(now),
+        }
+    }
+
+    /// Whether a refusal at `now` is to be logged: the first, then at most one a second.
+    fn log_due(&self, now: u64) -> bool {
         let last = self.logged_at.load(Ordering::Relaxed);
-        let log = (last == 0 || now.saturating_sub(last) >= SECOND)
+        (last == 0 || now.saturating_sub(last) >= SECOND)
             && self
                 .logged_at
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        Admission::Refused {
-            quota: quota(limit, ahead, retry_after),
-            log,
-        }
+                .is_ok()
     }
 }
 

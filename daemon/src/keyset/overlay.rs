@@ -20,6 +20,7 @@ use super::{
     Admission, KeySet, KeyView, LoadError, Plan, RateState, SkippedKey, UsageReading, Verdict,
 };
 use heare_auth_store::change::KeyChange;
+use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::secret_hash::SecretDigest;
 use heare_auth_store::timestamp::UnixMillis;
 use serde_json::{Map, Value};
@@ -142,21 +143,47 @@ impl ServedKeys {
 
     /// Counts a verification of `key` (a view of this set) at `now`.
     pub fn record_use(&self, key: &KeyView<'_>, now: UnixMillis) {
-        match key.position.checked_sub(self.shift()) {
-            Some(position) if !self.entries.is_empty() => {
-                self.overlay
-                    .record_use_at(position, key.previous_secret, now);
-            }
-            _ => self.base.record_use(key, now),
-        }
+        self.record_use_at(key.position, key.previous_secret, now);
     }
 
     /// Decides one more request of `key` (a view of this set) under its rate limit at `now`
     /// ([`super::rate_clock`]).
     pub fn admit(&self, key: &KeyView<'_>, now: u64) -> Admission {
-        match key.position.checked_sub(self.shift()) {
-            Some(position) if !self.entries.is_empty() => self.overlay.limits.admit(position, now),
-            _ => self.base.admit(key, now),
+        let (set, position) = self.holder(key.position);
+        set.limits.admit(position, now)
+    }
+
+    /// The rate limit of `key` (a view of this set), if it has one.
+    pub fn limit_of(&self, key: &KeyView<'_>) -> Option<RateLimit> {
+        let (set, position) = self.holder(key.position);
+        set.limits.limit_at(position)
+    }
+
+    /// As [`ServedKeys::admit`] for the key at `position` (a view's), under `limit` instead of
+    /// its own (a share of it, when the fleet backend cannot be asked); the key's own state.
+    pub fn admit_under(&self, position: u32, limit: RateLimit, now: u64) -> Admission {
+        let (set, position) = self.holder(position);
+        set.limits.admit_under(position, limit, now)
+    }
+
+    /// Counts a refusal of the key at `position` (a view's) decided by the fleet backend, and
+    /// says whether it is to be logged (at most once a second per key).
+    pub fn refusal_log_due(&self, position: u32, now: u64) -> bool {
+        let (set, position) = self.holder(position);
+        set.limits.refused_elsewhere(position, now)
+    }
+
+    /// Counts a verification of the key at `position` (a view's) at `now`.
+    pub fn record_use_at(&self, position: u32, previous_secret: bool, now: UnixMillis) {
+        let (set, position) = self.holder(position);
+        set.record_use_at(position, previous_secret, now);
+    }
+
+    /// The set holding the key a view numbers `position`, and its position there.
+    fn holder(&self, position: u32) -> (&KeySet, u32) {
+        match position.checked_sub(self.shift()) {
+            Some(position) if !self.entries.is_empty() => (&self.overlay, position),
+            _ => (&self.base, position),
         }
     }
 

@@ -12,6 +12,7 @@
 use super::histogram::HistogramTotals;
 use super::{Metrics, ReloadResult, ReloadTrigger, VerifyResult};
 use crate::change_queue::state::{Health, QueueCounts};
+use crate::rate_limit::fleet::FleetState;
 use crate::server::listener_state::ListenerUp;
 use prometheus::core::Collector;
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -36,6 +37,8 @@ pub struct Gauges {
     pub queue: Option<QueueCounts>,
     /// Every listener, and whether it is bound.
     pub listeners: Vec<ListenerUp>,
+    /// The fleet-wide rate-limit backend's state, when one is configured.
+    pub rate_limit_backend: Option<FleetState>,
 }
 
 /// When this process started, as noted by [`note_start`].
@@ -55,6 +58,9 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> Vec<u8> {
     let mut families = daemon_families(metrics, gauges);
     if let Some(queue) = &gauges.queue {
         families.extend(queue_families(queue));
+    }
+    if let Some(backend) = &gauges.rate_limit_backend {
+        families.extend(rate_limit_backend_families(backend));
     }
     families.push(listener_family(&gauges.listeners));
     families.extend(PROCESS.collect());
@@ -181,6 +187,22 @@ fn queue_families(queue: &QueueCounts) -> Vec<MetricFamily> {
             "heare_auth_notify_queue_up",
             "1 while the last notify queue call succeeded (0 before the first ends).",
             f64::from(u8::from(queue.health == Health::Receiving)),
+        ),
+    ]
+}
+
+/// The fleet-wide rate-limit backend's families, present only when one is configured.
+fn rate_limit_backend_families(backend: &FleetState) -> Vec<MetricFamily> {
+    vec![
+        gauge(
+            "heare_auth_rate_limit_backend_up",
+            "1 while the last rate-limit decision asked of Redis was answered in time.",
+            f64::from(u8::from(backend.up)),
+        ),
+        counter(
+            "heare_auth_rate_limit_backend_errors_total",
+            "Rate-limit decisions Redis did not answer in time (down, slow, refusing): each was decided by on_backend_error.",
+            &[(vec![], backend.errors as f64)],
         ),
     ]
 }
@@ -317,6 +339,11 @@ mod tests {
             connections_evicted: 5,
             log_lines_dropped: 6,
             queue: None,
+            rate_limit_backend: Some(FleetState {
+                up: false,
+                errors: 4,
+                last_error: None,
+            }),
             listeners: vec![
                 ListenerUp {
                     name: "unix",
@@ -345,6 +372,8 @@ mod tests {
             "heare_auth_connections_open 3",
             "heare_auth_connections_evicted_total 5",
             "heare_auth_log_lines_dropped_total 6",
+            "heare_auth_rate_limit_backend_up 0",
+            "heare_auth_rate_limit_backend_errors_total 4",
             "heare_auth_listener_up{listener=\"unix\",address=\"/run/heare-auth/heare-authd.sock\"} 1",
             "heare_auth_listener_up{listener=\"tcp\",address=\"127.0.0.1:8080\"} 0",
             "# TYPE heare_auth_verify_duration_seconds histogram",

@@ -52,7 +52,7 @@ async fn route_full(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
         ("/metrics", _) => response::method_not_allowed("GET"),
         // Envoy's ext_authz appends the original path to its path_prefix (`/auth/orders/7`).
         (path, _) if path == "/auth" || path.starts_with("/auth/") => {
-            forward_auth::handle(&request, shared, peer)
+            forward_auth::handle(&request, shared, peer).await
         }
         ("/usage", Method::GET) => usage::handle(shared, peer).await,
         ("/usage", _) => response::method_not_allowed("GET"),

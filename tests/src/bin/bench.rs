@@ -31,6 +31,8 @@
 mod compare;
 #[path = "bench/overlay.rs"]
 mod overlay;
+#[path = "bench/rate_limits.rs"]
+mod rate_limits;
 
 use rand::Rng;
 use std::io::{Read, Write};
@@ -67,6 +69,10 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --overlay N       verify throughput at the first key count with N keys changed through the
                     change log (in the daemon's overlay) against an empty overlay, runs
                     interleaved (--runs of each, --connections, --seconds)
+  --rate-limits     verify throughput at the first key count with every key rate limited (a
+                    limit never reached) against no limits, runs interleaved (--runs of each,
+                    --connections, --seconds); then the accuracy of a limit: one key limited to
+                    100/1s (burst 100), 5 clients for 10 s, accepted against burst + rate × seconds
   --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
@@ -89,6 +95,7 @@ struct Options {
     interleaved: bool,
     compare: Option<PathBuf>,
     overlay: Option<usize>,
+    rate_limits: bool,
 }
 
 impl Options {
@@ -112,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         interleaved: false,
         compare: None,
         overlay: None,
+        rate_limits: false,
     };
     let mut args = std::env::args().skip(1);
     let value = |args: &mut dyn Iterator<Item = String>, flag: &str| {
@@ -141,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             "--interleaved" => options.interleaved = true,
             "--compare" => options.compare = Some(PathBuf::from(value(&mut args, &arg)?)),
             "--overlay" => options.overlay = Some(value(&mut args, &arg)?.parse()?),
+            "--rate-limits" => options.rate_limits = true,
             "--write-keys" => {
                 let file = PathBuf::from(value(&mut args, &arg)?);
                 let count = value(&mut args, &arg)?.parse()?;
@@ -176,6 +185,9 @@ fn main() -> anyhow::Result<()> {
     }
     if options.change_cost {
         return bench_change_cost(&options);
+    }
+    if options.rate_limits {
+        return rate_limits::run(&options);
     }
     if let Some(changed) = options.overlay {
         return overlay::run(&options, changed);

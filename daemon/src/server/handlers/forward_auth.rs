@@ -17,8 +17,9 @@
 
 use crate::access_log::{AccessLog, Forwarded};
 use crate::config::ForwardAuthSettings;
-use crate::keyset::{Admission, KeyView, Verdict, is_scope_token, rate_clock};
+use crate::keyset::{Admission, KeyView, ServedKeys, Verdict, is_scope_token, rate_clock};
 use crate::metrics::VerifyResult;
+use crate::rate_limit::fleet::LimitedKey;
 use crate::redact::Redactor;
 use crate::server::handlers::{logged, rate_limited};
 use crate::server::peer::Peer;
@@ -27,7 +28,9 @@ use crate::state::Shared;
 use crate::verify_input::bearer_token;
 use bytes::Bytes;
 use heare_auth_client::token::{SecretShape, secret_shape};
+use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::timestamp;
+use heare_auth_store::timestamp::UnixMillis;
 use http_body_util::Full;
 use hyper::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE,
@@ -40,10 +43,10 @@ const REALM: &str = r#"Bearer realm="heare-auth""#;
 
 /// Answers `/auth` and counts it like a verify. No answer may be cached: a revoked key must stop
 /// working at once, and one cached 200 would let every later request in.
-pub fn handle<B>(request: &Request<B>, shared: &Shared, peer: Peer) -> Response<Body> {
+pub async fn handle<B>(request: &Request<B>, shared: &Shared, peer: Peer) -> Response<Body> {
     let started = Instant::now();
     let asked = Asked::of(request, &shared.forward_auth);
-    let (mut answer, result) = answer(&asked, shared, peer);
+    let (mut answer, result) = answer(&asked, shared, peer).await;
     shared.metrics.verify.record(result, started.elapsed());
     answer
         .headers_mut()
@@ -147,7 +150,7 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, VerifyResult) {
+async fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, VerifyResult) {
     // The one reading of the wall clock for this request: expiry, usage and the log line.
     let at = SystemTime::now();
     let record = Record {
@@ -181,25 +184,60 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         return (unauthorized(true), VerifyResult::BadChecksum);
     }
     let keys = shared.keys();
+    let fleet = shared.fleet.as_deref();
+    let pending = match judge(
+        &keys,
+        key,
+        required,
+        (asked, shared, &record),
+        now,
+        fleet.is_some(),
+    ) {
+        Judged::Answered(answer, result) => return (answer, result),
+        Judged::AskFleet(pending) => pending,
+    };
+    // Redis decides: the set is held as an Arc of its own across the wait, never as a guard.
+    let keys = arc_swap::Guard::into_inner(keys);
+    let admission = match fleet {
+        Some(fleet) => fleet.admit(&keys, pending.limited()).await,
+        None => Admission::Unlimited,
+    };
+    pending.answer(&keys, admission, asked, &record, now)
+}
+
+/// What the key set says of the key: the answer, or a granted limited key whose request the
+/// fleet backend must decide (only when `fleet` is configured).
+fn judge(
+    keys: &ServedKeys,
+    key: &str,
+    required: &[String],
+    (asked, shared, record): (&Asked<'_>, &Shared, &Record<'_>),
+    now: UnixMillis,
+    fleet: bool,
+) -> Judged {
     let (result, key_id) = match keys.verify(key, now) {
         Verdict::Valid(view) => match view.missing_scope(required) {
             None => {
+                if fleet && let Some(limit) = keys.limit_of(&view) {
+                    return Judged::AskFleet(Pending::of(&view, limit, shared));
+                }
                 let admission = keys.admit(&view, rate_clock());
                 if let Admission::Refused { quota, log } = admission {
-                    rate_limited::log_refusal(log, view.id, &quota, peer, "auth");
+                    rate_limited::log_refusal(log, view.id, &quota, record.peer, "auth");
                     record.failed(asked, Some(view.id), "rate_limited");
-                    return (too_many(&quota), VerifyResult::RateLimited);
+                    return Judged::Answered(too_many(&quota), VerifyResult::RateLimited);
                 }
                 keys.record_use(&view, now);
-                let mut answer = granted(&view, asked, shared, &record);
+                let (mut answer, left_out) = identity_answer(&view, shared);
+                granted(view.id, &left_out, asked, record);
                 if let Admission::Allowed(quota) = admission {
                     rate_limited::add_fields(answer.headers_mut(), &quota);
                 }
-                return (answer, VerifyResult::Valid);
+                return Judged::Answered(answer, VerifyResult::Valid);
             }
             Some(_) => {
                 record.failed(asked, Some(view.id), "insufficient_scope");
-                return (insufficient(required), VerifyResult::InsufficientScope);
+                return Judged::Answered(insufficient(required), VerifyResult::InsufficientScope);
             }
         },
         Verdict::Expired { key_id } => (VerifyResult::Expired, Some(key_id)),
@@ -208,16 +246,73 @@ fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Body>, Ve
         Verdict::Unknown => (VerifyResult::Unknown, None),
     };
     record.failed(asked, key_id, result.name());
-    (unauthorized(true), result)
+    Judged::Answered(unauthorized(true), result)
 }
 
-/// 200, empty body, the identity headers.
-fn granted(
-    key: &KeyView<'_>,
-    asked: &Asked<'_>,
-    shared: &Shared,
-    record: &Record<'_>,
-) -> Response<Body> {
+/// The key set's judgement of one request.
+enum Judged {
+    Answered(Response<Body>, VerifyResult),
+    AskFleet(Pending),
+}
+
+/// A valid limited key with the scopes asked for, waiting for the fleet backend's decision: its
+/// 200 built already (not logged), and what counting it needs, owned, so that no view of the
+/// set is held across the wait.
+struct Pending {
+    key_id: String,
+    position: u32,
+    previous_secret: bool,
+    limit: RateLimit,
+    answer: Response<Body>,
+    left_out: Vec<String>,
+}
+
+impl Pending {
+    fn of(key: &KeyView<'_>, limit: RateLimit, shared: &Shared) -> Self {
+        let (answer, left_out) = identity_answer(key, shared);
+        Pending {
+            key_id: key.id.to_string(),
+            position: key.position,
+            previous_secret: key.previous_secret,
+            limit,
+            answer,
+            left_out,
+        }
+    }
+
+    fn limited(&self) -> LimitedKey<'_> {
+        LimitedKey {
+            id: &self.key_id,
+            position: self.position,
+            limit: self.limit,
+        }
+    }
+
+    /// The answer once `admission` is decided: 429, or the 200 counted and logged.
+    fn answer(
+        mut self,
+        keys: &ServedKeys,
+        admission: Admission,
+        asked: &Asked<'_>,
+        record: &Record<'_>,
+        now: UnixMillis,
+    ) -> (Response<Body>, VerifyResult) {
+        if let Admission::Refused { quota, log } = admission {
+            rate_limited::log_refusal(log, &self.key_id, &quota, record.peer, "auth");
+            record.failed(asked, Some(&self.key_id), "rate_limited");
+            return (too_many(&quota), VerifyResult::RateLimited);
+        }
+        keys.record_use_at(self.position, self.previous_secret, now);
+        granted(&self.key_id, &self.left_out, asked, record);
+        if let Admission::Allowed(quota) = admission {
+            rate_limited::add_fields(self.answer.headers_mut(), &quota);
+        }
+        (self.answer, VerifyResult::Valid)
+    }
+}
+
+/// 200, empty body, the identity headers; and the headers that had to be sent empty.
+fn identity_answer(key: &KeyView<'_>, shared: &Shared) -> (Response<Body>, Vec<String>) {
     let mut answer = Response::new(Full::new(Bytes::new()));
     let scopes = key.scopes().collect::<Vec<_>>().join(",");
     let headers = answer.headers_mut();
@@ -230,17 +325,25 @@ fn granted(
         // Every identity header is sent, empty when its value cannot be: a proxy that copies
         // only the headers present (Envoy) then still replaces what the client sent.
         let value = header_value(value).unwrap_or_else(|| {
-            left_out.push(name);
+            left_out.push(name.to_string());
             HeaderValue::from_static("")
         });
         headers.insert(HeaderName::from_static(name), value);
     }
-    left_out.extend(map_metadata(key, &shared.forward_auth, headers));
+    left_out.extend(
+        map_metadata(key, &shared.forward_auth, headers)
+            .into_iter()
+            .map(str::to_string),
+    );
+    (answer, left_out)
+}
+
+/// Logs a granted request of `key_id`, and the identity headers it had to send empty.
+fn granted(key_id: &str, left_out: &[String], asked: &Asked<'_>, record: &Record<'_>) {
     if !left_out.is_empty() {
-        tracing::warn!(key_id = key.id, headers = ?left_out, "forward_auth_headers_omitted");
+        tracing::warn!(key_id, headers = ?left_out, "forward_auth_headers_omitted");
     }
-    record.granted(asked, key.id);
-    answer
+    record.granted(asked, key_id);
 }
 
 /// Copies the configured metadata fields into headers; returns the headers left out (a value

@@ -4,7 +4,7 @@ use crate::metrics::VerifyResult;
 use crate::server::peer::{Peer, check_admin};
 use crate::server::response::{self, Body};
 use crate::state::{Shared, Source};
-use heare_auth_client::wire::StatusResponse;
+use heare_auth_client::wire::{RateLimitBackendStatus, StatusResponse};
 use heare_auth_store::timestamp;
 use hyper::{Response, StatusCode};
 
@@ -40,6 +40,15 @@ pub fn handle(shared: &Shared, peer: Peer) -> Response<Body> {
             verify_results: verify_results(shared),
             notify: shared.queue.as_ref().map(|q| q.status()),
             listeners: shared.listeners.status(),
+            rate_limit_backend: shared.fleet.as_ref().map(|fleet| {
+                let state = fleet.state();
+                RateLimitBackendStatus {
+                    backend: "redis".into(),
+                    up: state.up,
+                    errors: state.errors,
+                    last_error: state.last_error,
+                }
+            }),
         },
     )
 }

@@ -11,8 +11,9 @@
 //! is logged with anything secret-shaped and the presented secret hidden ([`logged`]).
 
 use crate::access_log::{AccessLog, Refused};
-use crate::keyset::{Admission, KeyView, Verdict, rate_clock};
+use crate::keyset::{Admission, KeyView, ServedKeys, Verdict, rate_clock};
 use crate::metrics::VerifyResult;
+use crate::rate_limit::fleet::LimitedKey;
 use crate::redact::Redactor;
 use crate::server::body::{BodyError, read_limited};
 use crate::server::handlers::{logged, rate_limited};
@@ -23,7 +24,9 @@ use crate::verify_input::presented;
 use bytes::Bytes;
 use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_client::wire::VerifyResponse;
+use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::timestamp;
+use heare_auth_store::timestamp::UnixMillis;
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Request, Response, StatusCode};
@@ -45,7 +48,7 @@ pub async fn handle(request: Request<Incoming>, shared: &Shared, peer: Peer) -> 
         }
     };
     let started = Instant::now();
-    let (response, result) = answer(&parts.headers, &body, shared, peer);
+    let (response, result) = answer(&parts.headers, &body, shared, peer).await;
     shared.metrics.verify.record(result, started.elapsed());
     response
 }
@@ -65,7 +68,7 @@ fn body_error(error: BodyError) -> Response<Body> {
 }
 
 /// The answer to a complete request, and its result for the metrics.
-fn answer(
+async fn answer(
     headers: &HeaderMap,
     body: &[u8],
     shared: &Shared,
@@ -107,21 +110,48 @@ fn answer(
         return asker.refused(Known::Prefix(&secret), VerifyResult::BadChecksum);
     }
     let keys = shared.keys();
-    match keys.verify(&secret, now) {
-        Verdict::Valid(key) if key.missing_scope(&required).is_some() => {
+    let fleet = shared.fleet.as_deref();
+    let granted = match judge(&keys, &asker, &required, now, fleet.is_some()) {
+        Judged::Answered(response, result) => return (response, result),
+        Judged::AskFleet(granted) => granted,
+    };
+    // Redis decides: the set is held as an Arc of its own across the wait, never as a guard.
+    let keys = arc_swap::Guard::into_inner(keys);
+    let admission = match fleet {
+        Some(fleet) => fleet.admit(&keys, granted.limited()).await,
+        None => Admission::Unlimited,
+    };
+    granted.answer(&keys, admission, &asker, now)
+}
+
+/// What the key set says of the secret: the answer, or a granted limited key whose request the
+/// fleet backend must decide (only when `fleet` is configured).
+fn judge(
+    keys: &ServedKeys,
+    asker: &Asker<'_>,
+    required: &[String],
+    now: UnixMillis,
+    fleet: bool,
+) -> Judged {
+    let secret = asker.secret;
+    let (response, result) = match keys.verify(secret, now) {
+        Verdict::Valid(key) if key.missing_scope(required).is_some() => {
             asker.log_refusal(Known::Key(key.id), "insufficient_scope");
             let refusal =
                 response::json_bytes(StatusCode::FORBIDDEN, Bytes::from_static(INSUFFICIENT_BODY));
             (refusal, VerifyResult::InsufficientScope)
         }
         Verdict::Valid(key) => {
+            if fleet && let Some(limit) = keys.limit_of(&key) {
+                return Judged::AskFleet(Granted::of(&key, limit));
+            }
             let admission = keys.admit(&key, rate_clock());
             if let Admission::Refused { quota, log } = admission {
-                rate_limited::log_refusal(log, key.id, &quota, peer, "verify");
+                rate_limited::log_refusal(log, key.id, &quota, asker.peer, "verify");
                 let refusal = rate_limited::verify_refusal(key.id, &quota);
-                return (refusal, VerifyResult::RateLimited);
+                return Judged::Answered(refusal, VerifyResult::RateLimited);
             }
-            asker.log_success(&key);
+            asker.log_success(key.id, key.name);
             keys.record_use(&key, now);
             let mut body = response::json_bytes(StatusCode::OK, valid_body(&key));
             if let Admission::Allowed(quota) = admission {
@@ -132,7 +162,68 @@ fn answer(
         Verdict::Expired { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Expired),
         Verdict::Disabled { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Disabled),
         Verdict::Rotated { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Rotated),
-        Verdict::Unknown => asker.refused(Known::Prefix(&secret), VerifyResult::Unknown),
+        Verdict::Unknown => asker.refused(Known::Prefix(secret), VerifyResult::Unknown),
+    };
+    Judged::Answered(response, result)
+}
+
+/// The key set's judgement of one request.
+enum Judged {
+    Answered(Response<Body>, VerifyResult),
+    AskFleet(Granted),
+}
+
+/// A valid limited key with the scopes asked for, waiting for the fleet backend's decision: what
+/// its answer needs, owned, so that no view of the set is held across the wait.
+struct Granted {
+    key_id: String,
+    name: String,
+    position: u32,
+    previous_secret: bool,
+    limit: RateLimit,
+    body: Vec<u8>,
+}
+
+impl Granted {
+    fn of(key: &KeyView<'_>, limit: RateLimit) -> Self {
+        Granted {
+            key_id: key.id.to_string(),
+            name: key.name.to_string(),
+            position: key.position,
+            previous_secret: key.previous_secret,
+            limit,
+            body: valid_body(key),
+        }
+    }
+
+    fn limited(&self) -> LimitedKey<'_> {
+        LimitedKey {
+            id: &self.key_id,
+            position: self.position,
+            limit: self.limit,
+        }
+    }
+
+    /// The answer once `admission` is decided: 429, or the 200 counted and logged.
+    fn answer(
+        self,
+        keys: &ServedKeys,
+        admission: Admission,
+        asker: &Asker<'_>,
+        now: UnixMillis,
+    ) -> (Response<Body>, VerifyResult) {
+        if let Admission::Refused { quota, log } = admission {
+            rate_limited::log_refusal(log, &self.key_id, &quota, asker.peer, "verify");
+            let refusal = rate_limited::verify_refusal(&self.key_id, &quota);
+            return (refusal, VerifyResult::RateLimited);
+        }
+        asker.log_success(&self.key_id, &self.name);
+        keys.record_use_at(self.position, self.previous_secret, now);
+        let mut body = response::json_bytes(StatusCode::OK, self.body);
+        if let Admission::Allowed(quota) = admission {
+            rate_limited::add_fields(body.headers_mut(), &quota);
+        }
+        (body, VerifyResult::Valid)
     }
 }
 
@@ -147,13 +238,13 @@ struct Asker<'a> {
 }
 
 impl Asker<'_> {
-    /// Logs `verification_success` for `key`.
-    fn log_success(&self, key: &KeyView<'_>) {
+    /// Logs `verification_success` for the key `id` named `name`.
+    fn log_success(&self, id: &str, name: &str) {
         if self.log.logs_verify_successes() {
             let user_agent = logged::user_agent(self.headers, &Redactor::new(Some(self.secret)));
             let fields = self.peer.log_fields();
             self.log
-                .verification_success(self.at, key.id, key.name, &user_agent, fields);
+                .verification_success(self.at, id, name, &user_agent, fields);
         }
     }
 

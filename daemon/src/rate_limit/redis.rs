@@ -1,0 +1,1241 @@
+//! The fleet-wide backend's Redis client: one GCRA step for a limited key, decided by a Lua script
+//! ([`gcra.lua`](./gcra.lua)) in the Redis (or Valkey) every daemon shares, in one round trip.
+//!
+//! The arithmetic is the one-host limiter's (`keyset::limits`): the key's theoretical arrival
+//! time (TAT) moves on by the limit's interval per accepted request, and a request is refused when
+//! it would run more than the tolerance (`burst` intervals) ahead of now. In Redis it is kept in
+//! whole microseconds on Redis's own clock (`TIME`), so every daemon measures on one clock, under
+//! `prefix + key_id` with an expiry at the moment the bucket is full again (idle keys vanish).
+//! [`micros`] says how a limit becomes microseconds: the interval to the nearest microsecond, at
+//! least 1 (a limit of more than a million requests a second per key is held to one a
+//! microsecond), and the tolerance `burst` of those intervals, so a full bucket still takes
+//! exactly `burst` requests at once.
+//!
+//! The script is run by EVALSHA; a Redis that does not know it yet (just started, or flushed)
+//! answers NOSCRIPT, and it is loaded and run again (the `redis` crate's `Script`).
+//!
+//! A decision never takes longer than the configured timeout, connecting included: past it,
+//! [`BackendError::Timeout`]. (A request that timed out may still reach Redis later and count.)
+//!
+//! The connection: one multiplexed connection for every decision, made in the background by a task
+//! of the limiter's own (started by [`RedisLimiter::new`] inside a tokio runtime, or by the first
+//! decision). While it is being made, decisions wait for it (within their timeout); when it could
+//! not be made, decisions fail at once with the reason while the task tries again after 50 ms,
+//! doubling to at most a second. A decision that finds the connection broken (an I/O error, the
+//! server gone, a replica's READONLY after a failover) has it made again at once, and so has a
+//! connection that answered nothing for [`STALL`] while decisions timed out (a peer that vanished
+//! without closing). Redis down at start is no error of [`RedisLimiter::new`]: decisions fail
+//! until it is back, then succeed with the same limiter.
+//!
+//! No secret is ever in an error text or a `Debug`: the password (from `redis_password_file` or
+//! the URL) is cut out of every text that comes from the `redis` crate or the server.
+
+use heare_auth_store::rate_limit::RateLimit;
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, RedisError, Script,
+    ServerErrorKind,
+};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+/// The default of `redis_timeout`: the longest one decision may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The longest one attempt to connect (TCP or Unix socket, TLS, AUTH) may take. Decisions do not
+/// wait for it beyond their own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pause after a failed attempt to connect, doubled after each one up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// A connection that has answered nothing for this long while decisions timed out is dropped and
+/// made again.
+pub const STALL: Duration = Duration::from_secs(2);
+
+/// The largest interval or tolerance sent to the script, in microseconds (about 71 years): now
+/// (about 2^50.6 µs since the epoch) plus both stays below 2^53, where doubles are exact. A
+/// tolerance longer than that is, in practice, no limit.
+const MAX_MICROS: u64 = 1 << 51;
+
+/// The longest error text kept from the `redis` crate or the server.
+const MAX_TEXT: usize = 300;
+
+/// Where the fleet's Redis is and how to talk to it.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:pass@]host:port[/db]`, `rediss://…` (TLS), `unix:///path/to/socket` or
+    /// `redis+unix:///path` (`?db=N`, `&user=…&pass=…`).
+    pub url: String,
+    /// PEM root certificates for `rediss://` instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The password (from `redis_password_file`); overrides the URL's. Never logged.
+    pub password: Option<String>,
+    /// The longest one decision may take, connecting included ([`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Put before each key id to make its Redis key.
+    pub prefix: String,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &without_credentials(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// What Redis decided of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetDecision {
+    pub allowed: bool,
+    /// Nanoseconds the key's arrival time runs ahead of now after the decision (as `ahead` in
+    /// `keyset::limits`): the time until the bucket is full again.
+    pub ahead_nanos: u64,
+    /// Nanoseconds until one more request would be accepted (0 when allowed).
+    pub retry_after_nanos: u64,
+}
+
+/// Why there is no decision. No text holds the password or the URL's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// A setting cannot be used (from [`RedisLimiter::new`] only).
+    #[error("{0}")]
+    Settings(String),
+    /// No answer within the timeout (connecting, or the decision itself).
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// No connection to Redis: it could not be made, or it broke.
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered with an error: authentication, permissions, a read-only replica, …
+    #[error("Redis refused: {0}")]
+    Refused(String),
+    /// Redis answered something that is not a decision.
+    #[error("Redis answered something other than a decision: {0}")]
+    BadReply(String),
+}
+
+/// The fleet's Redis, for decisions. Cheap to clone: clones share one connection.
+#[derive(Clone)]
+pub struct RedisLimiter {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("url", &self.inner.url)
+            .field("timeout", &self.inner.timeout)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: Client,
+    /// The URL without credentials, for `Debug`.
+    url: String,
+    timeout: Duration,
+    prefix: String,
+    script: Script,
+    /// Texts cut out of every error text: the password, as given and as the URL writes it.
+    secrets: Vec<Zeroizing<String>>,
+    /// The connection's state, set by the connecting task and by decisions that find it broken.
+    link: watch::Sender<Link>,
+    /// Wakes the connecting task: the connection broke, or the limiter is gone.
+    wake: Arc<Notify>,
+    /// Whether the connecting task was started.
+    started: AtomicBool,
+    /// When a decision was last answered, nanoseconds since `epoch`.
+    answered: AtomicU64,
+    epoch: Instant,
+}
+
+#[derive(Clone)]
+enum Link {
+    /// Being made: decisions wait for it, within their timeout.
+    Connecting,
+    /// Made; `generation` tells it from the next one, `since` is when.
+    Up {
+        connection: MultiplexedConnection,
+        generation: u64,
+        since: Instant,
+    },
+    /// Not there: decisions fail at once with this while the task tries again.
+    Down(BackendError),
+}
+
+impl RedisLimiter {
+    /// Checks the settings (the URL, the CA file readable and PEM) without connecting; a setting
+    /// that cannot be used is [`BackendError::Settings`]. Connecting happens in the background
+    /// (started here inside a tokio runtime, else by the first decision): Redis being down now is
+    /// no error, decisions fail until it is back.
+    pub fn new(settings: RedisSettings) -> Result<Self, BackendError> {
+        let RedisSettings {
+            url,
+            ca_file,
+            password,
+            timeout,
+            prefix,
+        } = settings;
+        let settings_error = |text: &str| BackendError::Settings(format!("redis_url: {text}"));
+        if timeout.is_zero() {
+            return Err(BackendError::Settings(
+                "redis_timeout must be more than 0".into(),
+            ));
+        }
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        let tls = match scheme.as_deref() {
+            Some("redis" | "unix" | "redis+unix") => false,
+            Some("rediss") => true,
+            _ => {
+                return Err(settings_error(
+                    "must start with redis://, rediss://, unix:// or redis+unix://",
+                ));
+            }
+        };
+        let parsed = redis::parse_redis_url(&url).ok_or_else(|| {
+            settings_error(
+                "is not a URL like redis://[user:password@]host[:port][/db], rediss://… or unix:///path",
+            )
+        })?;
+        if parsed.fragment().is_some() {
+            return Err(settings_error(
+                "a fragment (#…) is not accepted: rediss:// always verifies the server",
+            ));
+        }
+        let mut secrets = Vec::new();
+        if let Some(given) = parsed.password() {
+            secrets.push(Zeroizing::new(given.to_string()));
+            if let Ok(decoded) = percent_encoding::percent_decode_str(given).decode_utf8() {
+                secrets.push(Zeroizing::new(decoded.into_owned()));
+            }
+        }
+        for (name, value) in parsed.query_pairs() {
+            if name == "pass" {
+                secrets.push(Zeroizing::new(value.into_owned()));
+            }
+        }
+        if let Some(password) = &password {
+            secrets.push(Zeroizing::new(password.clone()));
+        }
+        secrets.retain(|secret| !secret.is_empty());
+        let scrub = |text: String| scrub(text, &secrets);
+
+        let mut info = parsed
+            .into_connection_info()
+            .map_err(|error| settings_error(&scrub(error.to_string())))?;
+        let mut redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_lib_name("heare-authd", env!("CARGO_PKG_VERSION"));
+        if let Some(password) = &password {
+            redis_settings = redis_settings.set_password(password);
+        }
+        info = info.set_redis_settings(redis_settings);
+
+        let client = match (&ca_file, tls) {
+            (Some(_), false) => {
+                return Err(BackendError::Settings(
+                    "redis_ca_file is only used with a rediss:// URL".into(),
+                ));
+            }
+            (None, false) => Client::open(info),
+            (Some(path), true) => tls::with_roots(info, path)?,
+            (None, true) => tls::with_system_roots(info)?,
+        }
+        .map_err(|error| settings_error(&scrub(error.to_string())))?;
+
+        let (link, _) = watch::channel(Link::Connecting);
+        let limiter = RedisLimiter {
+            inner: Arc::new(Inner {
+                client,
+                url: without_credentials(&url),
+                timeout,
+                prefix,
+                script: Script::new(include_str!("gcra.lua")),
+                secrets,
+                link,
+                wake: Arc::new(Notify::new()),
+                started: AtomicBool::new(false),
+                answered: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            limiter.start();
+        }
+        Ok(limiter)
+    }
+
+    /// One GCRA step for `key_id` under `limit`, in one round trip (see the module's text); never
+    /// longer than the timeout, connecting included.
+    pub async fn admit(
+        &self,
+        key_id: &str,
+        limit: &RateLimit,
+    ) -> Result<FleetDecision, BackendError> {
+        self.start();
+        let deadline = Instant::now() + self.inner.timeout;
+        let mut generation = None;
+        let decided =
+            tokio::time::timeout_at(deadline, self.decide(key_id, limit, &mut generation))
+                .await
+                .unwrap_or(Err(BackendError::Timeout));
+        match &decided {
+            Ok(_) => self
+                .inner
+                .answered
+                .store(self.inner.nanos_now(), Ordering::Relaxed),
+            Err(BackendError::Timeout) => {
+                if let Some(generation) = generation {
+                    self.inner.check_stall(generation);
+                }
+            }
+            Err(_) => {}
+        }
+        decided
+    }
+
+    async fn decide(
+        &self,
+        key_id: &str,
+        limit: &RateLimit,
+        used: &mut Option<u64>,
+    ) -> Result<FleetDecision, BackendError> {
+        let (mut connection, generation) = self.inner.connection().await?;
+        *used = Some(generation);
+        let (interval, tolerance) = micros(limit);
+        let mut key = String::with_capacity(self.inner.prefix.len() + key_id.len());
+        key.push_str(&self.inner.prefix);
+        key.push_str(key_id);
+        let reply: Result<(i64, i64, i64), RedisError> = self
+            .inner
+            .script
+            .key(key)
+            .arg(interval)
+            .arg(tolerance)
+            .invoke_async(&mut connection)
+            .await;
+        match reply {
+            Ok(reply) => decision(reply),
+            Err(error) => {
+                if breaks_connection(&error) {
+                    self.inner.lost(generation);
+                }
+                Err(self.inner.error(error))
+            }
+        }
+    }
+
+    /// Starts the connecting task, once.
+    fn start(&self) {
+        if self.inner.started.load(Ordering::Relaxed)
+            || self.inner.started.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        tokio::spawn(connect_loop(
+            Arc::downgrade(&self.inner),
+            self.inner.wake.clone(),
+        ));
+    }
+}
+
+impl Inner {
+    /// The connection, waiting while it is being made.
+    async fn connection(&self) -> Result<(MultiplexedConnection, u64), BackendError> {
+        let mut link = self.link.subscribe();
+        loop {
+            match &*link.borrow_and_update() {
+                Link::Up {
+                    connection,
+                    generation,
+                    ..
+                } => return Ok((connection.clone(), *generation)),
+                Link::Down(error) => return Err(error.clone()),
+                Link::Connecting => {}
+            }
+            if link.changed().await.is_err() {
+                return Err(BackendError::Unavailable("the limiter is gone".into()));
+            }
+        }
+    }
+
+    /// The connection `generation` broke: it is made again at once, and decisions wait for that
+    /// (within their timeout) rather than fail.
+    fn lost(&self, generation: u64) {
+        let replaced = self.link.send_if_modified(|link| match link {
+            Link::Up { generation: up, .. } if *up == generation => {
+                *link = Link::Connecting;
+                true
+            }
+            _ => false,
+        });
+        if replaced {
+            self.wake.notify_one();
+        }
+    }
+
+    /// After a timeout on connection `generation`: when it has answered nothing for [`STALL`]
+    /// (since it was made, or since its last answer), it is made again.
+    fn check_stall(&self, generation: u64) {
+        let since = match &*self.link.borrow() {
+            Link::Up {
+                generation: up,
+                since,
+                ..
+            } if *up == generation => *since,
+            _ => return,
+        };
+        let answered = self.epoch + Duration::from_nanos(self.answered.load(Ordering::Relaxed));
+        let quiet_since = since.max(answered);
+        if quiet_since.elapsed() >= STALL {
+            self.lost(generation);
+        }
+    }
+
+    fn nanos_now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The backend error for an error of the `redis` crate, its text without secrets.
+    fn error(&self, error: RedisError) -> BackendError {
+        if error.is_timeout() {
+            return BackendError::Timeout;
+        }
+        let text = scrub(error.to_string(), &self.secrets);
+        if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
+            return BackendError::Unavailable(text);
+        }
+        match error.kind() {
+            // An error reply of the server (a code such as NOAUTH, NOPERM, READONLY), or AUTH's.
+            _ if error.code().is_some() => BackendError::Refused(text),
+            ErrorKind::AuthenticationFailed => BackendError::Refused(text),
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => BackendError::BadReply(text),
+            _ => BackendError::Unavailable(text),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ends the connecting task if it waits for a broken connection.
+        self.wake.notify_one();
+    }
+}
+
+/// The connecting task: makes the connection, and makes it again when a decision finds it broken;
+/// after a failed attempt it pauses (50 ms, doubling to a second) and tries again. Ends when the
+/// limiter is dropped.
+async fn connect_loop(limiter: Weak<Inner>, wake: Arc<Notify>) {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None);
+    let mut pause = FIRST_PAUSE;
+    let mut generation = 0;
+    loop {
+        let Some(inner) = limiter.upgrade() else {
+            return;
+        };
+        inner.link.send_replace(Link::Connecting);
+        let client = inner.client.clone();
+        drop(inner);
+        let made = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        let Some(inner) = limiter.upgrade() else {
+            return;
+        };
+        match made {
+            Ok(Ok(connection)) => {
+                generation += 1;
+                inner.link.send_replace(Link::Up {
+                    connection,
+                    generation,
+                    since: Instant::now(),
+                });
+                drop(inner);
+                pause = FIRST_PAUSE;
+                // Until a decision finds it broken (or the limiter is gone).
+                loop {
+                    wake.notified().await;
+                    let Some(inner) = limiter.upgrade() else {
+                        return;
+                    };
+                    if !matches!(*inner.link.borrow(), Link::Up { .. }) {
+                        break;
+                    }
+                }
+                continue;
+            }
+            Ok(Err(error)) => {
+                let error = match inner.error(error) {
+                    BackendError::Timeout => BackendError::Unavailable(format!(
+                        "connecting took longer than {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )),
+                    error => error,
+                };
+                inner.link.send_replace(Link::Down(error));
+            }
+            Err(_) => {
+                inner
+                    .link
+                    .send_replace(Link::Down(BackendError::Unavailable(format!(
+                        "connecting took longer than {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))));
+            }
+        }
+        drop(inner);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Whether an error means the connection is of no more use: it broke, or the server became a
+/// replica (after a failover, connecting again finds the new primary).
+fn breaks_connection(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_unrecoverable_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
+}
+
+/// The script's interval and tolerance for `limit`, in microseconds: the interval to the nearest
+/// microsecond, at least 1 (a limit of more than a million requests a second per key is held to
+/// one a microsecond) and at most 2^51; the tolerance `burst` of those intervals (so a full bucket
+/// takes exactly `burst` requests at once), at most 2^51 µs (about 71 years).
+pub fn micros(limit: &RateLimit) -> (u64, u64) {
+    let interval = (limit.interval_nanos().saturating_add(500) / 1000).clamp(1, MAX_MICROS);
+    let tolerance = interval.saturating_mul(limit.burst).min(MAX_MICROS);
+    (interval, tolerance)
+}
+
+/// The script's reply `{allowed, ahead µs, retry_after µs}` as a decision.
+fn decision((allowed, ahead, retry_after): (i64, i64, i64)) -> Result<FleetDecision, BackendError> {
+    let bad = || BackendError::BadReply(format!("{{{allowed}, {ahead}, {retry_after}}}"));
+    let allowed = match allowed {
+        1 => true,
+        0 => false,
+        _ => return Err(bad()),
+    };
+    let ahead = u64::try_from(ahead).map_err(|_| bad())?;
+    let retry_after = u64::try_from(retry_after).map_err(|_| bad())?;
+    if allowed && retry_after != 0 {
+        return Err(bad());
+    }
+    Ok(FleetDecision {
+        allowed,
+        ahead_nanos: ahead.saturating_mul(1000),
+        retry_after_nanos: retry_after.saturating_mul(1000),
+    })
+}
+
+/// `text` with every secret replaced by `***`, at most [`MAX_TEXT`] characters.
+fn scrub(mut text: String, secrets: &[Zeroizing<String>]) -> String {
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "***");
+        }
+    }
+    if text.chars().count() > MAX_TEXT {
+        text = text.chars().take(MAX_TEXT).chain("…".chars()).collect();
+    }
+    text
+}
+
+/// The URL with any `user:password@` replaced by `***@` and a `pass=` parameter's value by `***`.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None => return "***".into(),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<&str> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("pass", _)) => "pass=***",
+                    _ => pair,
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use super::BackendError;
+    use redis::{Client, ConnectionInfo, RedisResult, TlsCertificates};
+    use std::path::Path;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    /// A client trusting only the certificates of the PEM file at `path`.
+    pub fn with_roots(
+        info: ConnectionInfo,
+        path: &Path,
+    ) -> Result<RedisResult<Client>, BackendError> {
+        let unusable = |why: String| {
+            BackendError::Settings(format!("redis_ca_file {}: {why}", path.display()))
+        };
+        let pem =
+            std::fs::read(path).map_err(|error| unusable(format!("cannot read it: {error}")))?;
+        let mut count = 0;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            certificate.map_err(|error| unusable(format!("is not PEM: {error}")))?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(unusable("holds no PEM certificate".into()));
+        }
+        Ok(Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            },
+        ))
+    }
+
+    /// A client trusting the system's certificates, which must be there (the `redis` crate loads
+    /// them again for each connection).
+    pub fn with_system_roots(info: ConnectionInfo) -> Result<RedisResult<Client>, BackendError> {
+        let found = rustls_native_certs::load_native_certs();
+        if let Some(error) = found.errors.first() {
+            return Err(BackendError::Settings(format!(
+                "the system's trusted certificates cannot be read ({error}); give redis_ca_file"
+            )));
+        }
+        if found.certs.is_empty() {
+            return Err(BackendError::Settings(
+                "no trusted certificates on this system; give redis_ca_file".into(),
+            ));
+        }
+        Ok(Client::open(info))
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+mod tls {
+    use super::BackendError;
+    use redis::{Client, ConnectionInfo, RedisResult};
+    use std::path::Path;
+
+    fn no_tls() -> BackendError {
+        BackendError::Settings("rediss:// needs TLS, and this build has none (feature tls)".into())
+    }
+
+    pub fn with_roots(_: ConnectionInfo, _: &Path) -> Result<RedisResult<Client>, BackendError> {
+        Err(no_tls())
+    }
+
+    pub fn with_system_roots(_: ConnectionInfo) -> Result<RedisResult<Client>, BackendError> {
+        Err(no_tls())
+    }
+}
+
+// The end-to-end harness's real redis-server, shared by path: heare-auth-tests does not depend on
+// this crate, so these tests of the client against a real Redis live here.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../../tests/src/redis_server.rs"]
+mod redis_server;
+
+#[cfg(test)]
+mod tests {
+    use super::redis_server::{RedisOptions, RedisServer};
+    use super::*;
+    use std::io::Write as _;
+    use std::time::Instant as StdInstant;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// The slack allowed above the timeout for one failed decision.
+    const SLACK: Duration = Duration::from_millis(200);
+
+    fn limit(text: &str, burst: Option<u64>) -> RateLimit {
+        RateLimit::parse(text, burst).unwrap()
+    }
+
+    fn settings(url: String) -> RedisSettings {
+        RedisSettings {
+            url,
+            ca_file: None,
+            password: None,
+            // Generous where the test is not about time: a loaded machine must not fail it.
+            timeout: Duration::from_secs(2),
+            prefix: "heare-auth-test:".into(),
+        }
+    }
+
+    /// Records that the test skips its checks, as heare_auth_tests::skipped! does.
+    fn skip(reason: &str) {
+        let thread = std::thread::current();
+        let line = format!(
+            "SKIPPED: {}::{}: {reason}",
+            module_path!(),
+            thread.name().unwrap_or("?")
+        );
+        eprintln!("{line}");
+        if let Some(path) = std::env::var_os("HEARE_TEST_SKIP_LOG") {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .expect("the skip log opens");
+            writeln!(file, "{line}").expect("the skip is recorded");
+        }
+    }
+
+    /// A real redis-server, or `None` (the skip recorded) when it is not installed.
+    fn server(options: RedisOptions) -> Option<RedisServer> {
+        if !RedisServer::available() {
+            skip(
+                "redis-server is not installed (Debian package redis-server; tests/run installs it)",
+            );
+            return None;
+        }
+        Some(RedisServer::start_with(options).expect("redis-server starts"))
+    }
+
+    async fn admit(limiter: &RedisLimiter, key: &str, limit: &RateLimit) -> FleetDecision {
+        match limiter.admit(key, limit).await {
+            Ok(decision) => decision,
+            Err(error) => panic!("no decision for {key}: {error}"),
+        }
+    }
+
+    /// Admits until one succeeds or `within` passes; how long that took.
+    async fn until_answered(limiter: &RedisLimiter, within: Duration) -> Option<Duration> {
+        let started = StdInstant::now();
+        let generous = limit("1000000/1s", None);
+        while started.elapsed() < within {
+            if limiter.admit("probe", &generous).await.is_ok() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    #[test]
+    fn limits_become_whole_microseconds() {
+        assert_eq!(micros(&limit("100/1s", None)), (10_000, 1_000_000));
+        assert_eq!(micros(&limit("5/1h", None)), (720_000_000, 3_600_000_000));
+        assert_eq!(micros(&limit("10/1s", Some(3))), (100_000, 300_000));
+        // 333,333,333 ns: the nearest microsecond, and the burst in whole intervals.
+        assert_eq!(micros(&limit("3/1s", None)), (333_333, 999_999));
+        // 142,857 ns rounds up.
+        assert_eq!(micros(&limit("7/1ms", None)).0, 143);
+        // Under a microsecond per request: one a microsecond.
+        assert_eq!(micros(&limit("2000000/1s", None)), (1, 2_000_000));
+        assert_eq!(micros(&limit("1000000000/1s", None)), (1, 1_000_000_000));
+        // A tolerance of centuries is held to 2^51 µs.
+        assert_eq!(
+            micros(&limit("1/366d", Some(1_000_000_000))),
+            (31_622_400_000_000, MAX_MICROS)
+        );
+    }
+
+    #[test]
+    fn replies_become_decisions() {
+        assert_eq!(
+            decision((1, 5, 0)),
+            Ok(FleetDecision {
+                allowed: true,
+                ahead_nanos: 5_000,
+                retry_after_nanos: 0
+            })
+        );
+        assert_eq!(
+            decision((0, 7, 3)),
+            Ok(FleetDecision {
+                allowed: false,
+                ahead_nanos: 7_000,
+                retry_after_nanos: 3_000
+            })
+        );
+        for bad in [(2, 5, 0), (1, -1, 0), (0, 1, -1), (1, 5, 3)] {
+            assert!(
+                matches!(decision(bad), Err(BackendError::BadReply(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_be_used_are_errors_that_quote_no_secret() {
+        let password = "s3cr3t-Pw9";
+        let error = |settings: RedisSettings| match RedisLimiter::new(settings) {
+            Ok(_) => panic!("accepted"),
+            Err(BackendError::Settings(text)) => text,
+            Err(other) => panic!("{other:?}"),
+        };
+        for url in [
+            "http://127.0.0.1:6379".to_string(),
+            "127.0.0.1:6379".into(),
+            format!("redis://:{password}@"),
+            format!("redis://:{password}@127.0.0.1:6379/not-a-db"),
+            format!("rediss://:{password}@127.0.0.1:6379#insecure"),
+        ] {
+            let text = error(settings(url.clone()));
+            assert!(text.contains("redis_url"), "{url}: {text}");
+            assert!(!text.contains(password), "{url}: {text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let with_ca = |url: &str, ca: PathBuf| RedisSettings {
+            ca_file: Some(ca),
+            ..settings(url.into())
+        };
+        let missing = dir.path().join("missing.pem");
+        let text = error(with_ca("redis://127.0.0.1:6379", missing.clone()));
+        assert!(text.contains("only used with a rediss://"), "{text}");
+        let text = error(with_ca("rediss://127.0.0.1:6379", missing));
+        assert!(
+            text.contains("redis_ca_file") && text.contains("missing.pem"),
+            "{text}"
+        );
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let text = error(with_ca("rediss://127.0.0.1:6379", garbage));
+        assert!(text.contains("no PEM certificate"), "{text}");
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let text = error(with_ca("rediss://127.0.0.1:6379", broken));
+        assert!(text.contains("is not PEM"), "{text}");
+        let text = error(RedisSettings {
+            timeout: Duration::ZERO,
+            ..settings("redis://127.0.0.1:6379".into())
+        });
+        assert!(text.contains("redis_timeout"), "{text}");
+    }
+
+    #[test]
+    fn redis_down_at_start_is_no_error_and_debug_shows_no_secret() {
+        let settings = RedisSettings {
+            password: Some("file-Pw-77".into()),
+            ..settings("redis://user:url-Pw-55@127.0.0.1:1/0".into())
+        };
+        let shown = format!("{settings:?}");
+        let limiter = RedisLimiter::new(settings).expect("nothing is connected yet");
+        let shown = format!("{shown} {limiter:?}");
+        assert!(shown.contains("127.0.0.1:1"), "{shown}");
+        for secret in ["file-Pw-77", "url-Pw-55", "user:"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(
+            without_credentials("unix:///run/redis.sock?db=2&pass=x%40y&user=u"),
+            "unix:///run/redis.sock?db=2&pass=***&user=u"
+        );
+        assert_eq!(
+            without_credentials("rediss://:p@w@h:6380/1"),
+            "rediss://***@h:6380/1"
+        );
+        assert_eq!(without_credentials("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn error_texts_lose_every_secret() {
+        let secrets = [Zeroizing::new("pw-1".to_string())];
+        assert_eq!(
+            scrub("WRONGPASS pw-1 and pw-1".into(), &secrets),
+            "WRONGPASS *** and ***"
+        );
+        let long = scrub("x".repeat(1000), &secrets);
+        assert_eq!(long.chars().count(), MAX_TEXT + 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_bucket_takes_exactly_the_burst_then_refuses_until_an_interval_passes() {
+        let Some(redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let limiter = RedisLimiter::new(settings(redis.url())).unwrap();
+        let hourly = limit("5/1h", None);
+        let interval = 720 * SECOND;
+        for k in 1..=5u64 {
+            let decision = admit(&limiter, "k1", &hourly).await;
+            assert!(decision.allowed, "request {k}: {decision:?}");
+            assert_eq!(decision.retry_after_nanos, 0);
+            // Each moves the arrival time on by an interval (less the time since the first).
+            let ahead = decision.ahead_nanos;
+            assert!(
+                ahead <= k * interval && ahead > k * interval - 5 * SECOND,
+                "request {k}: {decision:?}"
+            );
+        }
+        let refused = admit(&limiter, "k1", &hourly).await;
+        assert!(!refused.allowed, "{refused:?}");
+        assert!(
+            refused.retry_after_nanos <= interval
+                && refused.retry_after_nanos > interval - 5 * SECOND,
+            "retry after ≈ 720 s: {refused:?}"
+        );
+        assert!(
+            refused.ahead_nanos <= 5 * interval && refused.ahead_nanos > 5 * interval - 5 * SECOND,
+            "{refused:?}"
+        );
+        // A refusal writes nothing: refused again, the same wait (less the time between).
+        let again = admit(&limiter, "k1", &hourly).await;
+        assert!(!again.allowed && again.retry_after_nanos <= refused.retry_after_nanos);
+        // Another key has a bucket of its own.
+        assert!(admit(&limiter, "k2", &hourly).await.allowed);
+
+        // The stored arrival time is whole microseconds on Redis's clock, expiring when it passes.
+        let client = Client::open(redis.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let (seconds, micros_now): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let now = seconds * 1_000_000 + micros_now;
+        let stored: String = redis::cmd("GET")
+            .arg("heare-auth-test:k1")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let tat: u64 = stored.parse().unwrap_or_else(|_| panic!("{stored:?}"));
+        assert!(tat > now && tat - now <= 3_600_000_000, "{tat} vs {now}");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg("heare-auth-test:k1")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(
+            pttl > 3_590_000 && pttl <= 3_600_000,
+            "expires when the bucket is full again: {pttl} ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_bucket_refills_at_the_rate() {
+        let Some(redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let limiter = RedisLimiter::new(settings(redis.url())).unwrap();
+        // 10/1s with a burst of 1: one request, then one every 100 ms.
+        let tenth = limit("10/1s", Some(1));
+        assert!(admit(&limiter, "r", &tenth).await.allowed);
+        let refused = admit(&limiter, "r", &tenth).await;
+        assert!(!refused.allowed);
+        assert!(
+            refused.retry_after_nanos > 50_000_000 && refused.retry_after_nanos <= 100_000_000,
+            "{refused:?}"
+        );
+        tokio::time::sleep(
+            Duration::from_nanos(refused.retry_after_nanos) + Duration::from_millis(5),
+        )
+        .await;
+        let refilled = admit(&limiter, "r", &tenth).await;
+        assert!(refilled.allowed, "{refilled:?}");
+        // Over ~1.2 s of one request every 2 ms: the burst plus the rate, no more.
+        let mut accepted = 0;
+        let started = StdInstant::now();
+        while started.elapsed() < Duration::from_millis(1200) {
+            if admit(&limiter, "s", &tenth).await.allowed {
+                accepted += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let elapsed = started.elapsed().as_millis() as u64;
+        let most = 1 + elapsed / 100 + 1;
+        assert!(
+            accepted >= 11 && accepted <= most,
+            "{accepted} accepted in {elapsed} ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_daemons_share_one_bucket_and_prefixes_keep_fleets_apart() {
+        let Some(redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let one = RedisLimiter::new(settings(redis.url())).unwrap();
+        let two = RedisLimiter::new(settings(redis.url())).unwrap();
+        let hourly = limit("4/1h", None);
+        let mut allowed = 0;
+        for i in 0..10 {
+            let limiter = if i % 2 == 0 { &one } else { &two };
+            if admit(limiter, "shared", &hourly).await.allowed {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 4, "the two daemons together accept the burst once");
+        let other_fleet = RedisLimiter::new(RedisSettings {
+            prefix: "heare-auth-other:".into(),
+            ..settings(redis.url())
+        })
+        .unwrap();
+        let mut theirs = 0;
+        for _ in 0..6 {
+            if admit(&other_fleet, "shared", &hourly).await.allowed {
+                theirs += 1;
+            }
+        }
+        assert_eq!(theirs, 4, "another prefix is another bucket");
+    }
+
+    #[tokio::test]
+    async fn the_password_comes_from_the_settings_and_no_error_shows_it() {
+        let password = "redis-Pw-31x";
+        let Some(redis) = server(RedisOptions {
+            password: Some(password.into()),
+            ..RedisOptions::default()
+        }) else {
+            return;
+        };
+        let hourly = limit("100/1h", None);
+        let with = RedisLimiter::new(RedisSettings {
+            password: Some(password.into()),
+            ..settings(redis.url())
+        })
+        .unwrap();
+        assert!(admit(&with, "p", &hourly).await.allowed);
+        // The settings' password overrides the URL's.
+        let over = RedisLimiter::new(RedisSettings {
+            password: Some(password.into()),
+            ..settings(redis.url().replace("redis://", "redis://:wrong-Url-Pw@"))
+        })
+        .unwrap();
+        assert!(admit(&over, "p", &hourly).await.allowed);
+        let in_url = RedisLimiter::new(settings(
+            redis
+                .url()
+                .replace("redis://", &format!("redis://:{password}@")),
+        ))
+        .unwrap();
+        assert!(admit(&in_url, "p", &hourly).await.allowed);
+
+        for (wrong, settings) in [
+            (
+                "wrong-File-Pw",
+                RedisSettings {
+                    password: Some("wrong-File-Pw".into()),
+                    ..settings(redis.url())
+                },
+            ),
+            (
+                "wrong-Url-Pw",
+                settings(redis.url().replace("redis://", "redis://:wrong-Url-Pw@")),
+            ),
+            ("-", settings(redis.url())),
+        ] {
+            let limiter = RedisLimiter::new(settings).unwrap();
+            for _ in 0..3 {
+                match limiter.admit("p", &hourly).await {
+                    Err(BackendError::Refused(text)) => {
+                        assert!(!text.contains(wrong) && !text.contains(password), "{text}");
+                        assert!(
+                            text.contains("authentication failed") || text.contains("NOAUTH"),
+                            "{text}"
+                        );
+                    }
+                    other => panic!("{wrong}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket() {
+        let Some(redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let hourly = limit("2/1h", None);
+        let unix = RedisLimiter::new(settings(redis.unix_url())).unwrap();
+        let plus = RedisLimiter::new(settings(
+            redis.unix_url().replace("unix://", "redis+unix://"),
+        ))
+        .unwrap();
+        assert!(admit(&unix, "u", &hourly).await.allowed);
+        assert!(admit(&plus, "u", &hourly).await.allowed);
+        assert!(!admit(&unix, "u", &hourly).await.allowed, "one bucket");
+    }
+
+    #[tokio::test]
+    async fn rediss_with_the_ca_file_and_not_without_it() {
+        if !RedisServer::tls_available() {
+            skip("the openssl command is missing (Debian package openssl), so no certificates");
+            return;
+        }
+        let Some(redis) = server(RedisOptions {
+            tls: true,
+            ..RedisOptions::default()
+        }) else {
+            return;
+        };
+        let url = redis.tls_url().unwrap();
+        let hourly = limit("100/1h", None);
+        let trusted = RedisLimiter::new(RedisSettings {
+            ca_file: redis.ca_file(),
+            ..settings(url.clone())
+        })
+        .unwrap();
+        assert!(admit(&trusted, "t", &hourly).await.allowed);
+        // The system's roots do not know the throwaway CA: no connection, no decision.
+        let untrusted = RedisLimiter::new(settings(url)).unwrap();
+        match untrusted.admit("t", &hourly).await {
+            Err(BackendError::Unavailable(text)) => {
+                assert!(text.to_lowercase().contains("certificate"), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Plain redis:// to the TLS port gets no decision either, and no longer than the timeout.
+        let plain = RedisLimiter::new(RedisSettings {
+            timeout: Duration::from_millis(200),
+            ..settings(redis.tls_url().unwrap().replace("rediss://", "redis://"))
+        })
+        .unwrap();
+        let started = StdInstant::now();
+        let decided = plain.admit("t", &hourly).await;
+        assert!(decided.is_err(), "{decided:?}");
+        assert!(started.elapsed() < Duration::from_millis(200) + SLACK);
+    }
+
+    #[tokio::test]
+    async fn redis_killed_fails_decisions_in_time_and_started_again_they_work() {
+        let Some(mut redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let timeout = Duration::from_millis(50);
+        let limiter = RedisLimiter::new(RedisSettings {
+            timeout,
+            ..settings(redis.url())
+        })
+        .unwrap();
+        assert!(
+            until_answered(&limiter, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "answers at first"
+        );
+        redis.stop();
+        let hourly = limit("100/1h", None);
+        let mut errors = Vec::new();
+        for _ in 0..20 {
+            let started = StdInstant::now();
+            let decided = limiter.admit("d", &hourly).await;
+            let took = started.elapsed();
+            assert!(took < timeout + SLACK, "{took:?}: {decided:?}");
+            match decided {
+                Err(error) => errors.push(error),
+                Ok(decision) => panic!("a decision from a dead Redis: {decision:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            errors
+                .iter()
+                .any(|error| matches!(error, BackendError::Unavailable(_))),
+            "{errors:?}"
+        );
+        redis.start_again().unwrap();
+        let took = until_answered(&limiter, Duration::from_secs(5)).await;
+        assert!(
+            took.is_some(),
+            "the same limiter answers again once Redis is back"
+        );
+        // Redis lost everything: a full bucket again.
+        assert!(admit(&limiter, "d", &limit("1/1h", None)).await.allowed);
+    }
+
+    #[tokio::test]
+    async fn redis_stopped_costs_each_decision_the_timeout_and_no_more() {
+        let Some(mut redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let timeout = Duration::from_millis(50);
+        let limiter = RedisLimiter::new(RedisSettings {
+            timeout,
+            ..settings(redis.url())
+        })
+        .unwrap();
+        assert!(
+            until_answered(&limiter, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        redis.pause();
+        let generous = limit("1000000/1s", None);
+        let started = StdInstant::now();
+        let mut slowest = Duration::ZERO;
+        let mut decisions = 0;
+        // Past STALL too: the silent connection is dropped and made again (which waits as well).
+        while started.elapsed() < STALL + Duration::from_millis(800) {
+            let one = StdInstant::now();
+            let decided = limiter.admit("s", &generous).await;
+            let took = one.elapsed();
+            slowest = slowest.max(took);
+            assert_eq!(decided, Err(BackendError::Timeout), "after {took:?}");
+            assert!(took >= timeout && took < timeout + SLACK, "{took:?}");
+            decisions += 1;
+        }
+        assert!(decisions >= 10, "{decisions}");
+        redis.resume();
+        let took = until_answered(&limiter, Duration::from_secs(5)).await;
+        assert!(took.is_some(), "answers again after SIGCONT");
+        eprintln!("{decisions} decisions while stopped, the slowest {slowest:?}");
+    }
+
+    /// Informal: the time of one decision over localhost TCP (run with --ignored --nocapture).
+    #[tokio::test]
+    #[ignore = "a measurement, not a check"]
+    async fn latency_of_ten_thousand_decisions() {
+        let Some(redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let limiter = RedisLimiter::new(settings(redis.url())).unwrap();
+        let generous = limit("1000000000/1s", None);
+        assert!(
+            until_answered(&limiter, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        let mut times = Vec::with_capacity(10_000);
+        for i in 0..10_000 {
+            let started = StdInstant::now();
+            let key = format!("key-{}", i % 100);
+            admit(&limiter, &key, &generous).await;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        eprintln!(
+            "10,000 decisions: p50 {:?}, p99 {:?}, max {:?}",
+            times[5_000], times[9_900], times[9_999]
+        );
+    }
+}
