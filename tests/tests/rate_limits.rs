@@ -225,7 +225,10 @@ fn a_bad_rate_limit_setting_stops_the_daemon_at_start() {
     write_keys(dir.path(), json!([]));
     for (config, said) in [
         ("[rate_limit]\ndefault = \"lots\"\n", "rate_limit.default"),
-        ("[rate_limit]\nbackend = \"redis\"\n", "rate_limit.redis_url"),
+        (
+            "[rate_limit]\nbackend = \"redis\"\n",
+            "rate_limit.redis_url",
+        ),
         ("[rate_limit]\nbackend = \"valkey\"\n", "rate_limit.backend"),
         (
             "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n",

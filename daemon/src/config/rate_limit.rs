@@ -13,6 +13,7 @@
 
 use super::ConfigError;
 use super::file::DurationSetting;
+pub use crate::rate_limit::redis::without_credentials;
 use heare_auth_store::StoreUrl;
 use heare_auth_store::rate_limit::RateLimit;
 use serde::Deserialize;
@@ -124,18 +125,6 @@ impl OnBackendError {
             OnBackendError::Allow => "allow".into(),
             OnBackendError::Deny => "deny".into(),
         }
-    }
-}
-
-/// `url` with any user and password replaced by `***`, for logs and `--check-config`.
-pub fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(not a URL)".into();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
     }
 }
 
@@ -381,20 +370,5 @@ mod tests {
                 error_of(text)
             );
         }
-    }
-
-    #[test]
-    fn credentials_are_hidden() {
-        assert_eq!(
-            without_credentials("redis://:secretpw@h:6379/0"),
-            "redis://***@h:6379/0"
-        );
-        assert_eq!(without_credentials("rediss://user:pw@h"), "rediss://***@h");
-        assert_eq!(without_credentials("redis://h:6379"), "redis://h:6379");
-        assert_eq!(
-            without_credentials("unix:///run/r.sock"),
-            "unix:///run/r.sock"
-        );
-        assert_eq!(without_credentials("garbage"), "(not a URL)");
     }
 }

@@ -1,5 +1,5 @@
 //! The fleet-wide backend's Redis client: one GCRA step for a limited key, decided by a Lua script
-//! ([`gcra.lua`](./gcra.lua)) in the Redis (or Valkey) every daemon shares, in one round trip.
+//! (`gcra.lua`, beside this file) in the Redis (or Valkey) every daemon shares, in one round trip.
 //!
 //! The arithmetic is the one-host limiter's (`keyset::limits`): the key's theoretical arrival
 //! time (TAT) moves on by the limit's interval per accepted request, and a request is refused when
@@ -18,14 +18,15 @@
 //! [`BackendError::Timeout`]. (A request that timed out may still reach Redis later and count.)
 //!
 //! The connection: one multiplexed connection for every decision, made in the background by a task
-//! of the limiter's own (started by [`RedisLimiter::new`] inside a tokio runtime, or by the first
-//! decision). While it is being made, decisions wait for it (within their timeout); when it could
-//! not be made, decisions fail at once with the reason while the task tries again after 50 ms,
-//! doubling to at most a second. A decision that finds the connection broken (an I/O error, the
-//! server gone, a replica's READONLY after a failover) has it made again at once, and so has a
-//! connection that answered nothing for [`STALL`] while decisions timed out (a peer that vanished
-//! without closing). Redis down at start is no error of [`RedisLimiter::new`]: decisions fail
-//! until it is back, then succeed with the same limiter.
+//! of the limiter's own (started by [`RedisLimiter::new`] inside a tokio runtime, else by the
+//! first decision, and again by a decision if its runtime ended). While it is being made,
+//! decisions wait for it (within their timeout); when it could not be made, decisions fail at once
+//! with the reason while the task tries again after 50 ms, doubling to at most a second. A
+//! decision that finds the connection broken (an I/O error, the server gone, a replica's READONLY
+//! after a failover) has it made again at once (the decisions after it wait for that), and so has
+//! a connection that answered nothing for [`STALL`] while decisions timed out (a peer that
+//! vanished without closing). Redis down at start is no error of [`RedisLimiter::new`]: decisions
+//! fail until it is back, then succeed with the same limiter.
 //!
 //! No secret is ever in an error text or a `Debug`: the password (from `redis_password_file` or
 //! the URL) is cut out of every text that comes from the `redis` crate or the server.
@@ -38,10 +39,11 @@ use redis::{
 };
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -156,8 +158,8 @@ struct Inner {
     link: watch::Sender<Link>,
     /// Wakes the connecting task: the connection broke, or the limiter is gone.
     wake: Arc<Notify>,
-    /// Whether the connecting task was started.
-    started: AtomicBool,
+    /// The connecting task, once started.
+    connector: Mutex<Option<JoinHandle<()>>>,
     /// When a decision was last answered, nanoseconds since `epoch`.
     answered: AtomicU64,
     epoch: Instant,
@@ -271,13 +273,13 @@ impl RedisLimiter {
                 secrets,
                 link,
                 wake: Arc::new(Notify::new()),
-                started: AtomicBool::new(false),
+                connector: Mutex::new(None),
                 answered: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            limiter.start();
+            limiter.inner.ensure_connector();
         }
         Ok(limiter)
     }
@@ -289,7 +291,6 @@ impl RedisLimiter {
         key_id: &str,
         limit: &RateLimit,
     ) -> Result<FleetDecision, BackendError> {
-        self.start();
         let deadline = Instant::now() + self.inner.timeout;
         let mut generation = None;
         let decided =
@@ -297,10 +298,7 @@ impl RedisLimiter {
                 .await
                 .unwrap_or(Err(BackendError::Timeout));
         match &decided {
-            Ok(_) => self
-                .inner
-                .answered
-                .store(self.inner.nanos_now(), Ordering::Relaxed),
+            Ok(_) => self.inner.note_answer(),
             Err(BackendError::Timeout) => {
                 if let Some(generation) = generation {
                     self.inner.check_stall(generation);
@@ -341,39 +339,51 @@ impl RedisLimiter {
             }
         }
     }
-
-    /// Starts the connecting task, once.
-    fn start(&self) {
-        if self.inner.started.load(Ordering::Relaxed)
-            || self.inner.started.swap(true, Ordering::Relaxed)
-        {
-            return;
-        }
-        tokio::spawn(connect_loop(
-            Arc::downgrade(&self.inner),
-            self.inner.wake.clone(),
-        ));
-    }
 }
 
 impl Inner {
     /// The connection, waiting while it is being made.
-    async fn connection(&self) -> Result<(MultiplexedConnection, u64), BackendError> {
+    async fn connection(self: &Arc<Self>) -> Result<(MultiplexedConnection, u64), BackendError> {
         let mut link = self.link.subscribe();
         loop {
-            match &*link.borrow_and_update() {
+            let down = match &*link.borrow_and_update() {
                 Link::Up {
                     connection,
                     generation,
                     ..
                 } => return Ok((connection.clone(), *generation)),
-                Link::Down(error) => return Err(error.clone()),
-                Link::Connecting => {}
+                Link::Down(error) => Some(error.clone()),
+                Link::Connecting => None,
+            };
+            self.ensure_connector();
+            if let Some(error) = down {
+                return Err(error);
             }
             if link.changed().await.is_err() {
                 return Err(BackendError::Unavailable("the limiter is gone".into()));
             }
         }
+    }
+
+    /// Starts the connecting task on the current runtime unless it runs (it ends with the
+    /// runtime it was started on).
+    fn ensure_connector(self: &Arc<Self>) {
+        let mut connector = self
+            .connector
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if connector.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        if let Some(task) = connector.take() {
+            // Its runtime ended: so did the connection it made.
+            drop(task);
+            self.link.send_replace(Link::Connecting);
+        }
+        *connector = Some(tokio::spawn(connect_loop(
+            Arc::downgrade(self),
+            self.wake.clone(),
+        )));
     }
 
     /// The connection `generation` broke: it is made again at once, and decisions wait for that
@@ -406,6 +416,15 @@ impl Inner {
         let quiet_since = since.max(answered);
         if quiet_since.elapsed() >= STALL {
             self.lost(generation);
+        }
+    }
+
+    /// Records an answer for [`check_stall`](Self::check_stall), to within 10 ms (fewer writes to
+    /// a line every decision shares).
+    fn note_answer(&self) {
+        let now = self.nanos_now();
+        if now.saturating_sub(self.answered.load(Ordering::Relaxed)) >= 10_000_000 {
+            self.answered.store(now, Ordering::Relaxed);
         }
     }
 
@@ -565,7 +584,7 @@ fn scrub(mut text: String, secrets: &[Zeroizing<String>]) -> String {
 }
 
 /// The URL with any `user:password@` replaced by `***@` and a `pass=` parameter's value by `***`.
-fn without_credentials(url: &str) -> String {
+pub fn without_credentials(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (scheme, rest),
         None => return "***".into(),
@@ -812,14 +831,32 @@ mod tests {
             assert!(text.contains("redis_url"), "{url}: {text}");
             assert!(!text.contains(password), "{url}: {text}");
         }
+        let text = error(RedisSettings {
+            ca_file: Some("/etc/ssl/certs/ca-certificates.crt".into()),
+            ..settings("redis://127.0.0.1:6379".into())
+        });
+        assert!(text.contains("only used with a rediss://"), "{text}");
+        let text = error(RedisSettings {
+            timeout: Duration::ZERO,
+            ..settings("redis://127.0.0.1:6379".into())
+        });
+        assert!(text.contains("redis_timeout"), "{text}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn ca_files_that_cannot_be_used_are_errors() {
+        let error = |settings: RedisSettings| match RedisLimiter::new(settings) {
+            Ok(_) => panic!("accepted"),
+            Err(BackendError::Settings(text)) => text,
+            Err(other) => panic!("{other:?}"),
+        };
         let dir = tempfile::tempdir().unwrap();
         let with_ca = |url: &str, ca: PathBuf| RedisSettings {
             ca_file: Some(ca),
             ..settings(url.into())
         };
         let missing = dir.path().join("missing.pem");
-        let text = error(with_ca("redis://127.0.0.1:6379", missing.clone()));
-        assert!(text.contains("only used with a rediss://"), "{text}");
         let text = error(with_ca("rediss://127.0.0.1:6379", missing));
         assert!(
             text.contains("redis_ca_file") && text.contains("missing.pem"),
@@ -837,11 +874,6 @@ mod tests {
         .unwrap();
         let text = error(with_ca("rediss://127.0.0.1:6379", broken));
         assert!(text.contains("is not PEM"), "{text}");
-        let text = error(RedisSettings {
-            timeout: Duration::ZERO,
-            ..settings("redis://127.0.0.1:6379".into())
-        });
-        assert!(text.contains("redis_timeout"), "{text}");
     }
 
     #[test]
@@ -979,6 +1011,41 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_limiter_outlives_the_runtime_it_was_made_in() {
+        let Some(redis) = server(RedisOptions::default()) else {
+            return;
+        };
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let hourly = limit("3/1h", None);
+        let first = runtime();
+        let limiter = first.block_on(async {
+            let limiter = RedisLimiter::new(settings(redis.url())).unwrap();
+            assert!(admit(&limiter, "o", &hourly).await.allowed);
+            limiter
+        });
+        drop(first);
+        // Its connecting task and connection ended with it; the next runtime gets new ones.
+        runtime().block_on(async {
+            assert!(
+                until_answered(&limiter, Duration::from_secs(5))
+                    .await
+                    .is_some()
+            );
+            assert!(admit(&limiter, "o", &hourly).await.allowed);
+            assert!(admit(&limiter, "o", &hourly).await.allowed);
+            assert!(
+                !admit(&limiter, "o", &hourly).await.allowed,
+                "the same bucket"
+            );
+        });
+    }
+
     #[tokio::test]
     async fn two_daemons_share_one_bucket_and_prefixes_keep_fleets_apart() {
         let Some(redis) = server(RedisOptions::default()) else {
@@ -1086,6 +1153,7 @@ mod tests {
         assert!(!admit(&unix, "u", &hourly).await.allowed, "one bucket");
     }
 
+    #[cfg(feature = "tls")]
     #[tokio::test]
     async fn rediss_with_the_ca_file_and_not_without_it() {
         if !RedisServer::tls_available() {
