@@ -256,10 +256,20 @@ impl Cell {
         let tolerance = limit.tolerance_nanos();
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now).saturating_add(interval);
+            // An arrival time further ahead than this limit allows (left by a longer limit of the
+            // same key, carried across a reload) counts as an empty bucket of this limit.
+            let start = tat.max(now).min(now.saturating_add(tolerance));
+            let next = start.saturating_add(interval);
             let ahead = next - now;
             if ahead > tolerance {
-                return self.refuse(limit, tat.max(now) - now, ahead - tolerance, now);
+                if start < tat {
+                    // Bring a longer limit's arrival time down to this one's, so it refills at
+                    // this rate (best effort: a request that moved it meanwhile decided anew).
+                    let _ =
+                        self.tat
+                            .compare_exchange(tat, start, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                return self.refuse(limit, start - now, ahead - tolerance, now);
             }
             match self
                 .tat
@@ -401,6 +411,17 @@ mod tests {
             "the new set knows the bucket is empty"
         );
         assert_eq!(new.state(3).unwrap().refused, 2);
+        // A shorter limit of the same key is not held to the old one's period.
+        let fast = Limits::build_with(vec![(0, limit("10/1s", None))], 1, None);
+        fast.absorb(0, old.state(0).unwrap(), false);
+        assert!(
+            !allowed(fast.admit(0, 3)),
+            "an empty bucket of the new limit"
+        );
+        assert!(
+            allowed(fast.admit(0, 3 + 100_000_000)),
+            "refilled at the new rate"
+        );
         let unlimited = Limits::build_with(Vec::new(), 4, None);
         unlimited.absorb(3, old.state(0).unwrap(), true);
         assert!(!unlimited.any());

@@ -10,7 +10,7 @@
 --
 -- Returns {allowed (1 or 0), ahead, retry_after}: how far (µs) the TAT runs ahead of now after the
 -- decision, and how long until one more request would be accepted (0 when allowed). A refusal
--- writes nothing; an acceptance stores the new TAT with an expiry at the moment it passes (the
+-- writes nothing (but for a TAT brought down to this limit's bound); an acceptance stores the new TAT with an expiry at the moment it passes (the
 -- bucket is full again then, and a missing key means exactly that), so idle keys vanish.
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
@@ -20,9 +20,21 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '') or now
 if tat < now then
   tat = now
 end
+-- A TAT further ahead than this limit allows (left by a longer limit of the same key) is taken as
+-- an empty bucket of this limit, so a changed limit never locks a key out for the old one's period.
+local clamped = false
+if tat > now + tolerance then
+  tat = now + tolerance
+  clamped = true
+end
 local new_tat = tat + interval
 local ahead = new_tat - now
 if ahead > tolerance then
+  if clamped then
+    -- Kept at this limit's bound, so the bucket refills at this limit's rate from now on.
+    redis.call('SET', KEYS[1], string.format('%.0f', tat),
+      'PX', string.format('%.0f', math.ceil((tat - now) / 1000) + 1))
+  end
   return {0, tat - now, ahead - tolerance}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat),

@@ -589,18 +589,25 @@ pub fn without_credentials(url: &str) -> String {
         Some((scheme, rest)) => (scheme, rest),
         None => return "***".into(),
     };
+    // Everything before the last `@` is hidden, even past a `/`, `?` or `#`: a password may
+    // hold any of them, and a URL the client cannot parse is still printed.
+    let rest = match rest.rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    let hidden = rest.len() < url.len() - scheme.len() - 3;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rfind('@') {
-        Some(at) => format!("***@{}", &authority[at + 1..]),
-        None => authority.to_string(),
+    let authority = match hidden {
+        true => format!("***@{authority}"),
+        false => authority.to_string(),
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
             let query: Vec<&str> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some(("pass", _)) => "pass=***",
+                    Some((name, _)) if name.contains("pass") || name.contains('%') => "pass=***",
                     _ => pair,
                 })
                 .collect();
@@ -779,11 +786,15 @@ mod tests {
         // Under a microsecond per request: one a microsecond.
         assert_eq!(micros(&limit("2000000/1s", None)), (1, 2_000_000));
         assert_eq!(micros(&limit("1000000000/1s", None)), (1, 1_000_000_000));
-        // A tolerance of centuries is held to 2^51 µs.
+        // A tolerance of centuries is no limit: refused by RateLimit itself (the clamp to
+        // 2^51 µs stays as a second guard).
+        assert!(RateLimit::parse("1/366d", Some(1_000_000_000)).is_err());
+        let longest = limit("1/366d", Some(50));
         assert_eq!(
-            micros(&limit("1/366d", Some(1_000_000_000))),
-            (31_622_400_000_000, MAX_MICROS)
+            micros(&longest),
+            (31_622_400_000_000, 1_581_120_000_000_000)
         );
+        assert!(micros(&longest).1 < MAX_MICROS);
     }
 
     #[test]
@@ -898,6 +909,15 @@ mod tests {
             "rediss://***@h:6380/1"
         );
         assert_eq!(without_credentials("redis://h:6379"), "redis://h:6379");
+        // A password holding `/`, `?` or `#`, and a parameter name written with an escape.
+        for url in [
+            "redis://default:ab/cd@h:6379",
+            "redis://:ab?cd@h",
+            "redis://:ab#cd@h",
+        ] {
+            assert!(!without_credentials(url).contains("ab"), "{url}");
+        }
+        assert!(!without_credentials("unix:///r.sock?p%61ss=zz9").contains("zz9"));
     }
 
     #[test]

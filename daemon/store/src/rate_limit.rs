@@ -44,7 +44,13 @@ pub enum RateLimitError {
     Count,
     #[error("the period must be between 1ms and 366d, and at least a nanosecond per request")]
     Period,
+    #[error("burst × period / requests must be at most 50 years (a longer bucket never empties)")]
+    TooLong,
 }
+
+/// The longest a full bucket may take to refill (burst intervals): about 50 years, below what
+/// the Redis backend's arithmetic holds exactly (2^51 µs); longer would saturate and never refuse.
+pub const MAX_TOLERANCE: Duration = Duration::from_secs(50 * 366 * 86_400);
 
 impl RateLimit {
     /// A checked limit.
@@ -63,9 +69,12 @@ impl RateLimit {
             per,
             burst,
         };
-        match limit.interval_nanos() {
-            0 => Err(RateLimitError::Period),
-            _ => Ok(limit),
+        if limit.interval_nanos() == 0 {
+            return Err(RateLimitError::Period);
+        }
+        match limit.interval_nanos().checked_mul(limit.burst) {
+            Some(tolerance) if u128::from(tolerance) <= MAX_TOLERANCE.as_nanos() => Ok(limit),
+            _ => Err(RateLimitError::TooLong),
         }
     }
 
@@ -211,6 +220,16 @@ mod tests {
             RateLimit::parse("1000000000/1ms", None),
             Err(RateLimitError::Period)
         );
+        // A bucket that would take centuries to refill saturates and never refuses: refused.
+        assert_eq!(
+            RateLimit::parse("1/1d", Some(250_000)),
+            Err(RateLimitError::TooLong)
+        );
+        assert_eq!(
+            RateLimit::parse("1/1h", Some(6_000_000)),
+            Err(RateLimitError::TooLong)
+        );
+        assert!(RateLimit::parse("1/366d", Some(50)).is_ok());
     }
 
     #[test]
