@@ -207,7 +207,9 @@ fn serve(client: TcpStream, inner: &Inner) -> io::Result<()> {
         }
         let is_head = request.head.starts_with(b"HEAD ");
         let mut answer = forward(inner.upstream, &request, is_head)?;
-        if fault == Fault::Chunked {
+        // An answer to HEAD has no body to re-frame: a chunked terminator after it would be read
+        // as the start of the next answer on the kept-alive connection.
+        if fault == Fault::Chunked && !is_head {
             answer = rechunk(answer);
         }
         writer.write_all(&answer.head)?;
