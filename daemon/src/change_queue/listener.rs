@@ -10,7 +10,7 @@
 use super::event::{self, Naming, Notice};
 use super::state::QueueState;
 use crate::config::NotifyQueue;
-use crate::reload_request::{ReloadOutcome, ReloadRequest, Trigger};
+use crate::reload_request::{ReloadRequest, Trigger};
 use crate::schedule;
 use crate::state::Shared;
 use heare_auth_store::S3Options;
@@ -56,9 +56,6 @@ struct Listener<'a> {
     failures: u32,
     /// When the last reload asked for by the queue ended.
     last_reload: Option<Instant>,
-    /// Failed reloads in a row, and until when none is asked for.
-    reload_failures: u32,
-    reloads_paused_until: Option<Instant>,
     /// Messages that were not S3 events since the last log line about them.
     invalid_unlogged: usize,
     invalid_logged_at: Option<Instant>,
@@ -80,8 +77,6 @@ impl<'a> Listener<'a> {
             stopped,
             failures: 0,
             last_reload: None,
-            reload_failures: 0,
-            reloads_paused_until: None,
             invalid_unlogged: 0,
             invalid_logged_at: None,
         }
@@ -145,31 +140,18 @@ impl<'a> Listener<'a> {
     }
 
     /// Asks for a conditional reload, no sooner than [`MIN_RELOAD_SPACING`] after the last one,
-    /// and not at all while paused after a failed one.
+    /// and not at all while the store's last load failed: the reloader retries then on its own
+    /// backed-off schedule, which a flood of events must not shorten.
     async fn reload(&mut self, trigger: Trigger) {
-        if self
-            .reloads_paused_until
-            .is_some_and(|until| Instant::now() < until)
-        {
+        if self.shared.status().stale {
             tracing::debug!("notify_reload_skipped_store_failing");
             return;
         }
         if let Some(last) = self.last_reload {
             self.sleep_until(last + MIN_RELOAD_SPACING).await;
         }
-        let outcome = reload_now(self.shared, trigger).await;
+        reload_now(self.shared, trigger).await;
         self.last_reload = Some(Instant::now());
-        match outcome {
-            Some(Err(_)) => {
-                self.reload_failures = self.reload_failures.saturating_add(1);
-                let pause = schedule::retry_wait(self.reload_failures);
-                self.reloads_paused_until = Some(Instant::now() + pause);
-            }
-            _ => {
-                self.reload_failures = 0;
-                self.reloads_paused_until = None;
-            }
-        }
     }
 
     /// Counts messages that were not S3 events; logs the count at most once a minute.
@@ -239,14 +221,15 @@ fn trigger_for(named: &[Naming]) -> Trigger {
     }
 }
 
-/// Asks the reloader for a conditional reload and waits until it is done; `None` when the
-/// reloader is gone (the daemon is stopping).
-async fn reload_now(shared: &Shared, trigger: Trigger) -> Option<ReloadOutcome> {
+/// Asks the reloader for a conditional reload and waits until it is done (or gone: the daemon
+/// is stopping).
+async fn reload_now(shared: &Shared, trigger: Trigger) {
     let (reply, done) = oneshot::channel();
     let request = ReloadRequest {
         trigger,
         reply: Some(reply),
     };
-    shared.reload_requests.send(request).await.ok()?;
-    done.await.ok()
+    if shared.reload_requests.send(request).await.is_ok() {
+        let _ = done.await;
+    }
 }
