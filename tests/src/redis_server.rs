@@ -274,6 +274,30 @@ impl RedisServer {
         }
     }
 
+    /// Sends one command (each argument a bulk string) on the server's socket and returns its
+    /// reply's text: a simple string, an error (`-…`), an integer, or a bulk string's body.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut stream = UnixStream::connect(self.socket_path()).context("the Redis socket")?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut chunk)?;
+            if read == 0 {
+                bail!("Redis closed the connection");
+            }
+            reply.extend_from_slice(&chunk[..read]);
+            if let Some(text) = complete_reply(&reply) {
+                return Ok(text);
+            }
+        }
+    }
+
     /// Whether the server answers a PING on its socket (`+PONG`, or `-NOAUTH` with a password).
     fn answers(&self) -> bool {
         let Ok(mut stream) = UnixStream::connect(self.socket_path()) else {
@@ -292,6 +316,20 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The text of a whole RESP reply in `reply` (not an array), or `None` while more is to come.
+fn complete_reply(reply: &[u8]) -> Option<String> {
+    let line_end = reply.windows(2).position(|w| w == b"\r\n")?;
+    let line = String::from_utf8_lossy(&reply[..line_end]).into_owned();
+    let Some(length) = line.strip_prefix('$') else {
+        return Some(line);
+    };
+    let Ok(length) = length.parse::<usize>() else {
+        return Some(line);
+    };
+    let body = reply.get(line_end + 2..line_end + 2 + length)?;
+    Some(String::from_utf8_lossy(body).into_owned())
 }
 
 /// A TCP port of 127.0.0.1 that was free a moment ago.

@@ -316,3 +316,63 @@ fn hammered_on_three_daemons_the_fleet_never_gets_more_than_burst_plus_rate() {
         );
     }
 }
+
+/// How many times Redis ran the limiter's script (EVALSHA, and EVAL once it was not loaded).
+fn script_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            let calls = line.split_once("calls=")?.1;
+            calls.split(',').next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+fn a_key_flooded_after_its_refusal_asks_redis_once_until_the_refusal_ends() {
+    if !RedisServer::available() {
+        heare_auth_tests::skipped!("redis-server is not installed");
+        return;
+    }
+    let redis = RedisServer::start().unwrap();
+    // 2 requests a 2 s window: the third waits about a second.
+    let keys = json!([
+        {"id": "key_flood", "secret": "sec_flood", "rate_limit": {"requests": 2, "per": "2s"}},
+    ]);
+    let (_dirs, daemons) = fleet(&redis, keys, "fleet_hosts = 3\n");
+    let flooded = &daemons[0];
+    assert_eq!(flooded.verify("sec_flood").status, 200);
+    assert_eq!(flooded.verify("sec_flood").status, 200);
+    let before = script_calls(&redis);
+    let started = Instant::now();
+    let mut refused = 0;
+    while started.elapsed() < Duration::from_millis(500) {
+        let answer = flooded.verify("sec_flood");
+        assert_eq!(answer.status, 429, "{}", answer.body);
+        let retry = answer.json()["retry_after_ms"].as_u64().unwrap();
+        assert!((1..=1_000).contains(&retry), "{retry}");
+        refused += 1;
+    }
+    assert!(refused >= 20, "only {refused} requests in the flood");
+    let asked = script_calls(&redis) - before;
+    assert_eq!(asked, 1, "{refused} refusals asked Redis {asked} times");
+    // Another daemon's request still asks Redis, and Redis still refuses it.
+    assert_eq!(daemons[1].verify("sec_flood").status, 429);
+    assert_eq!(script_calls(&redis) - before, 2);
+    // The refusal ends when Redis's did: the key is accepted again, everywhere.
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(flooded.verify("sec_flood").status, 200);
+    let usage = flooded
+        .request(&Request::new("GET", "/usage"))
+        .unwrap()
+        .json();
+    let entry = usage
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["key_id"] == "key_flood"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["rate_limited"], refused, "{usage}");
+    assert_eq!(entry["verifications"], 3, "{usage}");
+}

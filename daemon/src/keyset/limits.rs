@@ -37,7 +37,7 @@ pub fn clock() -> u64 {
 
 const SECOND: u64 = 1_000_000_000;
 
-/// One limited key's state. 24 bytes.
+/// One limited key's state. 32 bytes.
 #[derive(Debug, Default)]
 struct Cell {
     /// The theoretical arrival time of the next request; 0 for a full bucket.
@@ -46,6 +46,8 @@ struct Cell {
     refused: AtomicU64,
     /// When a refusal of this key was last logged.
     logged_at: AtomicU64,
+    /// Until when the fleet backend's last refusal of this key stands ([`clock`]); 0: none.
+    refused_until: AtomicU64,
 }
 
 /// What a key's limit says of one more request now.
@@ -196,6 +198,32 @@ impl Limits {
             }
             None => false,
         }
+    }
+
+    /// Remembers that the fleet backend refused the key at `position` until `until` ([`clock`]):
+    /// no daemon's request can make room sooner, so until then a request of it is refused here
+    /// ([`Limits::remembered_refusal`]) without asking the backend again.
+    pub fn remember_refusal(&self, position: u32, until: u64) {
+        if let Some((_, cell)) = self.slot(position) {
+            cell.refused_until.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// The fleet backend's refusal of the key at `position`, when it still stands at `now`:
+    /// counted and answered as the backend would have answered it.
+    pub fn remembered_refusal(&self, position: u32, now: u64) -> Option<Admission> {
+        let (limit, cell) = self.slot(position)?;
+        let retry_after = cell
+            .refused_until
+            .load(Ordering::Relaxed)
+            .checked_sub(now)
+            .filter(|&left| left > 0)?;
+        // Refused while the arrival time runs more than tolerance − interval ahead: it runs
+        // ahead by the wait left plus that.
+        let ahead = retry_after
+            .saturating_add(limit.tolerance_nanos())
+            .saturating_sub(limit.interval_nanos());
+        Some(cell.refuse(limit, ahead, retry_after, now))
     }
 
     /// The state of the key at `position`, when it is limited and has been used.
@@ -426,5 +454,44 @@ mod tests {
         unlimited.absorb(3, old.state(0).unwrap(), true);
         assert!(!unlimited.any());
         assert_eq!(unlimited.admit(3, 4), Admission::Unlimited);
+    }
+
+    #[test]
+    fn a_remembered_fleet_refusal_stands_until_its_end_and_is_counted() {
+        // 10/1s burst 3: interval 0.1 s, tolerance 0.3 s.
+        let limits = Limits::build_with(vec![(2, limit("10/1s", Some(3)))], 4, None);
+        let now = 5 * SECOND;
+        assert_eq!(
+            limits.remembered_refusal(2, now),
+            None,
+            "nothing remembered"
+        );
+        limits.remember_refusal(2, now + 40_000_000);
+        limits.remember_refusal(0, now + 40_000_000);
+        assert_eq!(limits.remembered_refusal(0, now), None, "an unlimited key");
+        let Some(Admission::Refused { quota, log }) = limits.remembered_refusal(2, now) else {
+            panic!("the refusal stands");
+        };
+        assert!(log, "the first refusal is logged");
+        assert_eq!(quota.remaining, 0);
+        assert_eq!(quota.retry_after_nanos, 40_000_000);
+        assert_eq!(
+            quota.reset_nanos, 240_000_000,
+            "40 ms + tolerance − interval"
+        );
+        assert!(matches!(
+            limits.remembered_refusal(2, now + 39_999_999),
+            Some(Admission::Refused { log: false, .. })
+        ));
+        assert_eq!(
+            limits.remembered_refusal(2, now + 40_000_000),
+            None,
+            "it ended"
+        );
+        // A shorter refusal never cuts a longer one.
+        limits.remember_refusal(2, now + 10);
+        assert!(limits.remembered_refusal(2, now + 30_000_000).is_some());
+        assert_eq!(limits.state(2).map(|s| s.refused), Some(3));
+        assert!(allowed(limits.admit(2, now)), "the local bucket is its own");
     }
 }

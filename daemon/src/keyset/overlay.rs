@@ -173,6 +173,20 @@ impl ServedKeys {
         set.limits.refused_elsewhere(position, now)
     }
 
+    /// Remembers the fleet backend's refusal of the key at `position` (a view's) until `until`
+    /// ([`super::rate_clock`]).
+    pub fn remember_refusal(&self, position: u32, until: u64) {
+        let (set, position) = self.holder(position);
+        set.limits.remember_refusal(position, until);
+    }
+
+    /// The fleet backend's refusal of the key at `position` (a view's), when it still stands at
+    /// `now`: counted, and the answer to give.
+    pub fn remembered_refusal(&self, position: u32, now: u64) -> Option<Admission> {
+        let (set, position) = self.holder(position);
+        set.limits.remembered_refusal(position, now)
+    }
+
     /// Counts a verification of the key at `position` (a view's) at `now`.
     pub fn record_use_at(&self, position: u32, previous_secret: bool, now: UnixMillis) {
         let (set, position) = self.holder(position);

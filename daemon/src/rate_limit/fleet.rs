@@ -1,7 +1,11 @@
 //! The fleet-wide backend: a limited key's request is decided by the Redis every daemon shares
 //! ([`super::redis`]), so the sum of what all daemons accept for one key stays within its limit.
 //!
-//! Only limited keys get here; an unlimited key never touches Redis. A decision waits at most
+//! Only limited keys get here; an unlimited key never touches Redis, and neither does a key Redis
+//! has refused until a time still to come: requests from other daemons can only move its arrival
+//! time on, so the refusal is remembered in the key's cell and repeated here until then (a key's
+//! holder flooding one daemon costs Redis one question per refusal window, not one per request).
+//! A decision waits at most
 //! `redis_timeout`. When Redis is down, slow or refusing, `on_backend_error` decides the request
 //! instead: `local` enforces this daemon's share of the limit (`requests / fleet_hosts`, `burst /
 //! fleet_hosts`, at least 1 each) with the key's own local state, `allow` accepts it, `deny`
@@ -61,11 +65,21 @@ impl FleetLimits {
         }
     }
 
-    /// Decides one request of `key` (of `keys`): Redis's answer, or the fallback's.
+    /// Decides one request of `key` (of `keys`): a refusal by Redis that still stands, Redis's
+    /// answer, or the fallback's.
     pub async fn admit(&self, keys: &ServedKeys, key: LimitedKey<'_>) -> Admission {
+        let asked = rate_clock();
+        if let Some(refused) = keys.remembered_refusal(key.position, asked) {
+            return refused;
+        }
         match self.redis.admit(key.id, &key.limit).await {
             Ok(decision) => {
                 self.note_answer();
+                if !decision.allowed {
+                    // Measured from before the question, so never longer than Redis's own wait.
+                    let until = asked.saturating_add(decision.retry_after_nanos);
+                    keys.remember_refusal(key.position, until);
+                }
                 let now = rate_clock();
                 admission(key.limit, decision, || {
                     keys.refusal_log_due(key.position, now)

@@ -72,7 +72,10 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --rate-limits     verify throughput at the first key count with every key rate limited (a
                     limit never reached) against no limits, runs interleaved (--runs of each,
                     --connections, --seconds); then the accuracy of a limit: one key limited to
-                    100/1s (burst 100), 5 clients for 10 s, accepted against burst + rate × seconds
+                    100/1s (burst 100), 5 clients for 10 s, accepted against burst + rate × seconds;
+                    with a redis-server (PATH or HEARE_TEST_REDIS_SERVER), the Redis backend
+                    against the local one (throughput, p50/p99 at c=1, --latency requests) and
+                    the same accuracy run on 3 daemons sharing the Redis, 5 clients each
   --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
@@ -962,6 +965,36 @@ fn throughput_runs(
         server_cpu: per_request(server_before, server),
         generator_cpu: per_request(own_before, std::process::id()),
     })
+}
+
+/// `options.runs` throughput runs of each of two daemons (their directories), alternating which
+/// goes first; the verifies/s of each.
+fn interleaved(
+    options: &Options,
+    first: &Path,
+    second: &Path,
+    secrets: &[String],
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for run in 0..options.runs {
+        let mut order = [(first, &mut a), (second, &mut b)];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (dir, rates) in order {
+            let (rate, _) =
+                throughput(&socket(dir), secrets, options.connections, options.seconds)?;
+            rates.push(rate);
+        }
+    }
+    Ok((a, b))
+}
+
+/// The median of `values` (0 for none).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// User plus system CPU time of process `pid` (all its threads), in 1/100 s.

@@ -11,7 +11,7 @@
 //! the bare server's, and, with `--compare`, this build's CPU per verify over the other's.
 
 use super::{
-    Options, cpu_ticks, exchange, latency, serve_bare_command, socket, start_daemon, stop,
+    Options, cpu_ticks, exchange, latency, median, serve_bare_command, socket, start_daemon, stop,
     throughput, verify_request, write_key_file,
 };
 use std::path::{Path, PathBuf};
@@ -143,12 +143,6 @@ fn measure(contender: &mut Contender, secrets: &[String], options: &Options) -> 
     contender.p50.push(p50);
     contender.p99.push(p99);
     Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 impl Contender {

@@ -7,7 +7,7 @@
 //! both in turn (the order alternating) at `--connections` for `--seconds`; the verifies draw on
 //! every key, so about N / count of them are answered from the overlay and the rest pass it.
 
-use super::{Options, exchange, socket, start_daemon, stop, throughput, write_keys};
+use super::{Options, exchange, interleaved, median, socket, start_daemon, stop, write_keys};
 use heare_auth_store::change::{KeyChange, MAX_KEYS};
 use heare_auth_tests::change_cost::{at_change_zero, change_object};
 use std::path::Path;
@@ -37,7 +37,7 @@ pub fn run(options: &Options, changed: usize) -> anyhow::Result<()> {
     )?;
     let wanted = format!("\"overlay_keys\":{changed},");
     let measured = match status.contains(&wanted) {
-        true => measure(options, with.path(), without.path(), &secrets),
+        true => interleaved(options, with.path(), without.path(), &secrets),
         false => Err(anyhow::anyhow!(
             "the overlay is not {changed} keys: {status}"
         )),
@@ -45,7 +45,7 @@ pub fn run(options: &Options, changed: usize) -> anyhow::Result<()> {
     stop(&mut overlaid);
     stop(&mut plain);
     let (with_rates, without_rates) = measured?;
-    let (a, b) = (median(with_rates.clone()), median(without_rates.clone()));
+    let (a, b) = (median(&with_rates), median(&without_rates));
     println!(
         "{count} keys, {changed} in the overlay: {a:.0} verifies/s; empty overlay: {b:.0}; ratio {:.3} (runs: {with_rates:.0?} vs {without_rates:.0?})",
         a / b
@@ -97,31 +97,4 @@ fn scoped(id: &str, key: Option<&serde_json::Value>) -> anyhow::Result<KeyChange
         id: id.to_string(),
         key: Some(key),
     })
-}
-
-/// `options.runs` runs of each daemon, alternating which goes first.
-fn measure(
-    options: &Options,
-    with: &Path,
-    without: &Path,
-    secrets: &[String],
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let (mut with_rates, mut without_rates) = (Vec::new(), Vec::new());
-    for run in 0..options.runs {
-        let mut order = [(with, &mut with_rates), (without, &mut without_rates)];
-        if run % 2 == 1 {
-            order.reverse();
-        }
-        for (dir, rates) in order {
-            let (rate, _) =
-                throughput(&socket(dir), secrets, options.connections, options.seconds)?;
-            rates.push(rate);
-        }
-    }
-    Ok((with_rates, without_rates))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

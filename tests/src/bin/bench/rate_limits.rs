@@ -7,41 +7,81 @@
 //! - Accuracy: one daemon, one key limited to 100/1s (burst 100), five client threads each
 //!   verifying it as fast as they can for 10 s on keep-alive connections; the accepted count is
 //!   printed against `burst + rate × seconds` for the seconds the clients ran.
+//!
+//! With a `redis-server` (Debian's, or `HEARE_TEST_REDIS_SERVER`), started on 127.0.0.1 for the
+//! run, two more:
+//!
+//! - The Redis backend: every key limited (never reached) on two daemons, the local backend
+//!   against `backend = "redis"` (with `on_backend_error = "deny"`, so that a decision Redis did
+//!   not make is a 429 and fails the run rather than passing unseen); interleaved throughput runs,
+//!   then p50/p99 of `--latency` sequential verifies on one connection of each, and the backend
+//!   errors the Redis daemon counted.
+//! - Fleet accuracy: three daemons sharing the Redis (one `redis_prefix`), five clients each
+//!   hammering one key limited to 100/1s (burst 100) for 10 s; the total accepted against
+//!   `burst + rate × seconds`.
 
 use super::{
-    Options, exchange, socket, start_daemon, stop, throughput, verify_request, write_keys,
+    Options, exchange, interleaved, latency, median, socket, start_daemon, stop, verify_request,
+    write_keys,
 };
+use heare_auth_tests::redis_server::{PROGRAM_ENV, RedisServer};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// The limit every key of the cost run gets: never reached at any rate this host can drive.
+/// The limit every key of the cost runs gets: never reached at any rate this host can drive.
 const UNREACHED: &str = r#"{"requests": 1000000, "per": "1s"}"#;
+/// The key of the accuracy runs.
+const ACCURACY_SECRET: &str = "sec_accuracy_0123456789";
+/// How long the accuracy runs hammer their key.
+const ACCURACY_RUN: Duration = Duration::from_secs(10);
 
-/// Runs both measurements and prints them.
+/// Runs the measurements and prints them.
 pub fn run(options: &Options) -> anyhow::Result<()> {
     cost(options)?;
-    accuracy()
+    accuracy()?;
+    if !RedisServer::available() {
+        println!(
+            "redis-server not found (PATH or {PROGRAM_ENV}): the Redis backend is not measured"
+        );
+        return Ok(());
+    }
+    let redis = RedisServer::start()?;
+    redis_cost(options, &redis)?;
+    fleet_accuracy(&redis)
+}
+
+/// `count` keys in `plain/keys.json`, and the same keys each limited to [`UNREACHED`] in
+/// `limited/keys.json`; returns the secrets.
+fn limited_keys(plain: &Path, limited: &Path, count: usize) -> anyhow::Result<Vec<String>> {
+    let (_, secrets) = write_keys(&plain.join("keys.json"), count)?;
+    let body = std::fs::read_to_string(plain.join("keys.json"))?;
+    let with_limits = body.replace(
+        "\"secret\":",
+        &format!("\"rate_limit\": {UNREACHED}, \"secret\":"),
+    );
+    anyhow::ensure!(with_limits != body, "no key got a limit");
+    std::fs::write(limited.join("keys.json"), with_limits)?;
+    Ok(secrets)
+}
+
+/// Starts this build's heare-authd on `dir` at `--log-level warn` with `config`.
+fn daemon(dir: &Path, secrets: &[String], config: &str) -> anyhow::Result<Child> {
+    let binary = std::env::current_exe()?.with_file_name("heare-authd");
+    let args = ["--log-level".to_string(), "warn".to_string()];
+    Ok(start_daemon(dir, secrets, config, &binary, &args)?.0)
 }
 
 fn cost(options: &Options) -> anyhow::Result<()> {
     let count = options.counts.first().copied().unwrap_or(100_000);
     let limited = tempfile::tempdir()?;
     let plain = tempfile::tempdir()?;
-    let (_, secrets) = write_keys(&plain.path().join("keys.json"), count)?;
-    let body = std::fs::read_to_string(plain.path().join("keys.json"))?;
-    let with_limits = body.replace(
-        "\"secret\":",
-        &format!("\"rate_limit\": {UNREACHED}, \"secret\":"),
-    );
-    anyhow::ensure!(with_limits != body, "no key got a limit");
-    std::fs::write(limited.path().join("keys.json"), with_limits)?;
-    let binary = std::env::current_exe()?.with_file_name("heare-authd");
+    let secrets = limited_keys(plain.path(), limited.path(), count)?;
     let config = "usage_path = \"none\"\n";
-    let args = ["--log-level".to_string(), "warn".to_string()];
-    let (mut a, _) = start_daemon(limited.path(), &secrets, config, &binary, &args)?;
-    let (mut b, _) = start_daemon(plain.path(), &secrets, config, &binary, &args)?;
+    let mut a = daemon(limited.path(), &secrets, config)?;
+    let mut b = daemon(plain.path(), &secrets, config)?;
     let measured = interleaved(options, limited.path(), plain.path(), &secrets);
     stop(&mut a);
     stop(&mut b);
@@ -54,73 +94,162 @@ fn cost(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `options.runs` runs of each daemon, alternating which goes first.
-fn interleaved(
-    options: &Options,
-    first: &Path,
-    second: &Path,
-    secrets: &[String],
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for run in 0..options.runs {
-        let mut order = [(first, &mut a), (second, &mut b)];
-        if run % 2 == 1 {
-            order.reverse();
-        }
-        for (dir, rates) in order {
-            let (rate, _) =
-                throughput(&socket(dir), secrets, options.connections, options.seconds)?;
-            rates.push(rate);
-        }
-    }
-    Ok((a, b))
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+/// Writes the accuracy key file (one key, 100/1s) into `dir`.
+fn accuracy_keys(dir: &Path) -> anyhow::Result<()> {
+    let keys = format!(
+        r#"{{"keys": [{{"id": "key_acc", "secret": "{ACCURACY_SECRET}", "rate_limit": {{"requests": 100, "per": "1s"}}}}]}}"#
+    );
+    Ok(std::fs::write(dir.join("keys.json"), keys)?)
 }
 
 fn accuracy() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let secret = "sec_accuracy_0123456789";
-    let keys = format!(
-        r#"{{"keys": [{{"id": "key_acc", "secret": "{secret}", "rate_limit": {{"requests": 100, "per": "1s"}}}}]}}"#
-    );
-    std::fs::write(dir.path().join("keys.json"), keys)?;
-    let binary = std::env::current_exe()?.with_file_name("heare-authd");
-    let args = ["--log-level".to_string(), "warn".to_string()];
-    let (mut daemon, _) = start_daemon(dir.path(), &[], "usage_path = \"none\"\n", &binary, &args)?;
-    let counted = hammer(&socket(dir.path()), secret, 5, Duration::from_secs(10));
+    accuracy_keys(dir.path())?;
+    let mut daemon = daemon(dir.path(), &[], "usage_path = \"none\"\n")?;
+    let counted = hammer(&[socket(dir.path())], 5, ACCURACY_RUN);
     stop(&mut daemon);
     let (accepted, refused, seconds) = counted?;
-    let expected = 100.0 + 100.0 * seconds;
-    println!(
-        "accuracy, local backend, 1 daemon, 5 clients, one key 100/1s burst 100 for {seconds:.2} s: {accepted} accepted ({:+.2}% of burst + rate × seconds = {expected:.0}), {refused} refused",
-        (accepted as f64 / expected - 1.0) * 100.0
+    print_accuracy(
+        "local backend, 1 daemon, 5 clients",
+        accepted,
+        refused,
+        seconds,
     );
     Ok(())
 }
 
-/// `clients` threads verifying `secret` on one keep-alive connection each for `length`; returns
-/// the 200s, the 429s and the seconds from the first request to the last answer.
+/// Prints an accuracy run's counts against `burst + rate × seconds` of the 100/1s key.
+fn print_accuracy(what: &str, accepted: u64, refused: u64, seconds: f64) {
+    let expected = 100.0 + 100.0 * seconds;
+    println!(
+        "accuracy, {what}, one key 100/1s burst 100 for {seconds:.2} s: {accepted} accepted ({:+.2}% of burst + rate × seconds = {expected:.0}), {refused} refused",
+        (accepted as f64 / expected - 1.0) * 100.0
+    );
+}
+
+/// The configuration of a daemon whose limits are in `redis`, under `prefix`.
+fn redis_config(redis: &RedisServer, prefix: &str) -> String {
+    format!(
+        "usage_path = \"none\"\n[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_prefix = \"{prefix}\"\non_backend_error = \"deny\"\n",
+        redis.url()
+    )
+}
+
+/// The local backend against the Redis backend, every key limited: throughput, then latency.
+fn redis_cost(options: &Options, redis: &RedisServer) -> anyhow::Result<()> {
+    let count = options.counts.first().copied().unwrap_or(100_000);
+    let local = tempfile::tempdir()?;
+    let shared = tempfile::tempdir()?;
+    let secrets = limited_keys(shared.path(), local.path(), count)?;
+    // Both directories get the limited keys.
+    std::fs::copy(
+        local.path().join("keys.json"),
+        shared.path().join("keys.json"),
+    )?;
+    let mut a = daemon(local.path(), &secrets, "usage_path = \"none\"\n")?;
+    let mut b = daemon(shared.path(), &secrets, &redis_config(redis, "bench:cost:"))?;
+    let measured = redis_measure(options, local.path(), shared.path(), &secrets);
+    stop(&mut a);
+    stop(&mut b);
+    let (rates, latencies, errors) = measured?;
+    let ((local_rates, redis_rates), (local_latency, redis_latency)) = (rates, latencies);
+    let (x, y) = (median(&redis_rates), median(&local_rates));
+    println!(
+        "{count} keys, every key limited (never reached), c={}: Redis backend {x:.0} verifies/s, local backend {y:.0}; ratio {:.3} (runs: {redis_rates:.0?} vs {local_rates:.0?})",
+        options.connections,
+        x / y
+    );
+    println!(
+        "c=1, {} sequential verifies: Redis backend p50 {:.1} µs, p99 {:.1} µs; local backend p50 {:.1} µs, p99 {:.1} µs; Redis backend errors: {errors}",
+        options.latency_requests,
+        redis_latency.0,
+        redis_latency.1,
+        local_latency.0,
+        local_latency.1
+    );
+    Ok(())
+}
+
+/// Throughput rates (local, Redis), latencies (local, Redis) and the Redis daemon's count of
+/// backend errors.
+type RedisMeasured = ((Vec<f64>, Vec<f64>), ((f64, f64), (f64, f64)), f64);
+
+fn redis_measure(
+    options: &Options,
+    local: &Path,
+    shared: &Path,
+    secrets: &[String],
+) -> anyhow::Result<RedisMeasured> {
+    let rates = interleaved(options, local, shared, secrets)?;
+    let local_latency = latency(&socket(local), secrets, options.latency_requests)?;
+    let redis_latency = latency(&socket(shared), secrets, options.latency_requests)?;
+    let errors = backend_errors(&socket(shared))?;
+    Ok((rates, (local_latency, redis_latency), errors))
+}
+
+/// `heare_auth_rate_limit_backend_errors_total` as the daemon on `socket` reports it.
+fn backend_errors(socket: &Path) -> anyhow::Result<f64> {
+    let metrics = exchange(socket, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    metrics
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix("heare_auth_rate_limit_backend_errors_total")?;
+            value.trim().parse().ok()
+        })
+        .ok_or_else(|| anyhow::anyhow!("no heare_auth_rate_limit_backend_errors_total in /metrics"))
+}
+
+/// Three daemons sharing `redis`, five clients each on the 100/1s key.
+fn fleet_accuracy(redis: &RedisServer) -> anyhow::Result<()> {
+    let dirs = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
+    let config = redis_config(redis, "bench:fleet:");
+    let mut daemons = Vec::new();
+    let started = dirs.iter().try_for_each(|dir| {
+        accuracy_keys(dir.path())?;
+        daemons.push(daemon(dir.path(), &[], &config)?);
+        anyhow::Ok(())
+    });
+    let sockets: Vec<PathBuf> = dirs.iter().map(|dir| socket(dir.path())).collect();
+    let counted = started.and_then(|()| hammer(&sockets, 5, ACCURACY_RUN));
+    let errors = backend_errors(&sockets[0]);
+    daemons.iter_mut().for_each(stop);
+    let (accepted, refused, seconds) = counted?;
+    print_accuracy(
+        "Redis backend, 3 daemons, 5 clients each",
+        accepted,
+        refused,
+        seconds,
+    );
+    println!("  backend errors (first daemon): {}", errors?);
+    Ok(())
+}
+
+/// `clients` threads on each of `sockets` verifying the accuracy key, one keep-alive connection
+/// each, for `length`; returns the 200s, the 429s and the seconds from the first request to the
+/// last answer.
 fn hammer(
-    socket: &Path,
-    secret: &str,
+    sockets: &[PathBuf],
     clients: usize,
     length: Duration,
 ) -> anyhow::Result<(u64, u64, f64)> {
-    let request = verify_request(secret);
-    // A first exchange proves the key is there before the clock starts.
-    anyhow::ensure!(
-        !exchange(socket, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")?.is_empty(),
-        "the daemon does not answer"
-    );
+    let request = verify_request(ACCURACY_SECRET);
+    // A first exchange proves each daemon answers before the clock starts.
+    for socket in sockets {
+        anyhow::ensure!(
+            !exchange(socket, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")?.is_empty(),
+            "a daemon does not answer"
+        );
+    }
     let started = Instant::now();
     let counts = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..clients)
-            .map(|_| scope.spawn(|| client(socket, &request, started, length)))
+        let workers: Vec<_> = sockets
+            .iter()
+            .flat_map(|socket| std::iter::repeat_n(socket, clients))
+            .map(|socket| scope.spawn(|| client(socket, &request, started, length)))
             .collect();
         workers
             .into_iter()
