@@ -17,10 +17,10 @@
 
 use crate::access_log::{AccessLog, Forwarded};
 use crate::config::ForwardAuthSettings;
-use crate::keyset::{Admission, KeyView, ServedKeys, Verdict, is_scope_token, rate_clock};
+use crate::keyset::{Admission, KeyView, ServedKeys, Verdict, is_scope_token};
 use crate::metrics::VerifyResult;
-use crate::rate_limit::fleet::LimitedKey;
 use crate::redact::Redactor;
+use crate::server::handlers::rate_limited::{Outcome, PendingGrant};
 use crate::server::handlers::{logged, rate_limited};
 use crate::server::peer::Peer;
 use crate::server::response::Body;
@@ -28,7 +28,6 @@ use crate::state::Shared;
 use crate::verify_input::bearer_token;
 use bytes::Bytes;
 use heare_auth_client::token::{SecretShape, secret_shape};
-use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::timestamp;
 use heare_auth_store::timestamp::UnixMillis;
 use http_body_util::Full;
@@ -185,7 +184,7 @@ async fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Bod
     }
     let keys = shared.keys();
     let fleet = shared.fleet.as_deref();
-    let pending = match judge(
+    let (grant, identity) = match judge(
         &keys,
         key,
         required,
@@ -194,15 +193,16 @@ async fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Bod
         fleet.is_some(),
     ) {
         Judged::Answered(answer, result) => return (answer, result),
-        Judged::AskFleet(pending) => pending,
+        Judged::AskFleet { grant, identity } => (grant, identity),
     };
     // Redis decides: the set is held as an Arc of its own across the wait, never as a guard.
     let keys = arc_swap::Guard::into_inner(keys);
     let admission = match fleet {
-        Some(fleet) => fleet.admit(&keys, pending.limited()).await,
+        Some(fleet) => fleet.admit(&keys, grant.limited()).await,
         None => Admission::Unlimited,
     };
-    pending.answer(&keys, admission, asked, &record, now)
+    let outcome = grant.settle(&keys, admission, now);
+    settled(outcome, grant.key_id(), || identity, (asked, &record))
 }
 
 /// What the key set says of the key: the answer, or a granted limited key whose request the
@@ -219,21 +219,14 @@ fn judge(
         Verdict::Valid(view) => match view.missing_scope(required) {
             None => {
                 if fleet && let Some(limit) = keys.limit_of(&view) {
-                    return Judged::AskFleet(Pending::of(&view, limit, shared));
+                    let identity = identity_answer(&view, shared);
+                    let grant = PendingGrant::of(&view, limit);
+                    return Judged::AskFleet { grant, identity };
                 }
-                let admission = keys.admit(&view, rate_clock());
-                if let Admission::Refused { quota, log } = admission {
-                    rate_limited::log_refusal(log, view.id, &quota, record.peer, "auth");
-                    record.failed(asked, Some(view.id), "rate_limited");
-                    return Judged::Answered(too_many(&quota), VerifyResult::RateLimited);
-                }
-                keys.record_use(&view, now);
-                let (mut answer, left_out) = identity_answer(&view, shared);
-                granted(view.id, &left_out, asked, record);
-                if let Admission::Allowed(quota) = admission {
-                    rate_limited::add_fields(answer.headers_mut(), &quota);
-                }
-                return Judged::Answered(answer, VerifyResult::Valid);
+                let outcome = rate_limited::settle_here(keys, &view, now);
+                let identity = || identity_answer(&view, shared);
+                let (answer, result) = settled(outcome, view.id, identity, (asked, record));
+                return Judged::Answered(answer, result);
             }
             Some(_) => {
                 record.failed(asked, Some(view.id), "insufficient_scope");
@@ -249,65 +242,39 @@ fn judge(
     Judged::Answered(unauthorized(true), result)
 }
 
-/// The key set's judgement of one request.
+/// The key set's judgement of one request: the answer, or a valid limited key with the scopes
+/// asked for, its 200 built already (not logged, see [`identity_answer`]), waiting for the
+/// fleet backend's decision (owned, so that no view of the set is held across the wait).
 enum Judged {
     Answered(Response<Body>, VerifyResult),
-    AskFleet(Pending),
+    AskFleet {
+        grant: PendingGrant,
+        identity: (Response<Body>, Vec<String>),
+    },
 }
 
-/// A valid limited key with the scopes asked for, waiting for the fleet backend's decision: its
-/// 200 built already (not logged), and what counting it needs, owned, so that no view of the
-/// set is held across the wait.
-struct Pending {
-    key_id: String,
-    position: u32,
-    previous_secret: bool,
-    limit: RateLimit,
-    answer: Response<Body>,
-    left_out: Vec<String>,
-}
-
-impl Pending {
-    fn of(key: &KeyView<'_>, limit: RateLimit, shared: &Shared) -> Self {
-        let (answer, left_out) = identity_answer(key, shared);
-        Pending {
-            key_id: key.id.to_string(),
-            position: key.position,
-            previous_secret: key.previous_secret,
-            limit,
-            answer,
-            left_out,
+/// The answer to the key `key_id` once `outcome` is settled: 429, or the 200 `identity` makes
+/// ([`identity_answer`]), logged.
+fn settled(
+    outcome: Outcome,
+    key_id: &str,
+    identity: impl FnOnce() -> (Response<Body>, Vec<String>),
+    (asked, record): (&Asked<'_>, &Record<'_>),
+) -> (Response<Body>, VerifyResult) {
+    match outcome {
+        Outcome::Refused { quota, log } => {
+            rate_limited::log_refusal(log, key_id, &quota, record.peer, "auth");
+            record.failed(asked, Some(key_id), "rate_limited");
+            (too_many(&quota), VerifyResult::RateLimited)
         }
-    }
-
-    fn limited(&self) -> LimitedKey<'_> {
-        LimitedKey {
-            id: &self.key_id,
-            position: self.position,
-            limit: self.limit,
+        Outcome::Granted { fields } => {
+            let (mut answer, left_out) = identity();
+            granted(key_id, &left_out, asked, record);
+            if let Some(quota) = fields {
+                rate_limited::add_fields(answer.headers_mut(), &quota);
+            }
+            (answer, VerifyResult::Valid)
         }
-    }
-
-    /// The answer once `admission` is decided: 429, or the 200 counted and logged.
-    fn answer(
-        mut self,
-        keys: &ServedKeys,
-        admission: Admission,
-        asked: &Asked<'_>,
-        record: &Record<'_>,
-        now: UnixMillis,
-    ) -> (Response<Body>, VerifyResult) {
-        if let Admission::Refused { quota, log } = admission {
-            rate_limited::log_refusal(log, &self.key_id, &quota, record.peer, "auth");
-            record.failed(asked, Some(&self.key_id), "rate_limited");
-            return (too_many(&quota), VerifyResult::RateLimited);
-        }
-        keys.record_use_at(self.position, self.previous_secret, now);
-        granted(&self.key_id, &self.left_out, asked, record);
-        if let Admission::Allowed(quota) = admission {
-            rate_limited::add_fields(self.answer.headers_mut(), &quota);
-        }
-        (self.answer, VerifyResult::Valid)
     }
 }
 

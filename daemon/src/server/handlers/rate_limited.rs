@@ -7,15 +7,100 @@
 //! is full again. A refusal adds `Retry-After` (whole seconds, rounded up) and, from `/verify`,
 //! the body `{"valid":false,"error":"Rate limit exceeded","key_id":…,"retry_after_ms":…}`.
 //! A refusal is logged as `verification_rate_limited`, at most once a second per key.
+//!
+//! Both handlers settle a valid key with the scopes asked for the same way ([`Outcome`]): a
+//! refusal is not counted as a use; an accepted request is, and a limited key's answer carries
+//! the fields. [`settle_here`] decides with the key set's own state; a [`PendingGrant`] owns what
+//! settling needs while the fleet backend decides, so that no view of the set is held across
+//! the wait.
 
-use crate::keyset::Quota;
+use crate::keyset::{Admission, KeyView, Quota, ServedKeys, rate_clock};
+use crate::rate_limit::fleet::LimitedKey;
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
+use heare_auth_store::rate_limit::RateLimit;
+use heare_auth_store::timestamp::UnixMillis;
 use hyper::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{HeaderMap, Response, StatusCode};
 
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE: HeaderName = HeaderName::from_static("ratelimit");
+
+/// What a valid key with the scopes asked for comes to once its request is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Over the limit, not counted as a use: the quota for the refusal, and whether it is
+    /// logged ([`log_refusal`]).
+    Refused { quota: Quota, log: bool },
+    /// Accepted and counted as a use; for a limited key, the quota of the fields to add
+    /// ([`add_fields`]).
+    Granted { fields: Option<Quota> },
+}
+
+/// Decides one request of `key` (a view of `keys`) with the key set's own state, and settles it
+/// at `now`.
+pub fn settle_here(keys: &ServedKeys, key: &KeyView<'_>, now: UnixMillis) -> Outcome {
+    let admission = keys.admit(key, rate_clock());
+    settle(keys, (key.position, key.previous_secret), admission, now)
+}
+
+/// Settles `admission` for the key at `position` (a view's), its previous secret or not:
+/// counts an accepted request as a use at `now`.
+fn settle(
+    keys: &ServedKeys,
+    (position, previous_secret): (u32, bool),
+    admission: Admission,
+    now: UnixMillis,
+) -> Outcome {
+    let fields = match admission {
+        Admission::Refused { quota, log } => return Outcome::Refused { quota, log },
+        Admission::Allowed(quota) => Some(quota),
+        Admission::Unlimited => None,
+    };
+    keys.record_use_at(position, previous_secret, now);
+    Outcome::Granted { fields }
+}
+
+/// A valid limited key with the scopes asked for, waiting for the fleet backend's decision:
+/// what settling it needs, owned, so that no view of the set is held across the wait.
+pub struct PendingGrant {
+    key_id: String,
+    position: u32,
+    previous_secret: bool,
+    limit: RateLimit,
+}
+
+impl PendingGrant {
+    /// `key` (a view of the set), limited by `limit`.
+    pub fn of(key: &KeyView<'_>, limit: RateLimit) -> Self {
+        PendingGrant {
+            key_id: key.id.to_string(),
+            position: key.position,
+            previous_secret: key.previous_secret,
+            limit,
+        }
+    }
+
+    /// The key's id, for the answer and the log.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// What the fleet backend decides on.
+    pub fn limited(&self) -> LimitedKey<'_> {
+        LimitedKey {
+            id: &self.key_id,
+            position: self.position,
+            limit: self.limit,
+        }
+    }
+
+    /// Settles the fleet backend's `admission` (of `keys`, the set the key was viewed in) at
+    /// `now`.
+    pub fn settle(&self, keys: &ServedKeys, admission: Admission, now: UnixMillis) -> Outcome {
+        settle(keys, (self.position, self.previous_secret), admission, now)
+    }
+}
 
 /// Adds `RateLimit-Policy` and `RateLimit` for `quota`.
 pub fn add_fields(headers: &mut HeaderMap, quota: &Quota) {

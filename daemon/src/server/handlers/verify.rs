@@ -11,11 +11,11 @@
 //! is logged with anything secret-shaped and the presented secret hidden ([`logged`]).
 
 use crate::access_log::{AccessLog, Refused};
-use crate::keyset::{Admission, KeyView, ServedKeys, Verdict, rate_clock};
+use crate::keyset::{Admission, KeyView, ServedKeys, Verdict};
 use crate::metrics::VerifyResult;
-use crate::rate_limit::fleet::LimitedKey;
 use crate::redact::Redactor;
 use crate::server::body::{BodyError, read_limited};
+use crate::server::handlers::rate_limited::{Outcome, PendingGrant};
 use crate::server::handlers::{logged, rate_limited};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
@@ -24,7 +24,6 @@ use crate::verify_input::presented;
 use bytes::Bytes;
 use heare_auth_client::token::{SecretShape, secret_shape};
 use heare_auth_client::wire::VerifyResponse;
-use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::timestamp;
 use heare_auth_store::timestamp::UnixMillis;
 use hyper::body::Incoming;
@@ -111,17 +110,18 @@ async fn answer(
     }
     let keys = shared.keys();
     let fleet = shared.fleet.as_deref();
-    let granted = match judge(&keys, &asker, &required, now, fleet.is_some()) {
+    let (grant, name, body) = match judge(&keys, &asker, &required, now, fleet.is_some()) {
         Judged::Answered(response, result) => return (response, result),
-        Judged::AskFleet(granted) => granted,
+        Judged::AskFleet { grant, name, body } => (grant, name, body),
     };
     // Redis decides: the set is held as an Arc of its own across the wait, never as a guard.
     let keys = arc_swap::Guard::into_inner(keys);
     let admission = match fleet {
-        Some(fleet) => fleet.admit(&keys, granted.limited()).await,
+        Some(fleet) => fleet.admit(&keys, grant.limited()).await,
         None => Admission::Unlimited,
     };
-    granted.answer(&keys, admission, &asker, now)
+    let outcome = grant.settle(&keys, admission, now);
+    asker.settled(outcome, (grant.key_id(), &name), || body)
 }
 
 /// What the key set says of the secret: the answer, or a granted limited key whose request the
@@ -143,21 +143,12 @@ fn judge(
         }
         Verdict::Valid(key) => {
             if fleet && let Some(limit) = keys.limit_of(&key) {
-                return Judged::AskFleet(Granted::of(&key, limit));
+                let (name, body) = (key.name.to_string(), valid_body(&key));
+                let grant = PendingGrant::of(&key, limit);
+                return Judged::AskFleet { grant, name, body };
             }
-            let admission = keys.admit(&key, rate_clock());
-            if let Admission::Refused { quota, log } = admission {
-                rate_limited::log_refusal(log, key.id, &quota, asker.peer, "verify");
-                let refusal = rate_limited::verify_refusal(key.id, &quota);
-                return Judged::Answered(refusal, VerifyResult::RateLimited);
-            }
-            asker.log_success(key.id, key.name);
-            keys.record_use(&key, now);
-            let mut body = response::json_bytes(StatusCode::OK, valid_body(&key));
-            if let Admission::Allowed(quota) = admission {
-                rate_limited::add_fields(body.headers_mut(), &quota);
-            }
-            (body, VerifyResult::Valid)
+            let outcome = rate_limited::settle_here(keys, &key, now);
+            asker.settled(outcome, (key.id, key.name), || valid_body(&key))
         }
         Verdict::Expired { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Expired),
         Verdict::Disabled { key_id } => asker.refused(Known::Key(key_id), VerifyResult::Disabled),
@@ -167,64 +158,16 @@ fn judge(
     Judged::Answered(response, result)
 }
 
-/// The key set's judgement of one request.
+/// The key set's judgement of one request: the answer, or a valid limited key with the scopes
+/// asked for, its name and 200 body, waiting for the fleet backend's decision (owned, so that no
+/// view of the set is held across the wait).
 enum Judged {
     Answered(Response<Body>, VerifyResult),
-    AskFleet(Granted),
-}
-
-/// A valid limited key with the scopes asked for, waiting for the fleet backend's decision: what
-/// its answer needs, owned, so that no view of the set is held across the wait.
-struct Granted {
-    key_id: String,
-    name: String,
-    position: u32,
-    previous_secret: bool,
-    limit: RateLimit,
-    body: Vec<u8>,
-}
-
-impl Granted {
-    fn of(key: &KeyView<'_>, limit: RateLimit) -> Self {
-        Granted {
-            key_id: key.id.to_string(),
-            name: key.name.to_string(),
-            position: key.position,
-            previous_secret: key.previous_secret,
-            limit,
-            body: valid_body(key),
-        }
-    }
-
-    fn limited(&self) -> LimitedKey<'_> {
-        LimitedKey {
-            id: &self.key_id,
-            position: self.position,
-            limit: self.limit,
-        }
-    }
-
-    /// The answer once `admission` is decided: 429, or the 200 counted and logged.
-    fn answer(
-        self,
-        keys: &ServedKeys,
-        admission: Admission,
-        asker: &Asker<'_>,
-        now: UnixMillis,
-    ) -> (Response<Body>, VerifyResult) {
-        if let Admission::Refused { quota, log } = admission {
-            rate_limited::log_refusal(log, &self.key_id, &quota, asker.peer, "verify");
-            let refusal = rate_limited::verify_refusal(&self.key_id, &quota);
-            return (refusal, VerifyResult::RateLimited);
-        }
-        asker.log_success(&self.key_id, &self.name);
-        keys.record_use_at(self.position, self.previous_secret, now);
-        let mut body = response::json_bytes(StatusCode::OK, self.body);
-        if let Admission::Allowed(quota) = admission {
-            rate_limited::add_fields(body.headers_mut(), &quota);
-        }
-        (body, VerifyResult::Valid)
-    }
+    AskFleet {
+        grant: PendingGrant,
+        name: String,
+        body: Vec<u8>,
+    },
 }
 
 /// Who asked, with what, and where that goes in the log: the User-Agent is read and redacted
@@ -238,6 +181,31 @@ struct Asker<'a> {
 }
 
 impl Asker<'_> {
+    /// The answer to the key `(id, name)` once `outcome` is settled: 429, or the 200 with the
+    /// `body` made, logged.
+    fn settled(
+        &self,
+        outcome: Outcome,
+        (id, name): (&str, &str),
+        body: impl FnOnce() -> Vec<u8>,
+    ) -> (Response<Body>, VerifyResult) {
+        match outcome {
+            Outcome::Refused { quota, log } => {
+                rate_limited::log_refusal(log, id, &quota, self.peer, "verify");
+                let refusal = rate_limited::verify_refusal(id, &quota);
+                (refusal, VerifyResult::RateLimited)
+            }
+            Outcome::Granted { fields } => {
+                self.log_success(id, name);
+                let mut answer = response::json_bytes(StatusCode::OK, body());
+                if let Some(quota) = fields {
+                    rate_limited::add_fields(answer.headers_mut(), &quota);
+                }
+                (answer, VerifyResult::Valid)
+            }
+        }
+    }
+
     /// Logs `verification_success` for the key `id` named `name`.
     fn log_success(&self, id: &str, name: &str) {
         if self.log.logs_verify_successes() {
