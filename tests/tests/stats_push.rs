@@ -114,6 +114,55 @@ fn heare_stats_server_forwards_exactly_the_verifies_made_over_udp() {
     assert!((1..=29).contains(&timers), "{timers} timer values");
 }
 
+/// A key limited to 3 verifies an hour, verified 5 times: 3 answers 200 and 2 answer 429, and
+/// heare-stats-server forwards `verify.rate_limited` = 2 beside `verify.success` = 3 and
+/// `verify.failed` = 2 (the push counts every verify that was not valid as failed, rate-limited
+/// ones included: `verify.failed` = `verify.requests` - `verify.success`).
+#[test]
+fn heare_stats_server_forwards_the_rate_limited_verifies_over_udp() {
+    const LIMITED: &str = "sec_0StatsPushLimitedSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let statsd_port = free_port();
+    let _server = stats_server(statsd_port, &collector);
+    // The server binds its UDP socket a moment after it starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let store = dir.path().join("keys.json");
+    let keys = serde_json::json!({"keys": [
+        {"id": "key_stats_limited", "secret": LIMITED, "rate_limit": {"requests": 3, "per": "1h"}},
+    ]});
+    std::fs::write(&store, serde_json::to_vec_pretty(&keys).unwrap()).unwrap();
+    let mut builder = DaemonBuilder::new(dir.path())
+        .arg("--store")
+        .arg(format!("file://{}", store.display()))
+        .config(FAST_FLUSH);
+    for (name, value) in python_env("udp", statsd_port) {
+        builder = builder.env(name, value);
+    }
+    let daemon = builder.start().unwrap();
+    let statuses: Vec<u16> = (0..5).map(|_| daemon.verify(LIMITED).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+
+    let total = |name: &str| collector.counter_total(name);
+    let arrived = wait_until(Duration::from_secs(20), || {
+        total("heare-auth.verify.requests") >= 5.0 && total("heare-auth.verify.rate_limited") >= 2.0
+    });
+    assert!(arrived, "forwarded: {:?}", collector.received());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(total("heare-auth.verify.requests"), 5.0);
+    assert_eq!(total("heare-auth.verify.success"), 3.0);
+    assert_eq!(total("heare-auth.verify.rate_limited"), 2.0);
+    assert_eq!(total("heare-auth.verify.failed"), 2.0);
+    assert!(
+        collector
+            .received()
+            .iter()
+            .any(|r| r.body["gauges"]["heare-auth.keys.count"] == 1.0),
+        "the limited key was served: {:?}",
+        collector.received()
+    );
+}
+
 #[test]
 fn the_http_protocol_posts_the_python_body_with_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
