@@ -223,6 +223,17 @@ fn a_stopped_redis_costs_each_verify_at_most_the_timeout() {
         refused.is_empty(),
         "a backend error is not the key's refusal to log: {refused:?}"
     );
+    // But each of deny's 429s is counted as the key's refusal, as /metrics counts it.
+    let usage = daemons[2]
+        .request(&Request::new("GET", "/usage"))
+        .unwrap()
+        .json();
+    let entry = usage
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["key_id"] == "key_s"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["rate_limited"], 5, "{usage}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! `backend = "redis"` keeps them in one Redis (or Valkey) the fleet shares: `redis_url`
 //! (`redis://`, `rediss://` with the system roots or `redis_ca_file`, `unix:///path`), the
 //! password from the URL or `redis_password_file`, `redis_timeout` (default 50ms) and
-//! `redis_prefix` (default `heare-auth:` plus the store URL, so two fleets sharing a Redis never
+//! `redis_prefix` (default `heare-auth:` plus the store URL, its `%` and `:` escaped, so two fleets sharing a Redis never
 //! mix limits). When Redis cannot answer in time, `on_backend_error` decides: `"local"` (the
 //! default: each daemon enforces `requests / fleet_hosts` and `burst / fleet_hosts` itself, so
 //! `fleet_hosts` is required), `"allow"` or `"deny"`. A setting of the other backend is an error,
@@ -238,9 +238,16 @@ fn fleet(section: &RateLimitSection, store: &StoreUrl) -> Result<FleetSettings, 
         prefix: section
             .redis_prefix
             .clone()
-            .unwrap_or_else(|| format!("heare-auth:{store}:")),
+            .unwrap_or_else(|| default_prefix(store)),
         on_error: on_error(section)?,
     })
+}
+
+/// `heare-auth:` + the store URL with `%` and `:` escaped + `:`: the prefix ends at its second
+/// colon, so no two stores' prefixes and key ids make the same Redis key.
+fn default_prefix(store: &impl std::fmt::Display) -> String {
+    let escaped = store.to_string().replace('%', "%25").replace(':', "%3A");
+    format!("heare-auth:{escaped}:")
 }
 
 fn on_error(section: &RateLimitSection) -> Result<OnBackendError, ConfigError> {
@@ -316,7 +323,11 @@ mod tests {
         .unwrap();
         let fleet = settings.fleet.unwrap();
         assert_eq!(fleet.timeout, Duration::from_millis(50));
-        assert_eq!(fleet.prefix, "heare-auth:s3://bucket/keys.json:");
+        assert_eq!(fleet.prefix, "heare-auth:s3%3A//bucket/keys.json:");
+        assert_eq!(
+            default_prefix(&"file:///a%3Ab:c"),
+            "heare-auth:file%3A///a%253Ab%3Ac:"
+        );
         assert_eq!(fleet.on_error, OnBackendError::Local { fleet_hosts: 3 });
         let described = format!("{fleet:?}");
         assert!(!described.contains("pw"), "{described}");

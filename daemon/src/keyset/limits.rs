@@ -200,6 +200,14 @@ impl Limits {
         }
     }
 
+    /// Counts a refusal of the key at `position` that is not to be logged as the key's (the
+    /// fleet backend failed, and `on_backend_error = "deny"` refused it).
+    pub fn count_refusal(&self, position: u32) {
+        if let Some((_, cell)) = self.slot(position) {
+            cell.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Remembers that the fleet backend refused the key at `position` until `until` ([`clock`]):
     /// no daemon's request can make room sooner, so until then a request of it is refused here
     /// ([`Limits::remembered_refusal`]) without asking the backend again.

@@ -173,6 +173,12 @@ impl ServedKeys {
         set.limits.refused_elsewhere(position, now)
     }
 
+    /// Counts a refusal of the key at `position` (a view's) that is not the key's to log.
+    pub fn count_refusal(&self, position: u32) {
+        let (set, position) = self.holder(position);
+        set.limits.count_refusal(position);
+    }
+
     /// Remembers the fleet backend's refusal of the key at `position` (a view's) until `until`
     /// ([`super::rate_clock`]).
     pub fn remember_refusal(&self, position: u32, until: u64) {

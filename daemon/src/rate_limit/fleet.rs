@@ -111,15 +111,20 @@ impl FleetLimits {
                 keys.admit_under(key.position, share(key.limit, fleet_hosts), rate_clock())
             }
             OnBackendError::Allow => Admission::Unlimited,
-            OnBackendError::Deny => Admission::Refused {
-                quota: Quota {
-                    limit: key.limit,
-                    remaining: 0,
-                    reset_nanos: SECOND,
-                    retry_after_nanos: SECOND,
-                },
-                log: false,
-            },
+            // Counted in the key's refusals (its 429 is one), not logged as the key's: the
+            // backend's error is what `rate_limit_backend_error` says.
+            OnBackendError::Deny => {
+                keys.count_refusal(key.position);
+                Admission::Refused {
+                    quota: Quota {
+                        limit: key.limit,
+                        remaining: 0,
+                        reset_nanos: SECOND,
+                        retry_after_nanos: SECOND,
+                    },
+                    log: false,
+                }
+            }
         }
     }
 
