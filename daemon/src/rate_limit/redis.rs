@@ -540,12 +540,12 @@ fn breaks_connection(error: &RedisError) -> bool {
         )
 }
 
-/// The script's interval and tolerance for `limit`, in microseconds: the interval to the nearest
-/// microsecond, at least 1 (a limit of more than a million requests a second per key is held to
-/// one a microsecond) and at most 2^51; the tolerance `burst` of those intervals (so a full bucket
+/// The script's interval and tolerance for `limit`, in microseconds: the interval rounded up to
+/// a whole microsecond (never more than the limit allows; a limit of more than a million
+/// requests a second per key is held to one a microsecond), at most 2^51; the tolerance `burst` of those intervals (so a full bucket
 /// takes exactly `burst` requests at once), at most 2^51 µs (about 71 years).
 pub fn micros(limit: &RateLimit) -> (u64, u64) {
-    let interval = (limit.interval_nanos().saturating_add(500) / 1000).clamp(1, MAX_MICROS);
+    let interval = limit.interval_nanos().div_ceil(1000).clamp(1, MAX_MICROS);
     let tolerance = interval.saturating_mul(limit.burst).min(MAX_MICROS);
     (interval, tolerance)
 }
@@ -779,10 +779,11 @@ mod tests {
         assert_eq!(micros(&limit("100/1s", None)), (10_000, 1_000_000));
         assert_eq!(micros(&limit("5/1h", None)), (720_000_000, 3_600_000_000));
         assert_eq!(micros(&limit("10/1s", Some(3))), (100_000, 300_000));
-        // 333,333,333 ns: the nearest microsecond, and the burst in whole intervals.
-        assert_eq!(micros(&limit("3/1s", None)), (333_333, 999_999));
-        // 142,857 ns rounds up.
+        // 333,333,334 ns: rounded up, and the burst in whole intervals.
+        assert_eq!(micros(&limit("3/1s", None)), (333_334, 1_000_002));
+        // 142,858 ns rounds up; so does 1,400 ns (to the nearest it would allow 40% more).
         assert_eq!(micros(&limit("7/1ms", None)).0, 143);
+        assert_eq!(micros(&limit("500000/700ms", None)).0, 2);
         // Under a microsecond per request: one a microsecond.
         assert_eq!(micros(&limit("2000000/1s", None)), (1, 2_000_000));
         assert_eq!(micros(&limit("1000000000/1s", None)), (1, 1_000_000_000));

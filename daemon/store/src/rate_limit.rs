@@ -69,7 +69,8 @@ impl RateLimit {
             per,
             burst,
         };
-        if limit.interval_nanos() == 0 {
+        // At least a whole nanosecond per request.
+        if per.as_nanos() < u128::from(requests) {
             return Err(RateLimitError::Period);
         }
         match limit.interval_nanos().checked_mul(limit.burst) {
@@ -131,10 +132,11 @@ impl RateLimit {
         Value::Object(object)
     }
 
-    /// Nanoseconds between two requests at the sustained rate (`per / requests`).
+    /// Nanoseconds between two requests at the sustained rate (`per / requests`, rounded up: a
+    /// limit never allows more than it says).
     pub fn interval_nanos(&self) -> u64 {
         let per = u64::try_from(self.per.as_nanos()).unwrap_or(u64::MAX);
-        per / self.requests.max(1)
+        per.div_ceil(self.requests.max(1))
     }
 
     /// How far ahead of now the theoretical arrival time may run: `burst` intervals.
