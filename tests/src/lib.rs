@@ -3,7 +3,7 @@
 //! `s3_server` runs a real S3-compatible HTTP server on 127.0.0.1 (in-process s3s, or moto);
 //! `daemon` spawns the real `heare-authd` binary on a temporary socket and captures its log;
 //! `http` speaks raw HTTP/1.1 over a Unix socket (or TCP), so tests see exactly the bytes a client
-//! would; `keys` writes key files in the Python service's format; `process` runs third-party
+//! would; `keys` writes key files in the Python service's format; `hammer` runs clients verifying one secret at once (the rate-limit tests); `process` runs third-party
 //! programs in a process group of their own and stops the whole group; `docs` and `code_scan`
 //! read the documentation and the code for the drift test. Tests live in `tests/tests/`, one file
 //! per behaviour.
@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod docs;
 pub mod fault_proxy;
 pub mod fleet;
+pub mod hammer;
 pub mod http;
 pub mod keys;
 pub mod load;

@@ -5,6 +5,7 @@
 //! and a reload keeping a key's state.
 
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
+use heare_auth_tests::hammer::{Hammered, hammer};
 use heare_auth_tests::http::Request;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -299,32 +300,15 @@ fn hammered_from_five_clients_a_key_never_gets_more_than_burst_plus_rate() {
                 "rate_limit": {"requests": 50, "per": "1s", "burst": 20}}]),
     );
     let daemon = start(dir.path(), "");
-    let socket = daemon.socket.clone();
-    let started = Instant::now();
-    let run_for = Duration::from_secs(2);
-    let accepted: usize = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..5)
-            .map(|_| {
-                let socket = socket.clone();
-                scope.spawn(move || {
-                    let mut accepted = 0;
-                    while started.elapsed() < run_for {
-                        let answer =
-                            heare_auth_tests::http::send(&socket, &Request::verify("sec_h"))
-                                .unwrap();
-                        match answer.status {
-                            200 => accepted += 1,
-                            429 => {}
-                            other => panic!("{other}: {}", answer.body),
-                        }
-                    }
-                    accepted
-                })
-            })
-            .collect();
-        clients.into_iter().map(|c| c.join().unwrap()).sum()
-    });
-    let elapsed = started.elapsed().as_secs_f64();
+    let Hammered {
+        accepted,
+        seconds: elapsed,
+    } = hammer(
+        std::slice::from_ref(&daemon.socket),
+        5,
+        "sec_h",
+        Duration::from_secs(2),
+    );
     // Never more than the burst plus the rate over the time the clients ran (one for rounding);
     // and, the daemon being far faster than 50/s, not much less.
     let most = 20.0 + 50.0 * elapsed + 1.0;

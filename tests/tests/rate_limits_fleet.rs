@@ -6,6 +6,7 @@
 //! `/metrics` and `/status`; the password from `redis_password_file`, never logged.
 
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
+use heare_auth_tests::hammer::{Hammered, hammer};
 use heare_auth_tests::http::Request;
 use heare_auth_tests::redis_server::RedisServer;
 use serde_json::{Value, json};
@@ -289,31 +290,10 @@ fn hammered_on_three_daemons_the_fleet_never_gets_more_than_burst_plus_rate() {
                        "rate_limit": {"requests": 50, "per": "1s", "burst": 20}}]);
     let (_dirs, daemons) = fleet(&redis, keys, "fleet_hosts = 3\n");
     let sockets: Vec<_> = daemons.iter().map(|d| d.socket.clone()).collect();
-    let started = Instant::now();
-    let run_for = Duration::from_secs(2);
-    let accepted: usize = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..6)
-            .map(|n| {
-                let socket = sockets[n % 3].clone();
-                scope.spawn(move || {
-                    let mut accepted = 0;
-                    while started.elapsed() < run_for {
-                        let answer =
-                            heare_auth_tests::http::send(&socket, &Request::verify("sec_h"))
-                                .unwrap();
-                        match answer.status {
-                            200 => accepted += 1,
-                            429 => {}
-                            other => panic!("{other}: {}", answer.body),
-                        }
-                    }
-                    accepted
-                })
-            })
-            .collect();
-        clients.into_iter().map(|c| c.join().unwrap()).sum()
-    });
-    let elapsed = started.elapsed().as_secs_f64();
+    let Hammered {
+        accepted,
+        seconds: elapsed,
+    } = hammer(&sockets, 6, "sec_h", Duration::from_secs(2));
     let most = 20.0 + 50.0 * elapsed + 1.0;
     let least = 20.0 + 50.0 * (elapsed - 0.5);
     assert!(
