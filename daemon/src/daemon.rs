@@ -102,6 +102,9 @@ pub async fn run(config: Config, admin_gid: Option<u32>, logs: &LogGuard) -> any
         // Before the first set is built: every set sees the same default.
         crate::keyset::set_default_rate_limit(limit);
     }
+    if config.rate_limit.fleet.is_some() {
+        crate::keyset::set_fleet_rate_limits();
+    }
     let rate_backend = fleet_limits(config.rate_limit.fleet.as_ref())?;
     let mut signals = Signals::install()?;
     let listeners = bind_listeners(&config.listen)?;

@@ -30,6 +30,7 @@ mod usage;
 
 pub use limits::{
     Admission, Quota, RateState, clock as rate_clock, set_default as set_default_rate_limit,
+    set_fleet as set_fleet_rate_limits,
 };
 pub use overlay::{ApplyError, OverlayEntry, ServedKeys};
 

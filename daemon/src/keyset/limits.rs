@@ -19,10 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 static DEFAULT: OnceLock<RateLimit> = OnceLock::new();
+static FLEET: OnceLock<()> = OnceLock::new();
 
 /// Sets the limit of keys without their own; the first call wins. Called once at start.
 pub fn set_default(limit: RateLimit) {
     let _ = DEFAULT.set(limit);
+}
+
+/// Says that the fleet backend decides limited keys' requests, so every set keeps a place per
+/// cell for its refusals ([`Limits::remember_refusal`]); the local backend pays nothing for it.
+/// Called once at start, before any set is loaded.
+pub fn set_fleet() {
+    let _ = FLEET.set(());
 }
 
 /// Nanoseconds on the monotonic clock since its first reading in this process, plus one (so that
@@ -37,7 +45,7 @@ pub fn clock() -> u64 {
 
 const SECOND: u64 = 1_000_000_000;
 
-/// One limited key's state. 32 bytes.
+/// One limited key's state. 24 bytes.
 #[derive(Debug, Default)]
 struct Cell {
     /// The theoretical arrival time of the next request; 0 for a full bucket.
@@ -46,8 +54,6 @@ struct Cell {
     refused: AtomicU64,
     /// When a refusal of this key was last logged.
     logged_at: AtomicU64,
-    /// Until when the fleet backend's last refusal of this key stands ([`clock`]); 0: none.
-    refused_until: AtomicU64,
 }
 
 /// What a key's limit says of one more request now.
@@ -108,6 +114,9 @@ pub(super) struct Limits {
     default: Option<RateLimit>,
     /// One cell per own limit (no default), or per key (a default).
     cells: Box<[Cell]>,
+    /// Until when the fleet backend's last refusal of each cell's key stands ([`clock`]; 0:
+    /// none), one per cell with the fleet backend ([`set_fleet`]), else empty.
+    refused_until: Box<[AtomicU64]>,
     /// Position → index in `own` (`u32::MAX`: none), when at least one key in [`DENSE_SHARE`] has
     /// its own limit: a lookup is then one read instead of a binary search of `positions`
     /// (measured at 100,000 keys, every key limited: the search cost about 10% of throughput).
@@ -122,7 +131,15 @@ impl Limits {
     /// The limits of a set of `keys` keys, `own` being (position, limit) in position order, under
     /// the configured default.
     pub fn build(own: Vec<(u32, RateLimit)>, keys: usize) -> Self {
-        Limits::build_with(own, keys, DEFAULT.get().copied())
+        Limits::build_with(own, keys, DEFAULT.get().copied()).remembering(FLEET.get().is_some())
+    }
+
+    /// With `fleet`, a place per cell for the fleet backend's refusals.
+    fn remembering(mut self, fleet: bool) -> Self {
+        if fleet {
+            self.refused_until = self.cells.iter().map(|_| AtomicU64::new(0)).collect();
+        }
+        self
     }
 
     fn build_with(own: Vec<(u32, RateLimit)>, keys: usize, default: Option<RateLimit>) -> Self {
@@ -138,6 +155,7 @@ impl Limits {
             own: own.into_boxed_slice(),
             default,
             cells: (0..cells).map(|_| Cell::default()).collect(),
+            refused_until: Box::default(),
             dense,
         }
     }
@@ -155,14 +173,20 @@ impl Limits {
 
     /// The limit and the cell of the key at `position`, if it is limited.
     fn slot(&self, position: u32) -> Option<(RateLimit, &Cell)> {
+        let (limit, index) = self.cell_of(position)?;
+        Some((limit, self.cells.get(index)?))
+    }
+
+    /// The limit and the index of the cell of the key at `position`, if it is limited.
+    fn cell_of(&self, position: u32) -> Option<(RateLimit, usize)> {
         if self.cells.is_empty() {
             return None;
         }
         let per_key = self.default.is_some();
         match self.own_index(position) {
-            Some(i) if per_key => Some((*self.own.get(i)?, self.cells.get(position as usize)?)),
-            Some(i) => Some((*self.own.get(i)?, self.cells.get(i)?)),
-            None => Some((self.default?, self.cells.get(position as usize)?)),
+            Some(i) if per_key => Some((*self.own.get(i)?, position as usize)),
+            Some(i) => Some((*self.own.get(i)?, i)),
+            None => Some((self.default?, position as usize)),
         }
     }
 
@@ -212,17 +236,19 @@ impl Limits {
     /// no daemon's request can make room sooner, so until then a request of it is refused here
     /// ([`Limits::remembered_refusal`]) without asking the backend again.
     pub fn remember_refusal(&self, position: u32, until: u64) {
-        if let Some((_, cell)) = self.slot(position) {
-            cell.refused_until.fetch_max(until, Ordering::Relaxed);
+        let remembered = self.cell_of(position);
+        if let Some(refused_until) = remembered.and_then(|(_, i)| self.refused_until.get(i)) {
+            refused_until.fetch_max(until, Ordering::Relaxed);
         }
     }
 
     /// The fleet backend's refusal of the key at `position`, when it still stands at `now`:
     /// counted and answered as the backend would have answered it.
     pub fn remembered_refusal(&self, position: u32, now: u64) -> Option<Admission> {
-        let (limit, cell) = self.slot(position)?;
-        let retry_after = cell
+        let (limit, index) = self.cell_of(position)?;
+        let retry_after = self
             .refused_until
+            .get(index)?
             .load(Ordering::Relaxed)
             .checked_sub(now)
             .filter(|&left| left > 0)?;
@@ -231,7 +257,11 @@ impl Limits {
         let ahead = retry_after
             .saturating_add(limit.tolerance_nanos())
             .saturating_sub(limit.interval_nanos());
-        Some(cell.refuse(limit, ahead, retry_after, now))
+        Some(
+            self.cells
+                .get(index)?
+                .refuse(limit, ahead, retry_after, now),
+        )
     }
 
     /// The state of the key at `position`, when it is limited and has been used.
@@ -269,6 +299,7 @@ impl Limits {
         self.positions.len() * 4
             + self.own.len() * std::mem::size_of::<RateLimit>()
             + self.cells.len() * std::mem::size_of::<Cell>()
+            + self.refused_until.len() * 8
             + self.dense.as_ref().map_or(0, |dense| dense.len() * 4)
     }
 }
@@ -467,7 +498,14 @@ mod tests {
     #[test]
     fn a_remembered_fleet_refusal_stands_until_its_end_and_is_counted() {
         // 10/1s burst 3: interval 0.1 s, tolerance 0.3 s.
-        let limits = Limits::build_with(vec![(2, limit("10/1s", Some(3)))], 4, None);
+        let local = Limits::build_with(vec![(2, limit("10/1s", Some(3)))], 4, None);
+        local.remember_refusal(2, 10 * SECOND);
+        assert_eq!(
+            local.remembered_refusal(2, SECOND),
+            None,
+            "the local backend keeps none"
+        );
+        let limits = local.remembering(true);
         let now = 5 * SECOND;
         assert_eq!(
             limits.remembered_refusal(2, now),

@@ -3,7 +3,7 @@
 //!
 //! Only limited keys get here; an unlimited key never touches Redis, and neither does a key Redis
 //! has refused until a time still to come: requests from other daemons can only move its arrival
-//! time on, so the refusal is remembered in the key's cell and repeated here until then (a key's
+//! time on, so the refusal is remembered beside the key's cell and repeated here until then (a key's
 //! holder flooding one daemon costs Redis one question per refusal window, not one per request).
 //! A decision waits at most
 //! `redis_timeout`. When Redis is down, slow or refusing, `on_backend_error` decides the request

@@ -48,7 +48,8 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --seconds S       length of one throughput run (default 5)
   --runs R          throughput runs per key count; the best and the median are shown (default 3)
   --latency N       requests for each latency measurement (default 50000)
-  --only LIST       what to measure, of load,latency,client,throughput (default all)
+  --only LIST       what to measure, of load,latency,client,throughput (default all); with
+                    --rate-limits, of cost,accuracy,redis,fleet
   --bare            measure a bare hyper server answering a fixed body instead of heare-authd
                     (only latency and throughput)
   --auth            throughput at the first key count of GET /auth (a key in Authorization, as
@@ -75,7 +76,8 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
                     100/1s (burst 100), 5 clients for 10 s, accepted against burst + rate × seconds;
                     with a redis-server (PATH or HEARE_TEST_REDIS_SERVER), the Redis backend
                     against the local one (throughput, p50/p99 at c=1, --latency requests) and
-                    the same accuracy run on 3 daemons sharing the Redis, 5 clients each
+                    the same accuracy run on 3 daemons sharing the Redis, 5 clients each; with
+                    --compare BINARY, the first part is this build against BINARY, both limited
   --write-keys FILE N   write a key file of N keys (and FILE.secrets) and exit
   --serve-bare SOCKET   (internal) run the bare hyper server on SOCKET
 
@@ -967,27 +969,50 @@ fn throughput_runs(
     })
 }
 
-/// `options.runs` throughput runs of each of two daemons (their directories), alternating which
-/// goes first; the verifies/s of each.
+/// One daemon of an interleaved comparison: its directory (where its socket is) and its pid.
+#[derive(Clone, Copy)]
+struct Contestant<'a> {
+    dir: &'a Path,
+    pid: u32,
+}
+
+/// What the interleaved runs measured of one daemon.
+struct Runs {
+    /// Verifies per second, run by run.
+    rates: Vec<f64>,
+    /// The daemon's CPU µs per verify over all its runs (steadier than the rate on a shared
+    /// machine).
+    cpu_per_verify: f64,
+}
+
+/// `options.runs` throughput runs of each of two daemons, alternating which goes first.
 fn interleaved(
     options: &Options,
-    first: &Path,
-    second: &Path,
+    contestants: [Contestant<'_>; 2],
     secrets: &[String],
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+) -> anyhow::Result<[Runs; 2]> {
+    let mut measured = contestants.map(|_| (Vec::new(), 0u64, 0u64));
     for run in 0..options.runs {
-        let mut order = [(first, &mut a), (second, &mut b)];
+        let mut order = [0, 1];
         if run % 2 == 1 {
             order.reverse();
         }
-        for (dir, rates) in order {
-            let (rate, _) =
+        for i in order {
+            let Contestant { dir, pid } = contestants[i];
+            let before = cpu_ticks(pid);
+            let (rate, done) =
                 throughput(&socket(dir), secrets, options.connections, options.seconds)?;
+            let (rates, ticks, requests) = &mut measured[i];
             rates.push(rate);
+            *ticks += cpu_ticks(pid).saturating_sub(before);
+            *requests += done;
         }
     }
-    Ok((a, b))
+    // /proc ticks are 1/100 s (USER_HZ on Linux).
+    Ok(measured.map(|(rates, ticks, requests)| Runs {
+        rates,
+        cpu_per_verify: ticks as f64 * 1e4 / requests.max(1) as f64,
+    }))
 }
 
 /// The median of `values` (0 for none).

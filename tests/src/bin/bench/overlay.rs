@@ -7,7 +7,9 @@
 //! both in turn (the order alternating) at `--connections` for `--seconds`; the verifies draw on
 //! every key, so about N / count of them are answered from the overlay and the rest pass it.
 
-use super::{Options, exchange, interleaved, median, socket, start_daemon, stop, write_keys};
+use super::{
+    Contestant, Options, exchange, interleaved, median, socket, start_daemon, stop, write_keys,
+};
 use heare_auth_store::change::{KeyChange, MAX_KEYS};
 use heare_auth_tests::change_cost::{at_change_zero, change_object};
 use std::path::Path;
@@ -36,19 +38,34 @@ pub fn run(options: &Options, changed: usize) -> anyhow::Result<()> {
         b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n",
     )?;
     let wanted = format!("\"overlay_keys\":{changed},");
+    let contestants = [
+        Contestant {
+            dir: with.path(),
+            pid: overlaid.id(),
+        },
+        Contestant {
+            dir: without.path(),
+            pid: plain.id(),
+        },
+    ];
     let measured = match status.contains(&wanted) {
-        true => interleaved(options, with.path(), without.path(), &secrets),
+        true => interleaved(options, contestants, &secrets),
         false => Err(anyhow::anyhow!(
             "the overlay is not {changed} keys: {status}"
         )),
     };
     stop(&mut overlaid);
     stop(&mut plain);
-    let (with_rates, without_rates) = measured?;
-    let (a, b) = (median(&with_rates), median(&without_rates));
+    let [with_runs, without_runs] = measured?;
+    let (a, b) = (median(&with_runs.rates), median(&without_runs.rates));
     println!(
-        "{count} keys, {changed} in the overlay: {a:.0} verifies/s; empty overlay: {b:.0}; ratio {:.3} (runs: {with_rates:.0?} vs {without_rates:.0?})",
-        a / b
+        "{count} keys, {changed} in the overlay: {a:.0} verifies/s ({:.2} CPU µs/verify); empty overlay: {b:.0} ({:.2}); ratio {:.3}, CPU per verify {:.0}% (runs: {:.0?} vs {:.0?})",
+        with_runs.cpu_per_verify,
+        without_runs.cpu_per_verify,
+        a / b,
+        with_runs.cpu_per_verify / without_runs.cpu_per_verify * 100.0,
+        with_runs.rates,
+        without_runs.rates
     );
     Ok(())
 }

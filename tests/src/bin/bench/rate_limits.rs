@@ -3,7 +3,8 @@
 //! - Cost: two daemons of this build on the same keys (the first key count), one where every key
 //!   has its own `rate_limit` set far above what the run can reach, one without; each run measures
 //!   both in turn (the order alternating) at `--connections` for `--seconds`. The medians and
-//!   their ratio are printed.
+//!   their ratio are printed, with each daemon's CPU per verify. With `--compare BINARY`, this
+//!   build against BINARY instead, both on the limited keys.
 //! - Accuracy: one daemon, one key limited to 100/1s (burst 100), five client threads each
 //!   verifying it as fast as they can for 10 s on keep-alive connections; the accepted count is
 //!   printed against `burst + rate × seconds` for the seconds the clients ran.
@@ -21,8 +22,8 @@
 //!   `burst + rate × seconds`.
 
 use super::{
-    Options, exchange, interleaved, latency, median, socket, start_daemon, stop, verify_request,
-    write_keys,
+    Contestant, Options, exchange, interleaved, latency, median, socket, start_daemon, stop,
+    verify_request, write_keys,
 };
 use heare_auth_tests::redis_server::{PROGRAM_ENV, RedisServer};
 use std::io::{Read, Write};
@@ -38,10 +39,18 @@ const ACCURACY_SECRET: &str = "sec_accuracy_0123456789";
 /// How long the accuracy runs hammer their key.
 const ACCURACY_RUN: Duration = Duration::from_secs(10);
 
-/// Runs the measurements and prints them.
+/// Runs the measurements `--only` names (of cost, accuracy, redis, fleet; default all) and prints
+/// them.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    cost(options)?;
-    accuracy()?;
+    if options.wants("cost") {
+        cost(options)?;
+    }
+    if options.wants("accuracy") {
+        accuracy()?;
+    }
+    if !options.wants("redis") && !options.wants("fleet") {
+        return Ok(());
+    }
     if !RedisServer::available() {
         println!(
             "redis-server not found (PATH or {PROGRAM_ENV}): the Redis backend is not measured"
@@ -49,8 +58,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     let redis = RedisServer::start()?;
-    redis_cost(options, &redis)?;
-    fleet_accuracy(&redis)
+    if options.wants("redis") {
+        redis_cost(options, &redis)?;
+    }
+    if options.wants("fleet") {
+        fleet_accuracy(&redis)?;
+    }
+    Ok(())
 }
 
 /// `count` keys in `plain/keys.json`, and the same keys each limited to [`UNREACHED`] in
@@ -70,28 +84,84 @@ fn limited_keys(plain: &Path, limited: &Path, count: usize) -> anyhow::Result<Ve
 /// Starts this build's heare-authd on `dir` at `--log-level warn` with `config`.
 fn daemon(dir: &Path, secrets: &[String], config: &str) -> anyhow::Result<Child> {
     let binary = std::env::current_exe()?.with_file_name("heare-authd");
-    let args = ["--log-level".to_string(), "warn".to_string()];
-    Ok(start_daemon(dir, secrets, config, &binary, &args)?.0)
+    daemon_of(&binary, dir, secrets, config)
 }
 
+/// Starts `binary` (a heare-authd) on `dir` at `--log-level warn` with `config`.
+fn daemon_of(binary: &Path, dir: &Path, secrets: &[String], config: &str) -> anyhow::Result<Child> {
+    let args = ["--log-level".to_string(), "warn".to_string()];
+    Ok(start_daemon(dir, secrets, config, binary, &args)?.0)
+}
+
+/// Measures `first` against `second` (two daemons already started on `dirs`) in interleaved
+/// runs, stops both, and prints the medians, their ratio and the CPU per verify of each.
+fn compare_two(
+    options: &Options,
+    what: &str,
+    names: [&str; 2],
+    daemons: [(&Path, Child); 2],
+    secrets: &[String],
+) -> anyhow::Result<()> {
+    let [(first_dir, mut first), (second_dir, mut second)] = daemons;
+    let contestants = [
+        Contestant {
+            dir: first_dir,
+            pid: first.id(),
+        },
+        Contestant {
+            dir: second_dir,
+            pid: second.id(),
+        },
+    ];
+    let measured = interleaved(options, contestants, secrets);
+    stop(&mut first);
+    stop(&mut second);
+    let [a, b] = measured?;
+    let (x, y) = (median(&a.rates), median(&b.rates));
+    println!(
+        "{what}, c={}: {} {x:.0} verifies/s ({:.2} CPU µs/verify); {} {y:.0} ({:.2}); ratio {:.3}, CPU per verify {:.0}% (runs: {:.0?} vs {:.0?})",
+        options.connections,
+        names[0],
+        a.cpu_per_verify,
+        names[1],
+        b.cpu_per_verify,
+        x / y,
+        a.cpu_per_verify / b.cpu_per_verify * 100.0,
+        a.rates,
+        b.rates
+    );
+    Ok(())
+}
+
+/// Every key limited (never reached) against no limits, on this build; with `--compare
+/// BINARY`, this build against BINARY, both on limited keys.
 fn cost(options: &Options) -> anyhow::Result<()> {
     let count = options.counts.first().copied().unwrap_or(100_000);
     let limited = tempfile::tempdir()?;
-    let plain = tempfile::tempdir()?;
-    let secrets = limited_keys(plain.path(), limited.path(), count)?;
+    let other = tempfile::tempdir()?;
+    let secrets = limited_keys(other.path(), limited.path(), count)?;
     let config = "usage_path = \"none\"\n";
-    let mut a = daemon(limited.path(), &secrets, config)?;
-    let mut b = daemon(plain.path(), &secrets, config)?;
-    let measured = interleaved(options, limited.path(), plain.path(), &secrets);
-    stop(&mut a);
-    stop(&mut b);
-    let (with, without) = measured?;
-    let (x, y) = (median(&with), median(&without));
-    println!(
-        "{count} keys, every key limited (never reached): {x:.0} verifies/s; unlimited: {y:.0}; ratio {:.3} (runs: {with:.0?} vs {without:.0?})",
-        x / y
-    );
-    Ok(())
+    let a = daemon(limited.path(), &secrets, config)?;
+    let what = format!("{count} keys");
+    match &options.compare {
+        None => {
+            let b = daemon(other.path(), &secrets, config)?;
+            let daemons = [(limited.path(), a), (other.path(), b)];
+            let names = ["every key limited (never reached)", "unlimited"];
+            compare_two(options, &what, names, daemons, &secrets)
+        }
+        Some(binary) => {
+            std::fs::copy(
+                limited.path().join("keys.json"),
+                other.path().join("keys.json"),
+            )?;
+            let b = daemon_of(binary, other.path(), &secrets, config)?;
+            let daemons = [(limited.path(), a), (other.path(), b)];
+            let names = ["this build", &binary.display().to_string()];
+            let what = format!("{what}, every key limited (never reached)");
+            compare_two(options, &what, names, daemons, &secrets)
+        }
+    }
 }
 
 /// Writes the accuracy key file (one key, 100/1s) into `dir`.
@@ -146,45 +216,24 @@ fn redis_cost(options: &Options, redis: &RedisServer) -> anyhow::Result<()> {
         local.path().join("keys.json"),
         shared.path().join("keys.json"),
     )?;
-    let mut a = daemon(local.path(), &secrets, "usage_path = \"none\"\n")?;
-    let mut b = daemon(shared.path(), &secrets, &redis_config(redis, "bench:cost:"))?;
-    let measured = redis_measure(options, local.path(), shared.path(), &secrets);
-    stop(&mut a);
-    stop(&mut b);
-    let (rates, latencies, errors) = measured?;
-    let ((local_rates, redis_rates), (local_latency, redis_latency)) = (rates, latencies);
-    let (x, y) = (median(&redis_rates), median(&local_rates));
+    let config = redis_config(redis, "bench:cost:");
+    let a = daemon(shared.path(), &secrets, &config)?;
+    let b = daemon(local.path(), &secrets, "usage_path = \"none\"\n")?;
+    // Latency first, while both run; then the throughput runs, which stop them.
+    let latencies = [shared.path(), local.path()]
+        .map(|dir| latency(&socket(dir), &secrets, options.latency_requests));
+    let errors = backend_errors(&socket(shared.path()));
+    let daemons = [(shared.path(), a), (local.path(), b)];
+    let names = ["Redis backend", "local backend"];
+    let what = format!("{count} keys, every key limited (never reached)");
+    compare_two(options, &what, names, daemons, &secrets)?;
+    let [redis_latency, local_latency] = latencies;
+    let ((redis_p50, redis_p99), (local_p50, local_p99)) = (redis_latency?, local_latency?);
     println!(
-        "{count} keys, every key limited (never reached), c={}: Redis backend {x:.0} verifies/s, local backend {y:.0}; ratio {:.3} (runs: {redis_rates:.0?} vs {local_rates:.0?})",
-        options.connections,
-        x / y
-    );
-    println!(
-        "c=1, {} sequential verifies: Redis backend p50 {:.1} µs, p99 {:.1} µs; local backend p50 {:.1} µs, p99 {:.1} µs; Redis backend errors: {errors}",
-        options.latency_requests,
-        redis_latency.0,
-        redis_latency.1,
-        local_latency.0,
-        local_latency.1
+        "c=1, {} sequential verifies: Redis backend p50 {redis_p50:.1} µs, p99 {redis_p99:.1} µs; local backend p50 {local_p50:.1} µs, p99 {local_p99:.1} µs; Redis backend errors before the throughput runs: {}",
+        options.latency_requests, errors?
     );
     Ok(())
-}
-
-/// Throughput rates (local, Redis), latencies (local, Redis) and the Redis daemon's count of
-/// backend errors.
-type RedisMeasured = ((Vec<f64>, Vec<f64>), ((f64, f64), (f64, f64)), f64);
-
-fn redis_measure(
-    options: &Options,
-    local: &Path,
-    shared: &Path,
-    secrets: &[String],
-) -> anyhow::Result<RedisMeasured> {
-    let rates = interleaved(options, local, shared, secrets)?;
-    let local_latency = latency(&socket(local), secrets, options.latency_requests)?;
-    let redis_latency = latency(&socket(shared), secrets, options.latency_requests)?;
-    let errors = backend_errors(&socket(shared))?;
-    Ok((rates, (local_latency, redis_latency), errors))
 }
 
 /// `heare_auth_rate_limit_backend_errors_total` as the daemon on `socket` reports it.
