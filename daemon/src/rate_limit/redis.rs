@@ -330,7 +330,7 @@ impl RedisLimiter {
             .invoke_async(&mut connection)
             .await;
         match reply {
-            Ok(reply) => decision(reply),
+            Ok(reply) => decision(reply, (interval, tolerance)),
             Err(error) => {
                 if breaks_connection(&error) {
                     self.inner.lost(generation);
@@ -550,8 +550,15 @@ pub fn micros(limit: &RateLimit) -> (u64, u64) {
     (interval, tolerance)
 }
 
-/// The script's reply `{allowed, ahead µs, retry_after µs}` as a decision.
-fn decision((allowed, ahead, retry_after): (i64, i64, i64)) -> Result<FleetDecision, BackendError> {
+/// The script's reply `{allowed, ahead µs, retry_after µs}` as a decision, for the script's
+/// `(interval, tolerance)` µs. A reply the script cannot give is an error, never a decision: the
+/// TAT runs at most `tolerance` ahead, and a refusal waits more than 0 and at most one
+/// `interval` (a server that answers otherwise — an impostor on the port — must not make this
+/// daemon remember a refusal of hours, [`super::fleet`]).
+fn decision(
+    (allowed, ahead, retry_after): (i64, i64, i64),
+    (interval, tolerance): (u64, u64),
+) -> Result<FleetDecision, BackendError> {
     let bad = || BackendError::BadReply(format!("{{{allowed}, {ahead}, {retry_after}}}"));
     let allowed = match allowed {
         1 => true,
@@ -560,7 +567,11 @@ fn decision((allowed, ahead, retry_after): (i64, i64, i64)) -> Result<FleetDecis
     };
     let ahead = u64::try_from(ahead).map_err(|_| bad())?;
     let retry_after = u64::try_from(retry_after).map_err(|_| bad())?;
-    if allowed && retry_after != 0 {
+    let wait_possible = match allowed {
+        true => retry_after == 0,
+        false => (1..=interval).contains(&retry_after),
+    };
+    if !wait_possible || ahead > tolerance {
         return Err(bad());
     }
     Ok(FleetDecision {
@@ -800,8 +811,9 @@ mod tests {
 
     #[test]
     fn replies_become_decisions() {
+        let script = (10, 100);
         assert_eq!(
-            decision((1, 5, 0)),
+            decision((1, 5, 0), script),
             Ok(FleetDecision {
                 allowed: true,
                 ahead_nanos: 5_000,
@@ -809,16 +821,27 @@ mod tests {
             })
         );
         assert_eq!(
-            decision((0, 7, 3)),
+            decision((0, 7, 3), script),
             Ok(FleetDecision {
                 allowed: false,
                 ahead_nanos: 7_000,
                 retry_after_nanos: 3_000
             })
         );
-        for bad in [(2, 5, 0), (1, -1, 0), (0, 1, -1), (1, 5, 3)] {
+        // Beyond what the script can answer: an impostor's reply is no decision.
+        let impossible = [
+            (1, 101, 0),
+            (0, 101, 5),
+            (0, 7, 11),
+            (0, 7, 0),
+            (0, 0, i64::MAX),
+        ];
+        for bad in [(2, 5, 0), (1, -1, 0), (0, 1, -1), (1, 5, 3)]
+            .into_iter()
+            .chain(impossible)
+        {
             assert!(
-                matches!(decision(bad), Err(BackendError::BadReply(_))),
+                matches!(decision(bad, script), Err(BackendError::BadReply(_))),
                 "{bad:?}"
             );
         }
@@ -930,6 +953,82 @@ mod tests {
         );
         let long = scrub("x".repeat(1000), &secrets);
         assert_eq!(long.chars().count(), MAX_TEXT + 1);
+    }
+
+    /// An impostor on the Redis port (a local user's listener, bound while Redis is down): it
+    /// answers every command `+OK` and the limiter's script with `reply`.
+    async fn impostor(reply: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let serve = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer_forever(stream, reply));
+            }
+        });
+        (url, serve)
+    }
+
+    /// Reads RESP commands off `stream` and answers each: `reply` to EVALSHA and EVAL.
+    async fn answer_forever(stream: tokio::net::TcpStream, reply: &'static str) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let count: usize = line.trim_start_matches('*').trim().parse().unwrap_or(0);
+            let mut words = Vec::new();
+            for _ in 0..count {
+                line.clear();
+                let _ = reader.read_line(&mut line).await;
+                let length: usize = line.trim_start_matches('$').trim().parse().unwrap_or(0);
+                let mut word = vec![0u8; length + 2];
+                let _ = reader.read_exact(&mut word).await;
+                words.push(String::from_utf8_lossy(&word[..length]).to_uppercase());
+            }
+            let answer = match words.first().map(String::as_str) {
+                Some("EVALSHA" | "EVAL") => reply,
+                _ => "+OK\r\n",
+            };
+            if writer.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_impostor_cannot_make_a_refusal_the_script_could_not_give() {
+        // Refused for 292,000 years; then an arrival time past the bucket; then a wait of 0.
+        for reply in [
+            "*3\r\n:0\r\n:0\r\n:9223372036854775807\r\n",
+            "*3\r\n:1\r\n:999999999999\r\n:0\r\n",
+            "*3\r\n:0\r\n:5\r\n:0\r\n",
+        ] {
+            let (url, serve) = impostor(reply).await;
+            let limiter = RedisLimiter::new(settings(url)).unwrap();
+            let decided = limiter.admit("key_victim", &limit("100/1s", None)).await;
+            serve.abort();
+            assert!(
+                matches!(decided, Err(BackendError::BadReply(_))),
+                "{reply:?}: {decided:?}"
+            );
+        }
+        // The same impostor's possible answer is taken: the test reaches the script.
+        let (url, serve) = impostor("*3\r\n:0\r\n:1000000\r\n:10000\r\n").await;
+        let limiter = RedisLimiter::new(settings(url)).unwrap();
+        let decided = limiter.admit("key_victim", &limit("100/1s", None)).await;
+        serve.abort();
+        assert_eq!(
+            decided,
+            Ok(FleetDecision {
+                allowed: false,
+                ahead_nanos: 1_000_000_000,
+                retry_after_nanos: 10_000_000
+            })
+        );
     }
 
     #[tokio::test]
