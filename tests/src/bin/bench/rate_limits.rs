@@ -81,16 +81,38 @@ fn limited_keys(plain: &Path, limited: &Path, count: usize) -> anyhow::Result<Ve
     Ok(secrets)
 }
 
+/// A daemon of this measurement, stopped (SIGTERM, then waited for) when dropped, on every path.
+struct Running(Child);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        stop(&mut self.0);
+    }
+}
+
 /// Starts this build's heare-authd on `dir` at `--log-level warn` with `config`.
-fn daemon(dir: &Path, secrets: &[String], config: &str) -> anyhow::Result<Child> {
+fn daemon(dir: &Path, secrets: &[String], config: &str) -> anyhow::Result<Running> {
     let binary = std::env::current_exe()?.with_file_name("heare-authd");
     daemon_of(&binary, dir, secrets, config)
 }
 
 /// Starts `binary` (a heare-authd) on `dir` at `--log-level warn` with `config`.
-fn daemon_of(binary: &Path, dir: &Path, secrets: &[String], config: &str) -> anyhow::Result<Child> {
+fn daemon_of(
+    binary: &Path,
+    dir: &Path,
+    secrets: &[String],
+    config: &str,
+) -> anyhow::Result<Running> {
     let args = ["--log-level".to_string(), "warn".to_string()];
-    Ok(start_daemon(dir, secrets, config, binary, &args)?.0)
+    Ok(Running(
+        start_daemon(dir, secrets, config, binary, &args)?.0,
+    ))
 }
 
 /// Measures `first` against `second` (two daemons already started on `dirs`) in interleaved
@@ -99,10 +121,10 @@ fn compare_two(
     options: &Options,
     what: &str,
     names: [&str; 2],
-    daemons: [(&Path, Child); 2],
+    daemons: [(&Path, Running); 2],
     secrets: &[String],
 ) -> anyhow::Result<()> {
-    let [(first_dir, mut first), (second_dir, mut second)] = daemons;
+    let [(first_dir, first), (second_dir, second)] = daemons;
     let contestants = [
         Contestant {
             dir: first_dir,
@@ -114,8 +136,7 @@ fn compare_two(
         },
     ];
     let measured = interleaved(options, contestants, secrets);
-    stop(&mut first);
-    stop(&mut second);
+    drop((first, second));
     let [a, b] = measured?;
     let (x, y) = (median(&a.rates), median(&b.rates));
     println!(
@@ -175,9 +196,9 @@ fn accuracy_keys(dir: &Path) -> anyhow::Result<()> {
 fn accuracy() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     accuracy_keys(dir.path())?;
-    let mut daemon = daemon(dir.path(), &[], "usage_path = \"none\"\n")?;
+    let daemon = daemon(dir.path(), &[], "usage_path = \"none\"\n")?;
     let counted = hammer(&[socket(dir.path())], 5, ACCURACY_RUN);
-    stop(&mut daemon);
+    drop(daemon);
     let (accepted, refused, seconds) = counted?;
     print_accuracy(
         "local backend, 1 daemon, 5 clients",
@@ -265,7 +286,7 @@ fn fleet_accuracy(redis: &RedisServer) -> anyhow::Result<()> {
     let sockets: Vec<PathBuf> = dirs.iter().map(|dir| socket(dir.path())).collect();
     let counted = started.and_then(|()| hammer(&sockets, 5, ACCURACY_RUN));
     let errors = backend_errors(&sockets[0]);
-    daemons.iter_mut().for_each(stop);
+    drop(daemons);
     let (accepted, refused, seconds) = counted?;
     print_accuracy(
         "Redis backend, 3 daemons, 5 clients each",
