@@ -17,6 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const OBJECT: &str = "keys.json";
+/// The store identity [`with_identity`] gives the key file; a change object must carry it.
+const STORE_ID: &str = "store_notifytest000000000";
 const KEPT: &str = "sec_0KeptNotifySecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const REVOKED: &str = "sec_0RevokedNotifySecretBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
 
@@ -53,7 +55,7 @@ fn bucket_with_keys(moto: &Moto, bucket: &str) {
 /// write of ctl establishes it with a write of its own, which would be a second event.
 fn with_identity(body: Vec<u8>) -> Vec<u8> {
     let mut document: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    document["store_id"] = "store_notifytest000000000".into();
+    document["store_id"] = STORE_ID.into();
     document["change_seq"] = 0.into();
     serde_json::to_vec(&document).unwrap()
 }
@@ -516,4 +518,107 @@ fn a_flood_of_forged_events_costs_at_most_one_reload_a_second_and_none_while_the
         "no reload storm while the store fails: {more} more"
     );
     assert!(valid(&daemon, KEPT), "the last good set is still served");
+}
+
+/// Change `seq` of the log of [`STORE_ID`] deleting `key_id`, as heare-authctl writes it (plain:
+/// no storage secret), and the name it is stored under: `<key object>.changes/<20 digits>.json`.
+fn deletion(seq: u64, key_id: &str) -> (String, Vec<u8>) {
+    use heare_auth_store::change::{Author, Change, FORMAT, KeyChange, object_name};
+    use heare_auth_store::timestamp;
+    let change = Change {
+        format: FORMAT.into(),
+        seq,
+        store_id: STORE_ID.into(),
+        operation: "delete".into(),
+        keys: vec![KeyChange {
+            id: key_id.into(),
+            key: None,
+        }],
+        time: timestamp::format(timestamp::now()),
+        author: Author {
+            user: "notifytest".into(),
+            login: None,
+            host: "notifytest".into(),
+            aws_principal: None,
+        },
+        ctl_version: "notifytest".into(),
+        reason: None,
+    };
+    (
+        format!("{OBJECT}.changes/{}", object_name(seq)),
+        change.encode(None),
+    )
+}
+
+#[test]
+fn a_revocation_in_the_change_log_is_applied_while_the_key_object_fails() {
+    let moto = Moto::start().unwrap();
+    let bucket = "notify-log-stale";
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, daemon) = pushed_daemon(&moto, dir.path(), bucket, false);
+    assert!(valid(&daemon, KEPT) && valid(&daemon, REVOKED));
+
+    // The key object stops loading: its own event makes the daemon try it, and fail.
+    put_key_object(&moto, bucket, b"not a key file".to_vec());
+    assert!(
+        wait_until(Duration::from_secs(10), || daemon.status()["stale"] == true),
+        "{}",
+        daemon.log()
+    );
+    let notify = |result: &str| {
+        sample(
+            &daemon,
+            &format!(r#"heare_auth_reloads_total{{trigger="notify",result="{result}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(wait_until(Duration::from_secs(10), || notify("failure") >= 1.0));
+    // After a failed reload the listener asks for none for a backed-off while (under 1 s after
+    // the first failure): the change is announced after it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (failed_before, answered_before) = (notify("failure"), notify("unchanged"));
+
+    // heare-authctl's revocation: change 1 of the log (the key object is not rewritten), and
+    // its S3 event (the bucket's notification sends one too).
+    let (name, body) = deletion(1, "key_revoked");
+    let client = s3_client(&moto.endpoint());
+    block_on(async {
+        let put = client.put_object().bucket(bucket).key(&name);
+        put.body(body.into()).send().await
+    })
+    .unwrap()
+    .unwrap();
+    send(&moto, &queue, &s3_event(bucket, &name));
+
+    assert!(
+        wait_until(Duration::from_secs(10), || !valid(&daemon, REVOKED)),
+        "the revocation in the log was not applied while the key object fails: {}",
+        daemon.log()
+    );
+    assert!(valid(&daemon, KEPT), "the other key still verifies");
+    let applied = daemon.wait_events("changes_applied");
+    assert!(
+        applied.iter().any(|e| e["change_seq"] == 1),
+        "applied from the log: {applied:?}"
+    );
+    // The queue's request was answered from the log: not skipped (stale), not falling back to
+    // the key object (which would fail).
+    assert!(
+        wait_until(Duration::from_secs(10), || notify("unchanged")
+            > answered_before),
+        "the queue's change was not answered by the log: {}",
+        metrics(&daemon)
+    );
+    assert_eq!(notify("failure"), failed_before, "{}", daemon.log());
+    let status = daemon.status();
+    assert_eq!(status["change_seq"], 1, "{status}");
+    assert!(
+        status["stale"] == true,
+        "the key object was not loaded: {status}"
+    );
+    assert!(
+        daemon.events("refresh_success").is_empty(),
+        "{}",
+        daemon.log()
+    );
 }

@@ -2,15 +2,17 @@
 //! parent module for the whole story). Needs the AWS SDK: built with the `s3` feature.
 //!
 //! Whoever can send to the queue sets this task's pace, so the pace has floors of its own:
-//! reloads it asks for are at least [`MIN_RELOAD_SPACING`] apart, none while the store's last
-//! load failed (the reloader's own backed-off retries cover that), a receive that comes back
+//! reloads it asks for are at least [`MIN_RELOAD_SPACING`] apart and wait for a backed-off pause
+//! after one failed; the key object's own events ask for none during that pause or while the
+//! store's last load failed (the reloader's own backed-off retries cover that), while a change of
+//! the log is still applied, a receive that comes back
 //! empty at once is followed by a wait for the rest of [`MIN_RECEIVE_CYCLE`], and messages that
 //! are not S3 events are logged at most once a minute, as a count.
 
 use super::event::{self, Naming, Notice};
 use super::state::QueueState;
 use crate::config::NotifyQueue;
-use crate::reload_request::{ReloadRequest, Trigger};
+use crate::reload_request::{ReloadOutcome, ReloadRequest, Trigger};
 use crate::schedule;
 use crate::state::Shared;
 use heare_auth_store::S3Options;
@@ -56,6 +58,9 @@ struct Listener<'a> {
     failures: u32,
     /// When the last reload asked for by the queue ended.
     last_reload: Option<Instant>,
+    /// Failed reloads in a row, and until when none is asked for.
+    reload_failures: u32,
+    reloads_paused_until: Option<Instant>,
     /// Messages that were not S3 events since the last log line about them.
     invalid_unlogged: usize,
     invalid_logged_at: Option<Instant>,
@@ -77,6 +82,8 @@ impl<'a> Listener<'a> {
             stopped,
             failures: 0,
             last_reload: None,
+            reload_failures: 0,
+            reloads_paused_until: None,
             invalid_unlogged: 0,
             invalid_logged_at: None,
         }
@@ -139,19 +146,42 @@ impl<'a> Listener<'a> {
         self.queue.delete(&receipts).await
     }
 
-    /// Asks for a conditional reload, no sooner than [`MIN_RELOAD_SPACING`] after the last one,
-    /// and not at all while the store's last load failed: the reloader retries then on its own
-    /// backed-off schedule, which a flood of events must not shorten.
+    /// Asks for a conditional reload, no sooner than [`MIN_RELOAD_SPACING`] after the last one
+    /// nor, after a failed one, before a backed-off pause ends. The key object's own events ask
+    /// for nothing while that pause runs or the store's last load failed: the reloader's own
+    /// backed-off retries look at the key object then, which a flood of events must not
+    /// shorten. A change of the log (a revocation) waits for the pause and is then applied.
     async fn reload(&mut self, trigger: Trigger) {
-        if self.shared.status().stale {
+        let paused_until = self
+            .reloads_paused_until
+            .filter(|until| Instant::now() < *until);
+        let failing = paused_until.is_some() || self.shared.status().stale;
+        if matches!(trigger, Trigger::Notify) && failing {
             tracing::debug!("notify_reload_skipped_store_failing");
             return;
         }
-        if let Some(last) = self.last_reload {
-            self.sleep_until(last + MIN_RELOAD_SPACING).await;
+        let spaced = self.last_reload.map(|last| last + MIN_RELOAD_SPACING);
+        if let Some(not_before) = spaced.max(paused_until) {
+            self.sleep_until(not_before).await;
         }
-        reload_now(self.shared, trigger).await;
+        let outcome = reload_now(self.shared, trigger).await;
         self.last_reload = Some(Instant::now());
+        self.note_outcome(outcome);
+    }
+
+    /// After a failed reload, no other for a backed-off while.
+    fn note_outcome(&mut self, outcome: Option<ReloadOutcome>) {
+        match outcome {
+            Some(Err(_)) => {
+                self.reload_failures = self.reload_failures.saturating_add(1);
+                let pause = schedule::retry_wait(self.reload_failures);
+                self.reloads_paused_until = Some(Instant::now() + pause);
+            }
+            _ => {
+                self.reload_failures = 0;
+                self.reloads_paused_until = None;
+            }
+        }
     }
 
     /// Counts messages that were not S3 events; logs the count at most once a minute.
@@ -221,15 +251,14 @@ fn trigger_for(named: &[Naming]) -> Trigger {
     }
 }
 
-/// Asks the reloader for a conditional reload and waits until it is done (or gone: the daemon
-/// is stopping).
-async fn reload_now(shared: &Shared, trigger: Trigger) {
+/// Asks the reloader for a conditional reload and waits until it is done; `None` when the
+/// reloader is gone (the daemon is stopping).
+async fn reload_now(shared: &Shared, trigger: Trigger) -> Option<ReloadOutcome> {
     let (reply, done) = oneshot::channel();
     let request = ReloadRequest {
         trigger,
         reply: Some(reply),
     };
-    if shared.reload_requests.send(request).await.is_ok() {
-        let _ = done.await;
-    }
+    shared.reload_requests.send(request).await.ok()?;
+    done.await.ok()
 }
