@@ -29,6 +29,8 @@
 
 #[path = "bench/compare.rs"]
 mod compare;
+#[path = "bench/instructions.rs"]
+mod instructions;
 #[path = "bench/overlay.rs"]
 mod overlay;
 #[path = "bench/rate_limits.rs"]
@@ -49,7 +51,9 @@ heare-auth-bench [OPTIONS] [N,N,...]   (default key counts: 1000,100000,1000000)
   --runs R          throughput runs per key count; the best and the median are shown (default 3)
   --latency N       requests for each latency measurement (default 50000)
   --only LIST       what to measure, of load,latency,client,throughput (default all); with
-                    --rate-limits, of cost,accuracy,redis,fleet
+                    --rate-limits, of cost,accuracy,redis,fleet,instructions (instructions per
+                    verify under callgrind, limited against unlimited keys, or with --compare
+                    this build against BINARY; not in the default set)
   --bare            measure a bare hyper server answering a fixed body instead of heare-authd
                     (only latency and throughput)
   --auth            throughput at the first key count of GET /auth (a key in Authorization, as

@@ -22,8 +22,8 @@
 //!   `burst + rate × seconds`.
 
 use super::{
-    Contestant, Options, exchange, interleaved, latency, median, socket, start_daemon, stop,
-    verify_request, write_keys,
+    Contestant, Options, exchange, instructions, interleaved, latency, median, socket,
+    start_daemon, stop, verify_request, write_keys,
 };
 use heare_auth_tests::redis_server::{PROGRAM_ENV, RedisServer};
 use std::io::{Read, Write};
@@ -42,6 +42,9 @@ const ACCURACY_RUN: Duration = Duration::from_secs(10);
 /// Runs the measurements `--only` names (of cost, accuracy, redis, fleet; default all) and prints
 /// them.
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    if options.only.iter().any(|what| what == "instructions") {
+        instructions(options)?;
+    }
     if options.wants("cost") {
         cost(options)?;
     }
@@ -183,6 +186,39 @@ fn cost(options: &Options) -> anyhow::Result<()> {
             compare_two(options, &what, names, daemons, &secrets)
         }
     }
+}
+
+/// Instructions per verify (callgrind) of limited keys against unlimited ones on this build, or
+/// with `--compare BINARY` of this build against BINARY on limited keys.
+fn instructions(options: &Options) -> anyhow::Result<()> {
+    if !instructions::available() {
+        println!("valgrind or callgrind_control not found: instructions not counted");
+        return Ok(());
+    }
+    let count = options.counts.first().copied().unwrap_or(100_000);
+    let limited = tempfile::tempdir()?;
+    let other = tempfile::tempdir()?;
+    let secrets = limited_keys(other.path(), limited.path(), count)?;
+    let this = std::env::current_exe()?.with_file_name("heare-authd");
+    let (names, second) = match &options.compare {
+        None => (["limited", "unlimited"], this.clone()),
+        Some(binary) => {
+            std::fs::copy(
+                limited.path().join("keys.json"),
+                other.path().join("keys.json"),
+            )?;
+            (["this build, limited", "BINARY, limited"], binary.clone())
+        }
+    };
+    let a = instructions::per_verify(&this, limited.path(), &secrets)?;
+    let b = instructions::per_verify(&second, other.path(), &secrets)?;
+    println!(
+        "{count} keys, instructions per verify (callgrind): {} {a:.0}, {} {b:.0}; ratio {:.3}",
+        names[0],
+        names[1],
+        a / b
+    );
+    Ok(())
 }
 
 /// Writes the accuracy key file (one key, 100/1s) into `dir`.
