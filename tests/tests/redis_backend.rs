@@ -5,9 +5,8 @@
 //! with no data, `pause` leaves connections open with no answer until `resume`, and dropping it
 //! leaves no process behind.
 //!
-//! heare-authd's Redis client is tested against this same server in
-//! `daemon/src/rate_limit/redis.rs` (which includes the harness by path); the daemons themselves
-//! in `rate_limits_fleet.rs`.
+//! heare-authd's Redis client is tested against this same server in `redis_limiter.rs`; the
+//! daemons themselves in `rate_limits_fleet.rs`.
 
 use heare_auth_tests::process::is_alive;
 use heare_auth_tests::redis_server::{RedisOptions, RedisServer};
