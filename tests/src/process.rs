@@ -77,6 +77,21 @@ impl Group {
                 crate::wait_until(GRACE, || self.finished());
             }
         }
+        self.reap()
+    }
+
+    /// Kills the whole group with SIGKILL at once (a crash: no shutdown), the leader reaped;
+    /// `Err` as [`Group::stop`].
+    pub fn kill(&mut self) -> io::Result<ExitStatus> {
+        if self.try_wait()?.is_none() || !self.members().is_empty() {
+            self.signal(Signal::SIGKILL);
+            crate::wait_until(GRACE, || self.finished());
+        }
+        self.reap()
+    }
+
+    /// Reaps the leader; `Err` naming the members still alive.
+    fn reap(&mut self) -> io::Result<ExitStatus> {
         let status = match self.status {
             Some(status) => status,
             None => self.child.wait()?,
@@ -92,7 +107,9 @@ impl Group {
         }
     }
 
-    fn signal(&self, signal: Signal) {
+    /// Sends `signal` to every member of the group (while it may have members: see
+    /// [`Group::stop`]).
+    pub fn signal(&self, signal: Signal) {
         if let Ok(group) = i32::try_from(self.id()) {
             let _ = killpg(Pid::from_raw(group), signal);
         }
@@ -125,6 +142,11 @@ pub fn is_alive(pid: i32) -> bool {
 
 fn running(state: &str) -> bool {
     state != "Z" && state != "X"
+}
+
+/// Process `pid`'s state letter (`R`, `S`, `T` when stopped, …), `None` when it is gone.
+pub fn state(pid: i32) -> Option<String> {
+    stat(pid).map(|(state, _)| state)
 }
 
 /// A process's state letter and process group, from `/proc/PID/stat`

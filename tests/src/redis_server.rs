@@ -9,17 +9,15 @@
 //! socket (with its data gone, as after a crash), [`RedisServer::pause`] stops it with SIGSTOP
 //! (connections stay open and nothing answers) until [`RedisServer::resume`].
 //!
-//! Self-contained (std, nix, tempfile, anyhow and the `openssl` command) because heare-authd's own
-//! tests of its Redis client (`daemon/src/rate_limit/redis.rs`) include this file by path.
+//! The process group is a [`crate::process::Group`].
 
+use crate::process::{self, Group};
 use anyhow::{Context as _, anyhow, bail};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The program started: `HEARE_TEST_REDIS_SERVER` or `redis-server` from `PATH`.
@@ -42,7 +40,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     port: u16,
     tls_port: Option<u16>,
-    child: Option<Child>,
+    child: Option<Group>,
     paused: bool,
 }
 
@@ -156,7 +154,7 @@ impl RedisServer {
 
     /// The server's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Group::id)
     }
 
     /// The server's log so far.
@@ -167,21 +165,12 @@ impl RedisServer {
     /// Kills the server's process group with SIGKILL (a crash: no shutdown, no goodbye to
     /// clients) and waits for it. Nothing when it is not running.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut group) = self.child.take() else {
             return;
         };
         self.paused = false;
-        let group = Pid::from_raw(child.id() as i32);
-        let _ = killpg(group, Signal::SIGKILL);
-        if let Err(error) = child.wait() {
-            eprintln!("waiting for redis-server {}: {error}", child.id());
-        }
-        // redis-server forks only to save, and it never saves here; whatever else is in its
-        // group is gone before this returns.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while group_alive(group.as_raw()) && Instant::now() < deadline {
-            let _ = killpg(group, Signal::SIGKILL);
-            std::thread::sleep(Duration::from_millis(10));
+        if let Err(error) = group.kill() {
+            eprintln!("killing redis-server {}: {error}", group.id());
         }
     }
 
@@ -194,9 +183,9 @@ impl RedisServer {
 
     /// SIGSTOP: the server holds its connections and answers nothing (stopped when this returns).
     pub fn pause(&mut self) {
-        if let Some(child) = &self.child {
-            let pid = child.id() as i32;
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGSTOP);
+        if let Some(group) = &self.child {
+            let pid = group.id() as i32;
+            group.signal(Signal::SIGSTOP);
             self.paused = true;
             wait_for_state(pid, |state| state == "T");
         }
@@ -204,9 +193,9 @@ impl RedisServer {
 
     /// SIGCONT after [`pause`](Self::pause) (running again when this returns).
     pub fn resume(&mut self) {
-        if let Some(child) = &self.child {
-            let pid = child.id() as i32;
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+        if let Some(group) = &self.child {
+            let pid = group.id() as i32;
+            group.signal(Signal::SIGCONT);
             self.paused = false;
             wait_for_state(pid, |state| state != "T");
         }
@@ -240,14 +229,14 @@ impl RedisServer {
     /// Starts the server and waits until it answers on its socket.
     fn spawn(&mut self) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(self.socket_path());
-        let child = Command::new(Self::program())
-            .arg(self.dir.path().join("redis.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", Self::program().display()))?;
+        let child = Group::spawn(
+            Command::new(Self::program())
+                .arg(self.dir.path().join("redis.conf"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .with_context(|| format!("starting {}", Self::program().display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -338,36 +327,12 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Whether any process of group `group` is alive (a zombie is not).
-fn group_alive(group: i32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .any(|pid| {
-            stat(pid).is_some_and(|(state, pgrp)| pgrp == group && state != "Z" && state != "X")
-        })
-}
-
-/// A process's state letter and process group, from `/proc/PID/stat`
-/// ("pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses).
-fn stat(pid: i32) -> Option<(String, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.to_string();
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
-}
-
 /// Waits (at most 5 s) until process `pid`'s state letter is as `wanted` says, or it is gone.
 fn wait_for_state(pid: i32, wanted: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        match stat(pid) {
-            Some((state, _)) if !wanted(&state) => std::thread::sleep(Duration::from_millis(2)),
+        match process::state(pid) {
+            Some(state) if !wanted(&state) => std::thread::sleep(Duration::from_millis(2)),
             _ => return,
         }
     }
