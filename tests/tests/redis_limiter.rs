@@ -76,6 +76,15 @@ async fn set_up(
     Some((redis, limiter))
 }
 
+/// [`set_up`] of a plain server and a limiter answering, whose decisions wait at most `timeout`.
+async fn answering_within(timeout: Duration) -> Option<(RedisServer, RedisLimiter)> {
+    let settings_for = |redis: &RedisServer| RedisSettings {
+        timeout,
+        ..settings(redis.url())
+    };
+    set_up(RedisOptions::default(), settings_for, Ready::Answering).await
+}
+
 async fn admit(limiter: &RedisLimiter, key: &str, limit: &RateLimit) -> FleetDecision {
     match limiter.admit(key, limit).await {
         Ok(decision) => decision,
@@ -410,16 +419,7 @@ async fn rediss_with_the_ca_file_and_not_without_it() {
 #[tokio::test]
 async fn redis_killed_fails_decisions_in_time_and_started_again_they_work() {
     let timeout = Duration::from_millis(50);
-    let Some((mut redis, limiter)) = set_up(
-        RedisOptions::default(),
-        |redis| RedisSettings {
-            timeout,
-            ..settings(redis.url())
-        },
-        Ready::Answering,
-    )
-    .await
-    else {
+    let Some((mut redis, limiter)) = answering_within(timeout).await else {
         return;
     };
     redis.stop();
@@ -455,16 +455,7 @@ async fn redis_killed_fails_decisions_in_time_and_started_again_they_work() {
 #[tokio::test]
 async fn redis_stopped_costs_each_decision_the_timeout_and_no_more() {
     let timeout = Duration::from_millis(50);
-    let Some((mut redis, limiter)) = set_up(
-        RedisOptions::default(),
-        |redis| RedisSettings {
-            timeout,
-            ..settings(redis.url())
-        },
-        Ready::Answering,
-    )
-    .await
-    else {
+    let Some((mut redis, limiter)) = answering_within(timeout).await else {
         return;
     };
     redis.pause();
