@@ -2,10 +2,9 @@
 //! parent module for the whole story). Needs the AWS SDK: built with the `s3` feature.
 //!
 //! Whoever can send to the queue sets this task's pace, so the pace has floors of its own:
-//! reloads it asks for are at least [`MIN_RELOAD_SPACING`] apart and wait for a backed-off pause
-//! after one failed; the key object's own events ask for none during that pause or while the
-//! store's last load failed (the reloader's own backed-off retries cover that), while a change of
-//! the log is still applied, a receive that comes back
+//! reloads it asks for are at least [`MIN_RELOAD_SPACING`] apart; while the store's last load
+//! failed, the key object's own events ask for none (the reloader's own backed-off retries cover
+//! that) and the changes of the log a batch names are applied after a backed-off pause, a receive that comes back
 //! empty at once is followed by a wait for the rest of [`MIN_RECEIVE_CYCLE`], and messages that
 //! are not S3 events are logged at most once a minute, as a count.
 
@@ -140,26 +139,31 @@ impl<'a> Listener<'a> {
                 .iter()
                 .flat_map(|m| event::named(&m.body, bucket, key))
                 .collect();
-            self.reload(trigger_for(&named)).await;
+            self.reload(&named).await;
         }
         let receipts: Vec<String> = messages.into_iter().map(|m| m.receipt).collect();
         self.queue.delete(&receipts).await
     }
 
-    /// Asks for a conditional reload, no sooner than [`MIN_RELOAD_SPACING`] after the last one
-    /// nor, after a failed one, before a backed-off pause ends. The key object's own events ask
-    /// for nothing while that pause runs or the store's last load failed: the reloader's own
-    /// backed-off retries look at the key object then, which a flood of events must not
-    /// shorten. A change of the log (a revocation) waits for the pause and is then applied.
-    async fn reload(&mut self, trigger: Trigger) {
+    /// Asks for the conditional reload the batch's events (`named`) call for, no sooner than
+    /// [`MIN_RELOAD_SPACING`] after the last one. While the store's last load failed, only the
+    /// changes of the log the batch names are asked for (a revocation is applied at once), after
+    /// the backed-off pause that follows a failed reload; the key object's own events ask for
+    /// nothing then: the reloader's own backed-off retries look at it, which a flood of events
+    /// must not shorten.
+    async fn reload(&mut self, named: &[Naming]) {
+        let failing = self.shared.status().stale;
+        let trigger = match (failing, highest_change(named)) {
+            (false, _) => trigger_for(named),
+            (true, Some(highest)) => Trigger::NotifyChange(highest),
+            (true, None) => {
+                tracing::debug!("notify_reload_skipped_store_failing");
+                return;
+            }
+        };
         let paused_until = self
             .reloads_paused_until
-            .filter(|until| Instant::now() < *until);
-        let failing = paused_until.is_some() || self.shared.status().stale;
-        if matches!(trigger, Trigger::Notify) && failing {
-            tracing::debug!("notify_reload_skipped_store_failing");
-            return;
-        }
+            .filter(|until| failing && Instant::now() < *until);
         let spaced = self.last_reload.map(|last| last + MIN_RELOAD_SPACING);
         if let Some(not_before) = spaced.max(paused_until) {
             self.sleep_until(not_before).await;
@@ -238,17 +242,22 @@ impl<'a> Listener<'a> {
 /// ([`Trigger::NotifyChange`] of the highest), else (the key object named) a look at the key
 /// object after the log ([`Trigger::Notify`]).
 fn trigger_for(named: &[Naming]) -> Trigger {
-    let changes: Option<Vec<u64>> = named
+    let only_changes = named.iter().all(|n| matches!(n, Naming::Change(_)));
+    match highest_change(named) {
+        Some(highest) if only_changes => Trigger::NotifyChange(highest),
+        _ => Trigger::Notify,
+    }
+}
+
+/// The highest change of the log that `named` names, if any.
+fn highest_change(named: &[Naming]) -> Option<u64> {
+    named
         .iter()
-        .map(|n| match n {
+        .filter_map(|n| match n {
             Naming::Change(seq) => Some(*seq),
             Naming::KeyObject => None,
         })
-        .collect();
-    match changes.and_then(|seqs| seqs.into_iter().max()) {
-        Some(highest) => Trigger::NotifyChange(highest),
-        None => Trigger::Notify,
-    }
+        .max()
 }
 
 /// Asks the reloader for a conditional reload and waits until it is done; `None` when the
@@ -261,4 +270,21 @@ async fn reload_now(shared: &Shared, trigger: Trigger) -> Option<ReloadOutcome> 
     };
     shared.reload_requests.send(request).await.ok()?;
     done.await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_asks_for_its_changes_or_the_key_object() {
+        let changes = [Naming::Change(3), Naming::Change(7)];
+        assert!(matches!(trigger_for(&changes), Trigger::NotifyChange(7)));
+        let mixed = [Naming::Change(3), Naming::KeyObject, Naming::Change(5)];
+        assert!(matches!(trigger_for(&mixed), Trigger::Notify));
+        // While the store fails, a mixed batch still names its highest change.
+        assert_eq!(highest_change(&mixed), Some(5));
+        assert_eq!(highest_change(&[Naming::KeyObject]), None);
+        assert!(matches!(trigger_for(&[]), Trigger::Notify));
+    }
 }
