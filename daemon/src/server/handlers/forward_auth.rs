@@ -17,7 +17,7 @@
 
 use crate::access_log::{AccessLog, Forwarded};
 use crate::config::ForwardAuthSettings;
-use crate::keyset::{Admission, KeyView, ServedKeys, Verdict, is_scope_token};
+use crate::keyset::{KeyView, ServedKeys, Verdict, is_scope_token};
 use crate::metrics::VerifyResult;
 use crate::redact::Redactor;
 use crate::server::handlers::rate_limited::{Outcome, PendingGrant};
@@ -195,13 +195,7 @@ async fn answer(asked: &Asked<'_>, shared: &Shared, peer: Peer) -> (Response<Bod
         Judged::Answered(answer, result) => return (answer, result),
         Judged::AskFleet { grant, identity } => (grant, identity),
     };
-    // Redis decides: the set is held as an Arc of its own across the wait, never as a guard.
-    let keys = arc_swap::Guard::into_inner(keys);
-    let admission = match fleet {
-        Some(fleet) => fleet.admit(&keys, grant.limited()).await,
-        None => Admission::Unlimited,
-    };
-    let outcome = grant.settle(&keys, admission, now);
+    let outcome = grant.settle_in(fleet, keys, now).await;
     settled(outcome, grant.key_id(), || identity, (asked, &record))
 }
 

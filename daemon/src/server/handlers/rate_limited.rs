@@ -15,14 +15,16 @@
 //! the wait.
 
 use crate::keyset::{Admission, KeyView, Quota, ServedKeys, rate_clock};
-use crate::rate_limit::fleet::LimitedKey;
+use crate::rate_limit::fleet::{FleetLimits, LimitedKey};
 use crate::server::peer::Peer;
 use crate::server::response::{self, Body};
+use arc_swap::Guard;
 use bytes::Bytes;
 use heare_auth_store::rate_limit::RateLimit;
 use heare_auth_store::timestamp::UnixMillis;
 use hyper::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{HeaderMap, Response, StatusCode};
+use std::sync::Arc;
 
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const STATE: HeaderName = HeaderName::from_static("ratelimit");
@@ -88,7 +90,7 @@ impl PendingGrant {
     }
 
     /// What the fleet backend decides on.
-    pub fn limited(&self) -> LimitedKey<'_> {
+    fn limited(&self) -> LimitedKey<'_> {
         LimitedKey {
             id: &self.key_id,
             position: self.position,
@@ -96,19 +98,30 @@ impl PendingGrant {
         }
     }
 
-    /// Settles the fleet backend's `admission` (of `keys`, the set the key was viewed in) at
-    /// `now`.
-    pub fn settle(&self, keys: &ServedKeys, admission: Admission, now: UnixMillis) -> Outcome {
-        settle(keys, (self.position, self.previous_secret), admission, now)
+    /// Asks `fleet` (when there is none, the key is accepted unlimited) and settles its
+    /// decision at `now` in `keys`, the set the key was viewed in. The set is held as an `Arc`
+    /// of its own across the wait for Redis, never as a guard.
+    pub async fn settle_in(
+        &self,
+        fleet: Option<&FleetLimits>,
+        keys: Guard<Arc<ServedKeys>>,
+        now: UnixMillis,
+    ) -> Outcome {
+        let keys = Guard::into_inner(keys);
+        let admission = match fleet {
+            Some(fleet) => fleet.admit(&keys, self.limited()).await,
+            None => Admission::Unlimited,
+        };
+        settle(&keys, (self.position, self.previous_secret), admission, now)
     }
 }
 
 /// Adds `RateLimit-Policy` and `RateLimit` for `quota`.
 ///
-/// Both values are written with `itoa` into one buffer that the two header values share without
-/// a copy: one allocation, where two `format!` texts each copied into its value made four.
-/// Measured with callgrind (`heare-auth-bench --rate-limits --only instructions`): 1,365 instructions
-/// a verify this way, 2,746 the other, of a limited key's whole verify of about 29,500.
+/// Both values are written with `itoa` into one buffer that the two header values share without a
+/// copy: one allocation, where two `format!` texts each copied into its value made four. Measured
+/// with callgrind (`heare-auth-bench --rate-limits --only instructions`): 1,365 instructions a
+/// verify this way, 2,746 the other, of a limited key's whole verify of about 29,500.
 pub fn add_fields(headers: &mut HeaderMap, quota: &Quota) {
     let limit = &quota.limit;
     let mut text = Vec::with_capacity(64);

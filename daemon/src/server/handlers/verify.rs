@@ -11,7 +11,7 @@
 //! is logged with anything secret-shaped and the presented secret hidden ([`logged`]).
 
 use crate::access_log::{AccessLog, Refused};
-use crate::keyset::{Admission, KeyView, ServedKeys, Verdict};
+use crate::keyset::{KeyView, ServedKeys, Verdict};
 use crate::metrics::VerifyResult;
 use crate::redact::Redactor;
 use crate::server::body::{BodyError, read_limited};
@@ -114,13 +114,7 @@ async fn answer(
         Judged::Answered(response, result) => return (response, result),
         Judged::AskFleet { grant, name, body } => (grant, name, body),
     };
-    // Redis decides: the set is held as an Arc of its own across the wait, never as a guard.
-    let keys = arc_swap::Guard::into_inner(keys);
-    let admission = match fleet {
-        Some(fleet) => fleet.admit(&keys, grant.limited()).await,
-        None => Admission::Unlimited,
-    };
-    let outcome = grant.settle(&keys, admission, now);
+    let outcome = grant.settle_in(fleet, keys, now).await;
     asker.settled(outcome, (grant.key_id(), &name), || body)
 }
 
