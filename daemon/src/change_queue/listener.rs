@@ -2,11 +2,13 @@
 //! parent module for the whole story). Needs the AWS SDK: built with the `s3` feature.
 //!
 //! Whoever can send to the queue sets this task's pace, so the pace has floors of its own:
-//! reloads it asks for are at least [`MIN_RELOAD_SPACING`] apart; while the store's last load
-//! failed, the key object's own events ask for none (the reloader's own backed-off retries cover
-//! that) and the changes of the log a batch names are applied after a backed-off pause, a receive that comes back
-//! empty at once is followed by a wait for the rest of [`MIN_RECEIVE_CYCLE`], and messages that
-//! are not S3 events are logged at most once a minute, as a count.
+//! - reloads it asks for are at least [`MIN_RELOAD_SPACING`] apart;
+//! - while the store's last load failed, the key object's own events ask for none (the
+//!   reloader's own backed-off retries cover that), and the changes of the log a batch names are
+//!   applied after a backed-off pause;
+//! - a receive that comes back empty at once is followed by a wait for the rest of
+//!   [`MIN_RECEIVE_CYCLE`];
+//! - messages that are not S3 events are logged at most once a minute, as a count.
 
 use super::event::{self, Naming, Notice};
 use super::state::QueueState;

@@ -3,11 +3,11 @@
 //!
 //! `backend = "local"` (the default) keeps them in this daemon's memory, exact for this host.
 //! `backend = "redis"` keeps them in one Redis (or Valkey) the fleet shares: `redis_url`
-//! (`redis://`, `rediss://` with the system roots or `redis_ca_file`, `unix:///path`), the
-//! password from the URL or `redis_password_file`, `redis_timeout` (default 50ms) and
-//! `redis_prefix` (default `heare-auth:` plus the store URL, its `%` and `:` escaped, so two fleets sharing a Redis never
-//! mix limits). When Redis cannot answer in time, `on_backend_error` decides: `"local"` (the
-//! default: each daemon enforces `requests / fleet_hosts` and `burst / fleet_hosts` itself, so
+//! (`redis://`, `rediss://` with the system roots or `redis_ca_file`, `unix:///path`), the password
+//! from the URL or `redis_password_file`, `redis_timeout` (default 50ms) and `redis_prefix`
+//! (default `heare-auth:` plus the store URL, its `%` and `:` escaped, so two fleets sharing a
+//! Redis never mix limits). When Redis cannot answer in time, `on_backend_error` decides: `"local"`
+//! (the default: each daemon enforces `requests / fleet_hosts` and `burst / fleet_hosts` itself, so
 //! `fleet_hosts` is required), `"allow"` or `"deny"`. A setting of the other backend is an error,
 //! as is any unknown one: a typo must never silently mean "not shared".
 

@@ -3,13 +3,12 @@
 //!
 //! Only limited keys get here; an unlimited key never touches Redis, and neither does a key Redis
 //! has refused until a time still to come: requests from other daemons can only move its arrival
-//! time on, so the refusal is remembered beside the key's cell and repeated here until then (a key's
-//! holder flooding one daemon costs Redis one question per refusal window, not one per request).
-//! A decision waits at most
-//! `redis_timeout`. When Redis is down, slow or refusing, `on_backend_error` decides the request
-//! instead: `local` enforces this daemon's share of the limit (`requests / fleet_hosts`, `burst /
-//! fleet_hosts`, at least 1 each) with the key's own local state, `allow` accepts it, `deny`
-//! refuses it (429, retry in a second). Errors are counted
+//! time on, so the refusal is remembered beside the key's cell and repeated here until then (a
+//! key's holder flooding one daemon costs Redis one question per refusal window, not one per
+//! request). A decision waits at most `redis_timeout`. When Redis is down, slow or refusing,
+//! `on_backend_error` decides the request instead: `local` enforces this daemon's share of the
+//! limit (`requests / fleet_hosts`, `burst / fleet_hosts`, at least 1 each) with the key's own
+//! local state, `allow` accepts it, `deny` refuses it (429, retry in a second). Errors are counted
 //! (`heare_auth_rate_limit_backend_errors_total`), the backend's state is a gauge
 //! (`heare_auth_rate_limit_backend_up`) and in `/status`, and an error is logged at most once a
 //! minute (`rate_limit_backend_error`; `rate_limit_backend_recovered` when it answers again).
