@@ -209,6 +209,25 @@ impl Daemon {
             .json()
     }
 
+    /// `GET /usage` as JSON (the array of every key's use); panics unless it answers 200.
+    pub fn usage(&self) -> serde_json::Value {
+        let answer = self
+            .request(&Request::new("GET", "/usage"))
+            .unwrap_or_else(|e| panic!("usage: {e}"));
+        assert_eq!(answer.status, 200, "usage: {}", answer.body);
+        answer.json()
+    }
+
+    /// The `/usage` entry of key `id`; panics when `/usage` lists no such key.
+    pub fn usage_of(&self, id: &str) -> serde_json::Value {
+        let usage = self.usage();
+        usage
+            .as_array()
+            .and_then(|keys| keys.iter().find(|k| k["key_id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("/usage lists no {id}: {usage}"))
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).expect("signal the daemon");
     }

@@ -70,9 +70,8 @@ fn reloads(daemon: &Daemon, trigger: &str, result: &str) -> f64 {
 }
 
 fn usage_of(daemon: &Daemon, id: &str) -> Vec<u64> {
-    let answer = daemon.request(&Request::new("GET", "/usage")).unwrap();
-    let listed: Value = answer.json();
-    listed
+    daemon
+        .usage()
         .as_array()
         .unwrap()
         .iter()

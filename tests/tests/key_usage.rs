@@ -6,7 +6,6 @@
 
 use heare_auth_tests::ctl::Ctl;
 use heare_auth_tests::daemon::{Daemon, DaemonBuilder};
-use heare_auth_tests::http::Request;
 use heare_auth_tests::wait_until;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -32,10 +31,8 @@ fn ctl(dir: &Path, daemon: &Daemon) -> Ctl {
 
 /// `GET /usage` as key id → (verifications, last_verified_at, last_used_previous_secret).
 fn usage(daemon: &Daemon) -> std::collections::HashMap<String, (u64, Value, bool)> {
-    let answer = daemon.request(&Request::new("GET", "/usage")).unwrap();
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    answer
-        .json()
+    daemon
+        .usage()
         .as_array()
         .unwrap()
         .iter()

@@ -62,13 +62,32 @@ fn with_identity(body: Vec<u8>) -> Vec<u8> {
 
 /// Writes `body` as the key object of `bucket` (an event follows when push is wired).
 fn put_key_object(moto: &Moto, bucket: &str, body: Vec<u8>) {
+    put_object(moto, bucket, OBJECT, body);
+}
+
+/// Writes `body` as object `name` of `bucket`.
+fn put_object(moto: &Moto, bucket: &str, name: &str, body: Vec<u8>) {
     let client = s3_client(&moto.endpoint());
     block_on(async {
-        let put = client.put_object().bucket(bucket).key(OBJECT);
+        let put = client.put_object().bucket(bucket).key(name);
         put.body(body.into()).send().await
     })
     .unwrap()
     .unwrap();
+}
+
+/// Writes a key object that does not load, and waits until the daemon serves its last good set
+/// as stale and a reload the queue asked for has failed.
+fn break_key_object(moto: &Moto, bucket: &str, daemon: &Daemon) {
+    put_key_object(moto, bucket, b"not a key file".to_vec());
+    assert!(
+        wait_until(Duration::from_secs(10), || daemon.status()["stale"] == true),
+        "{}",
+        daemon.log()
+    );
+    assert!(wait_until(Duration::from_secs(10), || notify_reloads_that(
+        daemon, "failure"
+    ) >= 1.0));
 }
 
 /// A bucket holding the two keys, wired to one queue (`raw`: without SNS's envelope), and the
@@ -463,16 +482,18 @@ fn send_many(moto: &Moto, queue: &str, body: &str, count: usize) {
     .unwrap();
 }
 
+/// The reloads the queue asked for, whatever their result.
 fn notify_reloads(daemon: &Daemon) -> f64 {
     ["success", "failure", "unchanged"]
         .iter()
-        .filter_map(|result| {
-            sample(
-                daemon,
-                &format!(r#"heare_auth_reloads_total{{trigger="notify",result="{result}"}}"#),
-            )
-        })
+        .map(|result| notify_reloads_that(daemon, result))
         .sum()
+}
+
+/// The reloads the queue asked for that ended in `result` (0 before the first).
+fn notify_reloads_that(daemon: &Daemon, result: &str) -> f64 {
+    let series = format!(r#"heare_auth_reloads_total{{trigger="notify",result="{result}"}}"#);
+    sample(daemon, &series).unwrap_or(0.0)
 }
 
 #[test]
@@ -498,15 +519,7 @@ fn a_flood_of_forged_events_costs_at_most_one_reload_a_second_and_none_while_the
 
     // The store now holds a body that does not load: forged events ask for nothing more while
     // the reloader's own backed-off retries run.
-    put_key_object(&moto, bucket, b"not a key file".to_vec());
-    assert!(wait_until(
-        Duration::from_secs(10),
-        || daemon.status()["stale"] == true
-    ));
-    let failure = r#"heare_auth_reloads_total{trigger="notify",result="failure"}"#;
-    assert!(wait_until(Duration::from_secs(10), || sample(
-        &daemon, failure
-    ) >= Some(1.0)));
+    break_key_object(&moto, bucket, &daemon);
     let before = notify_reloads(&daemon);
     send_many(&moto, &queue, &s3_event(bucket, OBJECT), 50);
     assert!(wait_until(Duration::from_secs(60), || queued(
@@ -559,20 +572,8 @@ fn a_revocation_in_the_change_log_is_applied_while_the_key_object_fails() {
     assert!(valid(&daemon, KEPT) && valid(&daemon, REVOKED));
 
     // The key object stops loading: its own event makes the daemon try it, and fail.
-    put_key_object(&moto, bucket, b"not a key file".to_vec());
-    assert!(
-        wait_until(Duration::from_secs(10), || daemon.status()["stale"] == true),
-        "{}",
-        daemon.log()
-    );
-    let notify = |result: &str| {
-        sample(
-            &daemon,
-            &format!(r#"heare_auth_reloads_total{{trigger="notify",result="{result}"}}"#),
-        )
-        .unwrap_or(0.0)
-    };
-    assert!(wait_until(Duration::from_secs(10), || notify("failure") >= 1.0));
+    break_key_object(&moto, bucket, &daemon);
+    let notify = |result: &str| notify_reloads_that(&daemon, result);
     // After a failed reload the listener asks for none for a backed-off while (under 1 s after
     // the first failure): the change is announced after it.
     std::thread::sleep(Duration::from_millis(1500));
@@ -581,13 +582,7 @@ fn a_revocation_in_the_change_log_is_applied_while_the_key_object_fails() {
     // heare-authctl's revocation: change 1 of the log (the key object is not rewritten), and
     // its S3 event (the bucket's notification sends one too).
     let (name, body) = deletion(1, "key_revoked");
-    let client = s3_client(&moto.endpoint());
-    block_on(async {
-        let put = client.put_object().bucket(bucket).key(&name);
-        put.body(body.into()).send().await
-    })
-    .unwrap()
-    .unwrap();
+    put_object(&moto, bucket, &name, body);
     send(&moto, &queue, &s3_event(bucket, &name));
 
     assert!(

@@ -109,24 +109,13 @@ fn a_limited_key_gets_exactly_its_burst_then_429_with_retry_after() {
     assert_eq!(logged[0]["key_id"], "key_lim");
     assert!(!daemon.log().contains("sec_limited"));
 
-    let usage = daemon
-        .request(&Request::new("GET", "/usage"))
-        .unwrap()
-        .json();
-    let entry = |id: &str| {
-        usage
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["key_id"] == id)
-            .cloned()
-            .unwrap()
-    };
-    assert_eq!(entry("key_lim")["verifications"], 3);
-    assert_eq!(entry("key_lim")["rate_limited"], 5);
+    let limited = daemon.usage_of("key_lim");
+    assert_eq!(limited["verifications"], 3);
+    assert_eq!(limited["rate_limited"], 5);
+    let free = daemon.usage_of("key_free");
     assert!(
-        entry("key_free").get("rate_limited").is_none(),
-        "an unlimited key has no refusal count: {usage}"
+        free.get("rate_limited").is_none(),
+        "an unlimited key has no refusal count: {free}"
     );
 }
 
@@ -207,11 +196,8 @@ fn the_configured_default_limits_keys_without_their_own() {
     };
     assert_eq!(statuses("sec_dflt", 3), [200, 200, 429]);
     assert_eq!(statuses("sec_own", 5), [200, 200, 200, 200, 429]);
-    let usage = daemon
-        .request(&Request::new("GET", "/usage"))
-        .unwrap()
-        .json();
-    let refusals: Vec<u64> = usage
+    let refusals: Vec<u64> = daemon
+        .usage()
         .as_array()
         .unwrap()
         .iter()
@@ -276,18 +262,8 @@ fn a_reload_keeps_an_exhausted_key_exhausted() {
     assert!(again.json()["retry_after_ms"].as_u64().unwrap() > 1_700_000);
     // Refusals carried too: one before the reload, one after.
     std::thread::sleep(Duration::from_millis(200));
-    let usage = daemon
-        .request(&Request::new("GET", "/usage"))
-        .unwrap()
-        .json();
-    let entry = usage
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["key_id"] == "key_r")
-        .cloned()
-        .unwrap();
-    assert_eq!(entry["rate_limited"], 2, "{usage}");
+    let entry = daemon.usage_of("key_r");
+    assert_eq!(entry["rate_limited"], 2, "{entry}");
     assert_eq!(entry["verifications"], 2);
 }
 

@@ -225,16 +225,8 @@ fn a_stopped_redis_costs_each_verify_at_most_the_timeout() {
         "a backend error is not the key's refusal to log: {refused:?}"
     );
     // But each of deny's 429s is counted as the key's refusal, as /metrics counts it.
-    let usage = daemons[2]
-        .request(&Request::new("GET", "/usage"))
-        .unwrap()
-        .json();
-    let entry = usage
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["key_id"] == "key_s"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(entry["rate_limited"], 5, "{usage}");
+    let entry = daemons[2].usage_of("key_s");
+    assert_eq!(entry["rate_limited"], 5, "{entry}");
 }
 
 #[test]
@@ -351,15 +343,7 @@ fn a_key_flooded_after_its_refusal_asks_redis_once_until_the_refusal_ends() {
     // The refusal ends when Redis's did: the key is accepted again, everywhere.
     std::thread::sleep(Duration::from_millis(1_100));
     assert_eq!(flooded.verify("sec_flood").status, 200);
-    let usage = flooded
-        .request(&Request::new("GET", "/usage"))
-        .unwrap()
-        .json();
-    let entry = usage
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["key_id"] == "key_flood"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(entry["rate_limited"], refused, "{usage}");
-    assert_eq!(entry["verifications"], 3, "{usage}");
+    let entry = flooded.usage_of("key_flood");
+    assert_eq!(entry["rate_limited"], refused, "{entry}");
+    assert_eq!(entry["verifications"], 3, "{entry}");
 }

@@ -76,6 +76,16 @@ async fn set_up(
     Some((redis, limiter))
 }
 
+/// [`set_up`] of a plain server and a limiter with the test's [`settings`], `ready` as said.
+async fn plain(ready: Ready) -> Option<(RedisServer, RedisLimiter)> {
+    set_up(
+        RedisOptions::default(),
+        |redis| settings(redis.url()),
+        ready,
+    )
+    .await
+}
+
 /// [`set_up`] of a plain server and a limiter answering, whose decisions wait at most `timeout`.
 async fn answering_within(timeout: Duration) -> Option<(RedisServer, RedisLimiter)> {
     let settings_for = |redis: &RedisServer| RedisSettings {
@@ -107,13 +117,7 @@ async fn until_answered(limiter: &RedisLimiter, within: Duration) -> Option<Dura
 
 #[tokio::test]
 async fn a_full_bucket_takes_exactly_the_burst_then_refuses_until_an_interval_passes() {
-    let Some((redis, limiter)) = set_up(
-        RedisOptions::default(),
-        |redis| settings(redis.url()),
-        Ready::Made,
-    )
-    .await
-    else {
+    let Some((redis, limiter)) = plain(Ready::Made).await else {
         return;
     };
     let hourly = limit("5/1h", None);
@@ -173,13 +177,7 @@ async fn a_full_bucket_takes_exactly_the_burst_then_refuses_until_an_interval_pa
 
 #[tokio::test]
 async fn the_bucket_refills_at_the_rate() {
-    let Some((_redis, limiter)) = set_up(
-        RedisOptions::default(),
-        |redis| settings(redis.url()),
-        Ready::Made,
-    )
-    .await
-    else {
+    let Some((_redis, limiter)) = plain(Ready::Made).await else {
         return;
     };
     // 10/1s with a burst of 1: one request, then one every 100 ms.
@@ -223,12 +221,7 @@ fn a_limiter_outlives_the_runtime_it_was_made_in() {
     let hourly = limit("3/1h", None);
     let first = runtime();
     let Some((_redis, limiter)) = first.block_on(async {
-        let (redis, limiter) = set_up(
-            RedisOptions::default(),
-            |redis| settings(redis.url()),
-            Ready::Made,
-        )
-        .await?;
+        let (redis, limiter) = plain(Ready::Made).await?;
         assert!(admit(&limiter, "o", &hourly).await.allowed);
         Some((redis, limiter))
     }) else {
@@ -253,13 +246,7 @@ fn a_limiter_outlives_the_runtime_it_was_made_in() {
 
 #[tokio::test]
 async fn two_daemons_share_one_bucket_and_prefixes_keep_fleets_apart() {
-    let Some((redis, one)) = set_up(
-        RedisOptions::default(),
-        |redis| settings(redis.url()),
-        Ready::Made,
-    )
-    .await
-    else {
+    let Some((redis, one)) = plain(Ready::Made).await else {
         return;
     };
     let two = RedisLimiter::new(settings(redis.url())).unwrap();
@@ -484,13 +471,7 @@ async fn redis_stopped_costs_each_decision_the_timeout_and_no_more() {
 #[tokio::test]
 #[ignore = "a measurement, not a check"]
 async fn latency_of_ten_thousand_decisions() {
-    let Some((_redis, limiter)) = set_up(
-        RedisOptions::default(),
-        |redis| settings(redis.url()),
-        Ready::Answering,
-    )
-    .await
-    else {
+    let Some((_redis, limiter)) = plain(Ready::Answering).await else {
         return;
     };
     let generous = limit("1000000000/1s", None);

@@ -20,13 +20,19 @@ use std::time::{Duration, Instant};
 const VALID: &str = "sec_0StatsPushValidSecretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const COLLECTOR_SECRET: &str = "collector-secret-Zq8vW3";
 
+/// The daemon serving two keys (`VALID` and one other), with `env` and `config`.
 fn daemon(dir: &Path, env: &[(&str, String)], config: &str) -> Daemon {
-    let store = dir.join("keys.json");
     let keys = [
         TestKey::new("key_stats_valid", VALID),
         TestKey::new("key_stats_other", &format!("sec_0{}", "O".repeat(59))),
     ];
-    std::fs::write(&store, key_file(&keys)).unwrap();
+    daemon_serving(dir, &key_file(&keys), env, config)
+}
+
+/// The daemon serving the key file `keys` from `dir`, with `env` and `config`.
+fn daemon_serving(dir: &Path, keys: &[u8], env: &[(&str, String)], config: &str) -> Daemon {
+    let store = dir.join("keys.json");
+    std::fs::write(&store, keys).unwrap();
     let mut builder = DaemonBuilder::new(dir)
         .arg("--store")
         .arg(format!("file://{}", store.display()))
@@ -60,10 +66,11 @@ fn verify_times(daemon: &Daemon, valid: usize, unknown: usize) {
     }
 }
 
-/// heare-stats-server, listening for StatsD on UDP `port`, forwarding to `collector` every 0.5 s.
-/// Its process group is stopped when dropped.
+/// heare-stats-server, listening for StatsD on UDP `port`, forwarding to `collector` every 0.5 s,
+/// returned once it has had the time to bind its UDP socket (a moment after it starts). Its
+/// process group is stopped when dropped.
 fn stats_server(port: u16, collector: &Collector) -> Group {
-    Group::spawn(
+    let server = Group::spawn(
         Command::new("heare-stats-server")
             .arg("--listen_host=127.0.0.1")
             .arg(format!("--listen_port={port}"))
@@ -74,7 +81,9 @@ fn stats_server(port: u16, collector: &Collector) -> Group {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )
-    .expect("heare-stats-server (pip heare-stats-client; tests/run installs it)")
+    .expect("heare-stats-server (pip heare-stats-client; tests/run installs it)");
+    std::thread::sleep(Duration::from_millis(1500));
+    server
 }
 
 #[test]
@@ -83,8 +92,6 @@ fn heare_stats_server_forwards_exactly_the_verifies_made_over_udp() {
     let collector = Collector::start();
     let statsd_port = free_port();
     let _server = stats_server(statsd_port, &collector);
-    // The server binds its UDP socket a moment after it starts.
-    std::thread::sleep(Duration::from_millis(1500));
     let daemon = daemon(dir.path(), &python_env("udp", statsd_port), FAST_FLUSH);
     verify_times(&daemon, 25, 4);
     let health = daemon.request(&Request::new("GET", "/health")).unwrap();
@@ -125,21 +132,15 @@ fn heare_stats_server_forwards_the_rate_limited_verifies_over_udp() {
     let collector = Collector::start();
     let statsd_port = free_port();
     let _server = stats_server(statsd_port, &collector);
-    // The server binds its UDP socket a moment after it starts.
-    std::thread::sleep(Duration::from_millis(1500));
-    let store = dir.path().join("keys.json");
     let keys = serde_json::json!({"keys": [
         {"id": "key_stats_limited", "secret": LIMITED, "rate_limit": {"requests": 3, "per": "1h"}},
     ]});
-    std::fs::write(&store, serde_json::to_vec_pretty(&keys).unwrap()).unwrap();
-    let mut builder = DaemonBuilder::new(dir.path())
-        .arg("--store")
-        .arg(format!("file://{}", store.display()))
-        .config(FAST_FLUSH);
-    for (name, value) in python_env("udp", statsd_port) {
-        builder = builder.env(name, value);
-    }
-    let daemon = builder.start().unwrap();
+    let daemon = daemon_serving(
+        dir.path(),
+        &serde_json::to_vec_pretty(&keys).unwrap(),
+        &python_env("udp", statsd_port),
+        FAST_FLUSH,
+    );
     let statuses: Vec<u16> = (0..5).map(|_| daemon.verify(LIMITED).status).collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
 
