@@ -706,8 +706,12 @@ fn write_keys(path: &Path, count: usize) -> anyhow::Result<(Vec<String>, Vec<Str
 }
 
 fn start(dir: &Path, secrets: &[String]) -> anyhow::Result<(Child, Duration)> {
-    let config = std::env::var("HEARE_BENCH_CONFIG").unwrap_or_default();
-    start_with(dir, secrets, &config)
+    start_with(dir, secrets, &config_text())
+}
+
+/// The daemon's configuration file: `HEARE_BENCH_CONFIG`, or empty.
+fn config_text() -> String {
+    std::env::var("HEARE_BENCH_CONFIG").unwrap_or_default()
 }
 
 /// [`start`] with the configuration file's text.

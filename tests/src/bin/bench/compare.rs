@@ -8,11 +8,12 @@
 //! run to run, so none always goes first): throughput at `--connections` for `--seconds`, the
 //! server's own CPU time per request over that run (from /proc), and p50/p99 of `--latency`
 //! sequential requests on one connection. The table gives each contender's medians, its ratio to
-//! the bare server's, and, with `--compare`, this build's CPU per verify over the other's.
+//! the bare server's, and, with `--compare`, this build's CPU per verify over the other's. Every
+//! daemon gets `HEARE_BENCH_CONFIG` as its configuration file.
 
 use super::{
-    Options, cpu_ticks, exchange, latency, median, serve_bare_command, socket, start_daemon, stop,
-    throughput, verify_request, write_key_file,
+    Options, config_text, cpu_ticks, exchange, latency, median, serve_bare_command, socket,
+    start_daemon, stop, throughput, verify_request, write_key_file,
 };
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -103,7 +104,7 @@ fn start(
         Server::Daemon { binary, log_level } => {
             std::fs::copy(keys, dir.path().join("keys.json"))?;
             let args = ["--log-level".to_string(), log_level.to_string()];
-            start_daemon(dir.path(), secrets, "", binary, &args)?.0
+            start_daemon(dir.path(), secrets, &config_text(), binary, &args)?.0
         }
     };
     Ok(Contender {

@@ -10,7 +10,7 @@
 //! the whole daemon. Instructions are not time — a cache miss costs no instruction — so the
 //! verifies/s runs stay the measure of speed; this one tells where instructions went.
 
-use super::{exchange, latency, socket, stop};
+use super::{config_text, exchange, latency, socket, stop};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,9 +35,11 @@ pub fn available() -> bool {
 }
 
 /// Instructions per verify of `binary` (a heare-authd) on `dir`'s key file, verifying
-/// `secrets` at random, at `--log-level warn` without a usage file.
+/// `secrets` at random, at `--log-level warn` without a usage file, followed in its
+/// configuration by `HEARE_BENCH_CONFIG` (e.g. a `[rate_limit]` table with the Redis backend).
 pub fn per_verify(binary: &Path, dir: &Path, secrets: &[String]) -> anyhow::Result<f64> {
-    std::fs::write(dir.join("bench.toml"), "usage_path = \"none\"\n")?;
+    let config = format!("usage_path = \"none\"\n{}", config_text());
+    std::fs::write(dir.join("bench.toml"), config)?;
     let mut daemon = start(binary, dir)?;
     let counted = count(&daemon, dir, secrets);
     stop(&mut daemon);
