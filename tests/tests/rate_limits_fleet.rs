@@ -28,9 +28,12 @@ fn daemon(dir: &Path, store: &Path, config: &str) -> Daemon {
         .unwrap()
 }
 
+/// The Redis backend on `url`. The test's redis-server listens on an unprivileged loopback port,
+/// which the daemon refuses without `redis_insecure = true`
+/// ([`a_redis_on_a_loopback_port_any_user_can_bind_is_refused`]).
 fn redis_config(url: &str, extra: &str) -> String {
     format!(
-        "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\nredis_timeout = \"50ms\"\n{extra}"
+        "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\nredis_timeout = \"50ms\"\nredis_insecure = true\n{extra}"
     )
 }
 
@@ -346,4 +349,54 @@ fn a_key_flooded_after_its_refusal_asks_redis_once_until_the_refusal_ends() {
     let entry = flooded.usage_of("key_flood");
     assert_eq!(entry["rate_limited"], refused, "{entry}");
     assert_eq!(entry["verifications"], 3, "{entry}");
+}
+
+/// A local user holds the loopback port the Redis backend is configured on (any user can, while
+/// Redis is down) to answer in Redis's place: refusing every limited key, or taking the password.
+/// The daemon refuses that configuration at start (exit 2, naming `redis_url`, never the
+/// password) and never connects; the same Redis through its Unix socket serves the limits.
+#[test]
+fn a_redis_on_a_loopback_port_any_user_can_bind_is_refused() {
+    let password = "redis-pw-Squat91";
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let store = tempfile::tempdir().unwrap();
+    write_keys(
+        store.path(),
+        json!([{"id": "key_q", "secret": "sec_q", "rate_limit": {"requests": 1, "per": "1h"}}]),
+    );
+    let config = |url: &str| {
+        format!(
+            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\nfleet_hosts = 1\non_backend_error = \"deny\"\n"
+        )
+    };
+    let squatted = format!("redis://:{password}@127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = format!("file://{}", store.path().join("keys.json").display());
+    let mut refused = DaemonBuilder::new(dir.path())
+        .config(&config(&squatted))
+        .args(["--store", &keys])
+        .spawn();
+    let status = refused.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", refused.log());
+    let log = refused.log();
+    assert!(
+        log.contains("rate_limit.redis_url") && log.contains("redis_insecure = true"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
+    assert!(!log.contains(password), "{log}");
+    assert!(
+        matches!(squatter.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the daemon connected to the squatted port"
+    );
+
+    // The same Redis through its Unix socket: accepted, and it decides.
+    let redis = RedisServer::start().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let unix = daemon(other.path(), store.path(), &config(&redis.unix_url()));
+    assert_eq!(unix.verify("sec_q").status, 200);
+    assert_eq!(unix.verify("sec_q").status, 429);
+    assert_eq!(metric(&unix, "heare_auth_rate_limit_backend_up"), Some(1.0));
 }

@@ -13,6 +13,7 @@
 
 use super::ConfigError;
 use super::file::DurationSetting;
+use crate::ports;
 pub use crate::rate_limit::redis::without_credentials;
 use heare_auth_store::StoreUrl;
 use heare_auth_store::rate_limit::RateLimit;
@@ -32,6 +33,7 @@ pub(super) struct RateLimitSection {
     pub redis_password_file: Option<PathBuf>,
     pub redis_timeout: Option<DurationSetting>,
     pub redis_prefix: Option<String>,
+    pub redis_insecure: Option<bool>,
     pub on_backend_error: Option<String>,
     pub fleet_hosts: Option<u64>,
 }
@@ -180,6 +182,10 @@ fn refuse_redis_settings(section: &RateLimitSection) -> Result<(), ConfigError> 
         ("rate_limit.redis_timeout", section.redis_timeout.is_some()),
         ("rate_limit.redis_prefix", section.redis_prefix.is_some()),
         (
+            "rate_limit.redis_insecure",
+            section.redis_insecure.is_some(),
+        ),
+        (
             "rate_limit.on_backend_error",
             section.on_backend_error.is_some(),
         ),
@@ -230,6 +236,8 @@ fn fleet(section: &RateLimitSection, store: &StoreUrl) -> Result<FleetSettings, 
             "must be more than 0 and at most 5s (a verify waits this long for Redis)",
         ));
     }
+    let on_error = on_error(section)?;
+    refuse_squattable_redis(&url, section.redis_insecure)?;
     Ok(FleetSettings {
         url,
         ca_file: section.redis_ca_file.clone(),
@@ -239,8 +247,42 @@ fn fleet(section: &RateLimitSection, store: &StoreUrl) -> Result<FleetSettings, 
             .redis_prefix
             .clone()
             .unwrap_or_else(|| default_prefix(store)),
-        on_error: on_error(section)?,
+        on_error,
     })
+}
+
+/// A plain `redis://` Redis on this host's loopback, on a port any local user can bind while
+/// Redis is down, is refused unless `redis_insecure = true`: that user would answer in Redis's
+/// place, refusing every limited key for as long as they hold the port (or accepting every
+/// request), and would be sent the password. A Unix socket, `rediss://` (the server's
+/// certificate is checked) and a port only root can bind are not open to that; nor is a Redis
+/// on another host to a local user (the network between is TLS's to protect).
+fn refuse_squattable_redis(url: &str, insecure: Option<bool>) -> Result<(), ConfigError> {
+    let Some((host, port)) = plain_tcp_address(url) else {
+        return Ok(());
+    };
+    if insecure == Some(true) || !ports::is_loopback_host(&host) || ports::is_privileged(port) {
+        return Ok(());
+    }
+    Err(invalid(
+        "rate_limit.redis_url",
+        format!(
+            "plain redis:// to {host}:{port}, a port any local user can bind while Redis is down and answer in its place (refusing every limited key, or accepting all) and be sent the password; use unix:///path/to/redis.sock in a directory only Redis can write, rediss:// (with redis_ca_file for a certificate of your own), a port only root can bind (below net.ipv4.ip_unprivileged_port_start), or set redis_insecure = true"
+        ),
+    ))
+}
+
+/// The host and port (6379 when none is written) of a plain `redis://` URL; `None` for another
+/// scheme or a URL that does not parse (the client refuses it at start, with its reason).
+fn plain_tcp_address(url: &str) -> Option<(String, u16)> {
+    let parsed = redis::parse_redis_url(url)?;
+    if parsed.scheme() != "redis" {
+        return None;
+    }
+    Some((
+        parsed.host_str()?.to_string(),
+        parsed.port().unwrap_or(6379),
+    ))
 }
 
 /// `heare-auth:` + the store URL with `%` and `:` escaped + `:`: the prefix ends at its second
@@ -344,8 +386,45 @@ mod tests {
         assert_eq!(fleet.on_error, OnBackendError::Allow);
         assert_eq!(fleet.timeout, Duration::from_millis(20));
         assert_eq!(fleet.prefix, "p:");
+        // A Redis on this host's loopback on an unprivileged port: only with redis_insecure;
+        // TLS, a Unix socket, another host and a port only root can bind need nothing.
+        for url in [
+            "rediss://127.0.0.1:6379",
+            "unix:///run/redis/redis-server.sock",
+            "redis://10.0.0.7:6379",
+            // Port 1, when only root can bind it here (not where the limit is 0).
+            if ports::is_privileged(1) {
+                "redis://127.0.0.1:1"
+            } else {
+                "redis://10.0.0.7:1"
+            },
+        ] {
+            let text = format!("backend = \"redis\"\nredis_url = \"{url}\"\nfleet_hosts = 2");
+            assert!(resolve(Some(&section(&text)), &store()).is_ok(), "{url}");
+        }
+        let insecure = "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nfleet_hosts = 2\nredis_insecure = true";
+        assert!(resolve(Some(&section(insecure)), &store()).is_ok());
+        assert!(
+            !error_of(
+                "backend = \"redis\"\nredis_url = \"redis://:pw@127.0.0.1:6379\"\nfleet_hosts = 2"
+            )
+            .contains("pw")
+        );
         for (text, setting) in [
             ("backend = \"redis\"\nfleet_hosts = 2", "redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://:pw@127.0.0.1:6379\"\nfleet_hosts = 2",
+                "rate_limit.redis_url",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://localhost\"\nfleet_hosts = 2",
+                "localhost:6379, a port any local user can bind",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://[::1]:6380\"\nfleet_hosts = 2",
+                "[::1]:6380",
+            ),
+            ("redis_insecure = true", "rate_limit.redis_insecure"),
             (
                 "backend = \"redis\"\nredis_url = \"http://h\"\nfleet_hosts = 2",
                 "redis_url",

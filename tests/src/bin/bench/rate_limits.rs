@@ -254,10 +254,11 @@ fn print_accuracy(what: &str, accepted: u64, refused: u64, seconds: f64) {
     );
 }
 
-/// The configuration of a daemon whose limits are in `redis`, under `prefix`.
+/// The configuration of a daemon whose limits are in `redis`, under `prefix` (on its
+/// unprivileged loopback port, which needs `redis_insecure`).
 fn redis_config(redis: &RedisServer, prefix: &str) -> String {
     format!(
-        "usage_path = \"none\"\n[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_prefix = \"{prefix}\"\non_backend_error = \"deny\"\n",
+        "usage_path = \"none\"\n[rate_limit]\nbackend = \"redis\"\nredis_url = \"{}\"\nredis_insecure = true\nredis_prefix = \"{prefix}\"\non_backend_error = \"deny\"\n",
         redis.url()
     )
 }
