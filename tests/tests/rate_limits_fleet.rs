@@ -30,7 +30,7 @@ fn daemon(dir: &Path, store: &Path, config: &str) -> Daemon {
 
 /// The Redis backend on `url`. The test's redis-server listens on an unprivileged loopback port,
 /// which the daemon refuses without `redis_insecure = true`
-/// ([`a_redis_on_a_loopback_port_any_user_can_bind_is_refused`]).
+/// ([`a_redis_backend_a_local_user_could_stand_in_for_is_refused`]).
 fn redis_config(url: &str, extra: &str) -> String {
     format!(
         "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\nredis_timeout = \"50ms\"\nredis_insecure = true\n{extra}"
@@ -351,16 +351,15 @@ fn a_key_flooded_after_its_refusal_asks_redis_once_until_the_refusal_ends() {
     assert_eq!(entry["verifications"], 3, "{entry}");
 }
 
-/// A local user holds the loopback port the Redis backend is configured on (any user can, while
-/// Redis is down) to answer in Redis's place: refusing every limited key, or taking the password.
-/// The daemon refuses that configuration at start (exit 2, naming `redis_url`, never the
-/// password) and never connects; the same Redis through its Unix socket serves the limits.
+/// A local user takes the place of the Redis backend (any user can while Redis is down): the
+/// plain loopback port it is configured on, or its Unix socket's name in a directory anyone can
+/// write. The daemon refuses either configuration at start (exit 2, naming `redis_url`, never the
+/// password) and never connects to the squatter; the same Redis through its Unix socket in a
+/// directory of its own serves the limits.
 #[test]
-fn a_redis_on_a_loopback_port_any_user_can_bind_is_refused() {
+fn a_redis_backend_a_local_user_could_stand_in_for_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
     let password = "redis-pw-Squat91";
-    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    squatter.set_nonblocking(true).unwrap();
-    let port = squatter.local_addr().unwrap().port();
     let store = tempfile::tempdir().unwrap();
     write_keys(
         store.path(),
@@ -371,28 +370,52 @@ fn a_redis_on_a_loopback_port_any_user_can_bind_is_refused() {
             "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\nfleet_hosts = 1\non_backend_error = \"deny\"\n"
         )
     };
-    let squatted = format!("redis://:{password}@127.0.0.1:{port}");
-    let dir = tempfile::tempdir().unwrap();
-    let keys = format!("file://{}", store.path().join("keys.json").display());
-    let mut refused = DaemonBuilder::new(dir.path())
-        .config(&config(&squatted))
-        .args(["--store", &keys])
-        .spawn();
-    let status = refused.wait_exit(Duration::from_secs(10));
-    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", refused.log());
-    let log = refused.log();
+
+    let port_squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    port_squatter.set_nonblocking(true).unwrap();
+    let port = port_squatter.local_addr().unwrap().port();
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+    let socket = open.path().join("redis.sock");
+    let socket_squatter = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    socket_squatter.set_nonblocking(true).unwrap();
+    for (url, named) in [
+        (
+            format!("redis://:{password}@127.0.0.1:{port}"),
+            format!("127.0.0.1:{port}"),
+        ),
+        (
+            format!("unix://{}?pass={password}", socket.display()),
+            open.path().display().to_string(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = format!("file://{}", store.path().join("keys.json").display());
+        let mut refused = DaemonBuilder::new(dir.path())
+            .config(&config(&url))
+            .args(["--store", &keys])
+            .spawn();
+        let status = refused.wait_exit(Duration::from_secs(10));
+        let log = refused.log();
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{named}: {log}");
+        assert!(
+            log.contains("rate_limit.redis_url") && log.contains("redis_insecure = true"),
+            "{log}"
+        );
+        assert!(log.contains(&named), "{log}");
+        assert!(!log.contains(password), "{log}");
+    }
+    let nobody = |accepted: std::io::Result<()>| matches!(accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     assert!(
-        log.contains("rate_limit.redis_url") && log.contains("redis_insecure = true"),
-        "{log}"
+        nobody(port_squatter.accept().map(drop)),
+        "connected to the port"
     );
-    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
-    assert!(!log.contains(password), "{log}");
     assert!(
-        matches!(squatter.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-        "the daemon connected to the squatted port"
+        nobody(socket_squatter.accept().map(drop)),
+        "connected to the socket"
     );
 
-    // The same Redis through its Unix socket: accepted, and it decides.
+    // The same Redis through its Unix socket, in a directory of its own: accepted, and decides.
     let redis = RedisServer::start().unwrap();
     let other = tempfile::tempdir().unwrap();
     let unix = daemon(other.path(), store.path(), &config(&redis.unix_url()));

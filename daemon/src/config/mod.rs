@@ -11,6 +11,7 @@ mod file;
 mod forward_auth;
 mod freshness;
 mod rate_limit;
+mod redis_endpoint;
 mod resolve;
 mod secret_file;
 mod stats;

@@ -13,7 +13,7 @@
 
 use super::ConfigError;
 use super::file::DurationSetting;
-use crate::ports;
+use super::redis_endpoint;
 pub use crate::rate_limit::redis::without_credentials;
 use heare_auth_store::StoreUrl;
 use heare_auth_store::rate_limit::RateLimit;
@@ -251,37 +251,17 @@ fn fleet(section: &RateLimitSection, store: &StoreUrl) -> Result<FleetSettings, 
     })
 }
 
-/// A plain `redis://` Redis on this host's loopback, on a port any local user can bind while
-/// Redis is down, is refused unless `redis_insecure = true`: that user would answer in Redis's
-/// place, refusing every limited key for as long as they hold the port (or accepting every
-/// request), and would be sent the password. A Unix socket, `rediss://` (the server's
-/// certificate is checked) and a port only root can bind are not open to that; nor is a Redis
-/// on another host to a local user (the network between is TLS's to protect).
+/// A Redis a local user could answer in place of ([`redis_endpoint::squattable`]) is refused
+/// unless `redis_insecure = true`.
 fn refuse_squattable_redis(url: &str, insecure: Option<bool>) -> Result<(), ConfigError> {
-    let Some((host, port)) = plain_tcp_address(url) else {
+    let Some(why) = redis_endpoint::squattable(url).filter(|_| insecure != Some(true)) else {
         return Ok(());
     };
-    if insecure == Some(true) || !ports::is_loopback_host(&host) || ports::is_privileged(port) {
-        return Ok(());
-    }
     Err(invalid(
         "rate_limit.redis_url",
         format!(
-            "plain redis:// to {host}:{port}, a port any local user can bind while Redis is down and answer in its place (refusing every limited key, or accepting all) and be sent the password; use unix:///path/to/redis.sock in a directory only Redis can write, rediss:// (with redis_ca_file for a certificate of your own), a port only root can bind (below net.ipv4.ip_unprivileged_port_start), or set redis_insecure = true"
+            "{why}: they could answer in Redis's place (refusing every limited key, or accepting all) and be sent the password; use unix:///path/to/redis.sock in a directory only Redis can write, rediss:// (with redis_ca_file for a certificate of your own), a port only root can bind (below net.ipv4.ip_unprivileged_port_start), or set redis_insecure = true"
         ),
-    ))
-}
-
-/// The host and port (6379 when none is written) of a plain `redis://` URL; `None` for another
-/// scheme or a URL that does not parse (the client refuses it at start, with its reason).
-fn plain_tcp_address(url: &str) -> Option<(String, u16)> {
-    let parsed = redis::parse_redis_url(url)?;
-    if parsed.scheme() != "redis" {
-        return None;
-    }
-    Some((
-        parsed.host_str()?.to_string(),
-        parsed.port().unwrap_or(6379),
     ))
 }
 
@@ -387,17 +367,11 @@ mod tests {
         assert_eq!(fleet.timeout, Duration::from_millis(20));
         assert_eq!(fleet.prefix, "p:");
         // A Redis on this host's loopback on an unprivileged port: only with redis_insecure;
-        // TLS, a Unix socket, another host and a port only root can bind need nothing.
+        // TLS, a Unix socket, another host need nothing (the cases: redis_endpoint.rs).
         for url in [
             "rediss://127.0.0.1:6379",
             "unix:///run/redis/redis-server.sock",
             "redis://10.0.0.7:6379",
-            // Port 1, when only root can bind it here (not where the limit is 0).
-            if ports::is_privileged(1) {
-                "redis://127.0.0.1:1"
-            } else {
-                "redis://10.0.0.7:1"
-            },
         ] {
             let text = format!("backend = \"redis\"\nredis_url = \"{url}\"\nfleet_hosts = 2");
             assert!(resolve(Some(&section(&text)), &store()).is_ok(), "{url}");
