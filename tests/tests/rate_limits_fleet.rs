@@ -352,8 +352,8 @@ fn a_key_flooded_after_its_refusal_asks_redis_once_until_the_refusal_ends() {
 }
 
 /// A local user takes the place of the Redis backend (any user can while Redis is down): the
-/// plain loopback port it is configured on, or its Unix socket's name in a directory anyone can
-/// write. The daemon refuses either configuration at start (exit 2, naming `redis_url`, never the
+/// plain loopback port it is configured on (also spelled `127.1`), or its Unix socket's name in a
+/// directory anyone can write. The daemon refuses either configuration at start (exit 2, naming `redis_url`, never the
 /// password) and never connects to the squatter; the same Redis through its Unix socket in a
 /// directory of its own serves the limits.
 #[test]
@@ -383,6 +383,11 @@ fn a_redis_backend_a_local_user_could_stand_in_for_is_refused() {
         (
             format!("redis://:{password}@127.0.0.1:{port}"),
             format!("127.0.0.1:{port}"),
+        ),
+        // The same port spelled as the resolver reads it.
+        (
+            format!("redis://:{password}@127.1:{port}"),
+            format!("127.1:{port}"),
         ),
         (
             format!("unix://{}?pass={password}", socket.display()),

@@ -392,7 +392,7 @@ mod tests {
             ),
             (
                 "backend = \"redis\"\nredis_url = \"redis://localhost\"\nfleet_hosts = 2",
-                "localhost:6379, a port any local user can bind",
+                "localhost:6379, a port of this host any local user can bind",
             ),
             (
                 "backend = \"redis\"\nredis_url = \"redis://[::1]:6380\"\nfleet_hosts = 2",
