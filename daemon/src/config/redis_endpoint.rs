@@ -9,9 +9,13 @@
 //!   (anyone may bind it). "This host" is judged on the addresses the name resolves to, as the
 //!   client will resolve it (`127.1`, `0`, `[::ffff:127.0.0.1]`, the host's own name or LAN
 //!   address all count): loopback, unspecified, or an address this host can bind;
-//! - a Unix socket someone else could put in place: its real path (links followed) has a
-//!   directory anyone may write ([`open_directory`]).
+//! - a Unix socket another user could put in place ([`open_directory`]): the path is walked as
+//!   the kernel walks it, one name at a time with every link followed, and each directory that
+//!   holds a name on the way is judged (by its mode, its owner, and the owner of the name).
 //!
+//! The check runs once, at start: what it judges (modes, owners, links) only their owners can
+//! change later, but a name that resolves elsewhere later, an address this host gains later, or a
+//! root-owned directory removed and left for anyone to make again is not seen.
 //! Holding either, they could refuse every limited key for as long as they hold it. `rediss://`
 //! checks the server's certificate, a port below the limit only root can bind, and a Redis on
 //! another host is not a local user's to answer for (the network between is TLS's to protect).
@@ -19,11 +23,13 @@
 //! loopback address).
 
 use crate::ports;
-use std::net::{IpAddr, TcpListener, ToSocketAddrs};
+use nix::ifaddrs::getifaddrs;
+use std::ffi::OsString;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-/// Links followed at most from the socket's name (the kernel's own limit).
+/// Links followed at most on the socket's path (the kernel's own limit).
 const MAX_LINKS: usize = 40;
 
 /// What a connection to `redis_url` would reach.
@@ -46,7 +52,7 @@ pub fn squattable(url: &str) -> Option<String> {
         }),
         Endpoint::Socket(path) => open_directory(&path).map(|dir| {
             format!(
-                "the socket {} is under {}, a directory other users can write, where they can put a socket of their own while Redis is down",
+                "the socket {} is reached through {}, a directory another user can change, where they can put a socket of their own while Redis is down",
                 path.display(),
                 dir.display()
             )
@@ -69,75 +75,130 @@ fn endpoint(url: &str) -> Option<Endpoint> {
 /// Whether `host` names this host: spelled as loopback, or resolving to an address of it.
 fn is_this_host(host: &str, port: u16) -> bool {
     let bare = host.trim_matches(['[', ']']);
-    let resolved = (bare, port)
-        .to_socket_addrs()
-        .is_ok_and(|mut addresses| addresses.any(|address| is_local(address.ip())));
-    resolved || ports::is_loopback_host(host)
+    let Ok(addresses) = (bare, port).to_socket_addrs() else {
+        return ports::is_loopback_host(host);
+    };
+    let own = own_addresses();
+    let mut ips = addresses.map(|address| address.ip().to_canonical());
+    ips.any(|ip| ip.is_loopback() || ip.is_unspecified() || own.contains(&ip))
+        || ports::is_loopback_host(host)
 }
 
-/// Loopback, unspecified (a connection to it reaches this host), or an address this host can
-/// bind (its own, which a local user can bind too).
-fn is_local(ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    ip.is_loopback() || ip.is_unspecified() || TcpListener::bind((ip, 0)).is_ok()
+/// The addresses of this host's interfaces (a link-local one without its scope).
+fn own_addresses() -> Vec<IpAddr> {
+    let Ok(interfaces) = getifaddrs() else {
+        return Vec::new();
+    };
+    interfaces
+        .filter_map(|interface| {
+            let address = interface.address?;
+            if let Some(v4) = address.as_sockaddr_in() {
+                return Some(IpAddr::V4(v4.ip()));
+            }
+            address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+        })
+        .collect()
 }
 
-/// The directory on the socket's real path (its links followed) that lets another user put a
-/// socket of their own at it:
-/// - the nearest existing directory, when others may write it (the name is free while Redis is
-///   down; directories not made yet are whoever may write that one's to make);
-/// - one further up that others may write without the sticky bit (what is below can be renamed
-///   away and replaced);
-/// - one further up that others may write with the sticky bit, when the directory below it on
-///   the path is owned by anyone but root or this process's user (its owner may rename it).
-///
-/// The nearest directory's owner is trusted: that is whoever runs Redis.
+/// One directory the kernel goes through to reach the socket, and the name it looks up there.
+struct Step {
+    dir: PathBuf,
+    mode: u32,
+    owner: u32,
+    /// The owner of the name looked up; `None` when nothing has that name yet.
+    entry_owner: Option<u32>,
+    /// Whether the name is the socket's own (or missing: what follows is made later).
+    last: bool,
+}
+
+/// The directory on the way to `socket` that lets another user put a socket of their own at it,
+/// or one that cannot be read (judged open). Every step's directory must be owned by root, this
+/// process's user, or the owner of the socket's own directory (Redis's user); others may write
+/// it (group or world) only when it is sticky and the name looked up there is not the socket's,
+/// exists and is owned by root or this process's user (the sticky bit stops everyone but the
+/// name's owner from renaming it away; a free name is anyone's).
 fn open_directory(socket: &Path) -> Option<PathBuf> {
-    let real = real_path(socket);
-    let mut below: Option<u32> = None;
-    for dir in real.ancestors().skip(1) {
-        let Ok(metadata) = std::fs::metadata(dir) else {
-            continue;
-        };
-        let mode = metadata.permissions().mode();
-        let others_write = mode & 0o002 != 0;
-        let sticky = mode & 0o1000 != 0;
-        let open = match below {
-            None => others_write,
-            Some(owner) => others_write && (!sticky || !trusted(owner)),
-        };
-        if open {
-            return Some(dir.to_path_buf());
-        }
-        below = Some(metadata.uid());
-    }
-    None
+    let steps = match walk(socket) {
+        Ok(steps) => steps,
+        Err(unreadable) => return Some(unreadable),
+    };
+    let redis_owner = steps.last()?.owner;
+    let us = nix::unistd::geteuid().as_raw();
+    let trusted = |uid: u32| uid == 0 || uid == us;
+    steps.iter().find_map(|step| {
+        let others_write = step.mode & 0o022 != 0;
+        let sticky = step.mode & 0o1000 != 0;
+        let held = !step.last && step.entry_owner.is_some_and(trusted);
+        let open = !(trusted(step.owner) || step.owner == redis_owner)
+            || (others_write && !(sticky && held));
+        open.then(|| step.dir.clone())
+    })
 }
 
-/// Root, or the user this process runs as.
-fn trusted(uid: u32) -> bool {
-    uid == 0 || uid == nix::unistd::geteuid().as_raw()
-}
-
-/// `socket` with the links of its own name followed, then its nearest existing directory made
-/// canonical (every link on the way resolved); what does not exist yet is kept as written.
-fn real_path(socket: &Path) -> PathBuf {
-    let mut path = socket.to_path_buf();
-    for _ in 0..MAX_LINKS {
-        let Ok(target) = std::fs::read_link(&path) else {
-            break;
+/// The steps of the kernel's walk to `socket` (an absolute path), links followed; `Err` with the
+/// path that could not be read, or that links too often.
+fn walk(socket: &Path) -> Result<Vec<Step>, PathBuf> {
+    let mut pending: Vec<OsString> = Vec::new();
+    push_components(&mut pending, socket);
+    let mut resolved = PathBuf::from("/");
+    let mut steps = Vec::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop() {
+        match name.to_str() {
+            Some(".") => continue,
+            Some("..") => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let entry = resolved.join(&name);
+        let dir = std::fs::metadata(&resolved).map_err(|_| resolved.clone())?;
+        let mut step = Step {
+            dir: resolved.clone(),
+            mode: dir.permissions().mode(),
+            owner: dir.uid(),
+            entry_owner: None,
+            last: pending.is_empty(),
         };
-        path = match path.parent() {
-            Some(parent) => parent.join(target),
-            None => target,
+        let found = match std::fs::symlink_metadata(&entry) {
+            Ok(found) => found,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                step.last = true;
+                steps.push(step);
+                return Ok(steps);
+            }
+            Err(_) => return Err(entry),
         };
-    }
-    for dir in path.ancestors().skip(1) {
-        if let (Ok(real), Ok(rest)) = (std::fs::canonicalize(dir), path.strip_prefix(dir)) {
-            return real.join(rest);
+        step.entry_owner = Some(found.uid());
+        steps.push(step);
+        if found.file_type().is_symlink() {
+            links += 1;
+            let target = std::fs::read_link(&entry).map_err(|_| entry.clone())?;
+            if links > MAX_LINKS {
+                return Err(entry);
+            }
+            if target.is_absolute() {
+                resolved = PathBuf::from("/");
+            }
+            push_components(&mut pending, &target);
+        } else {
+            resolved = entry;
         }
     }
-    path
+    Ok(steps)
+}
+
+/// Puts `path`'s names on `pending` so that the first is popped first.
+fn push_components(pending: &mut Vec<OsString>, path: &Path) {
+    let names = path.components().filter_map(|component| match component {
+        Component::Normal(name) => Some(name.to_os_string()),
+        Component::ParentDir => Some("..".into()),
+        Component::CurDir => Some(".".into()),
+        Component::RootDir | Component::Prefix(_) => None,
+    });
+    let names: Vec<OsString> = names.collect();
+    pending.extend(names.into_iter().rev());
 }
 
 #[cfg(test)]
@@ -176,6 +237,16 @@ mod tests {
             "not a url",
         ] {
             assert_eq!(squattable(safe), None, "{safe}");
+        }
+        // An address of one of this host's interfaces, where it has one besides loopback.
+        if let Some(own) = own_addresses()
+            .into_iter()
+            .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        {
+            assert!(
+                squattable(&format!("redis://{own}:6379")).is_some(),
+                "{own}"
+            );
         }
         // This host's own name, where it resolves (Debian: 127.0.1.1 in /etc/hosts).
         let name = nix::unistd::gethostname().unwrap();
@@ -226,7 +297,20 @@ mod tests {
         dir_with_mode(&open, 0o777);
         assert!(squattable(&unix(&inner.join("redis.sock"))).is_some());
         dir_with_mode(&open, 0o1777);
+        // Writable by the directory's group: its other members may replace the socket.
+        let grouped = dir_with_mode(&root.path().join("grouped"), 0o775);
+        assert!(squattable(&unix(&grouped.join("redis.sock"))).is_some());
         if nix::unistd::geteuid().is_root() {
+            // A directory further up owned by another user than Redis's, root or ours.
+            let theirs = dir_with_mode(&root.path().join("theirs"), 0o755);
+            let redis = dir_with_mode(&theirs.join("redis"), 0o755);
+            std::os::unix::fs::chown(&theirs, Some(54_321), None).unwrap();
+            let why = squattable(&unix(&redis.join("redis.sock"))).unwrap();
+            assert!(why.contains(&theirs.display().to_string()), "{why}");
+            // Redis's own user may own its directory.
+            std::os::unix::fs::chown(&theirs, Some(0), None).unwrap();
+            std::os::unix::fs::chown(&redis, Some(54_322), None).unwrap();
+            assert_eq!(squattable(&unix(&redis.join("redis.sock"))), None);
             std::os::unix::fs::chown(&inner, Some(54_321), None).unwrap();
             let why = squattable(&unix(&inner.join("redis.sock"))).unwrap();
             assert!(why.contains(&open.display().to_string()), "{why}");
@@ -248,6 +332,15 @@ mod tests {
         symlink(&target, private.join("redis")).unwrap();
         let why = squattable(&unix(&private.join("redis/redis.sock"))).unwrap();
         assert!(why.contains(&shared.display().to_string()), "{why}");
+        // The socket's name is a link, in a directory anyone can write: anyone can replace the
+        // link, whatever it points to.
+        let sticky = dir_with_mode(&root.path().join("sticky"), 0o1777);
+        symlink(private.join("x.sock"), sticky.join("redis.sock")).unwrap();
+        assert!(squattable(&unix(&sticky.join("redis.sock"))).is_some());
+        // A directory link leading to a name not made yet in a directory anyone can write.
+        symlink(open.join("later"), private.join("later")).unwrap();
+        let why = squattable(&unix(&private.join("later/redis.sock"))).unwrap();
+        assert!(why.contains(&open.display().to_string()), "{why}");
         // A link to a private place is fine.
         let safe = dir_with_mode(&root.path().join("safe"), 0o750);
         symlink(safe.join("redis.sock"), private.join("safe.sock")).unwrap();
