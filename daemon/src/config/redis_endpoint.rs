@@ -109,28 +109,32 @@ struct Step {
     entry_owner: Option<u32>,
     /// Whether the name is the socket's own (or missing: what follows is made later).
     last: bool,
+    /// Whether the name is the socket's own name, as written or as a link led to it.
+    own_name: bool,
 }
 
 /// The directory on the way to `socket` that lets another user put a socket of their own at it,
-/// or one that cannot be read (judged open). Every step's directory must be owned by root, this
-/// process's user, or the owner of the socket's own directory (Redis's user); others may write
-/// it (group or world) only when it is sticky and the name looked up there is not the socket's,
-/// exists and is owned by root or this process's user (the sticky bit stops everyone but the
-/// name's owner from renaming it away; a free name is anyone's).
+/// or one that cannot be read (judged open). Every step's directory must be owned by root or
+/// this process's user, except the socket's own directory, which may be Redis's user's (only
+/// when the walk reaches the socket's name there: a walk that stops early, at a missing name or a
+/// link, ends in a directory whose owner proves nothing). Others may write a directory (group
+/// or world) only when it is sticky and the name looked up there is not the socket's, exists and
+/// is owned by root or this process's user (the sticky bit stops everyone but the name's owner
+/// from renaming it away; a free name is anyone's).
 fn open_directory(socket: &Path) -> Option<PathBuf> {
     let steps = match walk(socket) {
         Ok(steps) => steps,
         Err(unreadable) => return Some(unreadable),
     };
-    let redis_owner = steps.last()?.owner;
     let us = nix::unistd::geteuid().as_raw();
     let trusted = |uid: u32| uid == 0 || uid == us;
-    steps.iter().find_map(|step| {
+    let socket_dir = steps.len().checked_sub(1)?;
+    steps.iter().enumerate().find_map(|(index, step)| {
         let others_write = step.mode & 0o022 != 0;
         let sticky = step.mode & 0o1000 != 0;
         let held = !step.last && step.entry_owner.is_some_and(trusted);
-        let open = !(trusted(step.owner) || step.owner == redis_owner)
-            || (others_write && !(sticky && held));
+        let redis_dir = index == socket_dir && step.own_name;
+        let open = !(trusted(step.owner) || redis_dir) || (others_write && !(sticky && held));
         open.then(|| step.dir.clone())
     })
 }
@@ -160,6 +164,7 @@ fn walk(socket: &Path) -> Result<Vec<Step>, PathBuf> {
             owner: dir.uid(),
             entry_owner: None,
             last: pending.is_empty(),
+            own_name: pending.is_empty(),
         };
         let found = match std::fs::symlink_metadata(&entry) {
             Ok(found) => found,
@@ -307,9 +312,21 @@ mod tests {
             std::os::unix::fs::chown(&theirs, Some(54_321), None).unwrap();
             let why = squattable(&unix(&redis.join("redis.sock"))).unwrap();
             assert!(why.contains(&theirs.display().to_string()), "{why}");
-            // Redis's own user may own its directory.
-            std::os::unix::fs::chown(&theirs, Some(0), None).unwrap();
+            // ... however its owner makes the walk end in a directory of theirs: the socket's
+            // directory moved away, made again, or a link back.
             std::os::unix::fs::chown(&redis, Some(54_322), None).unwrap();
+            std::fs::rename(&redis, theirs.join("old")).unwrap();
+            assert!(squattable(&unix(&redis.join("redis.sock"))).is_some());
+            dir_with_mode(&redis, 0o755);
+            std::os::unix::fs::chown(&redis, Some(54_321), None).unwrap();
+            assert!(squattable(&unix(&redis.join("redis.sock"))).is_some());
+            std::fs::remove_dir(&redis).unwrap();
+            symlink(".", &redis).unwrap();
+            assert!(squattable(&unix(&redis.join("redis.sock"))).is_some());
+            std::fs::remove_file(&redis).unwrap();
+            std::fs::rename(theirs.join("old"), &redis).unwrap();
+            // Redis's own user may own the socket's directory.
+            std::os::unix::fs::chown(&theirs, Some(0), None).unwrap();
             assert_eq!(squattable(&unix(&redis.join("redis.sock"))), None);
             std::os::unix::fs::chown(&inner, Some(54_321), None).unwrap();
             let why = squattable(&unix(&inner.join("redis.sock"))).unwrap();
